@@ -1,0 +1,78 @@
+/* frameq frame extraction with libavformat / libavcodec / libswscale.
+ *
+ * Reads a video from a file descriptor (seekable; a custom AVIOContext over pread), picks
+ * frames by FRAME_MODE, scales them to fit max_dim keeping the aspect ratio (display aspect
+ * and rotation applied, so portrait video comes out upright), encodes each as JPEG with
+ * libavcodec's mjpeg and hands it to a callback. Nothing is written to disk here.
+ */
+#ifndef FQ_FRAMES_H
+#define FQ_FRAMES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fq_config.h"
+#include "fq_error.h"
+
+typedef struct fq_frames_opts {
+    fq_frame_mode_t mode;
+    double fps;             /**< FRAME_FPS: fps mode picks the frame shown at k/fps seconds */
+    int max_dim;            /**< FRAME_MAX_DIM */
+    int jpeg_quality;       /**< JPEG_QUALITY (mjpeg qscale, 2..31) */
+    double scene_threshold; /**< SCENE_THRESHOLD (0..1] */
+    int max_frames;         /**< MAX_FRAMES: more -> permanent error (stage decode) */
+    int64_t max_seconds;    /**< MAX_VIDEO_SECONDS: longer -> permanent error (stage decode) */
+    int threads;            /**< decoder threads; 0 = FFmpeg's automatic choice */
+} fq_frames_opts_t;
+
+/** @brief Options from a configuration. */
+void fq_frames_opts_from_config(fq_frames_opts_t *opts, const fq_config_t *cfg);
+
+/** One extracted frame. The jpeg buffer is valid only during the callback. */
+typedef struct fq_frame {
+    int index;           /**< 0, 1, 2, ... in output order */
+    int64_t pts_ms;      /**< presentation time from the start of the stream */
+    int width, height;   /**< of the JPEG */
+    const uint8_t *jpeg;
+    size_t size;
+} fq_frame_t;
+
+/** What was learned about the source. */
+typedef struct fq_media_info {
+    int64_t duration_ms;
+    int width, height;   /**< coded size of the video stream (before rotation) */
+    int rotation;        /**< degrees clockwise applied to display it upright: 0/90/180/270 */
+    char codec[32];      /**< decoder name, e.g. "h264" */
+    char container[32];  /**< e.g. "mov,mp4,m4a,3gp,3g2,mj2" shortened to the first name */
+    double avg_fps;      /**< 0 when unknown */
+    int frame_count;     /**< frames handed to the callback */
+    int64_t frames_decoded; /**< frames the decoder produced (for benchmarks) */
+} fq_media_info_t;
+
+/** Called once per chosen frame, in order; a non-NULL return stops extraction and is returned. */
+typedef fq_error_t *(*fq_frame_cb_t)(void *opaque, const fq_frame_t *frame);
+
+typedef struct fq_frames fq_frames_t;
+
+/** @brief An extractor whose buffers (packets, frames, scaler, encoder) are reused across
+ *  calls, so a worker thread allocates nothing per frame. Not thread-safe: one per thread. */
+fq_frames_t *fq_frames_new(const fq_frames_opts_t *opts);
+void fq_frames_destroy(fq_frames_t *fx);
+
+/**
+ * @brief Extracts frames from the seekable file fd (not closed). info may be NULL.
+ * Errors: stage decode + permanent for input that is not a video (no video stream,
+ * undecodable, truncated before any frame, too long, too many frames); stage encode for a
+ * JPEG encoder failure; whatever the callback returns.
+ */
+fq_error_t *fq_frames_extract(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *opaque,
+                              fq_media_info_t *info) FQ_WARN_UNUSED;
+
+/** @brief The timestamps (ms) fps mode selects for a stream of duration_ms: k*1000/fps for
+ *  k = 0,1,... while < duration_ms. Writes at most cap values; returns how many there are. */
+size_t fq_frames_fps_targets(double fps, int64_t duration_ms, int64_t *out, size_t cap);
+
+/** @brief Output size fitting max_dim with the aspect ratio kept, even dimensions, >= 2. */
+void fq_frames_fit(int src_w, int src_h, int max_dim, int *out_w, int *out_h);
+
+#endif
