@@ -66,9 +66,8 @@ void fq_time_rfc3339(int64_t epoch_ms, char *buf, size_t buf_size)
     time_t secs = (time_t)(epoch_ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    snprintf(buf, buf_size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(epoch_ms % 1000));
+    snprintf(buf, buf_size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(epoch_ms % 1000));
 }
 
 /* A bounded line buffer: appends never overflow, the line is cut instead. */
@@ -106,11 +105,21 @@ static void put_escaped(line_t *l, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         switch (*p) {
-        case '"': puts_(l, "\\\""); break;
-        case '\\': puts_(l, "\\\\"); break;
-        case '\n': puts_(l, "\\n"); break;
-        case '\r': puts_(l, "\\r"); break;
-        case '\t': puts_(l, "\\t"); break;
+        case '"':
+            puts_(l, "\\\"");
+            break;
+        case '\\':
+            puts_(l, "\\\\");
+            break;
+        case '\n':
+            puts_(l, "\\n");
+            break;
+        case '\r':
+            puts_(l, "\\r");
+            break;
+        case '\t':
+            puts_(l, "\\t");
+            break;
         default:
             if (*p < 0x20 || *p == 0x7f)
                 putf(l, "\\u%04x", *p);
@@ -182,8 +191,7 @@ void fq_log(fq_log_level_t level, const fq_log_ctx_t *ctx, const char *fmt, ...)
             if (ctx->duration_ms > 0)
                 putf(&l, " duration_ms=%.1f", ctx->duration_ms);
             if (ctx->topic)
-                putf(&l, " at=%s/%d@%lld", ctx->topic, (int)ctx->partition,
-                     (long long)ctx->offset);
+                putf(&l, " at=%s/%d@%lld", ctx->topic, (int)ctx->partition, (long long)ctx->offset);
         }
         puts_(&l, ": ");
         puts_(&l, msg);

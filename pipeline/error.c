@@ -15,14 +15,15 @@ struct fq_error {
 };
 
 /* Returned when malloc fails, so callers never have to handle a NULL error. */
-static fq_error_t oom_error = {
-    .stage = FQ_STAGE_VALIDATE, .klass = FQ_CLASS_OUTAGE, .is_static = true,
-    .message = "out of memory"};
+static fq_error_t oom_error = {.stage = FQ_STAGE_VALIDATE,
+                               .klass = FQ_CLASS_OUTAGE,
+                               .is_static = true,
+                               .message = "out of memory"};
 
-static const char *const stage_names[FQ_STAGE__COUNT] = {
-    "validate", "fetch", "decode", "encode", "upload", "store", "message"};
-static const char *const class_names[FQ_CLASS__COUNT] = {"retriable", "permanent",
-                                                          "malformed", "outage"};
+static const char *const stage_names[FQ_STAGE__COUNT] = {"validate", "fetch", "decode", "encode",
+                                                         "upload",   "store", "message"};
+static const char *const class_names[FQ_CLASS__COUNT] = {"retriable", "permanent", "malformed",
+                                                         "outage"};
 
 fq_error_t *fq_error_new(fq_stage_t stage, fq_class_t klass, const char *fmt, ...)
 {
