@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# make_videos.sh OUTDIR — generates the shared test-video corpus with the ffmpeg CLI.
+#
+# Small sizes and short durations keep the whole corpus cheap to build on a shared 2-core
+# machine. Idempotent: a file already present is kept (files are written to a temporary
+# name first, so an interrupted run never leaves a half-written video behind).
+# Prints the path of every file made (or already present), one per line, on stdout.
+set -euo pipefail
+
+if [ $# -ne 1 ]; then
+    echo "usage: $0 OUTDIR" >&2
+    exit 2
+fi
+out=$1
+mkdir -p "$out"
+command -v ffmpeg >/dev/null || { echo "make_videos.sh: ffmpeg not found" >&2; exit 1; }
+
+ff() { ffmpeg -nostdin -hide_banner -loglevel error -y "$@"; }
+has_encoder() { ffmpeg -hide_banner -encoders 2>/dev/null | grep -c " $1 " >/dev/null; }
+
+# make NAME CMD...: runs CMD with "$tmp" as its output path unless NAME exists.
+make() {
+    local name=$1
+    shift
+    local dst="$out/$name"
+    if [ ! -e "$dst" ]; then
+        tmp="$out/.tmp.$$.$name"
+        "$@"
+        mv -f "$tmp" "$dst"
+    fi
+    echo "$dst"
+}
+
+x264_gop() { # 30 fps, 2 s GOP, B-frames, no scene-cut keyframes so the GOP is regular
+    echo -c:v libx264 -preset veryfast -g 60 -keyint_min 60 -sc_threshold 0 -bf 2 -pix_fmt yuv420p
+}
+
+gen_h264() {
+    ff -f lavfi -i testsrc2=size=1280x720:rate=30:duration=6 $(x264_gop) -f mp4 "$tmp"
+}
+gen_h264_faststart() {
+    ff -f lavfi -i testsrc2=size=1280x720:rate=30:duration=6 $(x264_gop) \
+        -movflags +faststart -f mp4 "$tmp"
+}
+gen_hevc() {
+    ff -f lavfi -i testsrc2=size=640x360:rate=30:duration=3 -c:v libx265 -preset ultrafast \
+        -x265-params log-level=error:keyint=60 -pix_fmt yuv420p -tag:v hvc1 -f mp4 "$tmp"
+}
+gen_vp9() {
+    ff -f lavfi -i testsrc2=size=320x240:rate=30:duration=3 -c:v libvpx-vp9 -deadline realtime \
+        -cpu-used 8 -b:v 300k -g 60 -pix_fmt yuv420p -f webm "$tmp"
+}
+gen_mpeg4() {
+    ff -f lavfi -i testsrc2=size=640x360:rate=25:duration=3 -c:v mpeg4 -q:v 5 -g 50 -f avi "$tmp"
+}
+gen_av1() {
+    ff -f lavfi -i testsrc2=size=320x240:rate=30:duration=2 -c:v libsvtav1 -preset 12 -g 60 \
+        -pix_fmt yuv420p -f matroska "$tmp"
+}
+gen_rotated90() { # 640x360 coded, displayed portrait through the rotate tag (FFmpeg 5.1)
+    local src="$out/.tmp.$$.rot_src.mp4"
+    ff -f lavfi -i testsrc2=size=640x360:rate=30:duration=3 $(x264_gop) -f mp4 "$src"
+    ff -i "$src" -c copy -metadata:s:v:0 rotate=90 -f mp4 "$tmp"
+    rm -f "$src"
+}
+gen_vfr() { # per 20 input frames: 10 frames 1/30 s apart, then 10 frames 1/10 s apart (8 s)
+    ff -f lavfi -i testsrc2=size=640x360:rate=30:duration=4 \
+        -vf "setpts='(40*floor(N/20)+mod(N,20)+2*max(mod(N,20)-10,0))/30/TB'" \
+        $(x264_gop) -vsync vfr -f mp4 "$tmp"
+}
+gen_uhd() {
+    ff -f lavfi -i testsrc2=size=3840x2160:rate=30:duration=1 -c:v libx264 -preset ultrafast \
+        -g 30 -pix_fmt yuv420p -f mp4 "$tmp"
+}
+gen_long() {
+    ff -f lavfi -i testsrc2=size=160x90:rate=10:duration=20 -c:v libx264 -preset ultrafast \
+        -g 20 -pix_fmt yuv420p -f mp4 "$tmp"
+}
+gen_audio_only() {
+    ff -f lavfi -i sine=frequency=440:duration=2 -c:a aac -b:a 64k -f mp4 "$tmp"
+}
+gen_empty() {
+    : >"$tmp"
+}
+gen_truncated() {
+    local src="$out/h264_faststart.mp4" size
+    size=$(stat -c %s "$src")
+    head -c $((size * 40 / 100)) "$src" >"$tmp"
+}
+gen_random() {
+    head -c 200000 /dev/urandom >"$tmp"
+}
+gen_text() {
+    for i in $(seq 1 200); do echo "line $i: this is a text file, not a video"; done >"$tmp"
+}
+gen_tiny() {
+    ff -f lavfi -i testsrc2=size=64x64:rate=1:duration=1 -frames:v 1 -c:v libx264 \
+        -preset ultrafast -pix_fmt yuv420p -f mp4 "$tmp"
+}
+
+make h264.mp4 gen_h264
+make h264_faststart.mp4 gen_h264_faststart
+make hevc.mp4 gen_hevc
+make vp9.webm gen_vp9
+make mpeg4.avi gen_mpeg4
+if has_encoder libsvtav1; then
+    make av1.mkv gen_av1
+fi
+make rotated90.mp4 gen_rotated90
+make vfr.mp4 gen_vfr
+make uhd.mp4 gen_uhd
+make long.mp4 gen_long
+make audio_only.m4a gen_audio_only
+make empty.mp4 gen_empty
+make truncated.mp4 gen_truncated
+make random.mp4 gen_random
+make text.mp4 gen_text
+make tiny.mp4 gen_tiny
