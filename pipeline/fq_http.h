@@ -1,0 +1,109 @@
+/* frameq HTTP helpers shared by fetch and upload: URL parsing, the source allow-list,
+ * s3:// -> path-style endpoint URLs, SigV4 request options, curl/HTTP error mapping, and a
+ * small SHA-256 for S3 payload hashes. Nothing here connects anywhere. */
+#ifndef FQ_HTTP_H
+#define FQ_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <curl/curl.h>
+
+#include "fq_config.h"
+#include "fq_error.h"
+
+#define FQ_URL_HOST_MAX 255
+
+/** The parts of a URL that checks need. Scheme and host are lowercased. */
+typedef struct fq_url_parts {
+    char scheme[16];                /**< "http", "https", "s3", "file", ... */
+    char host[FQ_URL_HOST_MAX + 1]; /**< without brackets for IPv6; "" for file:// */
+    int port;                       /**< -1 when absent */
+    bool has_userinfo;              /**< "user:pass@" present */
+    bool host_is_ip;                /**< IPv4 dotted quad or IPv6 literal */
+    size_t path_offset;             /**< where the path ("/...") starts in the URL */
+} fq_url_parts_t;
+
+/**
+ * @brief Splits scheme://[userinfo@]host[:port]/path. Rejects control characters, spaces,
+ * non-ASCII bytes, backslashes, a missing "://", and bad ports. 0, or -1 with errstr.
+ */
+int fq_url_parse(const char *url, fq_url_parts_t *parts, char *errstr,
+                 size_t errstr_size) FQ_WARN_UNUSED;
+
+/** @brief Copies url without userinfo and with any query string replaced by "?...", so it
+ *  can be logged or put in an error message. Truncates to out_size. */
+void fq_url_redact(const char *url, char *out, size_t out_size);
+
+/** The source allow-list: ALLOWED_SOURCE_SCHEMES and ALLOWED_SOURCE_HOSTS. */
+typedef struct fq_allow fq_allow_t;
+
+/** @brief Builds an allow-list from comma lists (NULL schemes = "https,http,s3", NULL hosts =
+ *  none). Hosts match exactly, case-insensitively; "*.example.com" matches any subdomain.
+ *  Unknown schemes fail with errstr. */
+fq_allow_t *fq_allow_new(const char *schemes, const char *hosts, char *errstr, size_t errstr_size);
+void fq_allow_destroy(fq_allow_t *allow);
+
+/** @brief Adds one more allowed host (e.g. the source template's own host). 0 or -1 (OOM). */
+int fq_allow_add_host(fq_allow_t *allow, const char *host);
+
+/** @brief True when the scheme ("file", "s3", ...) is listed. */
+bool fq_allow_scheme(const fq_allow_t *allow, const char *scheme);
+
+/**
+ * @brief Checks a URL before anything connects to it. `what` names it in messages
+ * ("video_url", "source URL", "redirect"). Refusals are stage validate, class permanent:
+ * "video_url host 169.254.169.254 is not in ALLOWED_SOURCE_HOSTS". For s3:// the bucket is the
+ * host; file:// has no host to check. parts may be NULL.
+ */
+fq_error_t *fq_allow_check(const fq_allow_t *allow, const char *url, const char *what,
+                           fq_url_parts_t *parts) FQ_WARN_UNUSED;
+
+/**
+ * @brief The path-style URL of an object: <endpoint>/<bucket>/<key> with each key segment
+ * percent-encoded; endpoint NULL or "" = https://s3.<region>.amazonaws.com. 0, or -1 when
+ * it does not fit.
+ */
+int fq_s3_object_url(const char *endpoint, const char *region, const char *bucket, const char *key,
+                     char *out, size_t out_size) FQ_WARN_UNUSED;
+
+/** @brief Splits "s3://bucket/key" into bucket and key (the key without its leading '/').
+ *  0, or -1 when it is not an s3 URL with a valid bucket name and a non-empty key. */
+int fq_s3_split(const char *url, char *bucket, size_t bucket_size, char *key,
+                size_t key_size) FQ_WARN_UNUSED;
+
+/**
+ * @brief Prepares curl for a SigV4-signed S3 request: CURLOPT_AWS_SIGV4 "aws:amz:REGION:s3",
+ * the key pair, and an x-amz-content-sha256 header (curl/curl#8810) appended to headers.
+ * payload_sha256 is the hex hash of the body (NULL = hash of the empty body).
+ * @return the header list (the caller sets CURLOPT_HTTPHEADER and frees it), NULL on OOM.
+ */
+struct curl_slist *fq_s3_prepare(CURL *curl, const fq_config_t *cfg, const char *payload_sha256,
+                                 struct curl_slist *headers);
+
+/** @brief Reads <Code>...</Code> from an S3 XML error body. 0, or -1 when there is none. */
+int fq_s3_error_code(const char *body, size_t len, char *out, size_t out_size);
+
+/** @brief True for curl results that mean the server could not be reached at all
+ *  (refused, DNS failure, connect timeout). */
+bool fq_http_curl_unreachable(CURLcode rc);
+
+/** @brief The class of a failed transfer: permanent for bad URLs, unsupported protocols,
+ *  too many redirects, size limits; retriable for network trouble (timeouts, resets, short
+ *  bodies, refused connections). */
+fq_class_t fq_http_class_for_curl(CURLcode rc);
+
+/**
+ * @brief An error for an HTTP error status. S3 403 (SignatureDoesNotMatch,
+ * InvalidAccessKeyId, ...) reads "S3 authentication failed (HTTP 403 SignatureDoesNotMatch)".
+ * body/len is the (captured part of the) response body, for the S3 error code. The code of
+ * the error is the status.
+ */
+fq_error_t *fq_http_status_error(fq_stage_t stage, fq_class_t klass, long status,
+                                 const char *safe_url, const char *body, size_t len) FQ_WARN_UNUSED;
+
+/** @brief Hex SHA-256 (64 chars + NUL) of data. */
+void fq_sha256_hex(const void *data, size_t len, char out[65]);
+
+#endif

@@ -1,0 +1,489 @@
+/* Shared libcurl / S3 helpers: see fq_http.h. */
+#include "fq_http.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...) FQ_PRINTF(3, 4);
+
+static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
+{
+    if (!errstr || errstr_size == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errstr, errstr_size, fmt, ap);
+    va_end(ap);
+}
+
+static bool is_ip_literal(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1)
+        return true;
+    /* Forms inet_pton refuses but resolvers accept ("127.1", "0x7f.1", "2130706433") are
+     * IP literals too: a host made only of digits, dots and hex prefixes is treated as one. */
+    bool only_numeric = *host != '\0';
+    for (const char *p = host; *p; p++) {
+        if (!isxdigit((unsigned char)*p) && *p != '.' && *p != 'x' && *p != 'X')
+            only_numeric = false;
+    }
+    return only_numeric && isdigit((unsigned char)host[0]);
+}
+
+int fq_url_parse(const char *url, fq_url_parts_t *parts, char *errstr, size_t errstr_size)
+{
+    memset(parts, 0, sizeof(*parts));
+    parts->port = -1;
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++) {
+        if (*p <= 0x20 || *p >= 0x7f) {
+            set_err(errstr, errstr_size, "URL contains a control, space or non-ASCII byte");
+            return -1;
+        }
+        if (*p == '\\') {
+            set_err(errstr, errstr_size, "URL contains a backslash");
+            return -1;
+        }
+    }
+    const char *sep = strstr(url, "://");
+    size_t slen = sep ? (size_t)(sep - url) : 0;
+    if (!sep || slen == 0 || slen >= sizeof(parts->scheme) || !isalpha((unsigned char)url[0])) {
+        set_err(errstr, errstr_size, "URL has no scheme://");
+        return -1;
+    }
+    for (size_t i = 0; i < slen; i++) {
+        char c = url[i];
+        if (!isalnum((unsigned char)c) && c != '+' && c != '-' && c != '.') {
+            set_err(errstr, errstr_size, "URL scheme is not valid");
+            return -1;
+        }
+        parts->scheme[i] = (char)tolower((unsigned char)c);
+    }
+    const char *auth = sep + 3;
+    size_t alen = strcspn(auth, "/?#");
+    parts->path_offset = (size_t)(auth - url) + alen;
+    if (memchr(auth, '@', alen)) {
+        parts->has_userinfo = true;
+        auth = (const char *)memchr(auth, '@', alen) + 1;
+        alen = strcspn(auth, "/?#");
+    }
+    const char *host = auth;
+    size_t hlen;
+    const char *rest;
+    if (*host == '[') {
+        const char *close = memchr(host, ']', alen);
+        if (!close) {
+            set_err(errstr, errstr_size, "URL has an unterminated IPv6 address");
+            return -1;
+        }
+        host++;
+        hlen = (size_t)(close - host);
+        rest = close + 1;
+    } else {
+        hlen = strcspn(host, ":/?#");
+        rest = host + hlen;
+    }
+    if (hlen > FQ_URL_HOST_MAX) {
+        set_err(errstr, errstr_size, "URL host is too long");
+        return -1;
+    }
+    for (size_t i = 0; i < hlen; i++)
+        parts->host[i] = (char)tolower((unsigned char)host[i]);
+    parts->host[hlen] = '\0';
+    if (*rest == ':') {
+        rest++;
+        long port = 0;
+        int digits = 0;
+        while (isdigit((unsigned char)*rest) && digits < 6) {
+            port = port * 10 + (*rest - '0');
+            rest++;
+            digits++;
+        }
+        if (digits == 0 || port < 1 || port > 65535 || (*rest && !strchr("/?#", *rest))) {
+            set_err(errstr, errstr_size, "URL port is not valid");
+            return -1;
+        }
+        parts->port = (int)port;
+    } else if (*rest && !strchr("/?#", *rest)) {
+        set_err(errstr, errstr_size, "URL host is followed by garbage");
+        return -1;
+    }
+    parts->host_is_ip = parts->host[0] && is_ip_literal(parts->host);
+    return 0;
+}
+
+void fq_url_redact(const char *url, char *out, size_t out_size)
+{
+    if (out_size == 0)
+        return;
+    out[0] = '\0';
+    const char *sep = strstr(url, "://");
+    const char *copy_from = url;
+    size_t head = 0;
+    if (sep) {
+        const char *auth = sep + 3;
+        size_t alen = strcspn(auth, "/?#");
+        const char *at = memchr(auth, '@', alen);
+        if (at) {
+            head = (size_t)(auth - url);
+            copy_from = at + 1;
+        }
+    }
+    size_t q = strcspn(copy_from, "?#");
+    snprintf(out, out_size, "%.*s%.*s%s", (int)head, url, (int)q, copy_from,
+             copy_from[q] == '?' ? "?..." : "");
+}
+
+/* ---- allow-list ---------------------------------------------------------------------- */
+
+struct fq_allow {
+    bool http, https, s3, file;
+    char **hosts;
+    size_t nhosts;
+};
+
+void fq_allow_destroy(fq_allow_t *allow)
+{
+    if (!allow)
+        return;
+    for (size_t i = 0; i < allow->nhosts; i++)
+        free(allow->hosts[i]);
+    free(allow->hosts);
+    free(allow);
+}
+
+int fq_allow_add_host(fq_allow_t *allow, const char *host)
+{
+    if (!host || !*host)
+        return 0;
+    char **hosts = realloc(allow->hosts, (allow->nhosts + 1) * sizeof(*hosts));
+    if (!hosts)
+        return -1;
+    allow->hosts = hosts;
+    char *copy = strdup(host);
+    if (!copy)
+        return -1;
+    for (char *p = copy; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    allow->hosts[allow->nhosts++] = copy;
+    return 0;
+}
+
+/* Calls fn for each trimmed, non-empty entry of a comma list; stops at the first non-zero. */
+static int for_each_entry(const char *list, int (*fn)(void *, const char *), void *opaque)
+{
+    const char *p = list;
+    while (p && *p) {
+        size_t len = strcspn(p, ",");
+        const char *start = p;
+        const char *end = p + len;
+        while (start < end && isspace((unsigned char)*start))
+            start++;
+        while (end > start && isspace((unsigned char)end[-1]))
+            end--;
+        if (end > start) {
+            char entry[FQ_URL_HOST_MAX + 1];
+            if ((size_t)(end - start) >= sizeof(entry))
+                return -2;
+            memcpy(entry, start, (size_t)(end - start));
+            entry[end - start] = '\0';
+            int rc = fn(opaque, entry);
+            if (rc)
+                return rc;
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
+static int add_scheme(void *opaque, const char *scheme)
+{
+    fq_allow_t *allow = opaque;
+    if (strcasecmp(scheme, "http") == 0)
+        allow->http = true;
+    else if (strcasecmp(scheme, "https") == 0)
+        allow->https = true;
+    else if (strcasecmp(scheme, "s3") == 0)
+        allow->s3 = true;
+    else if (strcasecmp(scheme, "file") == 0)
+        allow->file = true;
+    else
+        return 1;
+    return 0;
+}
+
+static int add_host(void *opaque, const char *host)
+{
+    return fq_allow_add_host(opaque, host) == 0 ? 0 : -1;
+}
+
+fq_allow_t *fq_allow_new(const char *schemes, const char *hosts, char *errstr, size_t errstr_size)
+{
+    fq_allow_t *allow = calloc(1, sizeof(*allow));
+    if (!allow) {
+        set_err(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    int rc = for_each_entry(schemes ? schemes : "https,http,s3", add_scheme, allow);
+    if (rc) {
+        set_err(errstr, errstr_size,
+                "ALLOWED_SOURCE_SCHEMES: only http, https, s3 and file are supported");
+        goto fail;
+    }
+    rc = for_each_entry(hosts, add_host, allow);
+    if (rc) {
+        set_err(errstr, errstr_size, "ALLOWED_SOURCE_HOSTS: %s",
+                rc == -2 ? "a host is too long" : "out of memory");
+        goto fail;
+    }
+    return allow;
+fail:
+    fq_allow_destroy(allow);
+    return NULL;
+}
+
+bool fq_allow_scheme(const fq_allow_t *allow, const char *scheme)
+{
+    if (strcmp(scheme, "http") == 0)
+        return allow->http;
+    if (strcmp(scheme, "https") == 0)
+        return allow->https;
+    if (strcmp(scheme, "s3") == 0)
+        return allow->s3;
+    if (strcmp(scheme, "file") == 0)
+        return allow->file;
+    return false;
+}
+
+static bool host_allowed(const fq_allow_t *allow, const char *host, bool is_ip)
+{
+    for (size_t i = 0; i < allow->nhosts; i++) {
+        const char *entry = allow->hosts[i];
+        if (strcmp(entry, host) == 0)
+            return true;
+        /* "*.example.com" matches a.example.com and a.b.example.com, never an IP literal. */
+        if (!is_ip && entry[0] == '*' && entry[1] == '.') {
+            size_t elen = strlen(entry + 1), hlen = strlen(host);
+            if (hlen > elen && strcmp(host + hlen - elen, entry + 1) == 0)
+                return true;
+        }
+    }
+    return false;
+}
+
+static bool bucket_valid(const char *bucket)
+{
+    size_t len = strlen(bucket);
+    if (len < 3 || len > 63)
+        return false;
+    for (const char *p = bucket; *p; p++) {
+        if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '-' && *p != '.')
+            return false;
+    }
+    return true;
+}
+
+fq_error_t *fq_allow_check(const fq_allow_t *allow, const char *url, const char *what,
+                           fq_url_parts_t *parts)
+{
+    fq_url_parts_t local;
+    fq_url_parts_t *pp = parts ? parts : &local;
+    char why[128];
+    if (fq_url_parse(url, pp, why, sizeof(why)) != 0)
+        return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT, "%s is not a valid URL: %s",
+                            what, why);
+    if (pp->has_userinfo)
+        return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
+                            "%s must not carry credentials (user@host)", what);
+    const char *scheme = pp->scheme;
+    bool known = strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0 ||
+                 strcmp(scheme, "s3") == 0 || strcmp(scheme, "file") == 0;
+    if (!known || !fq_allow_scheme(allow, scheme))
+        return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
+                            "%s scheme %s is not in ALLOWED_SOURCE_SCHEMES", what, scheme);
+    if (strcmp(scheme, "file") == 0) {
+        /* file://localhost/x, file:///x and file://./x (relative) have no remote host. */
+        if (pp->host[0] && strcmp(pp->host, "localhost") != 0 && strcmp(pp->host, ".") != 0)
+            return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
+                                "%s file URL names a remote host %s", what, pp->host);
+        return NULL;
+    }
+    if (!pp->host[0])
+        return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT, "%s has no host", what);
+    if (strcmp(scheme, "s3") == 0) {
+        if (!bucket_valid(pp->host) || pp->port != -1)
+            return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
+                                "%s bucket %s is not a valid S3 bucket name", what, pp->host);
+        const char *key = url + pp->path_offset;
+        if (key[0] != '/' || key[1] == '\0')
+            return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT, "%s has no object key",
+                                what);
+    }
+    if (!host_allowed(allow, pp->host, pp->host_is_ip))
+        return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
+                            "%s host %s is not in ALLOWED_SOURCE_HOSTS", what, pp->host);
+    return NULL;
+}
+
+/* ---- S3 ------------------------------------------------------------------------------ */
+
+int fq_s3_split(const char *url, char *bucket, size_t bucket_size, char *key, size_t key_size)
+{
+    fq_url_parts_t parts;
+    if (fq_url_parse(url, &parts, NULL, 0) != 0 || strcmp(parts.scheme, "s3") != 0 ||
+        parts.has_userinfo || parts.port != -1 || !bucket_valid(parts.host))
+        return -1;
+    const char *path = url + parts.path_offset;
+    if (path[0] != '/' || path[1] == '\0' || strpbrk(path, "?#"))
+        return -1;
+    if (strlen(parts.host) >= bucket_size || strlen(path + 1) >= key_size)
+        return -1;
+    strcpy(bucket, parts.host);
+    strcpy(key, path + 1);
+    return 0;
+}
+
+int fq_s3_object_url(const char *endpoint, const char *region, const char *bucket, const char *key,
+                     char *out, size_t out_size)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    int n;
+    if (endpoint && *endpoint) {
+        size_t elen = strlen(endpoint);
+        while (elen > 0 && endpoint[elen - 1] == '/')
+            elen--;
+        n = snprintf(out, out_size, "%.*s/%s/", (int)elen, endpoint, bucket);
+    } else {
+        n = snprintf(out, out_size, "https://s3.%s.amazonaws.com/%s/",
+                     region && *region ? region : "us-east-1", bucket);
+    }
+    if (n < 0 || (size_t)n >= out_size)
+        return -1;
+    size_t pos = (size_t)n;
+    /* SigV4 canonical URIs encode everything but unreserved characters, per segment. */
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+        bool keep = isalnum(*p) || *p == '-' || *p == '_' || *p == '.' || *p == '~' || *p == '/';
+        size_t need = keep ? 1 : 3;
+        if (pos + need >= out_size)
+            return -1;
+        if (keep) {
+            out[pos++] = (char)*p;
+        } else {
+            out[pos++] = '%';
+            out[pos++] = hex[*p >> 4];
+            out[pos++] = hex[*p & 15];
+        }
+    }
+    out[pos] = '\0';
+    return 0;
+}
+
+struct curl_slist *fq_s3_prepare(CURL *curl, const fq_config_t *cfg, const char *payload_sha256,
+                                 struct curl_slist *headers)
+{
+    char sigv4[96];
+    char hdr[128];
+    snprintf(sigv4, sizeof(sigv4), "aws:amz:%s:s3",
+             cfg->s3_region && *cfg->s3_region ? cfg->s3_region : "us-east-1");
+    curl_easy_setopt(curl, CURLOPT_AWS_SIGV4, sigv4);
+    /* Username and password set apart, so a ':' in the secret cannot split them wrongly. */
+    curl_easy_setopt(curl, CURLOPT_USERNAME, cfg->aws_access_key_id ? cfg->aws_access_key_id : "");
+    curl_easy_setopt(curl, CURLOPT_PASSWORD,
+                     cfg->aws_secret_access_key ? cfg->aws_secret_access_key : "");
+    snprintf(hdr, sizeof(hdr), "x-amz-content-sha256: %s",
+             payload_sha256 ? payload_sha256 : EMPTY_SHA256);
+    struct curl_slist *list = curl_slist_append(headers, hdr);
+    if (!list) {
+        curl_slist_free_all(headers);
+        return NULL;
+    }
+    return list;
+}
+
+int fq_s3_error_code(const char *body, size_t len, char *out, size_t out_size)
+{
+    if (!body || len == 0 || out_size == 0)
+        return -1;
+    const char *open = memmem(body, len, "<Code>", 6);
+    if (!open)
+        return -1;
+    open += 6;
+    const char *end = body + len;
+    const char *close = memmem(open, (size_t)(end - open), "</Code>", 7);
+    if (!close || close == open)
+        return -1;
+    size_t n = (size_t)(close - open);
+    if (n >= out_size)
+        n = out_size - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)open[i];
+        out[i] = (isalnum(c) || c == '.' || c == '-' || c == '_') ? (char)c : '?';
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+/* ---- error mapping ------------------------------------------------------------------- */
+
+bool fq_http_curl_unreachable(CURLcode rc)
+{
+    return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+           rc == CURLE_COULDNT_RESOLVE_PROXY;
+}
+
+fq_class_t fq_http_class_for_curl(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_TOO_MANY_REDIRECTS:
+    case CURLE_FILESIZE_EXCEEDED:
+    case CURLE_LOGIN_DENIED:
+    case CURLE_REMOTE_ACCESS_DENIED:
+    case CURLE_REMOTE_FILE_NOT_FOUND:
+        return FQ_CLASS_PERMANENT;
+    default:
+        return FQ_CLASS_RETRIABLE;
+    }
+}
+
+static bool s3_auth_code(const char *code)
+{
+    static const char *const codes[] = {
+        "SignatureDoesNotMatch",     "InvalidAccessKeyId",   "AuthorizationHeaderMalformed",
+        "InvalidSignatureException", "RequestTimeTooSkewed", "XAmzContentSHA256Mismatch",
+        "MissingSecurityHeader",     "ExpiredToken",         "InvalidToken"};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        if (strcmp(code, codes[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+fq_error_t *fq_http_status_error(fq_stage_t stage, fq_class_t klass, long status,
+                                 const char *safe_url, const char *body, size_t len)
+{
+    char code[64];
+    bool has_code = fq_s3_error_code(body, len, code, sizeof(code)) == 0;
+    fq_error_t *err;
+    if (has_code && (status == 403 || status == 400) && s3_auth_code(code))
+        err = fq_error_new(stage, klass,
+                           "S3 authentication failed (HTTP %ld %s) for %s: check "
+                           "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and S3_REGION",
+                           status, code, safe_url);
+    else if (has_code)
+        err = fq_error_new(stage, klass, "HTTP %ld %s from %s", status, code, safe_url);
+    else
+        err = fq_error_new(stage, klass, "HTTP %ld from %s", status, safe_url);
+    fq_error_set_code(err, (int)status);
+    return err;
+}
