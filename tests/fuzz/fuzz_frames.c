@@ -1,0 +1,49 @@
+/* libFuzzer target: the frame extractor on mutated videos (seeds are generated at run time by
+ * tests/fuzz/run_fuzz.sh with the ffmpeg CLI). Small limits keep each run short. */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "fq_frames.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static fq_error_t *count_frame(void *opaque, const fq_frame_t *frame)
+{
+    int *count = opaque;
+    if (!frame->jpeg || frame->size == 0 || frame->width < 2 || frame->height < 2)
+        abort();
+    (*count)++;
+    return NULL;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static fq_frames_t *fx;
+    if (!fx) {
+        fq_frames_opts_t opts = {.mode = FQ_FRAME_MODE_FPS,
+                                 .fps = 2,
+                                 .max_dim = 64,
+                                 .jpeg_quality = 10,
+                                 .scene_threshold = 0.3,
+                                 .max_frames = 8,
+                                 .max_seconds = 20,
+                                 .threads = 1};
+        fx = fq_frames_new(&opts);
+    }
+    int fd = memfd_create("fuzz-video", 0);
+    if (fd < 0)
+        return 0;
+    if (write(fd, data, size) == (ssize_t)size) {
+        int count = 0;
+        fq_media_info_t info;
+        fq_error_t *err = fq_frames_extract(fx, fd, count_frame, &count, &info);
+        if (!err && count > 8)
+            abort();
+        fq_error_destroy(err);
+    }
+    close(fd);
+    return 0;
+}
