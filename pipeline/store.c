@@ -407,7 +407,7 @@ static fq_error_t *store_run(fq_store_t *store, store_body_t body, void *ctx)
             kind = body(store, ctx);
         if (kind == STORE_OK)
             return NULL;
-        if (kind != STORE_BROKEN && kind != STORE_TRANSIENT)
+        if ((kind != STORE_BROKEN && kind != STORE_TRANSIENT) || store->conninfo_bad)
             break;
         if (attempt == 0)
             FQ_WARN(NULL, "postgresql: %s; %s", store->msg,

@@ -1,0 +1,285 @@
+/* Unit tests of the store's pure logic: SQLSTATE classification, error codes, message
+ * cleaning (one line, no password), array literals, version formatting, argument checks.
+ * No server is needed: the store's static helpers are reached by including its source. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "store.c"
+
+static void test_kind_for(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *sqlstate;
+        bool conn_ok;
+        store_kind_t want;
+    } cases[] = {
+        {NULL, false, STORE_BROKEN},      /* connection dropped, no SQLSTATE */
+        {"", false, STORE_BROKEN},        /* same */
+        {"23505", false, STORE_BROKEN},   /* whatever the state, a dead connection is broken */
+        {NULL, true, STORE_FAILED},       /* client-side failure on a healthy connection */
+        {"", true, STORE_FAILED},         /* same */
+        {"2350", true, STORE_FAILED},     /* malformed SQLSTATE */
+        {"08006", true, STORE_BROKEN},    /* connection_failure */
+        {"08001", true, STORE_BROKEN},    /* unable to connect */
+        {"57P01", true, STORE_BROKEN},    /* admin_shutdown (pg_terminate_backend) */
+        {"57P02", true, STORE_BROKEN},    /* crash_shutdown */
+        {"57P03", true, STORE_BROKEN},    /* cannot_connect_now */
+        {"25006", true, STORE_BROKEN},    /* read-only: standby after failover */
+        {"26000", true, STORE_BROKEN},    /* prepared statement vanished */
+        {"40001", true, STORE_TRANSIENT}, /* serialization_failure */
+        {"40P01", true, STORE_TRANSIENT}, /* deadlock_detected */
+        {"53100", true, STORE_OUTAGE},    /* disk_full */
+        {"53300", true, STORE_OUTAGE},    /* too_many_connections */
+        {"58030", true, STORE_OUTAGE},    /* io_error */
+        {"57P04", true, STORE_OUTAGE},    /* database_dropped */
+        {"57014", true, STORE_FAILED},    /* query_canceled: statement timeout, this item */
+        {"23505", true, STORE_FAILED},    /* unique_violation */
+        {"23503", true, STORE_FAILED},    /* foreign_key_violation */
+        {"23514", true, STORE_FAILED},    /* check_violation */
+        {"22P02", true, STORE_FAILED},    /* invalid_text_representation */
+        {"42P01", true, STORE_FAILED},    /* undefined_table: schema not migrated */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        store_kind_t got = store_kind_for(cases[i].sqlstate, cases[i].conn_ok);
+        if (got != cases[i].want)
+            fail_msg("case %zu (%s, conn_ok=%d): got %d, want %d", i,
+                     cases[i].sqlstate ? cases[i].sqlstate : "NULL", cases[i].conn_ok, got,
+                     cases[i].want);
+    }
+}
+
+static void test_sqlstate_code(void **state)
+{
+    (void)state;
+    /* PostgreSQL's MAKE_SQLSTATE: sum of ((c - '0') & 0x3F) << (6 * position). */
+    static const struct {
+        const char *sqlstate;
+        int want;
+    } cases[] = {
+        {"00000", 0},
+        {"23505", 2 + (3 << 6) + (5 << 12) + (0 << 18) + (5 << 24)},
+        {"23503", 2 + (3 << 6) + (5 << 12) + (0 << 18) + (3 << 24)},
+        {"57P01", 5 + (7 << 6) + ((('P' - '0') & 0x3F) << 12) + (0 << 18) + (1 << 24)},
+        {NULL, 0},
+        {"", 0},
+        {"123", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_int_equal(store_sqlstate_code(cases[i].sqlstate), cases[i].want);
+    assert_int_not_equal(store_sqlstate_code("23505"), store_sqlstate_code("23503"));
+}
+
+static void test_clean_message(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        const char *password;
+        const char *password_raw;
+        const char *want;
+    } cases[] = {
+        {"connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n\tIs the "
+         "server running on that host and accepting TCP/IP connections?\n",
+         NULL, NULL,
+         "connection to server at \"127.0.0.1\", port 1 failed: Connection refused Is the server "
+         "running on that host and accepting TCP/IP connections?"},
+        {"FATAL: password authentication failed for user \"frameq\"\n", "s3cret", NULL,
+         "FATAL: password authentication failed for user \"frameq\""},
+        {"echo s3cret and s3cret again", "s3cret", NULL, "echo *** and *** again"},
+        {"raw p%40ss decoded p@ss", "p@ss", "p%40ss", "raw *** decoded ***"},
+        {"short xy password", "xy", NULL, "short ** password"},
+        {"trailing spaces   \n\n", NULL, NULL, "trailing spaces"},
+        {"", "secret", NULL, ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[256];
+        snprintf(buf, sizeof(buf), "%s", cases[i].in);
+        store_clean_message(buf, cases[i].password, cases[i].password_raw);
+        assert_string_equal(buf, cases[i].want);
+    }
+}
+
+static void test_uri_password(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *conninfo;
+        const char *want; /* NULL: none */
+    } cases[] = {
+        {"postgresql://frameq:frameq-local@127.0.0.1:55432/frameq", "frameq-local"},
+        {"postgres://u:p%40ss@h/db", "p%40ss"},
+        {"postgresql://u:a:b@h/db", "a:b"},
+        {"postgresql://u@h/db", NULL},
+        {"postgresql://u:@h/db", NULL},
+        {"postgresql://h/db?user=x", NULL},
+        {"postgresql:///frameq", NULL},
+        {"postgresql://h/db?x=a@b:c", NULL}, /* '@' after the path is not userinfo */
+        {"host=h password=secret", NULL},    /* key=value: PQconninfoParse handles it */
+        {"", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *got = store_uri_password(cases[i].conninfo);
+        if (cases[i].want)
+            assert_non_null(got), assert_string_equal(got, cases[i].want);
+        else if (got)
+            fail_msg("case %zu (%s): got '%s', want none", i, cases[i].conninfo, got);
+        free(got);
+    }
+}
+
+static void test_array_text(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        const char *want;
+    } cases[] = {
+        {NULL, "NULL"},
+        {"", "\"\""},
+        {"s3://frameq-frames/ig/ABC/0.jpg", "\"s3://frameq-frames/ig/ABC/0.jpg\""},
+        {"a,b{c}d e", "\"a,b{c}d e\""},
+        {"quote\"back\\slash", "\"quote\\\"back\\\\slash\""},
+        {"NULL", "\"NULL\""}, /* quoted, so it stays the text NULL */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        store_buf_t b = {0};
+        store_array_text(&b, cases[i].in);
+        assert_false(b.oom);
+        assert_string_equal(b.data, cases[i].want);
+        free(b.data);
+    }
+}
+
+static void test_buf_grows(void **state)
+{
+    (void)state;
+    store_buf_t b = {0};
+    for (int i = 0; i < 5000; i++)
+        store_buf_addf(&b, "%s%d", i ? "," : "", i);
+    assert_false(b.oom);
+    /* spot-check the start, the end and the total length */
+    assert_memory_equal(b.data, "0,1,2,3", 7);
+    size_t want = 0;
+    for (int i = 0; i < 5000; i++) {
+        char tmp[16];
+        want += (size_t)snprintf(tmp, sizeof(tmp), "%d", i) + (i ? 1 : 0);
+    }
+    assert_int_equal(b.len, want);
+    assert_int_equal(strlen(b.data), want);
+    assert_string_equal(b.data + b.len - 4, "4999");
+    free(b.data);
+}
+
+static void test_format_version(void **state)
+{
+    (void)state;
+    static const struct {
+        int v;
+        const char *want;
+    } cases[] = {
+        {150004, "15.4"}, {150020, "15.20"}, {170000, "17.0"}, {90605, "9.6.5"}, {100001, "10.1"}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[32];
+        store_format_version(cases[i].v, buf, sizeof(buf));
+        assert_string_equal(buf, cases[i].want);
+    }
+    char want[32];
+    store_format_version(PQlibVersion(), want, sizeof(want));
+    assert_string_equal(fq_store_libpq_version(), want);
+}
+
+static void test_new_reads_password(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *conninfo;
+        const char *password;
+        bool bad;
+    } cases[] = {
+        {"host=127.0.0.1 port=1 user=u password=hunter22 dbname=d", "hunter22", false},
+        {"postgresql://u:p%40ss@127.0.0.1:1/d", "p@ss", false},
+        {"postgresql:///frameq", NULL, false},
+        {"host=x password=hunter22 oops", NULL, true}, /* no '=' after oops */
+        {"postgresql://u:pw@h:1/d?nosuchoption=1", NULL, true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fq_store_t *store = fq_store_new(cases[i].conninfo);
+        assert_non_null(store);
+        assert_null(store->conn); /* lazy: nothing connects before the first call */
+        assert_int_equal(store->conninfo_bad, cases[i].bad);
+        if (cases[i].password)
+            assert_non_null(store->password),
+                assert_string_equal(store->password, cases[i].password);
+        else
+            assert_null(store->password);
+        fq_store_destroy(store);
+    }
+    fq_store_destroy(NULL);
+}
+
+/* A conninfo libpq cannot parse gives an outage whose message quotes none of it. */
+static void test_bad_conninfo_is_outage_without_secret(void **state)
+{
+    (void)state;
+    fq_store_t *store = fq_store_new("host=127.0.0.1 password=hunter22 oops");
+    assert_non_null(store);
+    fq_error_t *err = fq_store_ping(store);
+    assert_non_null(err);
+    assert_int_equal(fq_error_class(err), FQ_CLASS_OUTAGE);
+    assert_int_equal(fq_error_stage(err), FQ_STAGE_STORE);
+    assert_non_null(strstr(fq_error_message(err), "PostgreSQL unreachable: "));
+    assert_null(strstr(fq_error_message(err), "hunter22"));
+    fq_error_destroy(err);
+    fq_store_destroy(store);
+}
+
+/* Wrong statuses are refused before any connection is attempted (the conninfo points
+ * nowhere, so reaching the server would give an outage instead). */
+static void test_status_checked_before_connecting(void **state)
+{
+    (void)state;
+    fq_store_t *store = fq_store_new("host=127.0.0.1 port=1 connect_timeout=1");
+    fq_item_t item = {.platform = "test", .code = "C1"};
+    static const char *const bad_error_status[] = {"done", "queued", "processing", "bogus", ""};
+    for (size_t i = 0; i < sizeof(bad_error_status) / sizeof(bad_error_status[0]); i++) {
+        fq_error_t *err = fq_store_record_error(store, &item, 1, NULL, bad_error_status[i], NULL);
+        assert_non_null(err);
+        assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
+        assert_int_equal(fq_error_stage(err), FQ_STAGE_STORE);
+        fq_error_destroy(err);
+    }
+    fq_error_t *err = fq_store_record_error(store, &item, 1, NULL, NULL, NULL);
+    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
+    fq_error_destroy(err);
+    static const char *const bad_status[] = {"bogus", "DONE", "", "queued "};
+    for (size_t i = 0; i < sizeof(bad_status) / sizeof(bad_status[0]); i++) {
+        err = fq_store_set_status(store, "test", "C1", bad_status[i]);
+        assert_non_null(err);
+        assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
+        fq_error_destroy(err);
+    }
+    assert_null(store->conn);
+    fq_store_destroy(store);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kind_for),
+        cmocka_unit_test(test_sqlstate_code),
+        cmocka_unit_test(test_clean_message),
+        cmocka_unit_test(test_uri_password),
+        cmocka_unit_test(test_array_text),
+        cmocka_unit_test(test_buf_grows),
+        cmocka_unit_test(test_format_version),
+        cmocka_unit_test(test_new_reads_password),
+        cmocka_unit_test(test_bad_conninfo_is_outage_without_secret),
+        cmocka_unit_test(test_status_checked_before_connecting),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
