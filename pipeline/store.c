@@ -1,8 +1,8 @@
 /* frameq store: PostgreSQL through libpq (fq_store.h, DESIGN §3/§4).
  *
  * One connection per store, opened lazily. Every public call goes through store_run(), which
- * connects (preparing the statements once per connection), runs the call's body and, when the
- * connection turned out to be broken, resets it and runs the body once more. Bodies are
+ * connects (statements are prepared once per connection, on first use), runs the call's body and,
+ * when the connection turned out to be broken, resets it and runs the body once more. Bodies are
  * idempotent (upserts, ON CONFLICT DO NOTHING) and transactional, so running one twice, or
  * after a COMMIT whose acknowledgement was lost, leaves the same rows.
  */
@@ -37,18 +37,6 @@ typedef enum store_kind {
     STORE_FAILED,    /**< this statement failed (constraint ...): retriable, no retry here */
 } store_kind_t;
 
-struct fq_store {
-    char *conninfo;
-    char *password;     /**< decoded password from conninfo, to scrub from messages */
-    char *password_raw; /**< as written in a URI (may be percent-encoded) */
-    bool conninfo_bad;  /**< libpq cannot parse conninfo: never echo its parse error */
-    PGconn *conn;
-    bool prepared;   /**< statements prepared on this connection */
-    bool need_reset; /**< the connection failed: reset before the next use */
-    char sqlstate[6];
-    char msg[STORE_MSG_MAX];
-};
-
 /* Prepared statements, prepared once per connection. Parameters carry every value. */
 enum {
     ST_PING = 0,
@@ -61,6 +49,18 @@ enum {
     ST_ERROR_ROW,
     ST_SET_STATUS,
     ST__COUNT
+};
+
+struct fq_store {
+    char *conninfo;
+    char *password;     /**< decoded password from conninfo, to scrub from messages */
+    char *password_raw; /**< as written in a URI (may be percent-encoded) */
+    bool conninfo_bad;  /**< libpq cannot parse conninfo: never echo its parse error */
+    PGconn *conn;
+    bool prepared[ST__COUNT]; /**< statements prepared on this connection */
+    bool need_reset;          /**< the connection failed: reset before the next use */
+    char sqlstate[6];
+    char msg[STORE_MSG_MAX];
 };
 
 static const struct {
@@ -340,8 +340,8 @@ static store_kind_t store_connect(fq_store_t *store)
         return STORE_BROKEN;
     }
     if (store->conn && !store->need_reset && PQstatus(store->conn) == CONNECTION_OK)
-        goto prepare;
-    store->prepared = false;
+        goto idle;
+    memset(store->prepared, 0, sizeof(store->prepared));
     store->need_reset = false;
     if (store->conn) {
         PQreset(store->conn);
@@ -364,7 +364,7 @@ static store_kind_t store_connect(fq_store_t *store)
         store->need_reset = true;
         return STORE_BROKEN;
     }
-prepare:
+idle:
     if (PQtransactionStatus(store->conn) != PQTRANS_IDLE) {
         /* A previous call died between BEGIN and COMMIT/ROLLBACK. */
         PGresult *res = PQexec(store->conn, "ROLLBACK");
@@ -374,21 +374,6 @@ prepare:
         if (kind != STORE_OK)
             return kind;
     }
-    if (store->prepared)
-        return STORE_OK;
-    for (int i = 0; i < ST__COUNT; i++) {
-        PGresult *res = PQprepare(store->conn, statements[i].name, statements[i].sql, 0, NULL);
-        store_kind_t kind = PQresultStatus(res) == PGRES_COMMAND_OK
-                                ? STORE_OK
-                                : store_fail(store, res, statements[i].name);
-        PQclear(res);
-        if (kind != STORE_OK) {
-            /* Half-prepared: start over on a fresh connection next time. */
-            store->need_reset = true;
-            return kind;
-        }
-    }
-    store->prepared = true;
     return STORE_OK;
 }
 
@@ -439,6 +424,17 @@ static fq_error_t *store_run(fq_store_t *store, store_body_t body, void *ctx)
 static store_kind_t store_exec(fq_store_t *store, int st, int n, const char *const *params,
                                PGresult **out)
 {
+    if (!store->prepared[st]) {
+        /* Prepared on first use, not at connect: --migrate runs before the tables exist. */
+        PGresult *prep = PQprepare(store->conn, statements[st].name, statements[st].sql, 0, NULL);
+        store_kind_t kind = PQresultStatus(prep) == PGRES_COMMAND_OK
+                                ? STORE_OK
+                                : store_fail(store, prep, statements[st].name);
+        PQclear(prep);
+        if (kind != STORE_OK)
+            return kind;
+        store->prepared[st] = true;
+    }
     PGresult *res = PQexecPrepared(store->conn, statements[st].name, n, params, NULL, NULL, 0);
     ExecStatusType status = PQresultStatus(res);
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
