@@ -148,6 +148,8 @@ struct fq_config_state {
     char **prop_where;     /* parallel to kafka_props: "KAFKA_CONFIG_X", "-X x", "f.conf:3" */
 };
 
+static bool kafka_prop_secret(const char *name);
+
 static const char *const origin_names[] = {"default", "derived", "file", "env", "flag"};
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1161,9 +1163,15 @@ rd_kafka_conf_t *fq_config_kafka_conf(const fq_config_t *cfg, char *errstr, size
     }
     for (size_t i = 0; i < cfg->kafka_props_count; i++) {
         const fq_kafka_prop_t *kp = &cfg->kafka_props[i];
-        if (rd_kafka_conf_set(conf, kp->name, kp->value, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_res_t res = rd_kafka_conf_set(conf, kp->name, kp->value, why, sizeof(why));
+        if (res != RD_KAFKA_CONF_OK) {
             const char *where = cfg->state->prop_where[i];
-            fail(errstr, errstr_size, "%s: %s", where, why);
+            /* librdkafka does not always repeat the rejected value; say it unless secret. */
+            if (res == RD_KAFKA_CONF_INVALID && !kafka_prop_secret(kp->name) &&
+                !strstr(why, kp->value))
+                fail(errstr, errstr_size, "%s: %s (got \"%s\")", where, why, kp->value);
+            else
+                fail(errstr, errstr_size, "%s: %s", where, why);
             goto fail;
         }
     }
@@ -1426,10 +1434,9 @@ void fq_config_print_help(FILE *out)
         fprintf(out, "  %-*s  %-*s  %s\n  %-*s  %s\n", wflag, p->flag, wname, p->name, def, wflag,
                 "", p->help);
     }
-    fprintf(out, "\n  %-*s  %-*s  %s\n  %-*s  %s\n", wflag, "-X prop=value", wname,
-            "KAFKA_CONFIG_<PROP>", "", wflag, "",
-            "any librdkafka property (KAFKA_CONFIG_SECURITY_PROTOCOL -> security.protocol)");
-    fprintf(out, "  %-*s  %-*s  %s\n  %-*s  %s\n", wflag, "--config FILE", wname, "", "", wflag, "",
+    fprintf(out, "\n  %-*s  %s\n  %-*s  %s\n", wflag, "-X prop=value", "KAFKA_CONFIG_<PROP>", wflag,
+            "", "any librdkafka property (KAFKA_CONFIG_SECURITY_PROTOCOL -> security.protocol)");
+    fprintf(out, "  %s\n  %-*s  %s\n", "--config FILE", wflag, "",
             "read settings from a KEY=VALUE file ('#' comments, export prefix allowed)");
 }
 
