@@ -70,9 +70,13 @@ int fq_url_expand(const char *tmpl, const char *platform, const char *code, int 
             } else if (nlen == 5 && strncmp(name, "index", 5) == 0) {
                 snprintf(value, sizeof(value), "%d", index);
                 piece = value;
-            } else if (nlen == 9 && strncmp(name, "index:0", 7) == 0 &&
-                       isdigit((unsigned char)name[7]) && isdigit((unsigned char)name[8])) {
-                int width = (name[7] - '0') * 10 + (name[8] - '0');
+            } else if ((nlen == 8 || nlen == 9) && strncmp(name, "index:0", 7) == 0 &&
+                       isdigit((unsigned char)name[7]) &&
+                       (nlen == 8 || isdigit((unsigned char)name[8]))) {
+                /* {index:0N}: zero-padded to N digits (N = 1..99). */
+                int width = name[7] - '0';
+                if (nlen == 9)
+                    width = width * 10 + (name[8] - '0');
                 snprintf(value, sizeof(value), "%0*d", width, index);
                 piece = value;
             } else {
