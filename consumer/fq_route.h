@@ -1,0 +1,52 @@
+/* frameq routing of a failed item (DESIGN §2, §3): which topic it goes to and the headers it
+ * carries there. Pure functions over an error, an attempt number and the incoming headers, so
+ * the whole decision is unit-testable without a broker. */
+#ifndef FQ_ROUTE_H
+#define FQ_ROUTE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "fq_error.h"
+
+typedef enum fq_route_kind {
+    FQ_ROUTE_NONE = 0, /**< no error: nothing to publish */
+    FQ_ROUTE_RETRY,    /**< KAFKA_RETRY_TOPIC */
+    FQ_ROUTE_DLQ,      /**< KAFKA_DLQ_TOPIC */
+    FQ_ROUTE_OUTAGE,   /**< not the item's fault: publish nothing, burn nothing, pause */
+} fq_route_kind_t;
+
+typedef struct fq_route {
+    fq_route_kind_t kind;
+    const char *dlq_reason; /**< "permanent", "max-retries", "malformed"; NULL unless DLQ */
+    const char *status;     /**< extraction_items status to record: "retrying"/"dead"; or NULL */
+} fq_route_t;
+
+/** @brief Where an item that failed with err at attempt (1 = first try) goes. */
+fq_route_t fq_route_decide(const fq_error_t *err, int attempt, int max_retries);
+
+/** What a routed message says about its failure. */
+typedef struct fq_route_info {
+    int attempt;            /**< frameq-attempt */
+    const fq_error_t *err;  /**< stage, class, message */
+    const char *dlq_reason; /**< set for the DLQ, NULL for the retry topic */
+    int64_t not_before_ms;  /**< retry topic only */
+    int64_t now_ms;         /**< frameq-failed-at (and first-failed-at when unset) */
+    const char *topic;      /**< where this worker read it: origin when not already set */
+    int32_t partition;
+    int64_t offset;
+    const char *worker; /**< WORKER_ID */
+} fq_route_info_t;
+
+/**
+ * @brief The headers of a retry or DLQ message: a copy of incoming (may be NULL) with every
+ * frameq header replaced (never appended). Origin and first-failed-at are kept when present
+ * so they name where the item FIRST arrived; redrive-count carries over untouched.
+ * Returns NULL on OOM. Caller owns the result (rd_kafka_headers_destroy, or hand to producev).
+ */
+rd_kafka_headers_t *fq_route_headers(const rd_kafka_headers_t *incoming,
+                                     const fq_route_info_t *info);
+
+#endif
