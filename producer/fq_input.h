@@ -1,0 +1,72 @@
+/* producer input: a JSON array or NDJSON of items, validated in one streaming pass and
+ * spooled, deduplicated, to an anonymous temporary file so nothing is published before all
+ * input was checked and memory stays flat (DESIGN §6).
+ *
+ * Memory: one record (at most FQ_INPUT_RECORD_MAX bytes) at a time, plus the dedupe set: 8
+ * bytes per distinct item (a 24-bit hash tag and the 40-bit spool offset, verified against the
+ * spool on a tag match, so a hash collision never drops an item). Spool: one line
+ * "platform\tcode\tvideo_url\n" per valid item on disk (about 30 bytes an item).
+ */
+#ifndef FQ_INPUT_H
+#define FQ_INPUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "fq_item.h"
+
+#define FQ_INPUT_RECORD_MAX (1024 * 1024) /**< one item / NDJSON line, bytes */
+
+typedef enum fq_input_format {
+    FQ_INPUT_UNKNOWN = 0,
+    FQ_INPUT_ARRAY,
+    FQ_INPUT_NDJSON,
+} fq_input_format_t;
+
+typedef struct fq_input_stats {
+    fq_input_format_t format;
+    size_t records;    /**< items seen (valid + invalid + duplicates) */
+    size_t valid;      /**< spooled */
+    size_t invalid;    /**< reported through the callback */
+    size_t duplicates; /**< dropped (0 with allow_duplicates) */
+    uint64_t bytes;    /**< input bytes read */
+} fq_input_stats_t;
+
+/** Called for each invalid item (and once for a fatal structural error, with index 0).
+ *  where is "item 3 (line 4, column 2)" / "line 7" / "line 7, column 12"; why the reason. */
+typedef void (*fq_input_report_fn)(void *opaque, const char *where, const char *why);
+
+typedef struct fq_input_opts {
+    bool allow_duplicates;
+    fq_input_report_fn report; /**< may be NULL */
+    void *opaque;
+    /** optional: called every ~4096 records with the stats so far (progress line) */
+    void (*progress)(void *opaque, const fq_input_stats_t *stats);
+} fq_input_opts_t;
+
+typedef struct fq_spool fq_spool_t;
+
+/**
+ * @brief Reads and validates all of in. Returns the spool of valid, distinct items (rewound,
+ * ready for fq_spool_next) or NULL on a fatal error: I/O, empty input, or broken structure of
+ * an array (which cannot be resynchronised); errstr then says where and why. Invalid items are
+ * not fatal: they are reported and counted, and the caller decides (--skip-invalid).
+ */
+fq_spool_t *fq_input_read(FILE *in, const fq_input_opts_t *opts, fq_input_stats_t *stats,
+                          char *errstr, size_t errstr_size) FQ_WARN_UNUSED;
+
+/** @brief Next spooled item into *item (caller clears). 1, 0 at the end, -1 on I/O error. */
+int fq_spool_next(fq_spool_t *spool, fq_item_t *item) FQ_WARN_UNUSED;
+
+/** @brief Rewinds to the first item. 0 or -1. */
+int fq_spool_rewind(fq_spool_t *spool) FQ_WARN_UNUSED;
+
+/** @brief Items in the spool. */
+size_t fq_spool_count(const fq_spool_t *spool);
+
+/** @brief Closes and frees; the temporary file disappears. NULL-safe. */
+void fq_spool_destroy(fq_spool_t *spool);
+
+#endif

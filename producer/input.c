@@ -1,0 +1,511 @@
+/* producer input: streaming split of a JSON array or NDJSON into item records, validation
+ * through the item codec, deduplication and spooling (see fq_input.h for the memory budget). */
+#include "fq_input.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#define SPOOL_LINE_MAX (FQ_PLATFORM_MAX + FQ_CODE_MAX + FQ_VIDEO_URL_MAX + 8)
+#define SET_MIN_CAP    (1u << 14)
+#define OFFSET_BITS    40
+#define OFFSET_MASK    ((UINT64_C(1) << OFFSET_BITS) - 1)
+
+struct fq_spool {
+    FILE *fp;
+    size_t count;
+    uint64_t end;   /* bytes written */
+    uint64_t *set;  /* dedupe: (tag << 40) | (offset + 1); 0 = empty */
+    size_t set_cap; /* power of two */
+    size_t set_used;
+    char line[SPOOL_LINE_MAX];
+};
+
+/* A reader over the input with line/column tracking (both 1-based, column in bytes). */
+typedef struct reader {
+    FILE *in;
+    int line, col;
+    uint64_t bytes;
+} reader_t;
+
+static int rd_get(reader_t *r)
+{
+    int c = getc_unlocked(r->in);
+    if (c == EOF)
+        return EOF;
+    r->bytes++;
+    if (c == '\n') {
+        r->line++;
+        r->col = 0;
+    } else {
+        r->col++;
+    }
+    return c;
+}
+
+static int is_space(int c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* One record: the bytes of an item, where it started, and whether it was too long. */
+typedef struct record {
+    char *buf;
+    size_t len;
+    int line, col;
+    bool overflow;
+} record_t;
+
+static void rec_start(record_t *rec, const reader_t *r)
+{
+    rec->len = 0;
+    rec->overflow = false;
+    rec->line = r->line;
+    rec->col = r->col;
+}
+
+static void rec_put(record_t *rec, int c)
+{
+    if (rec->len < FQ_INPUT_RECORD_MAX)
+        rec->buf[rec->len++] = (char)c;
+    else
+        rec->overflow = true;
+}
+
+static void rec_trim(record_t *rec)
+{
+    while (rec->len && is_space((unsigned char)rec->buf[rec->len - 1]))
+        rec->len--;
+}
+
+static uint64_t key_hash(const char *platform, const char *code)
+{
+    /* FNV-1a over "platform\tcode", then a final mix so low and high bits both vary. */
+    uint64_t h = UINT64_C(1469598103934665603);
+    for (const char *p = platform; *p; p++)
+        h = (h ^ (unsigned char)*p) * UINT64_C(1099511628211);
+    h = (h ^ '\t') * UINT64_C(1099511628211);
+    for (const char *p = code; *p; p++)
+        h = (h ^ (unsigned char)*p) * UINT64_C(1099511628211);
+    h ^= h >> 33;
+    h *= UINT64_C(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    return h;
+}
+
+/* Reads the spool record at offset into spool->line (pread: the write position is untouched). */
+static int spool_read_at(fq_spool_t *spool, uint64_t offset)
+{
+    if (fflush(spool->fp) != 0)
+        return -1;
+    ssize_t n = pread(fileno(spool->fp), spool->line, sizeof(spool->line) - 1, (off_t)offset);
+    if (n <= 0)
+        return -1;
+    spool->line[n] = '\0';
+    return 0;
+}
+
+static void set_put(uint64_t *set, size_t cap, uint64_t hash, uint64_t offset)
+{
+    size_t mask = cap - 1;
+    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
+        if (!set[i]) {
+            set[i] = ((hash >> OFFSET_BITS) << OFFSET_BITS) | (offset + 1);
+            return;
+        }
+    }
+}
+
+/* Doubles the set. Only tags are stored, so the full hashes are recomputed from the spool. */
+static int set_grow(fq_spool_t *spool)
+{
+    size_t cap = spool->set_cap ? spool->set_cap * 2 : SET_MIN_CAP;
+    uint64_t *set = calloc(cap, sizeof(*set));
+    if (!set)
+        return -1;
+    if (spool->set_used) {
+        if (fflush(spool->fp) != 0)
+            goto fail;
+        FILE *fp = fdopen(dup(fileno(spool->fp)), "r");
+        if (!fp)
+            goto fail;
+        if (fseeko(fp, 0, SEEK_SET) != 0) {
+            fclose(fp);
+            goto fail;
+        }
+        uint64_t off = 0;
+        while (off < spool->end && fgets(spool->line, sizeof(spool->line), fp)) {
+            size_t n = strlen(spool->line);
+            char *tab1 = strchr(spool->line, '\t');
+            char *tab2 = tab1 ? strchr(tab1 + 1, '\t') : NULL;
+            if (tab1 && tab2) {
+                *tab1 = *tab2 = '\0';
+                set_put(set, cap, key_hash(spool->line, tab1 + 1), off);
+            }
+            off += n;
+        }
+        fclose(fp);
+    }
+    free(spool->set);
+    spool->set = set;
+    spool->set_cap = cap;
+    return 0;
+fail:
+    free(set);
+    return -1;
+}
+
+/* 1 when platform:code is already spooled, 0 when it was added, -1 on error. */
+static int set_check_add(fq_spool_t *spool, const fq_item_t *item, uint64_t offset)
+{
+    if ((spool->set_used + 1) * 10 > spool->set_cap * 7 && set_grow(spool) != 0)
+        return -1;
+    uint64_t hash = key_hash(item->platform, item->code);
+    uint64_t tag = hash >> OFFSET_BITS;
+    size_t plen = strlen(item->platform), clen = strlen(item->code);
+    size_t mask = spool->set_cap - 1;
+    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
+        uint64_t slot = spool->set[i];
+        if (!slot)
+            break;
+        if ((slot >> OFFSET_BITS) != tag)
+            continue;
+        /* Tag match: compare the real key in the spool, so a collision never drops an item. */
+        if (spool_read_at(spool, (slot & OFFSET_MASK) - 1) != 0)
+            return -1;
+        const char *l = spool->line;
+        if (strncmp(l, item->platform, plen) == 0 && l[plen] == '\t' &&
+            strncmp(l + plen + 1, item->code, clen) == 0 && l[plen + 1 + clen] == '\t')
+            return 1;
+    }
+    set_put(spool->set, spool->set_cap, hash, offset);
+    spool->set_used++;
+    return 0;
+}
+
+static int spool_add(fq_spool_t *spool, const fq_item_t *item, bool dedupe)
+{
+    if (spool->end > OFFSET_MASK - 1)
+        return -1;
+    if (dedupe) {
+        int dup = set_check_add(spool, item, spool->end);
+        if (dup != 0)
+            return dup;
+    }
+    FILE *fp = spool->fp;
+    size_t plen = strlen(item->platform), clen = strlen(item->code);
+    size_t ulen = item->video_url ? strlen(item->video_url) : 0;
+    if (fwrite(item->platform, 1, plen, fp) != plen || putc_unlocked('\t', fp) == EOF ||
+        fwrite(item->code, 1, clen, fp) != clen || putc_unlocked('\t', fp) == EOF ||
+        (ulen && fwrite(item->video_url, 1, ulen, fp) != ulen) || putc_unlocked('\n', fp) == EOF)
+        return -1;
+    spool->end += plen + clen + ulen + 3;
+    spool->count++;
+    return 0;
+}
+
+static const char *json_kind(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "unknown";
+}
+
+typedef struct scan {
+    const fq_input_opts_t *opts;
+    fq_input_stats_t *stats;
+    fq_spool_t *spool;
+    record_t rec;
+    char *errstr;
+    size_t errstr_size;
+} scan_t;
+
+static void report(scan_t *s, const char *where, const char *why)
+{
+    s->stats->invalid++;
+    if (s->opts->report)
+        s->opts->report(s->opts->opaque, where, why);
+}
+
+/* Validates one record and spools it. index is the array index (format array) or unused.
+ * Returns 0, or -1 on a fatal (I/O) error. */
+static int handle_record(scan_t *s, size_t index)
+{
+    record_t *rec = &s->rec;
+    bool array = s->stats->format == FQ_INPUT_ARRAY;
+    char where[96];
+    if (array)
+        snprintf(where, sizeof(where), "items[%zu] (line %d, column %d)", index, rec->line,
+                 rec->col);
+    else
+        snprintf(where, sizeof(where), "line %d", rec->line);
+    s->stats->records++;
+    if (s->opts->progress && (s->stats->records & 4095) == 0)
+        s->opts->progress(s->opts->opaque, s->stats);
+
+    if (rec->overflow) {
+        char why[96];
+        snprintf(why, sizeof(why), "item longer than %d bytes", FQ_INPUT_RECORD_MAX);
+        report(s, where, why);
+        return 0;
+    }
+    fq_item_t item;
+    fq_error_t *err = fq_item_decode(rec->buf, rec->len, &item);
+    if (err) {
+        if (fq_error_class(err) == FQ_CLASS_MALFORMED &&
+            strncmp(fq_error_message(err), "not valid JSON", 14) == 0) {
+            /* Parse again only on this error path, to give the position in the input. */
+            json_error_t jerr;
+            json_t *v =
+                json_loadb(rec->buf, rec->len,
+                           JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
+            if (v) {
+                char why[64];
+                snprintf(why, sizeof(why), "expected an object, got %s", json_kind(v));
+                json_decref(v);
+                report(s, where, why);
+            } else {
+                int line = rec->line + jerr.line - 1;
+                int col = jerr.line <= 1 ? rec->col + jerr.column - 1 : jerr.column;
+                if (array)
+                    snprintf(where, sizeof(where), "items[%zu] (line %d, column %d)", index, line,
+                             col);
+                else
+                    snprintf(where, sizeof(where), "line %d, column %d", line, col);
+                report(s, where, jerr.text);
+            }
+        } else {
+            report(s, where, fq_error_message(err));
+        }
+        fq_error_destroy(err);
+        return 0;
+    }
+    int rc = spool_add(s->spool, &item, !s->opts->allow_duplicates);
+    fq_item_clear(&item);
+    if (rc < 0) {
+        snprintf(s->errstr, s->errstr_size, "temporary spool file: %s", strerror(errno));
+        return -1;
+    }
+    if (rc == 1)
+        s->stats->duplicates++;
+    else
+        s->stats->valid++;
+    return 0;
+}
+
+static int scan_ndjson(scan_t *s, reader_t *r, int c)
+{
+    /* c is the first non-space byte; lines before it were blank. */
+    for (;;) {
+        rec_start(&s->rec, r);
+        while (c != EOF && c != '\n') {
+            rec_put(&s->rec, c);
+            c = rd_get(r);
+        }
+        rec_trim(&s->rec);
+        if (s->rec.len || s->rec.overflow) {
+            if (handle_record(s, 0) != 0)
+                return -1;
+        }
+        if (c == EOF)
+            break;
+        /* skip leading blanks of the next line (kept out of the record's column) */
+        do
+            c = rd_get(r);
+        while (c == ' ' || c == '\t' || c == '\r');
+    }
+    return 0;
+}
+
+static int fatal(scan_t *s, const reader_t *r, const char *why)
+{
+    char where[64];
+    snprintf(where, sizeof(where), "line %d, column %d", r->line, r->col);
+    snprintf(s->errstr, s->errstr_size, "%s: %s", where, why);
+    return -1;
+}
+
+static int scan_array(scan_t *s, reader_t *r)
+{
+    size_t index = 0;
+    int c;
+    for (;;) {
+        do
+            c = rd_get(r);
+        while (is_space(c));
+        if (c == EOF)
+            return fatal(s, r, "unexpected end of input: the array is not closed");
+        if (c == ']' && index == 0)
+            break;
+        if (c == ',' || c == ']')
+            return fatal(s, r, index ? "expected an item after ','" : "unexpected character");
+        /* One element: up to the ',' or ']' at depth 0, outside strings. */
+        rec_start(&s->rec, r);
+        int depth = 0, in_string = 0, end = 0;
+        for (;;) {
+            if (in_string) {
+                if (c == '\\') {
+                    rec_put(&s->rec, c);
+                    c = rd_get(r);
+                    if (c == EOF)
+                        break;
+                } else if (c == '"') {
+                    in_string = 0;
+                }
+            } else if (c == '"') {
+                in_string = 1;
+            } else if (c == '[' || c == '{') {
+                depth++;
+            } else if (c == ']' || c == '}') {
+                if (--depth < 0) {
+                    end = ']';
+                    break;
+                }
+            } else if (c == ',' && depth == 0) {
+                end = ',';
+                break;
+            }
+            rec_put(&s->rec, c);
+            c = rd_get(r);
+            if (c == EOF)
+                break;
+        }
+        if (!end)
+            return fatal(s, r, "unexpected end of input: the array is not closed");
+        rec_trim(&s->rec);
+        if (handle_record(s, index++) != 0)
+            return -1;
+        if (end == ']')
+            break;
+    }
+    while ((c = rd_get(r)) != EOF)
+        if (!is_space(c))
+            return fatal(s, r, "unexpected data after the closing ']'");
+    return 0;
+}
+
+fq_spool_t *fq_input_read(FILE *in, const fq_input_opts_t *opts, fq_input_stats_t *stats,
+                          char *errstr, size_t errstr_size)
+{
+    fq_input_opts_t no_opts = {0};
+    if (!opts)
+        opts = &no_opts;
+    memset(stats, 0, sizeof(*stats));
+    scan_t s = {.opts = opts, .stats = stats, .errstr = errstr, .errstr_size = errstr_size};
+    reader_t r = {.in = in, .line = 1, .col = 0};
+    int ok = 0;
+
+    s.spool = calloc(1, sizeof(*s.spool));
+    s.rec.buf = malloc(FQ_INPUT_RECORD_MAX);
+    if (!s.spool || !s.rec.buf) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto done;
+    }
+    s.spool->fp = tmpfile();
+    if (!s.spool->fp) {
+        snprintf(errstr, errstr_size, "temporary spool file: %s", strerror(errno));
+        goto done;
+    }
+
+    int c;
+    do
+        c = rd_get(&r);
+    while (is_space(c));
+    if (c == EOF) {
+        if (ferror(in))
+            snprintf(errstr, errstr_size, "read error: %s", strerror(errno));
+        else
+            snprintf(errstr, errstr_size, "empty input: no items");
+        goto done;
+    }
+    if (c == '[') {
+        stats->format = FQ_INPUT_ARRAY;
+        if (scan_array(&s, &r) != 0)
+            goto done;
+    } else {
+        stats->format = FQ_INPUT_NDJSON;
+        if (scan_ndjson(&s, &r, c) != 0)
+            goto done;
+    }
+    if (ferror(in)) {
+        snprintf(errstr, errstr_size, "read error: %s", strerror(errno));
+        goto done;
+    }
+    if (fq_spool_rewind(s.spool) != 0) {
+        snprintf(errstr, errstr_size, "temporary spool file: %s", strerror(errno));
+        goto done;
+    }
+    ok = 1;
+done:
+    stats->bytes = r.bytes;
+    free(s.rec.buf);
+    if (!ok) {
+        fq_spool_destroy(s.spool);
+        return NULL;
+    }
+    /* The dedupe set is only needed while reading. */
+    free(s.spool->set);
+    s.spool->set = NULL;
+    s.spool->set_cap = s.spool->set_used = 0;
+    return s.spool;
+}
+
+int fq_spool_next(fq_spool_t *spool, fq_item_t *item)
+{
+    memset(item, 0, sizeof(*item));
+    if (!fgets(spool->line, sizeof(spool->line), spool->fp))
+        return ferror(spool->fp) ? -1 : 0;
+    char *nl = strchr(spool->line, '\n');
+    char *tab1 = strchr(spool->line, '\t');
+    char *tab2 = tab1 ? strchr(tab1 + 1, '\t') : NULL;
+    if (!nl || !tab2)
+        return -1;
+    *nl = *tab1 = *tab2 = '\0';
+    size_t plen = (size_t)(tab1 - spool->line), clen = (size_t)(tab2 - tab1 - 1);
+    if (plen > FQ_PLATFORM_MAX || clen > FQ_CODE_MAX)
+        return -1;
+    memcpy(item->platform, spool->line, plen + 1);
+    memcpy(item->code, tab1 + 1, clen + 1);
+    if (tab2[1] && !(item->video_url = strdup(tab2 + 1)))
+        return -1;
+    return 1;
+}
+
+int fq_spool_rewind(fq_spool_t *spool)
+{
+    if (fflush(spool->fp) != 0)
+        return -1;
+    return fseeko(spool->fp, 0, SEEK_SET);
+}
+
+size_t fq_spool_count(const fq_spool_t *spool)
+{
+    return spool->count;
+}
+
+void fq_spool_destroy(fq_spool_t *spool)
+{
+    if (!spool)
+        return;
+    if (spool->fp)
+        fclose(spool->fp);
+    free(spool->set);
+    free(spool);
+}
