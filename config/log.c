@@ -63,85 +63,170 @@ int64_t fq_time_mono_ms(void)
 
 void fq_time_rfc3339(int64_t epoch_ms, char *buf, size_t buf_size)
 {
-    time_t secs = (time_t)(epoch_ms / 1000);
+    /* Floor division so times before 1970 still print a valid millisecond field. */
+    int64_t secs = epoch_ms / 1000, ms = epoch_ms % 1000;
+    if (ms < 0) {
+        ms += 1000;
+        secs -= 1;
+    }
+    time_t t = (time_t)secs;
     struct tm tm;
-    gmtime_r(&secs, &tm);
+    gmtime_r(&t, &tm);
     snprintf(buf, buf_size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(epoch_ms % 1000));
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)ms);
 }
 
-/* A bounded line buffer: appends never overflow, the line is cut instead. */
+/* A bounded line buffer. Every append is all-or-nothing, and the last RESERVE bytes are kept
+ * for the closing of the line ("..." + "\"}" + "\n"), so a cut line is still one valid JSON
+ * object: a partial escape or a missing brace would make a log shipper drop the whole line. */
+#define LINE_CAP     16384
+#define LINE_RESERVE 8
+#define FIELD_MAX    1024 /* escaped bytes of one context field; the message gets the rest */
+
 typedef struct line {
-    char buf[4096];
+    char buf[LINE_CAP];
     size_t len;
 } line_t;
 
-static void put(line_t *l, const char *s, size_t n)
+static size_t room(const line_t *l)
 {
-    if (n > sizeof(l->buf) - 2 - l->len)
-        n = sizeof(l->buf) - 2 - l->len;
+    return LINE_CAP - LINE_RESERVE - l->len;
+}
+
+static bool put(line_t *l, const char *s, size_t n)
+{
+    if (n > room(l))
+        return false;
     memcpy(l->buf + l->len, s, n);
     l->len += n;
+    return true;
 }
 
-static void puts_(line_t *l, const char *s)
+static bool puts_(line_t *l, const char *s)
 {
-    put(l, s, strlen(s));
+    return put(l, s, strlen(s));
 }
 
-FQ_PRINTF(2, 3) static void putf(line_t *l, const char *fmt, ...)
+FQ_PRINTF(2, 3) static bool putf(line_t *l, const char *fmt, ...)
 {
     char tmp[256];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
-    if (n > 0)
-        put(l, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+    if (n < 0 || (size_t)n >= sizeof(tmp))
+        return false;
+    return put(l, tmp, (size_t)n);
 }
 
-/* JSON string body: quotes, backslashes and control bytes escaped; other bytes as they are. */
-static void put_escaped(line_t *l, const char *s)
+/* Length of a valid UTF-8 sequence at p (1..4), or 0 when the bytes are not valid UTF-8
+ * (overlong forms, surrogates and code points above U+10FFFF included). */
+static size_t utf8_len(const unsigned char *p)
 {
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (p[0] < 0x80)
+        return 1;
+    size_t n;
+    uint32_t cp;
+    if ((p[0] & 0xe0) == 0xc0) {
+        n = 2;
+        cp = p[0] & 0x1f;
+    } else if ((p[0] & 0xf0) == 0xe0) {
+        n = 3;
+        cp = p[0] & 0x0f;
+    } else if ((p[0] & 0xf8) == 0xf0) {
+        n = 4;
+        cp = p[0] & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) /* also stops at the terminating NUL */
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    static const uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_cp[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* Escapes s as a JSON string body (or, for text lines, just keeps it on one line), writing at
+ * most max bytes; each escape or UTF-8 sequence goes in whole. Invalid UTF-8 becomes U+FFFD.
+ * Returns false when s was cut. */
+static bool put_escaped(line_t *l, const char *s, size_t max)
+{
+    size_t limit = l->len + (max < room(l) ? max : room(l));
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        char esc[8];
+        const char *out = esc;
+        size_t n = 0, adv = 1;
         switch (*p) {
         case '"':
-            puts_(l, "\\\"");
+            out = "\\\"";
+            n = 2;
             break;
         case '\\':
-            puts_(l, "\\\\");
+            out = "\\\\";
+            n = 2;
             break;
         case '\n':
-            puts_(l, "\\n");
+            out = "\\n";
+            n = 2;
             break;
         case '\r':
-            puts_(l, "\\r");
+            out = "\\r";
+            n = 2;
             break;
         case '\t':
-            puts_(l, "\\t");
+            out = "\\t";
+            n = 2;
             break;
         default:
-            if (*p < 0x20 || *p == 0x7f)
-                putf(l, "\\u%04x", *p);
-            else
-                put(l, (const char *)p, 1);
+            if (*p < 0x20 || *p == 0x7f) {
+                n = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", *p);
+            } else if ((adv = utf8_len(p)) > 0) {
+                out = (const char *)p;
+                n = adv;
+            } else {
+                out = "\\ufffd";
+                n = 6;
+                adv = 1;
+            }
         }
+        if (l->len + n > limit)
+            return false;
+        memcpy(l->buf + l->len, out, n);
+        l->len += n;
+        p += adv;
     }
+    return true;
 }
 
-static void put_str_field(line_t *l, const char *key, const char *value)
+/* ,"key":"value" — written whole or not at all (a cut value ends in "..."). */
+static void put_str_field(line_t *l, const char *key, const char *value, size_t max)
 {
     if (!value)
         return;
-    putf(l, ",\"%s\":\"", key);
-    put_escaped(l, value);
+    size_t mark = l->len;
+    if (!putf(l, ",\"%s\":\"", key) || room(l) < 4) {
+        l->len = mark;
+        return;
+    }
+    /* Keep 4 bytes for "..." and the closing quote. */
+    size_t budget = room(l) - 4 < max ? room(l) - 4 : max;
+    bool whole = put_escaped(l, value, budget);
+    if (!whole)
+        puts_(l, "...");
     puts_(l, "\"");
 }
 
 static void put_text_field(line_t *l, const char *key, const char *value)
 {
-    if (value)
-        putf(l, " %s=%s", key, value);
+    if (!value)
+        return;
+    size_t mark = l->len;
+    if (!putf(l, " %s=", key) || !put_escaped(l, value, FIELD_MAX))
+        l->len = mark;
 }
 
 void fq_log(fq_log_level_t level, const fq_log_ctx_t *ctx, const char *fmt, ...)
@@ -157,28 +242,30 @@ void fq_log(fq_log_level_t level, const fq_log_ctx_t *ctx, const char *fmt, ...)
     char ts[40];
     fq_time_rfc3339(fq_time_now_ms(), ts, sizeof(ts));
     const char *lvl = level_names[level];
-    line_t l = {.len = 0};
+    static _Thread_local line_t l; /* 16 KiB is too much for small thread stacks */
+    l.len = 0;
     if (g_log.json) {
         putf(&l, "{\"ts\":\"%s\",\"level\":\"%s\"", ts, lvl);
-        put_str_field(&l, "program", g_log.program);
-        put_str_field(&l, "worker", g_log.worker);
+        put_str_field(&l, "program", g_log.program, FIELD_MAX);
+        put_str_field(&l, "worker", g_log.worker, FIELD_MAX);
         if (ctx) {
-            put_str_field(&l, "item", ctx->item);
+            put_str_field(&l, "item", ctx->item, FIELD_MAX);
             if (ctx->attempt > 0)
                 putf(&l, ",\"attempt\":%d", ctx->attempt);
-            put_str_field(&l, "stage", ctx->stage);
-            put_str_field(&l, "outcome", ctx->outcome);
-            put_str_field(&l, "error_class", ctx->error_class);
+            put_str_field(&l, "stage", ctx->stage, FIELD_MAX);
+            put_str_field(&l, "outcome", ctx->outcome, FIELD_MAX);
+            put_str_field(&l, "error_class", ctx->error_class, FIELD_MAX);
             if (ctx->duration_ms > 0)
                 putf(&l, ",\"duration_ms\":%.1f", ctx->duration_ms);
             if (ctx->topic) {
-                put_str_field(&l, "topic", ctx->topic);
+                put_str_field(&l, "topic", ctx->topic, FIELD_MAX);
                 putf(&l, ",\"partition\":%d,\"offset\":%lld", (int)ctx->partition,
                      (long long)ctx->offset);
             }
         }
-        put_str_field(&l, "msg", msg);
-        puts_(&l, "}");
+        put_str_field(&l, "msg", msg, LINE_CAP);
+        /* The reserve guarantees room for the closing brace and the newline. */
+        l.buf[l.len++] = '}';
     } else {
         putf(&l, "%s %-5s %s", ts, lvl, g_log.program);
         if (ctx) {
@@ -194,7 +281,11 @@ void fq_log(fq_log_level_t level, const fq_log_ctx_t *ctx, const char *fmt, ...)
                 putf(&l, " at=%s/%d@%lld", ctx->topic, (int)ctx->partition, (long long)ctx->offset);
         }
         puts_(&l, ": ");
-        puts_(&l, msg);
+        /* Escaped here too, so a message with a newline stays on one line. */
+        if (!put_escaped(&l, msg, LINE_CAP)) {
+            memcpy(l.buf + l.len, "...", 3); /* within the reserve */
+            l.len += 3;
+        }
     }
     l.buf[l.len++] = '\n';
     /* One write per line keeps lines whole when threads log at once. */
