@@ -1,0 +1,43 @@
+/* frameq item pool: WORKER_CONCURRENCY threads, each with its own fq_pipeline_t, running the
+ * items of one message at a time. The consume loop submits a set of jobs and polls for their
+ * completion, so it can keep serving Kafka (heartbeats, rebalances) while video work runs. */
+#ifndef FQ_POOL_H
+#define FQ_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "fq_config.h"
+#include "fq_item.h"
+#include "fq_pipeline.h"
+
+typedef struct fq_pool fq_pool_t;
+
+/** One item to run. Filled by the caller (item, attempt); the pool fills the rest. */
+typedef struct fq_pool_job {
+    const fq_item_t *item; /**< not owned; must outlive the job */
+    int attempt;
+    fq_error_t *err; /**< result: NULL when out is valid */
+    fq_outcome_t out;
+    double ms; /**< wall time of fq_pipeline_process */
+    bool finished;
+} fq_pool_job_t;
+
+/** @brief Starts threads, each with fq_pipeline_new(cfg, with_db). NULL with errstr. */
+fq_pool_t *fq_pool_new(const fq_config_t *cfg, int threads, bool with_db, char *errstr,
+                       size_t errstr_size);
+
+/** @brief Joins the threads (after the current jobs finish) and frees; NULL-safe. */
+void fq_pool_destroy(fq_pool_t *pool);
+
+/** @brief Hands jobs[0..n) to the threads. The previous set must be finished. cancel is the
+ *  pipeline's cancel flag for this set (may be NULL). */
+void fq_pool_submit(fq_pool_t *pool, fq_pool_job_t *jobs, size_t n, const volatile int *cancel);
+
+/** @brief Waits up to timeout_ms for the current set; true when every job has finished. */
+bool fq_pool_wait(fq_pool_t *pool, int timeout_ms);
+
+/** @brief Jobs of the current set still running or queued. */
+size_t fq_pool_pending(fq_pool_t *pool);
+
+#endif

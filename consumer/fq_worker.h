@@ -1,0 +1,54 @@
+/* frameq worker: the Kafka consume loop (DESIGN §3). Reads batches from KAFKA_TOPIC and single
+ * items from KAFKA_RETRY_TOPIC, runs their items on a thread pool, routes failures to the retry
+ * topic or the DLQ and commits the source offset in the same Kafka transaction. Dependency
+ * outages pause consumption instead of burning attempts. */
+#ifndef FQ_WORKER_H
+#define FQ_WORKER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "fq_config.h"
+#include "fq_metrics.h"
+
+typedef enum fq_role {
+    FQ_ROLE_ALL = 0, /**< main and retry topics */
+    FQ_ROLE_MAIN,
+    FQ_ROLE_RETRY,
+} fq_role_t;
+
+/** Exit codes of fq_worker_run (and of the consumer program). */
+#define FQ_EXIT_OK    0 /**< clean stop; --once: nothing went to the DLQ */
+#define FQ_EXIT_DLQ   1 /**< --once: something went to the DLQ; or start-up failure */
+#define FQ_EXIT_USAGE 2 /**< configuration error */
+#define FQ_EXIT_FATAL 3 /**< fatal Kafka error (fenced producer, ...): restart the process */
+
+typedef struct fq_worker_opts {
+    fq_role_t role;
+    bool once;                         /**< drain and exit */
+    const volatile sig_atomic_t *stop; /**< set by the signal handler */
+    fq_metrics_t *metrics;             /**< may be NULL */
+} fq_worker_opts_t;
+
+typedef struct fq_worker fq_worker_t;
+
+/** @brief "all" / "main" / "retry" -> role. 0, or -1 when unknown. */
+int fq_role_parse(const char *name, fq_role_t *role);
+/** @brief The role's name. */
+const char *fq_role_name(fq_role_t role);
+
+/** @brief Declares every consumer metric family in m (NULL-safe). */
+void fq_worker_declare_metrics(fq_metrics_t *m);
+
+/** @brief A worker: Kafka clients, store, pool. NULL with errstr on a configuration error. */
+fq_worker_t *fq_worker_new(const fq_config_t *cfg, const fq_worker_opts_t *opts, char *errstr,
+                           size_t errstr_size);
+
+/** @brief Runs until *opts->stop (or, with once, until drained). Returns an FQ_EXIT_* code. */
+int fq_worker_run(fq_worker_t *w);
+
+/** @brief Closes the consumer, flushes the producer, frees everything; NULL-safe. */
+void fq_worker_destroy(fq_worker_t *w);
+
+#endif

@@ -1,0 +1,1240 @@
+#include "fq_worker.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "fq_backoff.h"
+#include "fq_headers.h"
+#include "fq_item.h"
+#include "fq_log.h"
+#include "fq_pipeline.h"
+#include "fq_pool.h"
+#include "fq_route.h"
+#include "fq_store.h"
+
+/* Circuit breaker: the same stage failing retriably for this many consecutive different items
+ * within the window is a dependency outage, not bad luck of each item. */
+#define BREAKER_K         5
+#define BREAKER_WINDOW_MS 30000
+
+#define OUTAGE_MIN_MS   1000
+#define OUTAGE_MAX_MS   30000
+#define POLL_MS         100
+#define ONCE_QUIET_MS   2000
+#define TXN_TIMEOUT_MS  30000
+#define SEEK_TIMEOUT_MS 5000
+
+typedef enum outage_state {
+    OUTAGE_NONE = 0,
+    OUTAGE_PAUSED,  /* everything paused, waiting for the next probe */
+    OUTAGE_PROBING, /* consuming again; the next clean message ends the outage */
+} outage_state_t;
+
+/* One assigned partition. */
+typedef struct part {
+    char *topic;
+    int32_t partition;
+    bool paused;    /* as last applied to librdkafka */
+    bool eof;       /* at the end with nothing consumed since */
+    int64_t due_ms; /* retry topic: paused until this epoch ms; 0 = not waiting */
+} part_t;
+
+/* One decision unit of a message: a batch entry, a retry item or the raw message. */
+typedef struct entry {
+    const fq_item_t *item; /* NULL: the raw message bytes (malformed) */
+    bool keyed;            /* platform and code are valid: key, DB row */
+    int attempt;
+    const fq_error_t *err; /* the failure decided for it; NULL = success */
+    fq_pool_job_t *job;    /* NULL when it did not run */
+    fq_route_t route;
+} entry_t;
+
+/* The message in flight. */
+typedef struct msg {
+    rd_kafka_message_t *rkm;
+    const char *topic;
+    bool from_retry;
+    fq_batch_t *batch;
+    fq_item_t item;
+    bool have_item;
+    fq_error_t *own_err; /* decode error of the message / retry item */
+    entry_t *entries;
+    size_t nentries;
+    fq_pool_job_t *jobs;
+    size_t njobs;
+    volatile int cancel;
+    bool abandoned; /* partition revoked: never commit */
+    int64_t t0;
+} msg_t;
+
+typedef enum fin_rc {
+    FIN_OK = 0,
+    FIN_REPLAY, /* rewound: the message will be consumed again */
+    FIN_OUTAGE,
+    FIN_FATAL,
+} fin_rc_t;
+
+struct fq_worker {
+    const fq_config_t *cfg;
+    fq_worker_opts_t opts;
+    rd_kafka_t *rk;  /* consumer */
+    rd_kafka_t *rkp; /* transactional producer */
+    fq_store_t *store;
+    fq_pool_t *pool;
+    fq_metrics_t *metrics;
+    char txn_id[300];
+    bool txn_ready;
+    bool txn_dirty;        /* an abort is still owed */
+    bool commit_empty_txn; /* commit offsets of clean messages in a transaction too */
+
+    part_t *parts;
+    size_t nparts, capparts;
+    msg_t *cur;
+
+    outage_state_t outage;
+    int64_t outage_backoff_ms;
+    int64_t outage_until; /* mono ms */
+    char outage_reason[512];
+
+    /* breaker */
+    fq_stage_t br_stage;
+    int br_count;
+    int64_t br_first;
+    char br_keys[BREAKER_K][FQ_ITEM_KEY_MAX];
+    bool circuit_open;
+
+    bool stopping;
+    int64_t stop_deadline; /* mono ms */
+    bool assigned_once;
+    int64_t last_assign;   /* mono ms */
+    int64_t drained_since; /* mono ms, 0 = not drained */
+    long dlq_sent;
+    bool fatal;
+    uint64_t rng;
+};
+
+/* ---- metrics helpers (the registry is optional) ---- */
+
+#define M_ADD(w, ...)                                                                              \
+    do {                                                                                           \
+        if ((w)->metrics)                                                                          \
+            fq_metrics_add((w)->metrics, __VA_ARGS__);                                             \
+    } while (0)
+#define M_SET(w, ...)                                                                              \
+    do {                                                                                           \
+        if ((w)->metrics)                                                                          \
+            fq_metrics_set((w)->metrics, __VA_ARGS__);                                             \
+    } while (0)
+#define M_OBS(w, ...)                                                                              \
+    do {                                                                                           \
+        if ((w)->metrics)                                                                          \
+            fq_metrics_observe((w)->metrics, __VA_ARGS__);                                         \
+    } while (0)
+
+void fq_worker_declare_metrics(fq_metrics_t *m)
+{
+    if (!m)
+        return;
+    fq_metrics_declare(m, "frameq_items_total", FQ_METRIC_COUNTER,
+                       "Items by durable outcome (done, skipped, retry, dlq).");
+    fq_metrics_declare(m, "frameq_retries_total", FQ_METRIC_COUNTER,
+                       "Items sent to the retry topic, by failed attempt.");
+    fq_metrics_declare(m, "frameq_dlq_total", FQ_METRIC_COUNTER,
+                       "Messages sent to the dead-letter topic, by reason and stage.");
+    fq_metrics_declare(m, "frameq_stage_seconds", FQ_METRIC_HISTOGRAM,
+                       "Time spent per pipeline stage of successful items.");
+    fq_metrics_declare(m, "frameq_inflight_items", FQ_METRIC_GAUGE, "Items being processed.");
+    fq_metrics_declare(m, "frameq_circuit_open", FQ_METRIC_GAUGE,
+                       "1 while a dependency outage pauses consumption.");
+    fq_metrics_declare(m, "frameq_consumer_lag", FQ_METRIC_GAUGE,
+                       "Messages behind the end of each assigned partition.");
+    fq_metrics_declare(m, "frameq_ready", FQ_METRIC_GAUGE, "1 when the worker is ready.");
+}
+
+static void set_ready(fq_worker_t *w, bool ready, const char *reason)
+{
+    if (!w->metrics)
+        return;
+    fq_metrics_set_ready(w->metrics, ready, reason);
+    fq_metrics_set(w->metrics, "frameq_ready", ready ? 1.0 : 0.0, NULL);
+}
+
+int fq_role_parse(const char *name, fq_role_t *role)
+{
+    static const char *const names[] = {"all", "main", "retry"};
+    for (int i = 0; i < 3; i++) {
+        if (name && strcmp(name, names[i]) == 0) {
+            *role = (fq_role_t)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const char *fq_role_name(fq_role_t role)
+{
+    switch (role) {
+    case FQ_ROLE_MAIN:
+        return "main";
+    case FQ_ROLE_RETRY:
+        return "retry";
+    case FQ_ROLE_ALL:
+    default:
+        return "all";
+    }
+}
+
+/* ---- partition table ---- */
+
+static part_t *part_find(fq_worker_t *w, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < w->nparts; i++)
+        if (w->parts[i].partition == partition && strcmp(w->parts[i].topic, topic) == 0)
+            return &w->parts[i];
+    return NULL;
+}
+
+static void part_add(fq_worker_t *w, const char *topic, int32_t partition)
+{
+    if (part_find(w, topic, partition))
+        return;
+    if (w->nparts == w->capparts) {
+        size_t cap = w->capparts ? w->capparts * 2 : 16;
+        part_t *parts = realloc(w->parts, cap * sizeof(*parts));
+        if (!parts) {
+            FQ_ERROR(NULL, "out of memory tracking partition %s [%d]", topic, (int)partition);
+            return;
+        }
+        w->parts = parts;
+        w->capparts = cap;
+    }
+    part_t *p = &w->parts[w->nparts];
+    memset(p, 0, sizeof(*p));
+    p->topic = strdup(topic);
+    if (!p->topic)
+        return;
+    p->partition = partition;
+    w->nparts++;
+}
+
+static void part_remove(fq_worker_t *w, const char *topic, int32_t partition)
+{
+    part_t *p = part_find(w, topic, partition);
+    if (!p)
+        return;
+    free(p->topic);
+    *p = w->parts[--w->nparts];
+}
+
+/* Pauses or resumes every assigned partition to match what the loop needs now: all paused while
+ * a message is in flight (buffering nothing), during an outage and at shutdown; otherwise only
+ * retry partitions whose head item is not due yet. */
+static void apply_pause(fq_worker_t *w)
+{
+    int64_t now = fq_time_now_ms();
+    bool all = w->cur || w->outage == OUTAGE_PAUSED || w->stopping;
+    rd_kafka_topic_partition_list_t *pause = NULL, *resume = NULL;
+    for (size_t i = 0; i < w->nparts; i++) {
+        part_t *p = &w->parts[i];
+        if (p->due_ms && p->due_ms <= now) {
+            FQ_DEBUG(NULL, "retry partition %s [%d] due", p->topic, (int)p->partition);
+            p->due_ms = 0;
+        }
+        bool want = all || p->due_ms != 0;
+        if (want == p->paused)
+            continue;
+        rd_kafka_topic_partition_list_t **list = want ? &pause : &resume;
+        if (!*list)
+            *list = rd_kafka_topic_partition_list_new((int)w->nparts);
+        rd_kafka_topic_partition_list_add(*list, p->topic, p->partition);
+        p->paused = want;
+    }
+    if (pause) {
+        rd_kafka_pause_partitions(w->rk, pause);
+        rd_kafka_topic_partition_list_destroy(pause);
+    }
+    if (resume) {
+        rd_kafka_resume_partitions(w->rk, resume);
+        rd_kafka_topic_partition_list_destroy(resume);
+    }
+}
+
+/* Makes the partition deliver offset next (replay of an abandoned message, or a retry that is
+ * not due). Nothing happens for a partition that is no longer ours: its new owner starts at the
+ * committed offset, which is at or before this one. */
+static void seek_back(fq_worker_t *w, const char *topic, int32_t partition, int64_t offset)
+{
+    part_t *p = part_find(w, topic, partition);
+    if (!p)
+        return;
+    p->eof = false;
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
+    rd_kafka_error_t *error = rd_kafka_seek_partitions(w->rk, list, SEEK_TIMEOUT_MS);
+    if (error) {
+        FQ_WARN(NULL, "seek %s [%d] to %" PRId64 ": %s", topic, (int)partition, offset,
+                rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (list->elems[0].err) {
+        FQ_WARN(NULL, "seek %s [%d] to %" PRId64 ": %s", topic, (int)partition, offset,
+                rd_kafka_err2str(list->elems[0].err));
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* ---- librdkafka callbacks ---- */
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    fq_worker_t *w = opaque;
+    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    w->last_assign = fq_time_mono_ms();
+    w->drained_since = 0;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        w->assigned_once = true;
+        for (int i = 0; i < parts->cnt; i++)
+            part_add(w, parts->elems[i].topic, parts->elems[i].partition);
+        if (cooperative) {
+            rd_kafka_error_t *error = rd_kafka_incremental_assign(rk, parts);
+            if (error) {
+                FQ_ERROR(NULL, "incremental assign: %s", rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+            }
+        } else {
+            rd_kafka_assign(rk, parts);
+        }
+        FQ_INFO(NULL, "assigned %d partition(s), %zu in total", parts->cnt, w->nparts);
+        /* New partitions must not start fetching while a message is in flight. */
+        apply_pause(w);
+        return;
+    }
+
+    /* Revoked or lost: an in-flight message of such a partition is abandoned without a commit;
+     * the new owner replays it (idempotent, done items are skipped). */
+    for (int i = 0; i < parts->cnt; i++) {
+        const char *topic = parts->elems[i].topic;
+        int32_t partition = parts->elems[i].partition;
+        if (w->cur && !w->cur->abandoned && w->cur->rkm->partition == partition &&
+            strcmp(w->cur->topic, topic) == 0) {
+            w->cur->abandoned = true;
+            w->cur->cancel = 1;
+            FQ_WARN(NULL, "partition %s [%d] revoked with a message in flight: abandoned", topic,
+                    (int)partition);
+        }
+        part_remove(w, topic, partition);
+    }
+    if (cooperative) {
+        rd_kafka_error_t *error = rd_kafka_incremental_unassign(rk, parts);
+        if (error) {
+            FQ_ERROR(NULL, "incremental unassign: %s", rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+        }
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+    FQ_INFO(NULL, "revoked %d partition(s)%s, %zu left", parts->cnt,
+            rd_kafka_assignment_lost(rk) ? " (lost)" : "", w->nparts);
+}
+
+static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
+{
+    fq_worker_t *w = opaque;
+    if (!w->metrics)
+        return 0;
+    json_t *root = json_loadb(json, json_len, 0, NULL);
+    json_t *topics = json_object_get(root, "topics");
+    const char *tname;
+    json_t *topic;
+    json_object_foreach(topics, tname, topic)
+    {
+        const char *pname;
+        json_t *p;
+        json_object_foreach(json_object_get(topic, "partitions"), pname, p)
+        {
+            json_t *lag = json_object_get(p, "consumer_lag");
+            /* -1 is librdkafka's internal UA partition, and lag -1 means unknown. */
+            if (atoi(pname) < 0 || !json_is_integer(lag) || json_integer_value(lag) < 0)
+                continue;
+            fq_metrics_set(w->metrics, "frameq_consumer_lag", (double)json_integer_value(lag),
+                           "topic", tname, "partition", pname, NULL);
+        }
+    }
+    json_decref(root);
+    return 0; /* librdkafka frees json */
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    /* syslog levels: 0..3 errors, 4 warning, 5..6 notice/info, 7 debug */
+    fq_log_level_t l = level <= 3 ? FQ_LOG_ERROR : level == 4 ? FQ_LOG_WARN : FQ_LOG_DEBUG;
+    fq_log(l, NULL, "librdkafka %s %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    fq_worker_t *w = opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[512];
+        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof(why));
+        FQ_ERROR(NULL, "fatal Kafka error (%s): %s", rd_kafka_err2name(orig), why);
+        w->fatal = true;
+        return;
+    }
+    FQ_WARN(NULL, "Kafka %s: %s: %s", rd_kafka_name(rk),
+            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+/* ---- set-up ---- */
+
+static bool user_set(const fq_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->kafka_props_count; i++)
+        if (strcmp(cfg->kafka_props[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* Sets a property; a default (force false) yields to the operator's KAFKA_CONFIG_* / -X. */
+static int conf_set(rd_kafka_conf_t *conf, const fq_config_t *cfg, const char *name,
+                    const char *value, bool force, char *errstr, size_t errstr_size)
+{
+    if (!force && user_set(cfg, name))
+        return 0;
+    char why[256];
+    if (rd_kafka_conf_set(conf, name, value, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+        snprintf(errstr, errstr_size, "%s: %s", name, why);
+        return -1;
+    }
+    return 0;
+}
+
+static rd_kafka_t *new_producer(fq_worker_t *w, char *errstr, size_t errstr_size)
+{
+    const fq_config_t *cfg = w->cfg;
+    rd_kafka_conf_t *conf = fq_config_kafka_conf(cfg, errstr, errstr_size);
+    if (!conf)
+        return NULL;
+    if (conf_set(conf, cfg, "transactional.id", w->txn_id, true, errstr, errstr_size) ||
+        conf_set(conf, cfg, "enable.idempotence", "true", true, errstr, errstr_size) ||
+        conf_set(conf, cfg, "linger.ms", "2", false, errstr, errstr_size) ||
+        conf_set(conf, cfg, "transaction.timeout.ms", "60000", false, errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_opaque(conf, w);
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    char why[512];
+    rd_kafka_t *rkp = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+    if (!rkp) {
+        snprintf(errstr, errstr_size, "producer: %s", why);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return rkp; /* conf now owned by rkp */
+}
+
+static rd_kafka_t *new_consumer(fq_worker_t *w, char *errstr, size_t errstr_size)
+{
+    const fq_config_t *cfg = w->cfg;
+    rd_kafka_conf_t *conf = fq_config_kafka_conf(cfg, errstr, errstr_size);
+    if (!conf)
+        return NULL;
+    if (conf_set(conf, cfg, "group.id", cfg->kafka_group_id, true, errstr, errstr_size) ||
+        conf_set(conf, cfg, "partition.assignment.strategy", "cooperative-sticky", false, errstr,
+                 errstr_size) ||
+        conf_set(conf, cfg, "enable.auto.commit", "false", true, errstr, errstr_size) ||
+        conf_set(conf, cfg, "enable.auto.offset.store", "false", true, errstr, errstr_size) ||
+        conf_set(conf, cfg, "isolation.level", "read_committed", true, errstr, errstr_size) ||
+        conf_set(conf, cfg, "auto.offset.reset", "earliest", false, errstr, errstr_size) ||
+        conf_set(conf, cfg, "enable.partition.eof", "true", true, errstr, errstr_size) ||
+        conf_set(conf, cfg, "statistics.interval.ms", "5000", false, errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_opaque(conf, w);
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_stats_cb(conf, stats_cb);
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    char why[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (!rk) {
+        snprintf(errstr, errstr_size, "consumer: %s", why);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
+fq_worker_t *fq_worker_new(const fq_config_t *cfg, const fq_worker_opts_t *opts, char *errstr,
+                           size_t errstr_size)
+{
+    fq_worker_t *w = calloc(1, sizeof(*w));
+    if (!w) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    w->cfg = cfg;
+    w->opts = *opts;
+    w->metrics = opts->metrics;
+    w->rng = (uint64_t)fq_time_now_ms() ^ ((uint64_t)getpid() << 32) ^ 0x5DEECE66DULL;
+    snprintf(w->txn_id, sizeof(w->txn_id), "frameq-%s-%s", cfg->worker_id,
+             fq_role_name(opts->role));
+    /* Hidden benchmark knob: FRAMEQ_COMMIT_EMPTY=txn commits clean messages transactionally
+     * as well; the default commits them with a synchronous consumer commit. */
+    const char *ce = getenv("FRAMEQ_COMMIT_EMPTY");
+    w->commit_empty_txn = ce && strcmp(ce, "txn") == 0;
+
+    w->store = fq_store_new(cfg->database_url);
+    if (!w->store) {
+        snprintf(errstr, errstr_size, "DATABASE_URL: cannot create a store");
+        goto fail;
+    }
+    w->pool = fq_pool_new(cfg, cfg->worker_concurrency, true, errstr, errstr_size);
+    if (!w->pool)
+        goto fail;
+    w->rkp = new_producer(w, errstr, errstr_size);
+    if (!w->rkp)
+        goto fail;
+    w->rk = new_consumer(w, errstr, errstr_size);
+    if (!w->rk)
+        goto fail;
+    return w;
+
+fail:
+    fq_worker_destroy(w);
+    return NULL;
+}
+
+void fq_worker_destroy(fq_worker_t *w)
+{
+    if (!w)
+        return;
+    if (w->rk) {
+        rd_kafka_consumer_close(w->rk);
+        rd_kafka_destroy(w->rk);
+    }
+    if (w->rkp) {
+        rd_kafka_flush(w->rkp, 5000);
+        rd_kafka_destroy(w->rkp);
+    }
+    fq_pool_destroy(w->pool);
+    fq_store_destroy(w->store);
+    for (size_t i = 0; i < w->nparts; i++)
+        free(w->parts[i].topic);
+    free(w->parts);
+    free(w);
+}
+
+/* ---- outage and circuit breaker ---- */
+
+static void enter_outage(fq_worker_t *w, const char *reason)
+{
+    if (w->outage == OUTAGE_NONE) {
+        w->outage_backoff_ms = OUTAGE_MIN_MS;
+        snprintf(w->outage_reason, sizeof(w->outage_reason), "%s", reason);
+        FQ_WARN(NULL, "outage: pausing consumption, retrying in %" PRId64 " ms: %s",
+                w->outage_backoff_ms, reason);
+        set_ready(w, false, reason);
+        M_SET(w, "frameq_circuit_open", 1.0, NULL);
+    } else {
+        w->outage_backoff_ms *= 2;
+        if (w->outage_backoff_ms > OUTAGE_MAX_MS)
+            w->outage_backoff_ms = OUTAGE_MAX_MS;
+        FQ_DEBUG(NULL, "outage persists, next probe in %" PRId64 " ms: %s", w->outage_backoff_ms,
+                 reason);
+    }
+    w->outage = OUTAGE_PAUSED;
+    w->outage_until = fq_time_mono_ms() + w->outage_backoff_ms;
+    apply_pause(w);
+}
+
+static void leave_outage(fq_worker_t *w)
+{
+    if (w->outage == OUTAGE_NONE)
+        return;
+    FQ_INFO(NULL, "outage over: consuming again (was: %s)", w->outage_reason);
+    w->outage = OUTAGE_NONE;
+    w->circuit_open = false;
+    w->br_count = 0;
+    set_ready(w, true, NULL);
+    M_SET(w, "frameq_circuit_open", 0.0, NULL);
+}
+
+/* Called when a paused outage is due for a probe: the database is checked directly (it is
+ * needed for every item); anything else is probed by consuming the abandoned message again. */
+static void probe_outage(fq_worker_t *w)
+{
+    fq_error_t *err = fq_store_ping(w->store);
+    if (err) {
+        char reason[600];
+        snprintf(reason, sizeof(reason), "database: %s", fq_error_message(err));
+        fq_error_destroy(err);
+        enter_outage(w, reason);
+        return;
+    }
+    w->outage = OUTAGE_PROBING;
+    apply_pause(w);
+}
+
+/* Feeds one item result to the breaker; true when it trips (or stays open). */
+static bool breaker_feed(fq_worker_t *w, const fq_item_t *item, const fq_error_t *err)
+{
+    if (!err) {
+        w->br_count = 0;
+        return false;
+    }
+    if (fq_error_class(err) != FQ_CLASS_RETRIABLE)
+        return false;
+    fq_stage_t stage = fq_error_stage(err);
+    int64_t now = fq_time_mono_ms();
+    /* While open, one more failure of the same stage keeps it open. */
+    if (w->circuit_open && stage == w->br_stage)
+        return true;
+    char key[FQ_ITEM_KEY_MAX];
+    fq_item_key(item, key, sizeof(key));
+    if (w->br_count == 0 || stage != w->br_stage || now - w->br_first > BREAKER_WINDOW_MS) {
+        w->br_stage = stage;
+        w->br_count = 0;
+        w->br_first = now;
+    }
+    for (int i = 0; i < w->br_count; i++)
+        if (strcmp(w->br_keys[i], key) == 0)
+            return false; /* the same item failing again says nothing about the dependency */
+    snprintf(w->br_keys[w->br_count], sizeof(w->br_keys[0]), "%s", key);
+    if (++w->br_count < BREAKER_K)
+        return false;
+    w->circuit_open = true;
+    w->br_count = 0;
+    return true;
+}
+
+/* ---- messages ---- */
+
+static void msg_destroy(msg_t *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->njobs; i++)
+        fq_error_destroy(m->jobs[i].err);
+    free(m->jobs);
+    free(m->entries);
+    fq_batch_destroy(m->batch);
+    if (m->have_item)
+        fq_item_clear(&m->item);
+    fq_error_destroy(m->own_err);
+    if (m->rkm)
+        rd_kafka_message_destroy(m->rkm);
+    free(m);
+}
+
+static void log_ctx(const msg_t *m, const entry_t *e, fq_log_ctx_t *ctx, char *key, size_t key_size)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    key[0] = '\0';
+    if (e && e->item && e->keyed) {
+        fq_item_key(e->item, key, key_size);
+        ctx->item = key;
+    }
+    ctx->attempt = e ? e->attempt : 0;
+    ctx->topic = m->topic;
+    ctx->partition = m->rkm->partition;
+    ctx->offset = m->rkm->offset;
+}
+
+/* Item outcome lines and metrics, once the outcome is durable. */
+static void report_entry(fq_worker_t *w, const msg_t *m, const entry_t *e)
+{
+    fq_log_ctx_t ctx;
+    char key[FQ_ITEM_KEY_MAX];
+    log_ctx(m, e, &ctx, key, sizeof(key));
+    ctx.duration_ms = e->job ? e->job->ms : 0;
+    if (!e->err) {
+        const fq_outcome_t *out = &e->job->out;
+        ctx.outcome = out->skipped ? "skipped" : "done";
+        ctx.stage = "store";
+        M_ADD(w, "frameq_items_total", 1.0, "outcome", ctx.outcome, NULL);
+        if (!out->skipped) {
+            M_OBS(w, "frameq_stage_seconds", out->ms_fetch / 1000.0, "stage", "fetch", NULL);
+            M_OBS(w, "frameq_stage_seconds", out->ms_frames / 1000.0, "stage", "frames", NULL);
+            M_OBS(w, "frameq_stage_seconds", out->ms_upload / 1000.0, "stage", "upload", NULL);
+            M_OBS(w, "frameq_stage_seconds", out->ms_store / 1000.0, "stage", "store", NULL);
+        }
+        FQ_INFO(&ctx, "item %s: %d frame(s)", ctx.outcome, out->info.frame_count);
+        return;
+    }
+    ctx.stage = fq_stage_name(fq_error_stage(e->err));
+    ctx.error_class = fq_class_name(fq_error_class(e->err));
+    if (e->route.kind == FQ_ROUTE_RETRY) {
+        char num[16];
+        snprintf(num, sizeof(num), "%d", e->attempt);
+        ctx.outcome = "retry";
+        M_ADD(w, "frameq_items_total", 1.0, "outcome", "retry", NULL);
+        M_ADD(w, "frameq_retries_total", 1.0, "attempt", num, NULL);
+    } else {
+        ctx.outcome = "dlq";
+        M_ADD(w, "frameq_items_total", 1.0, "outcome", "dlq", NULL);
+        M_ADD(w, "frameq_dlq_total", 1.0, "reason", e->route.dlq_reason, "stage", ctx.stage, NULL);
+    }
+    FQ_WARN(&ctx, "item failed -> %s: %s", ctx.outcome, fq_error_message(e->err));
+}
+
+/* Aborts the open transaction; a failed abort is owed until it succeeds. */
+static fin_rc_t txn_abort(fq_worker_t *w)
+{
+    rd_kafka_error_t *error = rd_kafka_abort_transaction(w->rkp, TXN_TIMEOUT_MS);
+    if (!error) {
+        w->txn_dirty = false;
+        return FIN_OK;
+    }
+    fin_rc_t rc = FIN_OUTAGE;
+    if (rd_kafka_error_is_fatal(error)) {
+        w->fatal = true;
+        rc = FIN_FATAL;
+    }
+    FQ_WARN(NULL, "abort transaction: %s", rd_kafka_error_string(error));
+    rd_kafka_error_destroy(error);
+    w->txn_dirty = true;
+    return rc;
+}
+
+/* Classifies a failed transactional call and cleans up after it. */
+static fin_rc_t txn_failed(fq_worker_t *w, const char *what, rd_kafka_error_t *error)
+{
+    fin_rc_t rc;
+    if (rd_kafka_error_is_fatal(error)) {
+        FQ_ERROR(NULL, "%s: fatal: %s", what, rd_kafka_error_string(error));
+        w->fatal = true;
+        rc = FIN_FATAL;
+    } else if (rd_kafka_error_txn_requires_abort(error)) {
+        FQ_WARN(NULL, "%s: %s: aborting, the message will be replayed", what,
+                rd_kafka_error_string(error));
+        rc = txn_abort(w);
+        if (rc == FIN_OK)
+            rc = FIN_REPLAY;
+    } else {
+        /* Timeouts and transport errors: Kafka itself is the outage. */
+        FQ_WARN(NULL, "%s: %s", what, rd_kafka_error_string(error));
+        w->txn_dirty = true;
+        rc = FIN_OUTAGE;
+    }
+    rd_kafka_error_destroy(error);
+    return rc;
+}
+
+/* Publishes the routed entries and commits the message's offset in one transaction. */
+static fin_rc_t commit_txn(fq_worker_t *w, msg_t *m, size_t nrouted)
+{
+    const fq_config_t *cfg = w->cfg;
+    rd_kafka_error_t *error;
+    if (w->txn_dirty) {
+        fin_rc_t rc = txn_abort(w);
+        if (rc != FIN_OK)
+            return rc;
+    }
+    error = rd_kafka_begin_transaction(w->rkp);
+    if (error)
+        return txn_failed(w, "begin transaction", error);
+
+    const rd_kafka_headers_t *incoming = NULL;
+    if (rd_kafka_message_headers(m->rkm, (rd_kafka_headers_t **)&incoming) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+        incoming = NULL;
+
+    for (size_t i = 0; i < m->nentries && nrouted; i++) {
+        entry_t *e = &m->entries[i];
+        if (e->route.kind != FQ_ROUTE_RETRY && e->route.kind != FQ_ROUTE_DLQ)
+            continue;
+        fq_route_info_t info = {
+            .attempt = e->attempt,
+            .err = e->err,
+            .dlq_reason = e->route.kind == FQ_ROUTE_DLQ ? e->route.dlq_reason : NULL,
+            .now_ms = fq_time_now_ms(),
+            .topic = m->topic,
+            .partition = m->rkm->partition,
+            .offset = m->rkm->offset,
+            .worker = cfg->worker_id,
+        };
+        if (e->route.kind == FQ_ROUTE_RETRY) {
+            int64_t ra = e->err ? fq_error_retry_after_ms(e->err) : 0;
+            info.not_before_ms =
+                info.now_ms + fq_backoff_ms(cfg->retry_backoff_ms, cfg->retry_backoff_max_ms,
+                                            e->attempt, ra, fq_backoff_random(&w->rng));
+        }
+        rd_kafka_headers_t *hdrs = fq_route_headers(incoming, &info);
+        if (!hdrs) {
+            txn_abort(w);
+            return FIN_OUTAGE;
+        }
+        const char *topic =
+            e->route.kind == FQ_ROUTE_RETRY ? cfg->kafka_retry_topic : cfg->kafka_dlq_topic;
+        char key[FQ_ITEM_KEY_MAX] = "";
+        const void *value;
+        size_t len;
+        const void *kptr = NULL, *kp0 = NULL;
+        size_t klen = 0;
+        if (e->item) {
+            value = e->item->json;
+            len = e->item->json ? strlen(e->item->json) : 0;
+            if (e->keyed) {
+                fq_item_key(e->item, key, sizeof(key));
+                kptr = key;
+                klen = strlen(key);
+            }
+        } else {
+            /* Malformed: the raw bytes, key and headers exactly as received. */
+            value = m->rkm->payload;
+            len = m->rkm->len;
+            kp0 = m->rkm->key;
+            kptr = kp0;
+            klen = m->rkm->key_len;
+        }
+        rd_kafka_resp_err_t perr;
+        for (;;) {
+            perr = rd_kafka_producev(
+                w->rkp, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_KEY(kptr, klen), RD_KAFKA_V_VALUE((void *)value, len),
+                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+            if (perr != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                break;
+            rd_kafka_poll(w->rkp, 100);
+        }
+        if (perr) {
+            rd_kafka_headers_destroy(hdrs); /* not taken on failure */
+            FQ_WARN(NULL, "produce to %s: %s", topic, rd_kafka_err2str(perr));
+            txn_abort(w);
+            return FIN_OUTAGE;
+        }
+        /* hdrs now owned by the message */
+    }
+
+    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(offsets, m->topic, m->rkm->partition)->offset =
+        m->rkm->offset + 1;
+    rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(w->rk);
+    error = rd_kafka_send_offsets_to_transaction(w->rkp, offsets, cgmd, TXN_TIMEOUT_MS);
+    rd_kafka_consumer_group_metadata_destroy(cgmd);
+    rd_kafka_topic_partition_list_destroy(offsets);
+    if (error)
+        return txn_failed(w, "send offsets to transaction", error);
+
+    for (int tries = 0;; tries++) {
+        error = rd_kafka_commit_transaction(w->rkp, TXN_TIMEOUT_MS);
+        if (!error)
+            return FIN_OK;
+        if (rd_kafka_error_is_retriable(error) && tries < 3 && !rd_kafka_error_is_fatal(error)) {
+            FQ_WARN(NULL, "commit transaction: %s: retrying", rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+            continue;
+        }
+        return txn_failed(w, "commit transaction", error);
+    }
+}
+
+/* A message with nothing to route: a plain synchronous consumer commit. */
+static fin_rc_t commit_plain(fq_worker_t *w, msg_t *m)
+{
+    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(offsets, m->topic, m->rkm->partition)->offset =
+        m->rkm->offset + 1;
+    rd_kafka_resp_err_t err = rd_kafka_commit(w->rk, offsets, 0);
+    if (!err && offsets->elems[0].err)
+        err = offsets->elems[0].err;
+    rd_kafka_topic_partition_list_destroy(offsets);
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+        return FIN_OK;
+    case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS:
+    case RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID:
+    case RD_KAFKA_RESP_ERR__STATE:
+        FQ_WARN(NULL, "commit %s [%d]: %s: the message will be replayed", m->topic,
+                (int)m->rkm->partition, rd_kafka_err2str(err));
+        return FIN_REPLAY;
+    default:
+        FQ_WARN(NULL, "commit %s [%d]: %s", m->topic, (int)m->rkm->partition,
+                rd_kafka_err2str(err));
+        return FIN_OUTAGE;
+    }
+}
+
+/* Everything of the message has an outcome: decide, record, publish, commit. */
+static void finish_message(fq_worker_t *w, msg_t *m)
+{
+    const fq_config_t *cfg = w->cfg;
+    char reason[700] = "";
+    fin_rc_t rc = FIN_OK;
+    size_t nrouted = 0;
+
+    M_SET(w, "frameq_inflight_items", 0.0, NULL);
+    if (m->abandoned || m->cancel) {
+        /* Revoked, or cancelled at shutdown: nothing is committed; whoever owns the partition
+         * next replays it. */
+        FQ_INFO(NULL, "message %s [%d] @%" PRId64 " abandoned without commit", m->topic,
+                (int)m->rkm->partition, m->rkm->offset);
+        if (!m->abandoned)
+            seek_back(w, m->topic, m->rkm->partition, m->rkm->offset);
+        return;
+    }
+
+    for (size_t i = 0; i < m->nentries; i++) {
+        entry_t *e = &m->entries[i];
+        if (e->job)
+            e->err = e->job->err;
+        e->route = fq_route_decide(e->err, e->attempt, cfg->max_retries);
+        if (e->route.kind == FQ_ROUTE_OUTAGE && !reason[0])
+            snprintf(reason, sizeof(reason), "%s: %s", fq_stage_name(fq_error_stage(e->err)),
+                     fq_error_message(e->err));
+        if (e->job && breaker_feed(w, e->item, e->err) && !reason[0])
+            snprintf(reason, sizeof(reason),
+                     "circuit open: stage %s failed for %d different "
+                     "items in a row: %s",
+                     fq_stage_name(fq_error_stage(e->err)), BREAKER_K, fq_error_message(e->err));
+        if (e->route.kind == FQ_ROUTE_RETRY || e->route.kind == FQ_ROUTE_DLQ)
+            nrouted++;
+    }
+    if (reason[0]) {
+        rc = FIN_OUTAGE;
+        goto done;
+    }
+
+    /* Record first: a routed message always has its extraction_errors row. */
+    for (size_t i = 0; i < m->nentries; i++) {
+        entry_t *e = &m->entries[i];
+        if (!e->route.status || !e->item || !e->keyed)
+            continue;
+        fq_store_origin_t origin = {cfg->worker_id, m->topic, m->rkm->partition, m->rkm->offset};
+        fq_error_t *serr =
+            fq_store_record_error(w->store, e->item, e->attempt, e->err, e->route.status, &origin);
+        if (serr) {
+            snprintf(reason, sizeof(reason), "database: %s", fq_error_message(serr));
+            fq_error_destroy(serr);
+            rc = FIN_OUTAGE;
+            goto done;
+        }
+    }
+
+    if (nrouted || w->commit_empty_txn)
+        rc = commit_txn(w, m, nrouted);
+    else
+        rc = commit_plain(w, m);
+    if (rc == FIN_OUTAGE)
+        snprintf(reason, sizeof(reason), "kafka: publishing or committing failed");
+
+done:
+    switch (rc) {
+    case FIN_OK:
+        for (size_t i = 0; i < m->nentries; i++) {
+            report_entry(w, m, &m->entries[i]);
+            if (m->entries[i].route.kind == FQ_ROUTE_DLQ)
+                w->dlq_sent++;
+        }
+        FQ_DEBUG(NULL, "message %s [%d] @%" PRId64 " committed (%zu routed, %" PRId64 " ms)",
+                 m->topic, (int)m->rkm->partition, m->rkm->offset, nrouted,
+                 fq_time_mono_ms() - m->t0);
+        if (w->outage == OUTAGE_PROBING)
+            leave_outage(w);
+        break;
+    case FIN_REPLAY:
+        seek_back(w, m->topic, m->rkm->partition, m->rkm->offset);
+        break;
+    case FIN_OUTAGE:
+        seek_back(w, m->topic, m->rkm->partition, m->rkm->offset);
+        enter_outage(w, reason);
+        break;
+    case FIN_FATAL:
+        break;
+    }
+}
+
+/* Builds the message's entries and starts its items on the pool. */
+static void start_message(fq_worker_t *w, rd_kafka_message_t *rkm)
+{
+    const fq_config_t *cfg = w->cfg;
+    msg_t *m = calloc(1, sizeof(*m));
+    if (!m) {
+        FQ_ERROR(NULL, "out of memory: message will be replayed");
+        seek_back(w, rd_kafka_topic_name(rkm->rkt), rkm->partition, rkm->offset);
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    m->rkm = rkm;
+    m->topic = rd_kafka_topic_name(rkm->rkt);
+    m->from_retry = strcmp(m->topic, cfg->kafka_retry_topic) == 0;
+    m->t0 = fq_time_mono_ms();
+    const void *payload = rkm->payload ? rkm->payload : "";
+
+    if (m->from_retry) {
+        rd_kafka_headers_t *hdrs = NULL;
+        if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            hdrs = NULL;
+        int64_t not_before = fq_headers_get_int(hdrs, FQ_HDR_NOT_BEFORE, 0);
+        int64_t now = fq_time_now_ms();
+        if (not_before > now) {
+            /* Not due: rewind to it and pause only this partition until it is. */
+            part_t *p = part_find(w, m->topic, rkm->partition);
+            seek_back(w, m->topic, rkm->partition, rkm->offset);
+            if (p)
+                p->due_ms = not_before;
+            FQ_DEBUG(NULL, "retry %s [%d] @%" PRId64 " due in %" PRId64 " ms: partition paused",
+                     m->topic, (int)rkm->partition, rkm->offset, not_before - now);
+            msg_destroy(m);
+            apply_pause(w);
+            return;
+        }
+        int attempt = (int)fq_headers_get_int(hdrs, FQ_HDR_ATTEMPT, 0) + 1;
+        m->entries = calloc(1, sizeof(*m->entries));
+        m->jobs = calloc(1, sizeof(*m->jobs));
+        if (!m->entries || !m->jobs)
+            goto oom;
+        m->nentries = 1;
+        entry_t *e = &m->entries[0];
+        e->attempt = attempt;
+        m->own_err = fq_item_decode(payload, rkm->len, &m->item);
+        m->have_item = true;
+        if (m->own_err && fq_error_class(m->own_err) == FQ_CLASS_MALFORMED) {
+            e->item = NULL; /* raw bytes to the DLQ */
+            e->err = m->own_err;
+        } else {
+            e->item = &m->item;
+            e->keyed = fq_item_platform_valid(m->item.platform) && fq_item_code_valid(m->item.code);
+            if (m->own_err) {
+                e->err = m->own_err;
+            } else {
+                e->job = &m->jobs[0];
+                e->job->item = e->item;
+                e->job->attempt = attempt;
+                m->njobs = 1;
+            }
+        }
+        if (attempt > 1 && m->njobs) {
+            char key[FQ_ITEM_KEY_MAX];
+            fq_log_ctx_t ctx;
+            log_ctx(m, e, &ctx, key, sizeof(key));
+            FQ_INFO(&ctx, "retry attempt started (not-before %" PRId64 ", %" PRId64 " ms after)",
+                    not_before, now - not_before);
+        }
+    } else {
+        fq_error_t *err = fq_batch_decode(payload, rkm->len, &m->batch);
+        if (err) {
+            m->own_err = err;
+            m->entries = calloc(1, sizeof(*m->entries));
+            if (!m->entries)
+                goto oom;
+            m->nentries = 1;
+            m->entries[0].attempt = 1;
+            m->entries[0].err = err;
+        } else {
+            size_t n = m->batch->count;
+            m->entries = calloc(n ? n : 1, sizeof(*m->entries));
+            m->jobs = calloc(n ? n : 1, sizeof(*m->jobs));
+            if (!m->entries || !m->jobs)
+                goto oom;
+            m->nentries = n;
+            for (size_t i = 0; i < n; i++) {
+                fq_batch_entry_t *be = &m->batch->entries[i];
+                entry_t *e = &m->entries[i];
+                e->item = &be->item;
+                e->attempt = 1;
+                e->keyed =
+                    fq_item_platform_valid(be->item.platform) && fq_item_code_valid(be->item.code);
+                if (be->err) {
+                    e->err = be->err;
+                    continue;
+                }
+                e->job = &m->jobs[m->njobs++];
+                e->job->item = e->item;
+                e->job->attempt = 1;
+            }
+        }
+    }
+
+    w->cur = m;
+    apply_pause(w);
+    M_SET(w, "frameq_inflight_items", (double)m->njobs, NULL);
+    fq_pool_submit(w->pool, m->jobs, m->njobs, &m->cancel);
+    return;
+
+oom:
+    FQ_ERROR(NULL, "out of memory: message will be replayed");
+    seek_back(w, m->topic, rkm->partition, rkm->offset);
+    msg_destroy(m);
+}
+
+static void handle_event(fq_worker_t *w, rd_kafka_message_t *rkm)
+{
+    if (rkm->err) {
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            part_t *p = part_find(w, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+            if (p)
+                p->eof = true;
+        } else {
+            FQ_WARN(NULL, "consumer: %s", rd_kafka_message_errstr(rkm));
+        }
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    const char *topic = rd_kafka_topic_name(rkm->rkt);
+    part_t *p = part_find(w, topic, rkm->partition);
+    if (p)
+        p->eof = false;
+    if (w->cur || w->stopping || w->outage == OUTAGE_PAUSED) {
+        /* Fetched before the pause took effect: give it back, it is not ours to run yet. */
+        seek_back(w, topic, rkm->partition, rkm->offset);
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    start_message(w, rkm);
+}
+
+/* --once: every assigned partition at its end, nothing running or waiting, for a while. */
+static bool drained(fq_worker_t *w, int64_t now)
+{
+    if (!w->assigned_once || w->cur || w->outage == OUTAGE_PAUSED ||
+        now - w->last_assign < ONCE_QUIET_MS)
+        return false;
+    for (size_t i = 0; i < w->nparts; i++)
+        if (!w->parts[i].eof || w->parts[i].due_ms)
+            return false;
+    return true;
+}
+
+static int init_transactions(fq_worker_t *w)
+{
+    int64_t backoff = OUTAGE_MIN_MS;
+    bool logged = false;
+    while (!*w->opts.stop) {
+        rd_kafka_error_t *error = rd_kafka_init_transactions(w->rkp, TXN_TIMEOUT_MS);
+        if (!error) {
+            w->txn_ready = true;
+            if (logged)
+                FQ_INFO(NULL, "Kafka transactions ready");
+            return 0;
+        }
+        if (rd_kafka_error_is_fatal(error)) {
+            FQ_ERROR(NULL, "init transactions: fatal: %s", rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+            return -1;
+        }
+        if (!logged)
+            FQ_WARN(NULL, "init transactions: %s: retrying", rd_kafka_error_string(error));
+        logged = true;
+        set_ready(w, false, "kafka: transactions not initialised");
+        rd_kafka_error_destroy(error);
+        for (int64_t t = 0; t < backoff && !*w->opts.stop; t += 100)
+            usleep(100 * 1000);
+        backoff = backoff * 2 > OUTAGE_MAX_MS ? OUTAGE_MAX_MS : backoff * 2;
+    }
+    return 1;
+}
+
+int fq_worker_run(fq_worker_t *w)
+{
+    const fq_config_t *cfg = w->cfg;
+    set_ready(w, false, "starting");
+    int irc = init_transactions(w);
+    if (irc < 0)
+        return FQ_EXIT_FATAL;
+    if (irc > 0)
+        return FQ_EXIT_OK; /* stopped while waiting for Kafka */
+
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(2);
+    if (w->opts.role != FQ_ROLE_RETRY)
+        rd_kafka_topic_partition_list_add(topics, cfg->kafka_topic, RD_KAFKA_PARTITION_UA);
+    if (w->opts.role != FQ_ROLE_MAIN)
+        rd_kafka_topic_partition_list_add(topics, cfg->kafka_retry_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t serr = rd_kafka_subscribe(w->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (serr) {
+        FQ_ERROR(NULL, "subscribe: %s", rd_kafka_err2str(serr));
+        return FQ_EXIT_FATAL;
+    }
+    set_ready(w, true, NULL);
+    w->last_assign = fq_time_mono_ms();
+
+    while (!w->fatal) {
+        int64_t mono = fq_time_mono_ms();
+        if (w->metrics)
+            fq_metrics_heartbeat(w->metrics, 30000);
+        rd_kafka_poll(w->rkp, 0);
+
+        if (*w->opts.stop && !w->stopping) {
+            w->stopping = true;
+            w->stop_deadline = mono + cfg->shutdown_grace_ms;
+            FQ_INFO(NULL, "stopping: %s", w->cur ? "waiting for the items in flight" : "idle");
+            set_ready(w, false, "stopping");
+            apply_pause(w);
+        }
+        if (w->stopping && !w->cur)
+            break;
+
+        if (w->cur) {
+            if (w->stopping && !w->cur->cancel && mono >= w->stop_deadline) {
+                FQ_WARN(NULL, "shutdown grace over: cancelling %zu item(s)",
+                        fq_pool_pending(w->pool));
+                w->cur->cancel = 1;
+            }
+            /* Serve the group (heartbeats, rebalances) while the pool works. */
+            rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, 0);
+            if (rkm)
+                handle_event(w, rkm);
+            if (fq_pool_wait(w->pool, POLL_MS)) {
+                msg_t *m = w->cur;
+                finish_message(w, m);
+                w->cur = NULL;
+                msg_destroy(m);
+                apply_pause(w);
+            }
+            continue;
+        }
+
+        if (w->outage == OUTAGE_PAUSED && mono >= w->outage_until)
+            probe_outage(w);
+        apply_pause(w); /* resumes retry partitions that became due */
+
+        int timeout = POLL_MS;
+        int64_t now = fq_time_now_ms();
+        for (size_t i = 0; i < w->nparts; i++)
+            if (w->parts[i].due_ms && w->parts[i].due_ms - now < timeout)
+                timeout = (int)(w->parts[i].due_ms - now);
+        if (timeout < 1)
+            timeout = 1;
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, timeout);
+        if (rkm) {
+            handle_event(w, rkm);
+            w->drained_since = 0;
+            continue;
+        }
+        if (w->opts.once) {
+            mono = fq_time_mono_ms();
+            if (!drained(w, mono)) {
+                w->drained_since = 0;
+            } else if (!w->drained_since) {
+                w->drained_since = mono;
+            } else if (mono - w->drained_since >= ONCE_QUIET_MS) {
+                if (w->outage == OUTAGE_PROBING)
+                    leave_outage(w);
+                FQ_INFO(NULL, "drained: every partition at its end (%ld message(s) to the DLQ)",
+                        w->dlq_sent);
+                break;
+            }
+        }
+    }
+
+    set_ready(w, false, "stopped");
+    if (w->fatal)
+        return FQ_EXIT_FATAL;
+    if (w->opts.once && w->dlq_sent > 0)
+        return FQ_EXIT_DLQ;
+    return FQ_EXIT_OK;
+}
