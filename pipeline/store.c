@@ -346,11 +346,15 @@ static store_kind_t store_connect(fq_store_t *store)
     if (store->conn) {
         PQreset(store->conn);
     } else {
-        /* Later keywords win and the expanded dbname comes last, so a connect_timeout or
-         * application_name in the conninfo overrides these defaults. */
-        const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-        const char *const values[] = {STORE_CONNECT_TIMEOUT, STORE_APPLICATION, store->conninfo,
-                                      NULL};
+        /* Later keywords win and the expanded dbname comes last, so anything the conninfo
+         * sets overrides these defaults. Keepalives notice a server that vanished without
+         * closing the connection (host down, network partition) within about a minute
+         * instead of the kernel's two hours. */
+        const char *const keys[] = {
+            "connect_timeout",     "application_name", "keepalives", "keepalives_idle",
+            "keepalives_interval", "keepalives_count", "dbname",     NULL};
+        const char *const values[] = {
+            STORE_CONNECT_TIMEOUT, STORE_APPLICATION, "1", "30", "10", "3", store->conninfo, NULL};
         store->conn = PQconnectdbParams(keys, values, 1);
         if (!store->conn) {
             snprintf(store->msg, sizeof(store->msg), "connect: out of memory");
