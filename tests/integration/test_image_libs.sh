@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# The container image cannot be built here (no Docker engine), so this proves the next best
+# thing: every shared library the built `consumer` and `producer` load (ldd) belongs to a
+# Debian package that the runtime stage of deploy/docker/Dockerfile installs, or to a
+# dependency of one, or to the base image. Host and image are both Debian 12, so the
+# host's package database answers "which package ships this file" and "what does it depend on".
+#
+# Base image: debian:12-slim is a debootstrap minbase, i.e. the Priority: required packages
+# (and apt); those count as present. "important" packages are NOT in slim, so they do not count.
+#
+# The check then runs against copies of the Dockerfile with one library package removed and
+# must fail, so a test that cannot fail would show up here.
+#
+# Env: FQ_SOURCE_DIR, FQ_BUILD_DIR (set by ctest). FQ_DOCKERFILE overrides the Dockerfile;
+# FQ_IMAGE_BINARIES (space separated) overrides the programs checked.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+src=${FQ_SOURCE_DIR:-$(cd "$here/../.." && pwd)}
+dockerfile=${FQ_DOCKERFILE:-$src/deploy/docker/Dockerfile}
+
+fail() {
+    echo "test_image_libs: FAIL: $*" >&2
+    exit 1
+}
+
+[ -n "${FQ_BUILD_DIR:-}" ] || fail "FQ_BUILD_DIR is not set (run through ctest, or export it)"
+[ -f "$dockerfile" ] || fail "no Dockerfile at $dockerfile"
+for tool in ldd dpkg-query python3; do
+    command -v "$tool" >/dev/null || fail "$tool not found (this check needs a Debian host)"
+done
+if ! grep -q '^VERSION_ID="12"' /etc/os-release; then
+    fail "host is not Debian 12: its package database cannot stand in for the image's"
+fi
+
+read -r -a binaries <<<"${FQ_IMAGE_BINARIES:-$FQ_BUILD_DIR/consumer $FQ_BUILD_DIR/producer}"
+for b in "${binaries[@]}"; do
+    [ -x "$b" ] || fail "missing program $b: build it first (ninja -C \$FQ_BUILD_DIR)"
+done
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# check DOCKERFILE: prints a table, exit 0 when every library is covered, 1 otherwise.
+check() {
+    python3 - "$1" "${binaries[@]}" <<'PY'
+import os, re, subprocess, sys
+
+dockerfile, binaries = sys.argv[1], sys.argv[2:]
+
+def die(msg):
+    print("  " + msg)
+    sys.exit(1)
+
+# -- the runtime stage's apt-get install packages -----------------------------------------
+text = open(dockerfile).read().replace("\\\n", " ")
+stages = re.split(r"(?im)^\s*FROM\s+", text)
+if len(stages) < 3:
+    die("expected a multi-stage Dockerfile (build + runtime)")
+runtime = stages[-1]  # the last stage is what the image ships
+base_image = runtime.split()[0]
+if not base_image.startswith("debian:12"):
+    die("runtime stage is %s, expected debian:12-slim" % base_image)
+listed = []
+for m in re.finditer(r"apt-get\s+install\s+([^&;\n]*)", runtime):
+    listed += [t for t in m.group(1).split() if not t.startswith("-")]
+if not listed:
+    die("no apt-get install line in the runtime stage")
+if "--no-install-recommends" not in runtime:
+    die("runtime apt-get install lacks --no-install-recommends (Recommends are not counted)")
+
+# -- the host's package database ------------------------------------------------------------
+fmt = "${Package}\t${Priority}\t${Provides}\t${Pre-Depends}\t${Depends}\t${db:Status-Abbrev}\n"
+out = subprocess.run(["dpkg-query", "-W", "-f=" + fmt], check=True, capture_output=True,
+                     text=True).stdout
+pkgs, provides = {}, {}
+def names(field):
+    """'a (>= 1) | b:any, c' -> [['a', 'b'], ['c']]"""
+    groups = []
+    for grp in filter(None, (g.strip() for g in field.split(","))):
+        groups.append([re.sub(r"[:\s(].*", "", alt.strip()) for alt in grp.split("|")])
+    return groups
+for line in out.splitlines():
+    name, prio, prov, pre, dep, status = line.split("\t")
+    if not status.startswith("ii"):
+        continue
+    pkgs[name] = {"prio": prio, "deps": names(pre) + names(dep)}
+    for p in names(prov):
+        provides.setdefault(p[0], []).append(name)
+
+def resolve(group):
+    """The installed package apt would use for one dependency (first alternative wins)."""
+    for alt in group:
+        if alt in pkgs:
+            return alt
+        if alt in provides:
+            return provides[alt][0]
+    return None
+
+def closure(roots):
+    """package -> the root it was reached from"""
+    seen, todo = {}, [(r, r) for r in roots]
+    while todo:
+        p, via = todo.pop()
+        if p in seen:
+            continue
+        seen[p] = via
+        for grp in pkgs.get(p, {"deps": []})["deps"]:
+            r = resolve(grp)
+            if r and r not in seen:
+                todo.append((r, via))
+    return seen
+
+missing_listed = [p for p in listed if p not in pkgs]
+if missing_listed:
+    die("listed packages not installed on this host, so their dependencies are unknown: "
+        + " ".join(missing_listed) + " (apt-get install them here)")
+base = closure([p for p, v in pkgs.items() if v["prio"] == "required"])
+image = closure(listed)
+
+# -- what the programs load -----------------------------------------------------------------
+SANITIZER = re.compile(r"/lib(asan|ubsan|lsan|tsan)\.so")
+libs = {}
+for b in binaries:
+    out = subprocess.run(["ldd", b], check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        line = line.strip()
+        if "not found" in line:
+            die("%s: %s (the build host itself lacks it)" % (b, line))
+        m = re.match(r"(\S+)\s+=>\s+(/\S+)", line) or re.match(r"(/\S+)\s+\(", line)
+        if not m:
+            continue  # linux-vdso: provided by the kernel
+        path = m.group(m.lastindex)
+        if SANITIZER.search(path):
+            continue  # this test build used SANITIZE=ON; the image build does not
+        libs.setdefault(path, set()).add(os.path.basename(b))
+
+# file -> package, from dpkg's own file lists (what `dpkg -S` reads, in one pass).
+files = {}
+info = "/var/lib/dpkg/info"
+for name in os.listdir(info):
+    if name.endswith(".list"):
+        pkg = name[:-5].split(":")[0]
+        with open(os.path.join(info, name), errors="replace") as f:
+            for line in f:
+                files.setdefault(line.rstrip("\n"), pkg)
+
+def owner(path):
+    """The package shipping path, trying the merged-/usr spellings of the same file."""
+    cands = [path, os.path.realpath(path)]
+    for c in list(cands):
+        cands.append("/usr" + c if not c.startswith("/usr/") else c[4:])
+    for c in cands:
+        if c in files:
+            return files[c]
+    return None
+
+bad = 0
+print("  %-36s %-28s %s" % ("library", "package", "present because"))
+for path in sorted(libs):
+    pkg = owner(path)
+    if pkg is None:
+        why, bad = "NO PACKAGE OWNS THIS FILE", bad + 1
+    elif pkg in listed:
+        why = "listed in the runtime stage"
+    elif pkg in base:
+        why = "base image (Priority: required)"
+    elif pkg in image:
+        why = "dependency of " + image[pkg]
+    else:
+        why, bad = "MISSING from the runtime stage", bad + 1
+    print("  %-36s %-28s %s" % (os.path.basename(path), pkg, why))
+print("  %d libraries, %d not covered; runtime stage lists: %s"
+      % (len(libs), bad, " ".join(listed)))
+sys.exit(1 if bad else 0)
+PY
+}
+
+echo "== $dockerfile"
+check "$dockerfile" || fail "the runtime stage misses libraries the programs need (table above)"
+
+# Negative cases: drop one library package from the runtime list; the check must notice.
+for drop in libpq5 librdkafka1 libavformat59; do
+    grep -qw "$drop" "$dockerfile" || fail "$drop is not in the runtime stage at all"
+    sed "/^FROM debian:12-slim/,\$ s/[[:space:]]$drop\\b//" "$dockerfile" >"$tmp/Dockerfile"
+    if grep -qw "$drop" <(sed -n '/^FROM debian:12-slim/,$p' "$tmp/Dockerfile"); then
+        fail "could not remove $drop from the copy (test is broken)"
+    fi
+    echo "== negative: runtime stage without $drop (must fail)"
+    if check "$tmp/Dockerfile"; then
+        fail "the check passed although $drop was removed: it cannot detect a missing library"
+    fi
+done
+echo "test_image_libs: OK"
