@@ -15,7 +15,7 @@ out=$1
 mkdir -p "$out"
 command -v ffmpeg >/dev/null || { echo "make_videos.sh: ffmpeg not found" >&2; exit 1; }
 
-ff() { ffmpeg -nostdin -hide_banner -loglevel error -y "$@"; }
+ff() { SVT_LOG=1 ffmpeg -nostdin -hide_banner -loglevel error -y "$@"; }
 has_encoder() { ffmpeg -hide_banner -encoders 2>/dev/null | grep -c " $1 " >/dev/null; }
 
 # make NAME CMD...: runs CMD with "$tmp" as its output path unless NAME exists.
@@ -93,6 +93,13 @@ gen_random() {
 gen_text() {
     for i in $(seq 1 200); do echo "line $i: this is a text file, not a video"; done >"$tmp"
 }
+gen_scenes() { # three shots: black 1 s, moving testsrc2 2 s, white 1 s (scene mode cuts)
+    ff -f lavfi -i color=c=black:size=320x180:rate=25:duration=1 \
+        -f lavfi -i testsrc2=size=320x180:rate=25:duration=2 \
+        -f lavfi -i color=c=white:size=320x180:rate=25:duration=1 \
+        -filter_complex "[0][1][2]concat=n=3:v=1:a=0" -c:v libx264 -preset ultrafast -g 25 \
+        -pix_fmt yuv420p -f mp4 "$tmp"
+}
 gen_tiny() {
     ff -f lavfi -i testsrc2=size=64x64:rate=1:duration=1 -frames:v 1 -c:v libx264 \
         -preset ultrafast -pix_fmt yuv420p -f mp4 "$tmp"
@@ -115,4 +122,5 @@ make empty.mp4 gen_empty
 make truncated.mp4 gen_truncated
 make random.mp4 gen_random
 make text.mp4 gen_text
+make scenes.mp4 gen_scenes
 make tiny.mp4 gen_tiny

@@ -1,0 +1,146 @@
+/* bench_frames: runs the frame extractor once over a file and prints what it did.
+ *
+ *   bench_frames [--mode fps|keyframes|scene] [--fps F] [--max-dim N] [--quality Q]
+ *                [--scene-threshold T] [--threads N] [--max-frames N] [--max-seconds N]
+ *                [--out DIR] FILE
+ *
+ * Prints one JSON line: frames, decoded, jpeg_bytes, width, height, duration_ms, codec,
+ * rotation; or the error. Writes nothing unless --out is given (DIR/%03d.jpg, for tests
+ * and for looking at the frames). Exit 0 on success, 1 on an extraction error, 2 on usage.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fq_frames.h"
+
+typedef struct sink {
+    const char *out_dir;
+    int64_t bytes;
+    int width, height;
+} sink_t;
+
+static fq_error_t *on_frame(void *opaque, const fq_frame_t *frame)
+{
+    sink_t *sink = opaque;
+    sink->bytes += (int64_t)frame->size;
+    sink->width = frame->width;
+    sink->height = frame->height;
+    if (sink->out_dir) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%03d.jpg", sink->out_dir, frame->index + 1);
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(frame->jpeg, 1, frame->size, f) != frame->size) {
+            if (f) {
+                fclose(f);
+            }
+            return fq_error_new(FQ_STAGE_UPLOAD, FQ_CLASS_RETRIABLE, "%s: %s", path,
+                                strerror(errno));
+        }
+        fclose(f);
+    }
+    return NULL;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: bench_frames [--mode fps|keyframes|scene] [--fps F] [--max-dim N] "
+                    "[--quality Q] [--scene-threshold T] [--threads N] [--max-frames N] "
+                    "[--max-seconds N] [--out DIR] FILE\n");
+}
+
+int main(int argc, char **argv)
+{
+    fq_frames_opts_t opts = {
+        .mode = FQ_FRAME_MODE_FPS,
+        .fps = 1,
+        .max_dim = 512,
+        .jpeg_quality = 3,
+        .scene_threshold = 0.3,
+        .max_frames = 100000,
+        .max_seconds = 86400,
+        .threads = 0,
+    };
+    sink_t sink = {0};
+    const char *file = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--mode") == 0 && v) {
+            if (strcmp(v, "fps") == 0) {
+                opts.mode = FQ_FRAME_MODE_FPS;
+            } else if (strcmp(v, "keyframes") == 0) {
+                opts.mode = FQ_FRAME_MODE_KEYFRAMES;
+            } else if (strcmp(v, "scene") == 0) {
+                opts.mode = FQ_FRAME_MODE_SCENE;
+            } else {
+                usage();
+                return 2;
+            }
+        } else if (strcmp(a, "--fps") == 0 && v) {
+            opts.fps = atof(v);
+        } else if (strcmp(a, "--max-dim") == 0 && v) {
+            opts.max_dim = atoi(v);
+        } else if (strcmp(a, "--quality") == 0 && v) {
+            opts.jpeg_quality = atoi(v);
+        } else if (strcmp(a, "--scene-threshold") == 0 && v) {
+            opts.scene_threshold = atof(v);
+        } else if (strcmp(a, "--threads") == 0 && v) {
+            opts.threads = atoi(v);
+        } else if (strcmp(a, "--max-frames") == 0 && v) {
+            opts.max_frames = atoi(v);
+        } else if (strcmp(a, "--max-seconds") == 0 && v) {
+            opts.max_seconds = atoll(v);
+        } else if (strcmp(a, "--out") == 0 && v) {
+            sink.out_dir = v;
+        } else if (a[0] != '-' && !file) {
+            file = a;
+            continue;
+        } else {
+            usage();
+            return 2;
+        }
+        i++;
+    }
+    if (!file) {
+        usage();
+        return 2;
+    }
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "bench_frames: %s: %s\n", file, strerror(errno));
+        return 2;
+    }
+    fq_frames_t *fx = fq_frames_new(&opts);
+    if (!fx) {
+        fprintf(stderr, "bench_frames: out of memory\n");
+        close(fd);
+        return 2;
+    }
+    fq_media_info_t info;
+    fq_error_t *err = fq_frames_extract(fx, fd, on_frame, &sink, &info);
+    int rc = 0;
+    if (err) {
+        printf("{\"error\":\"%s\",\"stage\":\"%s\",\"class\":\"%s\",\"frames\":%d,"
+               "\"decoded\":%lld}\n",
+               fq_error_message(err), fq_stage_name(fq_error_stage(err)),
+               fq_class_name(fq_error_class(err)), info.frame_count,
+               (long long)info.frames_decoded);
+        rc = 1;
+    } else {
+        printf("{\"frames\":%d,\"decoded\":%lld,\"jpeg_bytes\":%lld,\"width\":%d,\"height\":%d,"
+               "\"duration_ms\":%lld,\"codec\":\"%s\",\"container\":\"%s\",\"rotation\":%d,"
+               "\"src_width\":%d,\"src_height\":%d,\"avg_fps\":%.3f}\n",
+               info.frame_count, (long long)info.frames_decoded, (long long)sink.bytes, sink.width,
+               sink.height, (long long)info.duration_ms, info.codec, info.container, info.rotation,
+               info.width, info.height, info.avg_fps);
+    }
+    fq_error_destroy(err);
+    fq_frames_destroy(fx);
+    close(fd);
+    return rc;
+}
