@@ -365,8 +365,13 @@ static int fail_choices(const char *const *choices, const char *v, char *why, si
 /* Checks of string settings                                                                     */
 
 /* URL templates: a known scheme, an s3 bucket or http host, and only the known placeholders. */
-static int check_template(const char *v, bool frames, char *why, size_t why_size)
+static int check_template(const char *raw, bool frames, char *why, size_t why_size)
 {
+    /* Messages quote the template; a password in it must not reach a log. */
+    char masked[1024];
+    const char *v = fq_config_mask_secret_url(raw, masked, sizeof(masked));
+    if (strlen(raw) >= sizeof(masked))
+        return fail(why, why_size, "template is too long (%zu bytes)", strlen(raw));
     const char *sep = strstr(v, "://");
     if (!sep || sep == v)
         return fail(why, why_size,
@@ -511,7 +516,7 @@ static int apply_value(fq_config_t *cfg, const param_t *p, const char *value, ch
     switch (p->type) {
     case P_STRING: {
         char *copy = NULL;
-        if (*value == '\0' && !(p->flags & F_EMPTY_OK))
+        if (value[strspn(value, " \t\r\n")] == '\0' && !(p->flags & F_EMPTY_OK))
             return fail(why, why_size, "must not be empty");
         if (p->choices && choice_index(p->choices, value) < 0)
             return fail_choices(p->choices, value, why, why_size);
@@ -746,21 +751,21 @@ static size_t ix_of(const char *name)
 static int derive(fq_config_t *cfg)
 {
     /* Looked up by name so reordering the table cannot break the derivations. */
-    const size_t IX_RETRY_TOPIC = ix_of("KAFKA_RETRY_TOPIC"),
-                 IX_DLQ_TOPIC = ix_of("KAFKA_DLQ_TOPIC"), IX_HOSTS = ix_of("ALLOWED_SOURCE_HOSTS"),
-                 IX_WORKER_ID = ix_of("WORKER_ID"), IX_CONCURRENCY = ix_of("WORKER_CONCURRENCY");
+    const size_t ix_retry = ix_of("KAFKA_RETRY_TOPIC"), ix_dlq = ix_of("KAFKA_DLQ_TOPIC"),
+                 ix_hosts = ix_of("ALLOWED_SOURCE_HOSTS"), ix_worker = ix_of("WORKER_ID"),
+                 ix_conc = ix_of("WORKER_CONCURRENCY");
     char buf[1024];
-    if (is_unset(cfg, IX_RETRY_TOPIC)) {
+    if (is_unset(cfg, ix_retry)) {
         snprintf(buf, sizeof(buf), "%s.retry", cfg->kafka_topic);
-        if (set_derived(cfg, IX_RETRY_TOPIC, strdup(buf)) < 0)
+        if (set_derived(cfg, ix_retry, strdup(buf)) < 0)
             return -1;
     }
-    if (is_unset(cfg, IX_DLQ_TOPIC)) {
+    if (is_unset(cfg, ix_dlq)) {
         snprintf(buf, sizeof(buf), "%s.dlq", cfg->kafka_topic);
-        if (set_derived(cfg, IX_DLQ_TOPIC, strdup(buf)) < 0)
+        if (set_derived(cfg, ix_dlq, strdup(buf)) < 0)
             return -1;
     }
-    if (is_unset(cfg, IX_HOSTS)) {
+    if (is_unset(cfg, ix_hosts)) {
         buf[0] = '\0';
         const char *tpl = cfg->source_url_template;
         if (tpl && strncmp(tpl, "s3://", 5) == 0) {
@@ -777,21 +782,21 @@ static int derive(fq_config_t *cfg)
         } else if (tpl && strncmp(tpl, "file://", 7) != 0) {
             append_host(buf, sizeof(buf), tpl);
         }
-        if (set_derived(cfg, IX_HOSTS, strdup(buf)) < 0)
+        if (set_derived(cfg, ix_hosts, strdup(buf)) < 0)
             return -1;
     }
-    if (is_unset(cfg, IX_WORKER_ID)) {
+    if (is_unset(cfg, ix_worker)) {
         char host[256];
         if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
             snprintf(host, sizeof(host), "frameq-%ld", (long)getpid());
         host[sizeof(host) - 1] = '\0';
-        if (set_derived(cfg, IX_WORKER_ID, strdup(host)) < 0)
+        if (set_derived(cfg, ix_worker, strdup(host)) < 0)
             return -1;
     }
-    if (is_unset(cfg, IX_CONCURRENCY)) {
+    if (is_unset(cfg, ix_conc)) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->worker_concurrency = n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
-        cfg->state->origin[IX_CONCURRENCY] = FQ_ORIGIN_DERIVED;
+        cfg->state->origin[ix_conc] = FQ_ORIGIN_DERIVED;
     }
     return 0;
 }
