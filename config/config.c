@@ -415,18 +415,18 @@ static int check_template(const char *raw, bool frames, char *why, size_t why_si
             ok = true;
         else if (n == 5 && strncmp(name, "index", 5) == 0)
             ok = has_index = true;
-        else if (n >= 7 && n <= 8 && strncmp(name, "index:", 6) == 0 &&
-                 isdigit((unsigned char)name[6]) && (n == 7 || isdigit((unsigned char)name[7])))
-            ok = has_index = true;
+        else if ((n == 8 || n == 9) && strncmp(name, "index:0", 7) == 0 &&
+                 isdigit((unsigned char)name[7]) && (n == 8 || isdigit((unsigned char)name[8])))
+            ok = has_index = true; /* {index:0N}: zero-padded to N digits, as fetch.c expands */
         if (!ok)
             return fail(why, why_size,
                         "\"%s\": unknown placeholder {%.*s}; known: {platform} {code} {index} "
-                        "{index:NN}",
+                        "{index:0N}",
                         v, (int)n, name);
         p = close;
     }
     if (frames && !has_index)
-        return fail(why, why_size, "\"%s\" must contain {index} (or {index:NN})", v);
+        return fail(why, why_size, "\"%s\" must contain {index} (or {index:0N})", v);
     if (!frames && has_index)
         return fail(why, why_size, "\"%s\": {index} is only for FRAMES_URL_TEMPLATE", v);
     return 0;
