@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Integration test of the producer CLI against the real broker of the local stack
+# (deploy/local/up; `. .stack/env`): enqueue format and batch sizes, exit codes, topics
+# create, and redrive (round trip, loop guard, malformed, resumability, dry run, --to retry).
+# Every run uses its own topics, so runs never see each other's messages.
+set -euo pipefail
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+[ -n "${KAFKA_BROKERS:-}" ] ||
+    fail "KAFKA_BROKERS is not set: start the stack (deploy/local/up) and source .stack/env"
+command -v kcat >/dev/null || fail "kcat is required"
+command -v jq >/dev/null || fail "jq is required"
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+build=${FQ_BUILD_DIR:-$here/../../build}
+producer=$build/producer
+[ -x "$producer" ] || fail "$producer not built"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+run_id="fqp-it-$$-$RANDOM"
+B=$KAFKA_BROKERS
+# No database effects from this test (redrive's 'queued' update is the store's to test).
+unset DATABASE_URL
+export LOG_LEVEL=warn
+
+# Reads a whole topic as one JSON object per message (kcat -J), to the end, and exits.
+read_topic() {
+    kcat -b "$B" -C -t "$1" -e -q -J -X isolation.level=read_committed
+}
+
+count_topic() {
+    read_topic "$1" | grep -c . || true
+}
+
+step() {
+    echo "--- $*"
+}
+
+# ---------------------------------------------------------------------------------------------
+step "topics create, twice"
+export KAFKA_TOPIC=$run_id.jobs
+out=$("$producer" topics create --partitions 3 --retry-partitions 2 --dlq-partitions 1)
+echo "$out"
+[ "$(grep -c ': created' <<<"$out")" = 3 ] || fail "first topics create did not create 3 topics"
+out=$("$producer" topics create --partitions 3)
+echo "$out"
+[ "$(grep -c ': exists' <<<"$out")" = 3 ] || fail "second topics create did not report 3 exists"
+parts=$(kcat -b "$B" -L -t "$KAFKA_TOPIC" -J | jq '.topics[0].partitions | length')
+[ "$parts" = 3 ] || fail "$KAFKA_TOPIC has $parts partitions, expected 3"
+parts=$(kcat -b "$B" -L -t "$KAFKA_TOPIC.retry" -J | jq '.topics[0].partitions | length')
+[ "$parts" = 2 ] || fail "$KAFKA_TOPIC.retry has $parts partitions, expected 2"
+
+# ---------------------------------------------------------------------------------------------
+step "enqueue 25 items at BATCH_SIZE=10 -> 3 batch messages of 10, 10, 5"
+for i in $(seq 0 24); do
+    printf '{"platform":"ig","code":"C%02d"}\n' "$i"
+done >"$work/25.ndjson"
+out=$(BATCH_SIZE=10 "$producer" "$work/25.ndjson")
+echo "$out"
+[ "$out" = "25 items in 3 batches delivered to $KAFKA_TOPIC" ] || fail "summary: $out"
+read_topic "$KAFKA_TOPIC" >"$work/main.json"
+[ "$(wc -l <"$work/main.json")" = 3 ] || fail "expected 3 messages, got $(wc -l <"$work/main.json")"
+sizes=$(jq -r '.payload | fromjson | .items | length' "$work/main.json" | sort -n | tr '\n' ' ')
+[ "$sizes" = "5 10 10 " ] || fail "batch sizes are '$sizes', expected 5 10 10"
+jq -e -s 'all(.[]; (.payload | fromjson) as $b | $b.schema == "frameq.batch.v1"
+          and $b.batch_id == .key and ($b.batch_id | test("^[0-9a-f-]{36}$"))
+          and ($b.enqueued_at | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$")))' \
+    "$work/main.json" >/dev/null || fail "a message does not follow DESIGN §2 (schema/batch_id/key/enqueued_at)"
+codes=$(jq -r '.payload | fromjson | .items[] | .platform + ":" + .code' "$work/main.json" | sort | uniq)
+[ "$(wc -l <<<"$codes")" = 25 ] || fail "expected 25 distinct items on the topic"
+[ "$(head -1 <<<"$codes")" = "ig:C00" ] && [ "$(tail -1 <<<"$codes")" = "ig:C24" ] ||
+    fail "items on the topic are not C00..C24"
+
+step "JSON array input and duplicates are sent once"
+printf '[{"platform":"ig","code":"D1"},{"platform":"ig","code":"D1"},{"platform":"ig","code":"D2"}]' \
+    >"$work/dup.json"
+out=$("$producer" "$work/dup.json" 2>"$work/err")
+[ "$out" = "2 items in 1 batches delivered to $KAFKA_TOPIC" ] || fail "array/dedupe summary: $out"
+grep -q "1 duplicate item dropped" "$work/err" || fail "duplicate not reported: $(cat "$work/err")"
+
+# ---------------------------------------------------------------------------------------------
+step "invalid input: exit 2, nothing sent"
+export KAFKA_TOPIC=$run_id.invalid
+"$producer" topics create --partitions 1 >/dev/null
+{
+    echo '{"platform":"ig","code":"OK1"}'
+    echo '{"platform":"ig","code":"../x"}'
+    echo '{"platform":"ig","code":'
+} >"$work/bad.ndjson"
+set +e
+"$producer" "$work/bad.ndjson" >"$work/out" 2>"$work/err"
+rc=$?
+set -e
+cat "$work/err"
+[ "$rc" = 2 ] || fail "invalid input exited $rc, expected 2"
+grep -q "line 2: code: character '.' at offset 0" "$work/err" || fail "line 2 not reported"
+grep -q "line 3, column" "$work/err" || fail "broken JSON on line 3 not reported with a column"
+[ "$(count_topic "$KAFKA_TOPIC")" = 0 ] || fail "something was sent despite invalid input"
+
+step "--skip-invalid sends the valid ones"
+out=$("$producer" --skip-invalid "$work/bad.ndjson" 2>/dev/null)
+[ "$out" = "1 items in 1 batches delivered to $KAFKA_TOPIC" ] || fail "skip-invalid summary: $out"
+
+step "--dry-run prints the batches without connecting"
+out=$(KAFKA_BROKERS=127.0.0.1:1 BATCH_SIZE=10 "$producer" --dry-run "$work/25.ndjson" 2>/dev/null)
+[ "$(wc -l <<<"$out")" = 3 ] || fail "dry run printed $(wc -l <<<"$out") lines, expected 3"
+jq -e -s 'map(.items | length) == [10, 10, 5]' <<<"$out" >/dev/null || fail "dry run batch sizes"
+
+# ---------------------------------------------------------------------------------------------
+step "unreachable broker: exit 1 within the --timeout bound"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+set +e
+start=$(date +%s)
+KAFKA_BROKERS=127.0.0.1:$port "$producer" --timeout 3000 "$work/25.ndjson" >"$work/out" 2>"$work/err"
+rc=$?
+elapsed=$(($(date +%s) - start))
+set -e
+[ "$rc" = 1 ] || fail "closed port exited $rc, expected 1"
+grep -q "could not deliver to KAFKA_BROKERS=127.0.0.1:$port" "$work/err" ||
+    fail "no 'could not deliver' message: $(tail -3 "$work/err")"
+echo "closed port: exit $rc after ${elapsed}s"
+
+# ---------------------------------------------------------------------------------------------
+step "redrive: DLQ -> main, resumable, loop guard, malformed, dry run"
+export KAFKA_TOPIC=$run_id.rd
+"$producer" topics create --partitions 2 --dlq-partitions 2 >/dev/null
+D=$KAFKA_TOPIC.dlq
+put_dlq() { # key value headers...
+    local key=$1 value=$2
+    shift 2
+    local args=()
+    for h in "$@"; do args+=(-H "$h"); done
+    printf '%s\t%s\n' "$key" "$value" | kcat -b "$B" -P -t "$D" -K $'\t' "${args[@]}"
+}
+for i in 1 2 3 4; do
+    put_dlq "ig:R$i" "{\"platform\":\"ig\",\"code\":\"R$i\"}" frameq-dlq-reason=permanent \
+        frameq-error-stage=fetch frameq-error-class=permanent frameq-attempt=1 \
+        frameq-failed-at=2026-11-28T10:00:00Z "frameq-error=HTTP 404"
+done
+put_dlq "ig:L1" '{"platform":"ig","code":"L1"}' frameq-dlq-reason=max-retries \
+    frameq-error-stage=upload frameq-redrive-count=3
+put_dlq "junk" 'not json {' frameq-dlq-reason=malformed frameq-error-stage=message
+
+out=$("$producer" dlq list)
+echo "$out"
+grep -q "^6 dead messages in $D" <<<"$out" || fail "dlq list did not count 6"
+grep -q "by reason: .*permanent=4" <<<"$out" || fail "dlq list counts by reason"
+
+out=$("$producer" redrive --dry-run 2>/dev/null)
+grep -q "^4 redriven (dry run" <<<"$out" || fail "dry run: $out"
+[ "$(count_topic "$KAFKA_TOPIC")" = 0 ] || fail "dry run produced messages"
+
+out=$("$producer" redrive --limit 2 2>"$work/err1")
+echo "$out"
+grep -q "^2 redriven to $KAFKA_TOPIC" <<<"$out" || fail "first --limit 2 run: $out"
+out=$("$producer" redrive --limit 2 2>"$work/err2")
+echo "$out"
+grep -q "^2 redriven to $KAFKA_TOPIC" <<<"$out" || fail "second --limit 2 run: $out (dry run committed?)"
+out=$("$producer" redrive --limit 2 2>"$work/err3")
+echo "$out"
+grep -q "^0 redriven" <<<"$out" || fail "third run redrove again: $out"
+cat "$work/err1" "$work/err2" "$work/err3"
+grep -q "skipped ig:L1 .*redriven 3 times already" "$work/err1" "$work/err2" "$work/err3" ||
+    fail "loop guard not reported"
+grep -q "skipped malformed entry" "$work/err1" "$work/err2" "$work/err3" ||
+    fail "malformed entry not reported"
+
+read_topic "$KAFKA_TOPIC" >"$work/rd.json"
+[ "$(wc -l <"$work/rd.json")" = 4 ] || fail "main topic got $(wc -l <"$work/rd.json") messages, expected 4"
+got=$(jq -r '.payload | fromjson | .items[] | .code' "$work/rd.json" | sort | tr '\n' ' ')
+[ "$got" = "R1 R2 R3 R4 " ] || fail "redriven items are '$got', expected R1..R4 once each"
+jq -e -s 'all(.[]; (.headers | index("frameq-redrive-count")) as $i | $i != null
+          and .headers[$i + 1] == "1" and (.payload | fromjson | .items | length) == 1
+          and (.payload | fromjson | .batch_id) == .key)' "$work/rd.json" >/dev/null ||
+    fail "redriven messages lack frameq-redrive-count=1 or are not one-item batches"
+out=$("$producer" redrive 2>/dev/null)
+grep -q "^0 redriven" <<<"$out" || fail "a fourth run found work: $out"
+
+step "redrive --to retry with filters"
+export KAFKA_TOPIC=$run_id.rt
+"$producer" topics create --partitions 1 >/dev/null
+D=$KAFKA_TOPIC.dlq
+put_dlq "ig:T1" '{"platform":"ig","code":"T1"}' frameq-dlq-reason=max-retries \
+    frameq-error-stage=upload frameq-error-class=retriable frameq-attempt=4 \
+    frameq-origin-topic=orig frameq-failed-at=2026-11-28T10:00:00Z frameq-redrive-count=1
+put_dlq "tt:T2" '{"platform":"tt","code":"T2"}' frameq-dlq-reason=max-retries \
+    frameq-error-stage=upload frameq-failed-at=2026-11-28T10:00:00Z
+put_dlq "ig:T3" '{"platform":"ig","code":"T3"}' frameq-dlq-reason=permanent \
+    frameq-error-stage=fetch frameq-failed-at=2026-11-28T10:00:00Z
+out=$("$producer" redrive --to retry --platform ig --reason max-retries \
+    --failed-before 2026-11-28T11:00:00+00:00 --failed-after 2026-11-28T09:00:00Z)
+echo "$out"
+grep -q "^1 redriven to $KAFKA_TOPIC.retry .*2 not matching" <<<"$out" || fail "filters: $out"
+read_topic "$KAFKA_TOPIC.retry" >"$work/rt.json"
+[ "$(wc -l <"$work/rt.json")" = 1 ] || fail "retry topic got $(wc -l <"$work/rt.json") messages"
+jq -e '.key == "ig:T1" and .payload == "{\"platform\":\"ig\",\"code\":\"T1\"}"
+       and (.headers | . as $h | index("frameq-attempt") as $a | $h[$a + 1] == "0")
+       and (.headers | . as $h | index("frameq-redrive-count") as $a | $h[$a + 1] == "2")
+       and (.headers | . as $h | index("frameq-origin-topic") as $a | $h[$a + 1] == "orig")
+       and (.headers | index("frameq-dlq-reason") == null)
+       and (.headers | index("frameq-not-before") != null)' "$work/rt.json" >/dev/null ||
+    fail "retry message wrong: $(cat "$work/rt.json")"
+
+echo "PASS: producer integration"
