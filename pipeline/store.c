@@ -152,10 +152,17 @@ static store_kind_t store_kind_for(const char *sqlstate, bool conn_ok)
             return STORE_BROKEN;
     if (strcmp(sqlstate, "40001") == 0 || strcmp(sqlstate, "40P01") == 0)
         return STORE_TRANSIENT;
-    /* insufficient resources (disk full, out of memory, too many connections), system
-     * errors (I/O), operator intervention other than the above: no item can succeed. */
-    if (strncmp(sqlstate, "53", 2) == 0 || strncmp(sqlstate, "58", 2) == 0 ||
-        strncmp(sqlstate, "57P", 3) == 0)
+    /* No item can succeed on this database: insufficient resources (disk full, out of
+     * memory, too many connections), system errors (I/O), operator intervention other than
+     * the above, authorization, a missing database or schema, and class 42 (undefined table
+     * or column, permission denied): no value is ever spliced into our SQL, so a class 42
+     * error is about the schema or the grants, never about the item. Pausing the worker is
+     * right; routing every item to the DLQ would not be. */
+    static const char *const outage_classes[] = {"53", "58", "28", "3D", "3F", "42"};
+    for (size_t i = 0; i < sizeof(outage_classes) / sizeof(outage_classes[0]); i++)
+        if (strncmp(sqlstate, outage_classes[i], 2) == 0)
+            return STORE_OUTAGE;
+    if (strncmp(sqlstate, "57P", 3) == 0)
         return STORE_OUTAGE;
     return STORE_FAILED;
 }
@@ -409,8 +416,11 @@ static fq_error_t *store_run(fq_store_t *store, store_body_t body, void *ctx)
             fq_error_new(FQ_STAGE_STORE, FQ_CLASS_OUTAGE, "PostgreSQL unreachable: %s", store->msg);
         break;
     case STORE_OUTAGE:
-        err = fq_error_new(FQ_STAGE_STORE, FQ_CLASS_OUTAGE,
-                           "PostgreSQL unavailable: %s (SQLSTATE %s)", store->msg, store->sqlstate);
+        err = fq_error_new(
+            FQ_STAGE_STORE, FQ_CLASS_OUTAGE, "PostgreSQL unavailable: %s (SQLSTATE %s)%s",
+            store->msg, store->sqlstate,
+            strcmp(store->sqlstate, "42P01") == 0 ? "; is the schema migrated (consumer --migrate)?"
+                                                  : "");
         break;
     default:
         if (store->sqlstate[0])

@@ -42,7 +42,13 @@ static void test_kind_for(void **state)
         {"23503", true, STORE_FAILED},    /* foreign_key_violation */
         {"23514", true, STORE_FAILED},    /* check_violation */
         {"22P02", true, STORE_FAILED},    /* invalid_text_representation */
-        {"42P01", true, STORE_FAILED},    /* undefined_table: schema not migrated */
+        {"42P01", true, STORE_OUTAGE},    /* undefined_table: schema not migrated */
+        {"42703", true, STORE_OUTAGE},    /* undefined_column: schema older than the code */
+        {"42501", true, STORE_OUTAGE},    /* insufficient_privilege: grants */
+        {"28P01", true, STORE_OUTAGE},    /* invalid_password */
+        {"3D000", true, STORE_OUTAGE},    /* invalid_catalog_name: no such database */
+        {"22001", true, STORE_FAILED},    /* string_data_right_truncation: a value */
+        {"23502", true, STORE_FAILED},    /* not_null_violation */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         store_kind_t got = store_kind_for(cases[i].sqlstate, cases[i].conn_ok);
