@@ -1343,6 +1343,9 @@ static void format_value(const fq_config_t *cfg, const param_t *p, char *buf, si
             snprintf(buf, size, "%s", "");
         else if (p->flags & F_SECRET)
             snprintf(buf, size, "%s", "****");
+        else if (strpbrk(v, "\r\n"))
+            /* One setting, one line: a multi-line value (JOB_INPUT) is summarised. */
+            snprintf(buf, size, "<%zu bytes, multi-line>", strlen(v));
         else if (p->flags & F_URL)
             fq_config_mask_secret_url(v, buf, size);
         else
