@@ -1,0 +1,577 @@
+/* Integration tests of frame extraction over the generated test corpus
+ * (tests/support/make_videos.sh) and against the ffmpeg CLI. Needs only ffmpeg.
+ *
+ * FQ_SOURCE_DIR (set by CTest) locates the generator; the corpus goes to a temporary
+ * directory removed at the end (FQ_VIDEO_DIR, when set, names a directory to reuse).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <libavcodec/avcodec.h>
+
+#include "fq_frames.h"
+
+static char g_videos[1024];
+static char g_tmp[1000]; /* removed at the end; empty when FQ_VIDEO_DIR was given */
+
+/* ---------------------------------------------------------------------------------------- */
+/* Helpers                                                                                  */
+
+typedef struct got_frame {
+    int index;
+    int64_t pts_ms;
+    int width, height;
+    uint8_t *jpeg;
+    size_t size;
+} got_frame_t;
+
+typedef struct collect {
+    got_frame_t *frames;
+    int count, cap;
+    int fail_at;           /* the callback fails at this index (-1: never) */
+    fq_error_t *fail_with; /* the error it returns */
+} collect_t;
+
+static fq_error_t *collect_cb(void *opaque, const fq_frame_t *frame)
+{
+    collect_t *c = opaque;
+    if (c->fail_at >= 0 && frame->index == c->fail_at) {
+        return c->fail_with;
+    }
+    if (c->count == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        c->frames = realloc(c->frames, (size_t)c->cap * sizeof(*c->frames));
+        assert_non_null(c->frames);
+    }
+    got_frame_t *g = &c->frames[c->count++];
+    g->index = frame->index;
+    g->pts_ms = frame->pts_ms;
+    g->width = frame->width;
+    g->height = frame->height;
+    g->size = frame->size;
+    g->jpeg = malloc(frame->size);
+    assert_non_null(g->jpeg);
+    memcpy(g->jpeg, frame->jpeg, frame->size);
+    return NULL;
+}
+
+static void collect_free(collect_t *c)
+{
+    for (int i = 0; i < c->count; i++) {
+        free(c->frames[i].jpeg);
+    }
+    free(c->frames);
+    memset(c, 0, sizeof(*c));
+}
+
+static void video_path(const char *name, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/%s", g_videos, name);
+}
+
+static bool video_exists(const char *name)
+{
+    char path[PATH_MAX];
+    video_path(name, path, sizeof(path));
+    return access(path, R_OK) == 0;
+}
+
+static fq_frames_opts_t default_opts(void)
+{
+    fq_frames_opts_t o = {
+        .mode = FQ_FRAME_MODE_FPS,
+        .fps = 1,
+        .max_dim = 512,
+        .jpeg_quality = 3,
+        .scene_threshold = 0.3,
+        .max_frames = 1000,
+        .max_seconds = 900,
+        .threads = 0,
+    };
+    return o;
+}
+
+/* Runs one extraction with a fresh extractor; frames go to *c. */
+static fq_error_t *run_extract(const char *name, const fq_frames_opts_t *opts, collect_t *c,
+                               fq_media_info_t *info)
+{
+    char path[PATH_MAX];
+    video_path(name, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fail_msg("%s: %s", path, strerror(errno));
+    }
+    fq_frames_t *fx = fq_frames_new(opts);
+    assert_non_null(fx);
+    fq_error_t *err = fq_frames_extract(fx, fd, collect_cb, c, info);
+    fq_frames_destroy(fx);
+    close(fd);
+    return err;
+}
+
+/* Decodes a JPEG to its luma plane (malloc'd, w*h bytes). */
+static uint8_t *jpeg_luma(const uint8_t *data, size_t size, int *w, int *h)
+{
+    const AVCodec *codec = avcodec_find_decoder(AV_CODEC_ID_MJPEG);
+    assert_non_null(codec);
+    AVCodecContext *dec = avcodec_alloc_context3(codec);
+    assert_non_null(dec);
+    assert_true(avcodec_open2(dec, codec, NULL) >= 0);
+    AVPacket *pkt = av_packet_alloc();
+    AVFrame *frame = av_frame_alloc();
+    assert_true(pkt && frame);
+    assert_true(av_new_packet(pkt, (int)size) >= 0);
+    memcpy(pkt->data, data, size);
+    assert_true(avcodec_send_packet(dec, pkt) >= 0);
+    assert_true(avcodec_send_packet(dec, NULL) >= 0);
+    assert_true(avcodec_receive_frame(dec, frame) >= 0);
+    *w = frame->width;
+    *h = frame->height;
+    uint8_t *luma = malloc((size_t)frame->width * frame->height);
+    assert_non_null(luma);
+    for (int y = 0; y < frame->height; y++) {
+        memcpy(luma + (size_t)y * frame->width, frame->data[0] + (size_t)y * frame->linesize[0],
+               (size_t)frame->width);
+    }
+    av_frame_free(&frame);
+    av_packet_free(&pkt);
+    avcodec_free_context(&dec);
+    return luma;
+}
+
+static double luma_mad(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        sum += (uint64_t)abs((int)a[i] - (int)b[i]);
+    }
+    return (double)sum / (double)n;
+}
+
+static uint8_t *read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
+    assert_non_null(buf);
+    *size = fread(buf, 1, (size_t)n, f);
+    fclose(f);
+    return buf;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Table of outcomes over the corpus                                                        */
+
+typedef struct outcome_case {
+    const char *file;
+    fq_frame_mode_t mode;
+    double fps;
+    int max_frames;      /* 0 = default */
+    int64_t max_seconds; /* 0 = default */
+    bool want_error;
+    const char *want_message; /* substring of the error message */
+    int min_frames, max_frames_out;
+    int want_w, want_h; /* 0 = do not check */
+} outcome_case_t;
+
+static const outcome_case_t outcome_cases[] = {
+    {"h264.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 6, 6, 512, 288},
+    {"h264_faststart.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 6, 6, 512, 288},
+    {"h264.mp4", FQ_FRAME_MODE_FPS, 2, 0, 0, false, NULL, 12, 12, 512, 288},
+    {"h264.mp4", FQ_FRAME_MODE_FPS, 0.5, 0, 0, false, NULL, 3, 3, 512, 288},
+    {"h264.mp4", FQ_FRAME_MODE_KEYFRAMES, 1, 0, 0, false, NULL, 3, 3, 512, 288},
+    {"h264.mp4", FQ_FRAME_MODE_SCENE, 1, 0, 0, false, NULL, 1, 6, 512, 288},
+    {"hevc.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 3, 3, 512, 288},
+    {"vp9.webm", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 3, 3, 320, 240},
+    {"mpeg4.avi", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 3, 3, 512, 288},
+    {"av1.mkv", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 2, 2, 320, 240},
+    {"rotated90.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 3, 3, 288, 512},
+    {"rotated90.mp4", FQ_FRAME_MODE_KEYFRAMES, 1, 0, 0, false, NULL, 2, 2, 288, 512},
+    {"vfr.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 8, 8, 512, 288},
+    {"uhd.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 1, 1, 512, 288},
+    {"tiny.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 1, 1, 64, 64},
+    {"tiny.mp4", FQ_FRAME_MODE_KEYFRAMES, 1, 0, 0, false, NULL, 1, 1, 64, 64},
+    {"scenes.mp4", FQ_FRAME_MODE_SCENE, 1, 0, 0, false, NULL, 3, 3, 320, 180},
+    {"long.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 20, 20, 160, 90},
+    /* truncated: what decodes is kept (the first 40% holds about 2 of 6 seconds) */
+    {"truncated.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 1, 5, 512, 288},
+    /* limits */
+    {"long.mp4", FQ_FRAME_MODE_FPS, 1, 0, 10, true, "limit is 10 s", 0, 0, 0, 0},
+    {"long.mp4", FQ_FRAME_MODE_KEYFRAMES, 1, 0, 10, true, "limit is 10 s", 0, 0, 0, 0},
+    {"h264.mp4", FQ_FRAME_MODE_FPS, 1, 3, 0, true, "limit is 3", 0, 0, 0, 0},
+    {"h264.mp4", FQ_FRAME_MODE_SCENE, 1, 0, 0, false, NULL, 1, 6, 512, 288},
+    {"scenes.mp4", FQ_FRAME_MODE_SCENE, 1, 2, 0, true, "limit is 2", 0, 0, 0, 0},
+    /* not videos */
+    {"audio_only.m4a", FQ_FRAME_MODE_FPS, 1, 0, 0, true, "no video stream", 0, 0, 0, 0},
+    {"empty.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, true, "empty", 0, 0, 0, 0},
+    {"random.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, true, "invalid data", 0, 0, 0, 0},
+    {"text.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, true, "invalid data", 0, 0, 0, 0},
+    {"text.mp4", FQ_FRAME_MODE_KEYFRAMES, 1, 0, 0, true, "invalid data", 0, 0, 0, 0},
+};
+
+static void test_outcomes(void **state)
+{
+    (void)state;
+    int failures = 0;
+    for (size_t i = 0; i < sizeof(outcome_cases) / sizeof(outcome_cases[0]); i++) {
+        const outcome_case_t *t = &outcome_cases[i];
+        if (strcmp(t->file, "av1.mkv") == 0 && !video_exists(t->file)) {
+            print_message("skip %s: no AV1 encoder made it\n", t->file);
+            continue;
+        }
+        fq_frames_opts_t opts = default_opts();
+        opts.mode = t->mode;
+        opts.fps = t->fps;
+        if (t->max_frames) {
+            opts.max_frames = t->max_frames;
+        }
+        if (t->max_seconds) {
+            opts.max_seconds = t->max_seconds;
+        }
+        collect_t c = {.fail_at = -1};
+        fq_media_info_t info;
+        fq_error_t *err = run_extract(t->file, &opts, &c, &info);
+        const char *mode = fq_frame_mode_name(t->mode);
+        if (t->want_error) {
+            if (!err) {
+                print_error("%s %s: no error, %d frames\n", t->file, mode, c.count);
+                failures++;
+            } else if (fq_error_stage(err) != FQ_STAGE_DECODE ||
+                       fq_error_class(err) != FQ_CLASS_PERMANENT ||
+                       !strcasestr(fq_error_message(err), t->want_message)) {
+                print_error("%s %s: got %s/%s \"%s\", want decode/permanent \"%s\"\n", t->file,
+                            mode, fq_stage_name(fq_error_stage(err)),
+                            fq_class_name(fq_error_class(err)), fq_error_message(err),
+                            t->want_message);
+                failures++;
+            } else {
+                print_message("ok %s %s: %s\n", t->file, mode, fq_error_message(err));
+            }
+        } else if (err) {
+            print_error("%s %s: unexpected error %s\n", t->file, mode, fq_error_message(err));
+            failures++;
+        } else {
+            bool ok = c.count >= t->min_frames && c.count <= t->max_frames_out &&
+                      info.frame_count == c.count && info.frames_decoded >= c.count;
+            for (int k = 0; ok && k < c.count; k++) {
+                const got_frame_t *g = &c.frames[k];
+                ok = g->index == k && (!t->want_w || g->width == t->want_w) &&
+                     (!t->want_h || g->height == t->want_h) && g->size > 100 &&
+                     g->jpeg[0] == 0xFF && g->jpeg[1] == 0xD8 &&
+                     (k == 0 || g->pts_ms >= c.frames[k - 1].pts_ms);
+            }
+            if (!ok) {
+                print_error("%s %s: %d frames (want %d..%d), first %dx%d, decoded %lld\n", t->file,
+                            mode, c.count, t->min_frames, t->max_frames_out,
+                            c.count ? c.frames[0].width : 0, c.count ? c.frames[0].height : 0,
+                            (long long)info.frames_decoded);
+                failures++;
+            } else {
+                print_message("ok %s %s: %d frames %dx%d, %lld decoded, %s/%s %lld ms\n", t->file,
+                              mode, c.count, c.frames[0].width, c.frames[0].height,
+                              (long long)info.frames_decoded, info.codec, info.container,
+                              (long long)info.duration_ms);
+            }
+        }
+        fq_error_destroy(err);
+        collect_free(&c);
+    }
+    assert_int_equal(failures, 0);
+}
+
+/* fps mode picks its first frame at the start, and a truncated file ends early. */
+static void test_media_info(void **state)
+{
+    (void)state;
+    fq_frames_opts_t opts = default_opts();
+    collect_t c = {.fail_at = -1};
+    fq_media_info_t info;
+    fq_error_t *err = run_extract("h264.mp4", &opts, &c, &info);
+    assert_null(err);
+    assert_string_equal(info.codec, "h264");
+    assert_string_equal(info.container, "mov");
+    assert_int_equal(info.width, 1280);
+    assert_int_equal(info.height, 720);
+    assert_int_equal(info.rotation, 0);
+    assert_true(info.duration_ms >= 5900 && info.duration_ms <= 6100);
+    assert_true(info.avg_fps > 29.9 && info.avg_fps < 30.1);
+    assert_int_equal(info.frame_count, 6);
+    /* fps mode decodes less than the whole stream (180 frames): seeks and skipped frames */
+    assert_true(info.frames_decoded < 180);
+    /* the frame shown at k s is the one the fps filter rounds to k: within half a second */
+    for (int k = 0; k < c.count; k++) {
+        assert_true(c.frames[k].pts_ms >= k * 1000 - 500 && c.frames[k].pts_ms < k * 1000 + 500);
+    }
+    collect_free(&c);
+
+    c = (collect_t){.fail_at = -1};
+    err = run_extract("rotated90.mp4", &opts, &c, &info);
+    assert_null(err);
+    assert_true(info.rotation == 90 || info.rotation == 270);
+    assert_int_equal(info.width, 640); /* coded size, before rotation */
+    assert_int_equal(info.height, 360);
+    assert_true(c.frames[0].height > c.frames[0].width);
+    collect_free(&c);
+
+    /* keyframes mode decodes only the key frames */
+    opts.mode = FQ_FRAME_MODE_KEYFRAMES;
+    c = (collect_t){.fail_at = -1};
+    err = run_extract("h264.mp4", &opts, &c, &info);
+    assert_null(err);
+    assert_int_equal(info.frames_decoded, 3);
+    assert_int_equal(c.count, 3);
+    assert_int_equal(c.frames[0].pts_ms, 0);
+    assert_int_equal(c.frames[1].pts_ms, 2000);
+    assert_int_equal(c.frames[2].pts_ms, 4000);
+    collect_free(&c);
+
+    /* scene mode: the cuts of scenes.mp4 are at 1 s and 3 s */
+    opts.mode = FQ_FRAME_MODE_SCENE;
+    c = (collect_t){.fail_at = -1};
+    err = run_extract("scenes.mp4", &opts, &c, &info);
+    assert_null(err);
+    assert_int_equal(c.count, 3);
+    assert_int_equal(c.frames[0].pts_ms, 0);
+    assert_int_equal(c.frames[1].pts_ms, 1000);
+    assert_int_equal(c.frames[2].pts_ms, 3000);
+    collect_free(&c);
+
+    /* info may be NULL */
+    opts.mode = FQ_FRAME_MODE_FPS;
+    c = (collect_t){.fail_at = -1};
+    err = run_extract("tiny.mp4", &opts, &c, NULL);
+    assert_null(err);
+    assert_int_equal(c.count, 1);
+    collect_free(&c);
+}
+
+/* The callback's error stops the extraction and comes back as is. */
+static void test_callback_error(void **state)
+{
+    (void)state;
+    fq_frames_opts_t opts = default_opts();
+    fq_error_t *mine = fq_error_new(FQ_STAGE_UPLOAD, FQ_CLASS_RETRIABLE, "upload failed");
+    collect_t c = {.fail_at = 2, .fail_with = mine};
+    fq_media_info_t info;
+    fq_error_t *err = run_extract("h264.mp4", &opts, &c, &info);
+    assert_ptr_equal(err, mine);
+    assert_int_equal(c.count, 2);
+    fq_error_destroy(err);
+    collect_free(&c);
+}
+
+/* One extractor reused over inputs of different sizes, modes and failures. */
+static void test_reuse(void **state)
+{
+    (void)state;
+    static const char *files[] = {"uhd.mp4",        "tiny.mp4",  "random.mp4", "rotated90.mp4",
+                                  "h264.mp4",       "empty.mp4", "vp9.webm",   "truncated.mp4",
+                                  "audio_only.m4a", "tiny.mp4"};
+    static const int want[] = {1, 1, -1, 3, 6, -1, 3, 0, -1, 1};
+    fq_frames_opts_t opts = default_opts();
+    fq_frames_t *fx = fq_frames_new(&opts);
+    assert_non_null(fx);
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char path[PATH_MAX];
+        video_path(files[i], path, sizeof(path));
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        collect_t c = {.fail_at = -1};
+        fq_error_t *err = fq_frames_extract(fx, fd, collect_cb, &c, NULL);
+        if (want[i] < 0) {
+            assert_non_null(err);
+            assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
+        } else {
+            assert_null(err);
+            if (want[i] > 0) {
+                assert_int_equal(c.count, want[i]);
+            } else {
+                assert_true(c.count > 0);
+            }
+        }
+        /* the fd's own offset is untouched (reads use pread) */
+        assert_int_equal(lseek(fd, 0, SEEK_CUR), 0);
+        fq_error_destroy(err);
+        collect_free(&c);
+        close(fd);
+    }
+    fq_frames_destroy(fx);
+    fq_frames_destroy(NULL);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* fps mode against `ffmpeg -vf fps=1`                                                      */
+
+static void compare_with_cli(const char *name)
+{
+    fq_frames_opts_t opts = default_opts();
+    collect_t c = {.fail_at = -1};
+    fq_media_info_t info;
+    fq_error_t *err = run_extract(name, &opts, &c, &info);
+    if (err) {
+        fail_msg("%s: %s", name, fq_error_message(err));
+    }
+    assert_true(c.count > 1);
+    int w = c.frames[0].width, h = c.frames[0].height;
+
+    char dir[PATH_MAX], path[PATH_MAX], cmd[3 * PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/cli-%s", g_tmp[0] ? g_tmp : g_videos, name);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' && mkdir -p '%s'", dir, dir);
+    assert_int_equal(system(cmd), 0);
+    video_path(name, path, sizeof(path));
+    snprintf(cmd, sizeof(cmd),
+             "ffmpeg -nostdin -hide_banner -loglevel error -i '%s' -vf fps=1,scale=%d:%d "
+             "-q:v 3 '%s/%%03d.jpg'",
+             path, w, h, dir);
+    if (system(cmd) != 0) {
+        fail_msg("ffmpeg CLI failed: %s", cmd);
+    }
+    int cli_count = 0;
+    uint8_t *cli[256] = {0};
+    for (;;) {
+        char jpg[PATH_MAX + 16];
+        snprintf(jpg, sizeof(jpg), "%s/%03d.jpg", dir, cli_count + 1);
+        size_t size = 0;
+        uint8_t *data = read_file(jpg, &size);
+        if (!data || cli_count == 256) {
+            free(data);
+            break;
+        }
+        int cw, ch;
+        cli[cli_count] = jpeg_luma(data, size, &cw, &ch);
+        free(data);
+        assert_int_equal(cw, w);
+        assert_int_equal(ch, h);
+        cli_count++;
+    }
+    print_message("%s: ours %d frames, CLI %d frames, %lld of %s decoded\n", name, c.count,
+                  cli_count, (long long)info.frames_decoded, info.codec);
+    assert_true(abs(c.count - cli_count) <= 1);
+
+    int n = c.count < cli_count ? c.count : cli_count;
+    size_t px = (size_t)w * h;
+    for (int k = 0; k < n; k++) {
+        int ow, oh;
+        uint8_t *ours = jpeg_luma(c.frames[k].jpeg, c.frames[k].size, &ow, &oh);
+        double same = luma_mad(ours, cli[k], px);
+        double prev = k > 0 ? luma_mad(ours, cli[k - 1], px) : 1e9;
+        double next = k + 1 < cli_count ? luma_mad(ours, cli[k + 1], px) : 1e9;
+        print_message("  frame %d pts %lld ms: diff same %.2f, previous %.2f, next %.2f\n", k,
+                      (long long)c.frames[k].pts_ms, same, prev < 1e9 ? prev : -1,
+                      next < 1e9 ? next : -1);
+        if (!(same < prev && same < next)) {
+            fail_msg("%s frame %d: closer to a neighbour of the CLI's frame (%.2f vs %.2f/%.2f)",
+                     name, k, same, prev, next);
+        }
+        free(ours);
+    }
+    for (int k = 0; k < cli_count; k++) {
+        free(cli[k]);
+    }
+    collect_free(&c);
+}
+
+static void test_fps_vs_cli_h264(void **state)
+{
+    (void)state;
+    compare_with_cli("h264.mp4");
+}
+
+static void test_fps_vs_cli_vfr(void **state)
+{
+    (void)state;
+    compare_with_cli("vfr.mp4");
+}
+
+static void test_fps_vs_cli_rotated(void **state)
+{
+    (void)state;
+    compare_with_cli("rotated90.mp4");
+}
+
+static void test_fps_vs_cli_hevc(void **state)
+{
+    (void)state;
+    compare_with_cli("hevc.mp4");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static int make_corpus(void)
+{
+    const char *src = getenv("FQ_SOURCE_DIR");
+    if (!src || !*src) {
+        fprintf(stderr, "test_frames: FQ_SOURCE_DIR is not set (run through ctest, or export "
+                        "FQ_SOURCE_DIR=<repository>)\n");
+        return -1;
+    }
+    if (system("ffmpeg -hide_banner -version >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "test_frames: the ffmpeg CLI is needed and was not found\n");
+        return -1;
+    }
+    const char *keep = getenv("FQ_VIDEO_DIR");
+    if (keep && *keep) {
+        snprintf(g_videos, sizeof(g_videos), "%s", keep);
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(g_tmp, sizeof(g_tmp), "%s/fq-test-frames-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(g_tmp)) {
+            fprintf(stderr, "test_frames: mkdtemp: %s\n", strerror(errno));
+            return -1;
+        }
+        snprintf(g_videos, sizeof(g_videos), "%s/videos", g_tmp);
+    }
+    char cmd[2 * PATH_MAX];
+    snprintf(cmd, sizeof(cmd), "bash '%s/tests/support/make_videos.sh' '%s' >/dev/null", src,
+             g_videos);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "test_frames: %s failed\n", cmd);
+        return -1;
+    }
+    return 0;
+}
+
+static void remove_corpus(void)
+{
+    if (g_tmp[0]) {
+        char cmd[PATH_MAX + 16];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_tmp);
+        if (system(cmd) != 0) {
+            fprintf(stderr, "test_frames: could not remove %s\n", g_tmp);
+        }
+    }
+}
+
+int main(void)
+{
+    if (make_corpus() < 0) {
+        remove_corpus();
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_outcomes),           cmocka_unit_test(test_media_info),
+        cmocka_unit_test(test_callback_error),     cmocka_unit_test(test_reuse),
+        cmocka_unit_test(test_fps_vs_cli_h264),    cmocka_unit_test(test_fps_vs_cli_vfr),
+        cmocka_unit_test(test_fps_vs_cli_rotated), cmocka_unit_test(test_fps_vs_cli_hevc),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    remove_corpus();
+    return rc;
+}
