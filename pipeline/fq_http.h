@@ -82,6 +82,18 @@ int fq_s3_split(const char *url, char *bucket, size_t bucket_size, char *key,
 struct curl_slist *fq_s3_prepare(CURL *curl, const fq_config_t *cfg, const char *payload_sha256,
                                  struct curl_slist *headers);
 
+/**
+ * @brief One blocking SigV4-signed request on an object ("PUT", "GET", "HEAD", "DELETE"):
+ * <S3_ENDPOINT>/<bucket>/<key>. body/len is sent with PUT. NULL when the status is 2xx, else
+ * an error of the given stage (code = HTTP status or curl code; 403 says "S3 authentication
+ * failed (...)" when it is one). status (0 when no response) and the reply body (malloc'd,
+ * NUL-terminated, at most max_reply bytes kept; caller frees) are optional outputs.
+ */
+fq_error_t *fq_s3_request(const fq_config_t *cfg, fq_stage_t stage, const char *method,
+                          const char *bucket, const char *key, const void *body, size_t len,
+                          long *status, char **reply, size_t *reply_len,
+                          size_t max_reply) FQ_WARN_UNUSED;
+
 /** @brief Reads <Code>...</Code> from an S3 XML error body. 0, or -1 when there is none. */
 int fq_s3_error_code(const char *body, size_t len, char *out, size_t out_size);
 

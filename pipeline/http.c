@@ -487,3 +487,103 @@ fq_error_t *fq_http_status_error(fq_stage_t stage, fq_class_t klass, long status
     fq_error_set_code(err, (int)status);
     return err;
 }
+
+/* ---- one-shot S3 requests ------------------------------------------------------------ */
+
+typedef struct reply_buf {
+    char *data;
+    size_t len, max;
+} reply_buf_t;
+
+static size_t on_reply_data(char *buf, size_t size, size_t nmemb, void *opaque)
+{
+    reply_buf_t *r = opaque;
+    size_t n = size * nmemb;
+    size_t take = r->len + n > r->max ? r->max - r->len : n;
+    if (take > 0) {
+        char *grown = realloc(r->data, r->len + take + 1);
+        if (!grown)
+            return 0;
+        r->data = grown;
+        memcpy(r->data + r->len, buf, take);
+        r->len += take;
+        r->data[r->len] = '\0';
+    }
+    return n;
+}
+
+fq_error_t *fq_s3_request(const fq_config_t *cfg, fq_stage_t stage, const char *method,
+                          const char *bucket, const char *key, const void *body, size_t len,
+                          long *status, char **reply, size_t *reply_len, size_t max_reply)
+{
+    char url[4096 + 256], safe[512], hash[65], errbuf[CURL_ERROR_SIZE] = "";
+    fq_error_t *err = NULL;
+    struct curl_slist *headers = NULL;
+    reply_buf_t r = {.max = max_reply ? max_reply : 64 * 1024};
+    long code = 0;
+    bool is_put = strcmp(method, "PUT") == 0;
+    snprintf(safe, sizeof(safe), "s3://%s/%s", bucket, key);
+    if (fq_s3_object_url(cfg->s3_endpoint, cfg->s3_region, bucket, key, url, sizeof(url)) != 0)
+        return fq_error_new(stage, FQ_CLASS_PERMANENT, "S3 URL for %s is too long", safe);
+    CURL *curl = curl_easy_init();
+    if (!curl)
+        return fq_error_new(stage, FQ_CLASS_RETRIABLE, "curl_easy_init failed");
+    int64_t timeout = cfg->http_timeout_ms > 0 ? cfg->http_timeout_ms : 30000;
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)timeout);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout < 10000 ? timeout : 10000));
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_reply_data);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r);
+    if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    } else if (is_put) {
+        /* The body as POSTFIELDS: libcurl's SigV4 hashes exactly what is sent. */
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "PUT");
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, len ? body : "");
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        headers = curl_slist_append(NULL, "Content-Type: application/octet-stream");
+        if (headers)
+            headers = curl_slist_append(headers, "Expect:");
+        if (!headers) {
+            err = fq_error_new(stage, FQ_CLASS_RETRIABLE, "out of memory");
+            goto done;
+        }
+    } else if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    }
+    fq_sha256_hex(is_put ? body : NULL, is_put ? len : 0, hash);
+    headers = fq_s3_prepare(curl, cfg, hash, headers);
+    if (!headers) {
+        err = fq_error_new(stage, FQ_CLASS_RETRIABLE, "out of memory");
+        goto done;
+    }
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    CURLcode rc = curl_easy_perform(curl);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+    if (rc != CURLE_OK) {
+        err = fq_error_new(
+            stage, fq_http_curl_unreachable(rc) ? FQ_CLASS_OUTAGE : fq_http_class_for_curl(rc),
+            "S3 %s %s failed: %s (curl %d)", method, safe,
+            errbuf[0] ? errbuf : curl_easy_strerror(rc), (int)rc);
+        fq_error_set_code(err, (int)rc);
+    } else if (code < 200 || code >= 300) {
+        err = fq_http_status_error(stage, fq_error_class_for_http_status(code), code, safe, r.data,
+                                   r.len);
+    }
+done:
+    if (status)
+        *status = code;
+    if (reply) {
+        *reply = r.data;
+        r.data = NULL;
+    }
+    if (reply_len)
+        *reply_len = r.len;
+    free(r.data);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+    return err;
+}

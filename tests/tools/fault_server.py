@@ -13,6 +13,7 @@ prefixes select the behaviour:
   /stall/<file>              headers (full Content-Length), a few bytes, then nothing
   /short/<file>              Content-Length of the whole file, half the body, then close
   /big/<file>                Content-Length of 1 TiB, then the file, then close
+  /chunked/<file>            the file with Transfer-Encoding: chunked (no Content-Length)
   /redirect/<n>/<file>       a chain of n 302 hops, then the file
   /redirect-loop/<x>         302 to itself, forever
   /redirect-to/<url-encoded target>   one 302 to the target
@@ -146,6 +147,21 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             self.close_connection = True
+        elif kind == "chunked":
+            data = self.read_file(rest)
+            if data is None:
+                self.reply(404, b"no such file\n")
+                return
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for i in range(0, len(data), 16384):
+                    piece = data[i : i + 16384]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                self.close_connection = True
         elif kind == "redirect":
             try:
                 n = int(parts[1])
@@ -203,6 +219,17 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(201, b"")
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # Clients hanging up mid-response are the point of several faults: stay quiet.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+            return
+        super().handle_error(request, client_address)
+
+
 def main():
     global ROOT
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -212,8 +239,7 @@ def main():
     args = ap.parse_args()
     ROOT = os.path.abspath(args.dir)
 
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
+    server = QuietServer(("127.0.0.1", args.port), Handler)
 
     def stop(signum, frame):
         threading.Thread(target=server.shutdown, daemon=True).start()
