@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# Shared helpers for the consumer integration tests (tests/integration/test_consumer_*.sh).
+# Each test gets its own topics, consumer group, throwaway database and temp dir, so tests can
+# run next to each other on the shared local stack. Source it; then call cq_setup NAME.
+#
+# Needs the stack's environment (deploy/local/up, then `. .stack/env`): KAFKA_BROKERS and
+# DATABASE_URL; a test fails (never skips) without them.
+set -euo pipefail
+
+CQ_SRC=${FQ_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+CQ_BUILD=${FQ_BUILD_DIR:-}
+CQ_PIDS=()
+
+cq_fail() {
+    echo "FAIL: $*" >&2
+    if [[ -n ${CQ_TMP:-} && -d ${CQ_TMP:-} ]]; then
+        for f in "$CQ_TMP"/*.log; do
+            [[ -f $f ]] || continue
+            echo "--- last lines of $(basename "$f")" >&2
+            tail -n 15 "$f" | cut -c1-400 >&2
+        done
+    fi
+    exit 1
+}
+
+cq_say() { echo "# $*" >&2; }
+
+cq_require_env() {
+    local v missing=()
+    for v in KAFKA_BROKERS DATABASE_URL "$@"; do
+        [[ -n ${!v:-} ]] || missing+=("$v")
+    done
+    if ((${#missing[@]})); then
+        cq_fail "environment of the local stack missing: ${missing[*]} (run deploy/local/up, then . .stack/env)"
+    fi
+    [[ -n $CQ_BUILD && -x $CQ_BUILD/consumer ]] ||
+        cq_fail "FQ_BUILD_DIR must point at a build with the consumer program (got '${CQ_BUILD}')"
+    local t
+    for t in kcat psql ffmpeg python3; do
+        command -v "$t" >/dev/null || cq_fail "$t not found"
+    done
+}
+
+cq_cleanup() {
+    local pid
+    for pid in "${CQ_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${CQ_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n ${CQ_DB:-} ]]; then
+        psql "$CQ_ADMIN_URL" -qAtc "DROP DATABASE IF EXISTS $CQ_DB WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+    if [[ -n ${CQ_TMP:-} && ${CQ_KEEP:-0} != 1 ]]; then
+        rm -rf "$CQ_TMP"
+    fi
+}
+
+# cq_setup NAME: topics, group, database, temp dir, videos, fault server; exports the
+# consumer's environment.
+cq_setup() {
+    local name=$1
+    cq_require_env "${@:2}"
+    CQ_ID="$name-$$-$RANDOM"
+    CQ_TMP=$(mktemp -d "${TMPDIR:-/tmp}/fq-$name.XXXXXX")
+    trap cq_cleanup EXIT
+
+    export KAFKA_TOPIC="fqt.$CQ_ID"
+    export KAFKA_RETRY_TOPIC="$KAFKA_TOPIC.retry"
+    export KAFKA_DLQ_TOPIC="$KAFKA_TOPIC.dlq"
+    export KAFKA_GROUP_ID="fqt-$CQ_ID"
+    export WORKER_ID="w1-$CQ_ID"
+    export RETRY_BACKOFF_MS=${RETRY_BACKOFF_MS:-200}
+    export RETRY_BACKOFF_MAX_MS=${RETRY_BACKOFF_MAX_MS:-2000}
+    export MAX_RETRIES=${MAX_RETRIES:-3}
+    export WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-2}
+    export METRICS_ADDR=off
+    export LOG_FORMAT=json LOG_LEVEL=${LOG_LEVEL:-info}
+    export HTTP_TIMEOUT_MS=5000
+
+    # A throwaway database next to the stack's (role frameq has CREATEDB).
+    CQ_ADMIN_URL=$DATABASE_URL
+    CQ_DB="fqt_${name//[^a-z0-9]/_}_$$_$RANDOM"
+    psql "$CQ_ADMIN_URL" -qAtc "CREATE DATABASE $CQ_DB" >/dev/null ||
+        cq_fail "cannot create database $CQ_DB through DATABASE_URL"
+    export DATABASE_URL="${CQ_ADMIN_URL%/*}/$CQ_DB"
+    "$CQ_BUILD/consumer" --migrate >"$CQ_TMP/migrate.log" 2>&1 || cq_fail "consumer --migrate"
+
+    # Videos, made at test time.
+    mkdir -p "$CQ_TMP/videos" "$CQ_TMP/frames"
+    ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
+        -i testsrc2=size=64x64:rate=1:duration=1 -frames:v 1 -c:v libx264 -preset ultrafast \
+        -pix_fmt yuv420p -f mp4 "$CQ_TMP/videos/tiny.mp4" || cq_fail "ffmpeg could not make tiny.mp4"
+
+    # The fault server serves the videos (and their failures).
+    python3 "$CQ_SRC/tests/tools/fault_server.py" --port 0 --dir "$CQ_TMP/videos" \
+        --port-file "$CQ_TMP/port" >"$CQ_TMP/fault_server.log" 2>&1 &
+    CQ_PIDS+=($!)
+    local i
+    for i in $(seq 100); do
+        [[ -s $CQ_TMP/port ]] && break
+        sleep 0.1
+    done
+    [[ -s $CQ_TMP/port ]] || cq_fail "fault server did not start"
+    CQ_PORT=$(cat "$CQ_TMP/port")
+    CQ_HTTP="http://127.0.0.1:$CQ_PORT"
+    export SOURCE_URL_TEMPLATE="$CQ_HTTP/ok/{code}.mp4"
+    export FRAMES_URL_TEMPLATE="file://$CQ_TMP/frames/{platform}/{code}/{index}.jpg"
+
+    cq_create_topics "$KAFKA_TOPIC" "$KAFKA_RETRY_TOPIC" "$KAFKA_DLQ_TOPIC"
+}
+
+# Topics are created through a metadata request (the broker auto-creates them with its
+# default of 3 partitions); waits until each shows its partitions.
+cq_create_topics() {
+    local t i
+    for t in "$@"; do
+        for i in $(seq 50); do
+            if kcat -b "$KAFKA_BROKERS" -L -t "$t" 2>/dev/null | grep -q "partition 2,"; then
+                continue 2
+            fi
+            sleep 0.2
+        done
+        cq_fail "topic $t was not created"
+    done
+}
+
+# The SQL result of a query on the test database, one row per line, fields '|'-separated.
+cq_sql() {
+    psql "$DATABASE_URL" -qAtc "$1"
+}
+
+# cq_batch ITEM_JSON... -> batch message JSON
+cq_batch() {
+    local IFS=,
+    printf '{"schema":"frameq.batch.v1","batch_id":"%s","enqueued_at":"2026-01-01T00:00:00Z","items":[%s]}' \
+        "$(cat /proc/sys/kernel/random/uuid)" "$*"
+}
+
+# cq_produce PARTITION MESSAGE: one message to the main topic (-1: any partition).
+cq_produce() {
+    local part=$1 msg=$2
+    local args=(-b "$KAFKA_BROKERS" -P -t "$KAFKA_TOPIC")
+    [[ $part -ge 0 ]] && args+=(-p "$part")
+    printf '%s' "$msg" >"$CQ_TMP/msg.$$"
+    kcat "${args[@]}" "$CQ_TMP/msg.$$" || cq_fail "kcat could not produce"
+}
+
+# cq_item PLATFORM CODE [VIDEO_URL]
+cq_item() {
+    if [[ -n ${3:-} ]]; then
+        printf '{"platform":"%s","code":"%s","video_url":"%s"}' "$1" "$2" "$3"
+    else
+        printf '{"platform":"%s","code":"%s"}' "$1" "$2"
+    fi
+}
+
+# cq_consumer LOGNAME ARGS...: runs the consumer in the foreground, log to $CQ_TMP/LOGNAME.log;
+# returns its exit code.
+cq_consumer() {
+    local log=$1
+    shift
+    local rc=0
+    timeout "${CQ_TIMEOUT:-120}" "$CQ_BUILD/consumer" "$@" 2>>"$CQ_TMP/$log.log" || rc=$?
+    return $rc
+}
+
+# cq_consumer_bg LOGNAME ARGS...: in the background; its pid in CQ_LAST_PID.
+cq_consumer_bg() {
+    local log=$1
+    shift
+    "$CQ_BUILD/consumer" "$@" 2>>"$CQ_TMP/$log.log" &
+    CQ_LAST_PID=$!
+    CQ_PIDS+=("$CQ_LAST_PID")
+}
+
+# cq_read TOPIC: every committed message as one kcat JSON line (headers included).
+cq_read() {
+    # Raw (malformed) payloads need not be UTF-8: lines are made valid text here; compare
+    # raw bytes with kcat -f '%s' instead.
+    kcat -b "$KAFKA_BROKERS" -C -t "$1" -e -q -J -X isolation.level=read_committed 2>/dev/null |
+        python3 -c 'import sys; sys.stdout.write(sys.stdin.buffer.read().decode("utf-8", "replace"))' ||
+        true
+}
+
+# cq_count TOPIC: committed messages in the topic.
+cq_count() {
+    cq_read "$1" | grep -c '^{' || true
+}
+
+# cq_uncommitted TOPIC...: messages a fresh member of the group would still get (0 when the
+# group's committed offsets are at the end of every partition).
+cq_uncommitted() {
+    local t n=0 c
+    for t in "$@"; do
+        c=$(timeout 60 kcat -b "$KAFKA_BROKERS" -G "$KAFKA_GROUP_ID" -X enable.auto.commit=false \
+            -X auto.offset.reset=earliest -X isolation.level=read_committed -e -q -f '%o\n' "$t" \
+            2>/dev/null | grep -c . || true)
+        n=$((n + c))
+    done
+    echo "$n"
+}
+
+# cq_header JSONLINE NAME: a header's value from a cq_read line.
+cq_header() {
+    python3 -c '
+import json, sys
+m = json.loads(sys.argv[1]); h = m.get("headers") or []
+vals = [h[i + 1] for i in range(0, len(h) - 1, 2) if h[i] == sys.argv[2]]
+print(vals[-1] if vals else "")
+' "$1" "$2"
+}
+
+cq_expect_eq() { # WHAT GOT WANT
+    [[ "$2" == "$3" ]] || cq_fail "$1: got '$2', want '$3'"
+    cq_say "ok: $1 = $2"
+}
+
+# cq_enqueue JSON_ARRAY: publishes items through the real producer (BATCH_SIZE per message).
+cq_enqueue() {
+    [[ -x $CQ_BUILD/producer ]] || cq_fail "producer program not built in $CQ_BUILD"
+    printf '%s' "$1" | "$CQ_BUILD/producer" --no-progress - >"$CQ_TMP/producer.out" \
+        2>>"$CQ_TMP/producer.log" || cq_fail "producer failed: $(cat "$CQ_TMP/producer.out")"
+    cq_say "producer: $(cat "$CQ_TMP/producer.out")"
+}
+
+# cq_wait_sql SQL WANT TIMEOUT_S: waits until the query returns WANT.
+cq_wait_sql() {
+    local got i
+    for ((i = 0; i < $3 * 5; i++)); do
+        got=$(cq_sql "$1" 2>/dev/null || true)
+        [[ $got == "$2" ]] && return 0
+        sleep 0.2
+    done
+    cq_fail "timed out after $3 s waiting for [$1] = '$2' (last: '$got')"
+}
