@@ -10,7 +10,7 @@
 #include <jansson.h>
 
 #define SPOOL_LINE_MAX (FQ_PLATFORM_MAX + FQ_CODE_MAX + FQ_VIDEO_URL_MAX + 8)
-#define SET_MIN_CAP    (1u << 14)
+#define SET_MIN_BITS   14
 #define OFFSET_BITS    40
 #define OFFSET_MASK    ((UINT64_C(1) << OFFSET_BITS) - 1)
 
@@ -19,7 +19,8 @@ struct fq_spool {
     size_t count;
     uint64_t end;   /* bytes written */
     uint64_t *set;  /* dedupe: (tag << 40) | (offset + 1); 0 = empty */
-    size_t set_cap; /* power of two */
+    size_t set_cap; /* 2^set_bits */
+    unsigned set_bits;
     size_t set_used;
     char line[SPOOL_LINE_MAX];
 };
@@ -108,10 +109,18 @@ static int spool_read_at(fq_spool_t *spool, uint64_t offset)
     return 0;
 }
 
-static void set_put(uint64_t *set, size_t cap, uint64_t hash, uint64_t offset)
+/* Home slot: the TOP bits of the hash. The stored tag is the top 24 bits too, so while the
+ * table has at most 2^24 slots, growing re-homes entries from their tags alone; only larger
+ * tables need the full hashes recomputed from the spool. */
+static size_t set_home(uint64_t hash, unsigned bits)
 {
-    size_t mask = cap - 1;
-    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
+    return (size_t)(hash >> (64 - bits));
+}
+
+static void set_put(uint64_t *set, unsigned bits, uint64_t hash, uint64_t offset)
+{
+    size_t mask = ((size_t)1 << bits) - 1;
+    for (size_t i = set_home(hash, bits);; i = (i + 1) & mask) {
         if (!set[i]) {
             set[i] = ((hash >> OFFSET_BITS) << OFFSET_BITS) | (offset + 1);
             return;
@@ -119,14 +128,21 @@ static void set_put(uint64_t *set, size_t cap, uint64_t hash, uint64_t offset)
     }
 }
 
-/* Doubles the set. Only tags are stored, so the full hashes are recomputed from the spool. */
+/* Doubles the set. */
 static int set_grow(fq_spool_t *spool)
 {
-    size_t cap = spool->set_cap ? spool->set_cap * 2 : SET_MIN_CAP;
+    unsigned bits = spool->set_cap ? spool->set_bits + 1 : SET_MIN_BITS;
+    size_t cap = (size_t)1 << bits;
     uint64_t *set = calloc(cap, sizeof(*set));
     if (!set)
         return -1;
-    if (spool->set_used) {
+    if (spool->set_used && bits <= 64 - OFFSET_BITS) {
+        for (size_t i = 0; i < spool->set_cap; i++) {
+            uint64_t slot = spool->set[i];
+            if (slot)
+                set_put(set, bits, slot & ~OFFSET_MASK, (slot & OFFSET_MASK) - 1);
+        }
+    } else if (spool->set_used) {
         if (fflush(spool->fp) != 0)
             goto fail;
         FILE *fp = fdopen(dup(fileno(spool->fp)), "r");
@@ -143,7 +159,7 @@ static int set_grow(fq_spool_t *spool)
             char *tab2 = tab1 ? strchr(tab1 + 1, '\t') : NULL;
             if (tab1 && tab2) {
                 *tab1 = *tab2 = '\0';
-                set_put(set, cap, key_hash(spool->line, tab1 + 1), off);
+                set_put(set, bits, key_hash(spool->line, tab1 + 1), off);
             }
             off += n;
         }
@@ -152,6 +168,7 @@ static int set_grow(fq_spool_t *spool)
     free(spool->set);
     spool->set = set;
     spool->set_cap = cap;
+    spool->set_bits = bits;
     return 0;
 fail:
     free(set);
@@ -167,7 +184,7 @@ static int set_check_add(fq_spool_t *spool, const fq_item_t *item, uint64_t offs
     uint64_t tag = hash >> OFFSET_BITS;
     size_t plen = strlen(item->platform), clen = strlen(item->code);
     size_t mask = spool->set_cap - 1;
-    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
+    for (size_t i = set_home(hash, spool->set_bits);; i = (i + 1) & mask) {
         uint64_t slot = spool->set[i];
         if (!slot)
             break;
@@ -181,7 +198,7 @@ static int set_check_add(fq_spool_t *spool, const fq_item_t *item, uint64_t offs
             strncmp(l + plen + 1, item->code, clen) == 0 && l[plen + 1 + clen] == '\t')
             return 1;
     }
-    set_put(spool->set, spool->set_cap, hash, offset);
+    set_put(spool->set, spool->set_bits, hash, offset);
     spool->set_used++;
     return 0;
 }
@@ -228,6 +245,132 @@ static const char *json_kind(const json_t *v)
     return "unknown";
 }
 
+/* The common case, a valid item, without the codec's copy of the item JSON (the spool does not
+ * need it): parse, take the fields, fq_item_validate. Anything unusual returns -1 and the
+ * caller asks fq_item_decode, whose verdict and message are the reference. Records are at
+ * most FQ_INPUT_RECORD_MAX bytes and jansson bounds its own nesting depth. */
+/* A JSON string without escapes at *p (after its opening quote): sets start/len and moves
+ * past the closing quote. -1 on a backslash, a control byte or the end of the buffer; the
+ * caller then leaves the record to jansson. */
+static int plain_string(const char **p, const char *end, const char **start, size_t *len)
+{
+    const char *s = *p;
+    while (s < end && *s != '"') {
+        if (*s == '\\' || (unsigned char)*s < 0x20)
+            return -1;
+        s++;
+    }
+    if (s >= end)
+        return -1;
+    *start = *p;
+    *len = (size_t)(s - *p);
+    *p = s + 1;
+    return 0;
+}
+
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    return p;
+}
+
+/* The shape almost every input line has, {"platform":"..","code":"..",["video_url":".."]} with
+ * plain strings, read without building a JSON tree. Any other shape (escapes, other fields or
+ * types, repeats) returns -1 and goes through jansson. */
+static int plain_item(const char *buf, size_t len, fq_item_t *item)
+{
+    const char *p = skip_ws(buf, buf + len), *end = buf + len;
+    const char *val[3] = {NULL, NULL, NULL};
+    size_t vlen[3] = {0, 0, 0};
+    static const char *const keys[3] = {"platform", "code", "video_url"};
+    if (p >= end || *p++ != '{')
+        return -1;
+    for (;;) {
+        const char *k, *v;
+        size_t klen, n;
+        p = skip_ws(p, end);
+        if (p >= end || *p++ != '"' || plain_string(&p, end, &k, &klen) != 0)
+            return -1;
+        p = skip_ws(p, end);
+        if (p >= end || *p++ != ':')
+            return -1;
+        p = skip_ws(p, end);
+        if (p >= end || *p++ != '"' || plain_string(&p, end, &v, &n) != 0)
+            return -1;
+        int i = 0;
+        while (i < 3 && !(strlen(keys[i]) == klen && memcmp(keys[i], k, klen) == 0))
+            i++;
+        if (i == 3 || val[i])
+            return -1;
+        val[i] = v;
+        vlen[i] = n;
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') {
+            p++;
+            continue;
+        }
+        if (p >= end || *p++ != '}')
+            return -1;
+        break;
+    }
+    if (skip_ws(p, end) != end || !val[0] || !val[1] || vlen[0] > FQ_PLATFORM_MAX ||
+        vlen[1] > FQ_CODE_MAX || vlen[2] > FQ_VIDEO_URL_MAX)
+        return -1;
+    memset(item, 0, sizeof(*item));
+    memcpy(item->platform, val[0], vlen[0]);
+    memcpy(item->code, val[1], vlen[1]);
+    if (val[2] && !(item->video_url = strndup(val[2], vlen[2])))
+        return -1;
+    fq_error_t *err = fq_item_validate(item);
+    if (err) {
+        fq_error_destroy(err);
+        fq_item_clear(item);
+        return -1;
+    }
+    return 0;
+}
+
+static int fast_item(const char *buf, size_t len, fq_item_t *item)
+{
+    if (plain_item(buf, len, item) == 0)
+        return 0;
+    memset(item, 0, sizeof(*item));
+    json_error_t jerr;
+    json_t *v = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!v)
+        return -1;
+    int rc = -1;
+    json_t *p = json_object_get(v, "platform");
+    json_t *c = json_object_get(v, "code");
+    json_t *u = json_object_get(v, "video_url");
+    if (!json_is_string(p) || !json_is_string(c) || (u && !json_is_null(u) && !json_is_string(u)))
+        goto done;
+    size_t plen = json_string_length(p), clen = json_string_length(c);
+    if (plen > FQ_PLATFORM_MAX || clen > FQ_CODE_MAX || strlen(json_string_value(p)) != plen ||
+        strlen(json_string_value(c)) != clen)
+        goto done;
+    memcpy(item->platform, json_string_value(p), plen + 1);
+    memcpy(item->code, json_string_value(c), clen + 1);
+    if (json_is_string(u)) {
+        if (json_string_length(u) > FQ_VIDEO_URL_MAX ||
+            strlen(json_string_value(u)) != json_string_length(u) ||
+            !(item->video_url = strdup(json_string_value(u))))
+            goto done;
+    }
+    fq_error_t *err = fq_item_validate(item);
+    if (err) {
+        fq_error_destroy(err);
+        goto done;
+    }
+    rc = 0;
+done:
+    json_decref(v);
+    if (rc)
+        fq_item_clear(item);
+    return rc;
+}
+
 typedef struct scan {
     const fq_input_opts_t *opts;
     fq_input_stats_t *stats;
@@ -251,22 +394,26 @@ static int handle_record(scan_t *s, size_t index)
     record_t *rec = &s->rec;
     bool array = s->stats->format == FQ_INPUT_ARRAY;
     char where[96];
+    s->stats->records++;
+    if (s->opts->progress && (s->stats->records & 4095) == 0)
+        s->opts->progress(s->opts->opaque, s->stats);
+
+    fq_item_t item;
+    if (!rec->overflow && fast_item(rec->buf, rec->len, &item) == 0)
+        goto valid;
+
+    /* Invalid: decode again through the codec for its exact message. */
     if (array)
         snprintf(where, sizeof(where), "items[%zu] (line %d, column %d)", index, rec->line,
                  rec->col);
     else
         snprintf(where, sizeof(where), "line %d", rec->line);
-    s->stats->records++;
-    if (s->opts->progress && (s->stats->records & 4095) == 0)
-        s->opts->progress(s->opts->opaque, s->stats);
-
     if (rec->overflow) {
         char why[96];
         snprintf(why, sizeof(why), "item longer than %d bytes", FQ_INPUT_RECORD_MAX);
         report(s, where, why);
         return 0;
     }
-    fq_item_t item;
     fq_error_t *err = fq_item_decode(rec->buf, rec->len, &item);
     if (err) {
         if (fq_error_class(err) == FQ_CLASS_MALFORMED &&
@@ -297,6 +444,7 @@ static int handle_record(scan_t *s, size_t index)
         fq_error_destroy(err);
         return 0;
     }
+valid:;
     int rc = spool_add(s->spool, &item, !s->opts->allow_duplicates);
     fq_item_clear(&item);
     if (rc < 0) {

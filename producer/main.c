@@ -435,12 +435,25 @@ static int conf_set(rd_kafka_conf_t *conf, const fq_config_t *cfg, bool force, c
     return 0;
 }
 
+/* librdkafka's own log lines become JSON log lines like every other diagnostic. */
+static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    fq_log(level <= 4   ? FQ_LOG_WARN
+           : level <= 6 ? FQ_LOG_INFO
+                        : FQ_LOG_DEBUG,
+           NULL, "kafka %s: %s", fac, buf);
+}
+
 static rd_kafka_conf_t *kafka_conf(const fq_config_t *cfg)
 {
     char errstr[512];
     rd_kafka_conf_t *conf = fq_config_kafka_conf(cfg, errstr, sizeof(errstr));
-    if (!conf)
+    if (!conf) {
         fprintf(stderr, "producer: %s\n", errstr);
+        return NULL;
+    }
+    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     return conf;
 }
 

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Producer throughput and memory benchmark (not part of CI): enqueue N NDJSON items with
+# `producer` and compare with `kcat -P` sending the same pre-batched messages (made by
+# `producer --dry-run`), then peak RSS of the producer at 100k and N items.
+#
+#   FQ_BUILD_DIR=<release build> KAFKA_BROKERS=... tests/bench/bench_producer.sh [N]
+#
+# Use a build without sanitizers (ASan multiplies time and RSS). kcat gets the same delivery
+# settings as the producer (idempotent, acks=all, linger, batch size, lz4) so the ratio
+# measures our overhead, not different tuning.
+set -euo pipefail
+
+die() {
+    echo "bench_producer: $*" >&2
+    exit 1
+}
+
+[ -n "${KAFKA_BROKERS:-}" ] || die "KAFKA_BROKERS is not set (deploy/local/up; . .stack/env)"
+command -v kcat >/dev/null || die "kcat is required"
+[ -x /usr/bin/time ] || die "/usr/bin/time (GNU time) is required for peak RSS"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+build=${FQ_BUILD_DIR:-$here/../../build}
+producer=$build/producer
+[ -x "$producer" ] || die "$producer not built"
+
+N=${1:-1000000}
+SMALL=100000
+B=$KAFKA_BROKERS
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+run="fqp-bench-$$"
+export LOG_LEVEL=warn BATCH_SIZE=${BATCH_SIZE:-10}
+
+gen() { # count file
+    awk -v n="$1" 'BEGIN { for (i = 0; i < n; i++)
+        printf "{\"platform\":\"bench\",\"code\":\"c%09d\"}\n", i }' >"$2"
+}
+
+now() { date +%s.%N; }
+
+echo "generating $N and $SMALL items..."
+gen "$N" "$work/items.ndjson"
+gen "$SMALL" "$work/small.ndjson"
+echo "pre-batching with producer --dry-run..."
+"$producer" --dry-run "$work/items.ndjson" >"$work/batches.ndjson" 2>/dev/null
+msgs=$(wc -l <"$work/batches.ndjson")
+
+for t in p k s; do
+    KAFKA_TOPIC=$run.$t "$producer" topics create --partitions 6 >/dev/null
+done
+
+kcat_opts=(-X enable.idempotence=true -X acks=all -X linger.ms=20 -X batch.size=1000000
+    -X queue.buffering.max.kbytes=262144 -X compression.type=lz4)
+
+echo "kcat -P: $msgs messages ($N items)..."
+t0=$(now)
+kcat -b "$B" -P -t "$run.k" "${kcat_opts[@]}" -l "$work/batches.ndjson"
+t1=$(now)
+kcat_s=$(echo "$t1 - $t0" | bc -l)
+
+echo "producer: $N items..."
+t0=$(now)
+KAFKA_TOPIC=$run.p /usr/bin/time -f '%M' -o "$work/rss_big" "$producer" "$work/items.ndjson" \
+    >"$work/out_big"
+t1=$(now)
+prod_s=$(echo "$t1 - $t0" | bc -l)
+cat "$work/out_big"
+
+echo "producer: $SMALL items..."
+KAFKA_TOPIC=$run.s /usr/bin/time -f '%M' -o "$work/rss_small" "$producer" "$work/small.ndjson" \
+    >"$work/out_small"
+cat "$work/out_small"
+
+kcat_rate=$(echo "$N / $kcat_s" | bc -l)
+prod_rate=$(echo "$N / $prod_s" | bc -l)
+printf 'kcat -P         : %8.0f items/s (%.2f s, %s messages)\n' "$kcat_rate" "$kcat_s" "$msgs"
+printf 'producer        : %8.0f items/s (%.2f s, validation + dedupe + delivery)\n' \
+    "$prod_rate" "$prod_s"
+printf 'ratio           : %.2f (target >= 0.8)\n' "$(echo "$prod_rate / $kcat_rate" | bc -l)"
+printf 'peak RSS %7s : %s KiB\n' "$SMALL" "$(cat "$work/rss_small")"
+printf 'peak RSS %7s : %s KiB\n' "$N" "$(cat "$work/rss_big")"
