@@ -1,0 +1,605 @@
+/* Integration tests for pipeline/upload.c: frames + manifest.json to file:// (a temp dir),
+ * to http PUT (tests/tools/fault_server.py) and to the stack's S3 (read back and compared),
+ * and the failure classes: 5xx retriable (after quick retries), 4xx permanent, store down
+ * outage, wrong S3 secret an authentication error.
+ *
+ * Needs FQ_SOURCE_DIR (set by CTest) and the stack's S3_ENDPOINT, AWS_ACCESS_KEY_ID,
+ * AWS_SECRET_ACCESS_KEY (`deploy/local/up && . .stack/env`); fails without them. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "fq_http.h"
+#include "fq_upload.h"
+
+#define MAX_FRAMES 16
+
+static struct {
+    char dir[128];
+    char www[192];
+    pid_t server;
+    int port;
+    uint8_t *jpeg[MAX_FRAMES];
+    size_t size[MAX_FRAMES];
+} g;
+
+/* ---- helpers ------------------------------------------------------------------------- */
+
+static void make_frames(void)
+{
+    uint32_t x = 12345;
+    for (int i = 0; i < MAX_FRAMES; i++) {
+        g.size[i] = 3000 + (size_t)i * 517;
+        g.jpeg[i] = malloc(g.size[i]);
+        assert_non_null(g.jpeg[i]);
+        for (size_t j = 0; j < g.size[i]; j++) {
+            x = x * 1664525u + 1013904223u;
+            g.jpeg[i][j] = (uint8_t)(x >> 24);
+        }
+        /* JPEG start and end markers, so the bytes look like what frames hands over. */
+        g.jpeg[i][0] = 0xff;
+        g.jpeg[i][1] = 0xd8;
+        g.jpeg[i][g.size[i] - 2] = 0xff;
+        g.jpeg[i][g.size[i] - 1] = 0xd9;
+    }
+}
+
+static int count_dir_entries(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static int start_fault_server(const char *www, const char *port_file)
+{
+    const char *src = getenv("FQ_SOURCE_DIR");
+    if (!src || !*src) {
+        fprintf(stderr, "FQ_SOURCE_DIR is not set (run through ctest)\n");
+        return -1;
+    }
+    char script[512];
+    snprintf(script, sizeof(script), "%s/tests/tools/fault_server.py", src);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        execlp("python3", "python3", script, "--port", "0", "--dir", www, "--port-file", port_file,
+               (char *)NULL);
+        _exit(127);
+    }
+    g.server = pid;
+    for (int i = 0; i < 200; i++) {
+        FILE *f = fopen(port_file, "r");
+        if (f) {
+            int port = 0;
+            int ok = fscanf(f, "%d", &port);
+            fclose(f);
+            if (ok == 1 && port > 0)
+                return port;
+        }
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            g.server = 0;
+            return -1;
+        }
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return -1;
+}
+
+static size_t collect_body(char *buf, size_t size, size_t nmemb, void *opaque)
+{
+    char **out = opaque;
+    size_t old = *out ? strlen(*out) : 0, n = size * nmemb;
+    char *grown = realloc(*out, old + n + 1);
+    if (!grown)
+        return 0;
+    memcpy(grown + old, buf, n);
+    grown[old + n] = '\0';
+    *out = grown;
+    return n;
+}
+
+static int server_count(const char *path)
+{
+    char url[256];
+    char *body = NULL;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/counts", g.port);
+    CURL *curl = curl_easy_init();
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+    CURLcode rc = curl_easy_perform(curl);
+    curl_easy_cleanup(curl);
+    if (rc != CURLE_OK || !body)
+        fail_msg("GET /counts failed: %s", curl_easy_strerror(rc));
+    json_t *root = json_loads(body, 0, NULL);
+    free(body);
+    assert_non_null(root);
+    json_t *v = json_object_get(root, path);
+    int n = v ? (int)json_integer_value(v) : 0;
+    json_decref(root);
+    return n;
+}
+
+static int closed_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &alen), 0);
+    close(s);
+    return ntohs(a.sin_port);
+}
+
+static void require_s3_env(void)
+{
+    static const char *const names[] = {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID",
+                                        "AWS_SECRET_ACCESS_KEY"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (!getenv(names[i]) || !*getenv(names[i]))
+            fail_msg("%s is not set: start the stack (deploy/local/up) and source .stack/env",
+                     names[i]);
+    }
+}
+
+static fq_config_t test_config(const char *tmpl)
+{
+    fq_config_t cfg = {
+        .frames_url_template = (char *)tmpl,
+        .http_timeout_ms = 5000,
+        .s3_endpoint = getenv("S3_ENDPOINT"),
+        .s3_region = getenv("S3_REGION") ? getenv("S3_REGION") : "us-east-1",
+        .aws_access_key_id = getenv("AWS_ACCESS_KEY_ID"),
+        .aws_secret_access_key = getenv("AWS_SECRET_ACCESS_KEY"),
+    };
+    return cfg;
+}
+
+static const fq_media_info_t test_info = {
+    .duration_ms = 6000, .width = 1280, .height = 720, .rotation = 90, .codec = "h264"};
+
+/* Runs one item of n frames through a fresh uploader: begin, frames, finish. Returns the
+ * uploader (caller destroys) and the first error in *errp. */
+static fq_upload_t *run_item(const fq_config_t *cfg, const char *code, int n, fq_error_t **errp)
+{
+    char errstr[256];
+    fq_upload_t *up = fq_upload_new(cfg, errstr, sizeof(errstr));
+    if (!up)
+        fail_msg("fq_upload_new: %s", errstr);
+    fq_item_t item = {.platform = "itest"};
+    snprintf(item.code, sizeof(item.code), "%s", code);
+    fq_error_t *err = fq_upload_begin(up, &item);
+    for (int i = 0; i < n && !err; i++) {
+        fq_frame_t frame = {.index = i,
+                            .pts_ms = i * 1000,
+                            .width = 512,
+                            .height = 288,
+                            .jpeg = g.jpeg[i],
+                            .size = g.size[i]};
+        err = fq_upload_frame(up, &frame);
+    }
+    if (!err)
+        err = fq_upload_finish(up, &test_info);
+    *errp = err;
+    return up;
+}
+
+static void check_manifest(const char *text, const char *code, int n, const char *url_prefix)
+{
+    json_error_t jerr;
+    json_t *m = json_loads(text, 0, &jerr);
+    if (!m)
+        fail_msg("manifest is not JSON: %s", jerr.text);
+    assert_string_equal(json_string_value(json_object_get(m, "platform")), "itest");
+    assert_string_equal(json_string_value(json_object_get(m, "code")), code);
+    json_t *frames = json_object_get(m, "frames");
+    assert_int_equal(json_array_size(frames), (size_t)n);
+    for (int i = 0; i < n; i++) {
+        json_t *f = json_array_get(frames, (size_t)i);
+        assert_int_equal(json_integer_value(json_object_get(f, "index")), i);
+        assert_int_equal(json_integer_value(json_object_get(f, "pts_ms")), i * 1000);
+        assert_int_equal(json_integer_value(json_object_get(f, "width")), 512);
+        assert_int_equal(json_integer_value(json_object_get(f, "height")), 288);
+        assert_int_equal(json_integer_value(json_object_get(f, "bytes")), (json_int_t)g.size[i]);
+        const char *url = json_string_value(json_object_get(f, "url"));
+        assert_non_null(url);
+        assert_int_equal(strncmp(url, url_prefix, strlen(url_prefix)), 0);
+    }
+    json_t *src = json_object_get(m, "source");
+    assert_int_equal(json_integer_value(json_object_get(src, "duration_ms")), 6000);
+    assert_int_equal(json_integer_value(json_object_get(src, "width")), 1280);
+    assert_int_equal(json_integer_value(json_object_get(src, "height")), 720);
+    assert_int_equal(json_integer_value(json_object_get(src, "rotation")), 90);
+    assert_string_equal(json_string_value(json_object_get(src, "codec")), "h264");
+    assert_non_null(json_string_value(json_object_get(m, "created_at")));
+    json_decref(m);
+}
+
+static char *read_whole(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("cannot open %s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+static void check_local_frames(const char *dir, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char path[512];
+        snprintf(path, sizeof(path), "%s/%05d.jpg", dir, i);
+        size_t len;
+        char *data = read_whole(path, &len);
+        assert_int_equal(len, g.size[i]);
+        assert_memory_equal(data, g.jpeg[i], len);
+        free(data);
+    }
+    char path[512];
+    snprintf(path, sizeof(path), "%s/manifest.json", dir);
+    size_t len;
+    char *text = read_whole(path, &len);
+    check_manifest(text, "abs", n, "file://");
+    free(text);
+    /* n frames + the manifest, and no temporary files left behind. */
+    assert_int_equal(count_dir_entries(dir), n + 1);
+}
+
+/* ---- setup --------------------------------------------------------------------------- */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    snprintf(g.dir, sizeof(g.dir), "/tmp/fq-itest-upload-XXXXXX");
+    if (!mkdtemp(g.dir))
+        return -1;
+    snprintf(g.www, sizeof(g.www), "%s/www", g.dir);
+    if (mkdir(g.www, 0700) != 0)
+        return -1;
+    char port_file[256];
+    snprintf(port_file, sizeof(port_file), "%s/port", g.dir);
+    g.port = start_fault_server(g.www, port_file);
+    if (g.port <= 0) {
+        fprintf(stderr, "cannot start tests/tools/fault_server.py\n");
+        return -1;
+    }
+    make_frames();
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (g.server > 0) {
+        kill(g.server, SIGTERM);
+        waitpid(g.server, NULL, 0);
+    }
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g.dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", g.dir);
+    for (int i = 0; i < MAX_FRAMES; i++)
+        free(g.jpeg[i]);
+    curl_global_cleanup();
+    return 0;
+}
+
+/* ---- file:// ------------------------------------------------------------------------- */
+
+static void test_file_absolute(void **state)
+{
+    (void)state;
+    char tmpl[256], dir[256];
+    snprintf(tmpl, sizeof(tmpl), "file://%s/frames/{platform}/{code}/{index:05}.jpg", g.dir);
+    snprintf(dir, sizeof(dir), "%s/frames/itest/abs", g.dir);
+    fq_config_t cfg = test_config(tmpl);
+    fq_error_t *err;
+    fq_upload_t *up = run_item(&cfg, "abs", 7, &err);
+    if (err)
+        fail_msg("file upload: %s", fq_error_message(err));
+    check_local_frames(dir, 7);
+    size_t count;
+    const fq_stored_frame_t *frames = fq_upload_frames(up, &count);
+    assert_int_equal(count, 7);
+    char want[512];
+    snprintf(want, sizeof(want), "file://%s/00003.jpg", dir);
+    assert_string_equal(frames[3].url, want);
+    assert_int_equal(frames[3].bytes, (int)g.size[3]);
+    snprintf(want, sizeof(want), "file://%s/manifest.json", dir);
+    assert_string_equal(fq_upload_manifest_url(up), want);
+
+    /* Re-running the item overwrites the same files. */
+    fq_item_t item = {.platform = "itest", .code = "abs"};
+    err = fq_upload_begin(up, &item);
+    assert_null(err);
+    fq_frame_t frame = {
+        .index = 0, .width = 512, .height = 288, .jpeg = g.jpeg[0], .size = g.size[0]};
+    err = fq_upload_frame(up, &frame);
+    assert_null(err);
+    err = fq_upload_finish(up, &test_info);
+    assert_null(err);
+    assert_int_equal(count_dir_entries(dir), 7 + 1);
+    fq_upload_destroy(up);
+}
+
+static void test_file_relative(void **state)
+{
+    (void)state;
+    char cwd[512];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(g.dir), 0);
+    fq_config_t cfg = test_config("file://./rel/{platform}/{code}/{index}.jpg");
+    fq_error_t *err;
+    fq_upload_t *up = run_item(&cfg, "rel", 3, &err);
+    assert_int_equal(chdir(cwd), 0);
+    if (err)
+        fail_msg("relative file upload: %s", fq_error_message(err));
+    char path[512];
+    snprintf(path, sizeof(path), "%s/rel/itest/rel/2.jpg", g.dir);
+    size_t len;
+    char *data = read_whole(path, &len);
+    assert_int_equal(len, g.size[2]);
+    free(data);
+    assert_string_equal(fq_upload_manifest_url(up), "file://./rel/itest/rel/manifest.json");
+    fq_upload_destroy(up);
+}
+
+static void test_bad_templates(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *tmpl, *msg;
+    } cases[] = {
+        {"file://./f/{platform}/{code}.jpg", "must contain {index}"},
+        {"ftp://h/{index}.jpg", "scheme ftp is not supported"},
+        {"s3://x/{index}.jpg", "not an s3://bucket/key URL"},
+        {"https://u:p@h/{index}.jpg", "must not carry credentials"},
+        {"file://./{index}/{nope}.jpg", "unknown placeholder {nope}"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fq_config_t cfg = test_config(cases[i].tmpl);
+        char errstr[256] = "";
+        fq_upload_t *up = fq_upload_new(&cfg, errstr, sizeof(errstr));
+        if (up)
+            fail_msg("template '%s' was accepted", cases[i].tmpl);
+        if (!strstr(errstr, cases[i].msg))
+            fail_msg("'%s': errstr '%s' lacks '%s'", cases[i].tmpl, errstr, cases[i].msg);
+    }
+}
+
+/* ---- http PUT ------------------------------------------------------------------------ */
+
+static void test_http_put(void **state)
+{
+    (void)state;
+    char tmpl[256];
+    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/upload/{platform}/{code}/{index:05}.jpg",
+             g.port);
+    fq_config_t cfg = test_config(tmpl);
+    fq_error_t *err;
+    /* More frames than the window of transfers in flight. */
+    fq_upload_t *up = run_item(&cfg, "put", MAX_FRAMES, &err);
+    if (err)
+        fail_msg("http upload: %s", fq_error_message(err));
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/uploads/itest/put", g.www);
+    for (int i = 0; i < MAX_FRAMES; i++) {
+        char path[600];
+        snprintf(path, sizeof(path), "%s/%05d.jpg", dir, i);
+        size_t len;
+        char *data = read_whole(path, &len);
+        assert_int_equal(len, g.size[i]);
+        assert_memory_equal(data, g.jpeg[i], len);
+        free(data);
+    }
+    char path[600], prefix[128];
+    snprintf(path, sizeof(path), "%s/manifest.json", dir);
+    snprintf(prefix, sizeof(prefix), "http://127.0.0.1:%d/upload/itest/put/", g.port);
+    size_t len;
+    char *text = read_whole(path, &len);
+    check_manifest(text, "put", MAX_FRAMES, prefix);
+    free(text);
+    size_t count;
+    fq_upload_frames(up, &count);
+    assert_int_equal(count, MAX_FRAMES);
+    fq_upload_destroy(up);
+}
+
+static void test_http_failures(void **state)
+{
+    (void)state;
+    char tmpl[256];
+    /* 500: retried quickly inside the call, then retriable. */
+    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/put500/{platform}/{code}/{index}.jpg",
+             g.port);
+    fq_config_t cfg = test_config(tmpl);
+    fq_error_t *err;
+    fq_upload_t *up = run_item(&cfg, "e500", 1, &err);
+    assert_non_null(err);
+    fprintf(stderr, "  500 -> %s: %s\n", fq_class_name(fq_error_class(err)), fq_error_message(err));
+    assert_int_equal(fq_error_stage(err), FQ_STAGE_UPLOAD);
+    assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);
+    assert_int_equal(fq_error_code(err), 500);
+    assert_int_equal(server_count("/put500/itest/e500/0.jpg"), 3);
+    size_t count;
+    fq_upload_frames(up, &count);
+    assert_int_equal(count, 0); /* nothing counts as stored after a failure */
+    assert_null(fq_upload_manifest_url(up));
+    fq_error_destroy(err);
+    fq_upload_destroy(up);
+
+    /* 403: a misconfiguration, permanent, not retried. */
+    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/put403/{platform}/{code}/{index}.jpg",
+             g.port);
+    cfg = test_config(tmpl);
+    up = run_item(&cfg, "e403", 1, &err);
+    assert_non_null(err);
+    fprintf(stderr, "  403 -> %s: %s\n", fq_class_name(fq_error_class(err)), fq_error_message(err));
+    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
+    assert_int_equal(fq_error_code(err), 403);
+    assert_non_null(strstr(fq_error_message(err), "REFUSED"));
+    assert_int_equal(server_count("/put403/itest/e403/0.jpg"), 1);
+    fq_error_destroy(err);
+    fq_upload_destroy(up);
+
+    /* Nobody listening: the store is down, an outage. */
+    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/upload/{platform}/{code}/{index}.jpg",
+             closed_port());
+    cfg = test_config(tmpl);
+    up = run_item(&cfg, "down", 4, &err);
+    assert_non_null(err);
+    fprintf(stderr, "  down -> %s: %s\n", fq_class_name(fq_error_class(err)),
+            fq_error_message(err));
+    assert_int_equal(fq_error_stage(err), FQ_STAGE_UPLOAD);
+    assert_int_equal(fq_error_class(err), FQ_CLASS_OUTAGE);
+    assert_int_equal(fq_error_code(err), CURLE_COULDNT_CONNECT);
+    fq_error_destroy(err);
+    fq_upload_destroy(up);
+}
+
+/* ---- S3 ------------------------------------------------------------------------------ */
+
+static void test_s3_roundtrip(void **state)
+{
+    (void)state;
+    require_s3_env();
+    char tmpl[256], code[64];
+    snprintf(code, sizeof(code), "s3-%ld-%ld", (long)getpid(), (long)time(NULL));
+    snprintf(tmpl, sizeof(tmpl), "s3://frameq-frames/itest/{platform}/{code}/{index:05}.jpg");
+    fq_config_t cfg = test_config(tmpl);
+    fq_error_t *err;
+    fq_upload_t *up = run_item(&cfg, code, 10, &err);
+    if (err)
+        fail_msg("s3 upload: %s", fq_error_message(err));
+    size_t count;
+    const fq_stored_frame_t *frames = fq_upload_frames(up, &count);
+    assert_int_equal(count, 10);
+    for (int i = 0; i < 10; i++) {
+        char want[320], key[256];
+        snprintf(key, sizeof(key), "itest/itest/%s/%05d.jpg", code, i);
+        snprintf(want, sizeof(want), "s3://frameq-frames/%s", key);
+        assert_string_equal(frames[i].url, want);
+        char *body = NULL;
+        size_t len = 0;
+        long status = 0;
+        err = fq_s3_request(&cfg, FQ_STAGE_FETCH, "GET", "frameq-frames", key, NULL, 0, &status,
+                            &body, &len, 1 << 20);
+        if (err)
+            fail_msg("GET %s: %s", want, fq_error_message(err));
+        assert_int_equal(status, 200);
+        assert_int_equal(len, g.size[i]);
+        assert_memory_equal(body, g.jpeg[i], len);
+        free(body);
+    }
+    char key[256], want[320];
+    snprintf(key, sizeof(key), "itest/itest/%s/manifest.json", code);
+    snprintf(want, sizeof(want), "s3://frameq-frames/%s", key);
+    assert_string_equal(fq_upload_manifest_url(up), want);
+    char *body = NULL;
+    size_t len = 0;
+    err = fq_s3_request(&cfg, FQ_STAGE_FETCH, "GET", "frameq-frames", key, NULL, 0, NULL, &body,
+                        &len, 1 << 20);
+    if (err)
+        fail_msg("GET manifest: %s", fq_error_message(err));
+    check_manifest(body, code, 10, "s3://frameq-frames/itest/itest/");
+    free(body);
+    fq_upload_destroy(up);
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "itest/itest/%s/%05d.jpg", code, i);
+        fq_error_destroy(fq_s3_request(&cfg, FQ_STAGE_UPLOAD, "DELETE", "frameq-frames", key, NULL,
+                                       0, NULL, NULL, NULL, 0));
+    }
+    snprintf(key, sizeof(key), "itest/itest/%s/manifest.json", code);
+    fq_error_destroy(fq_s3_request(&cfg, FQ_STAGE_UPLOAD, "DELETE", "frameq-frames", key, NULL, 0,
+                                   NULL, NULL, NULL, 0));
+}
+
+static void test_s3_failures(void **state)
+{
+    (void)state;
+    require_s3_env();
+    fq_config_t cfg = test_config("s3://frameq-frames/itest/{platform}/{code}/{index}.jpg");
+    cfg.aws_secret_access_key = "definitely-wrong-secret";
+    fq_error_t *err;
+    fq_upload_t *up = run_item(&cfg, "badsecret", 2, &err);
+    assert_non_null(err);
+    fprintf(stderr, "  wrong secret -> %s: %s\n", fq_class_name(fq_error_class(err)),
+            fq_error_message(err));
+    assert_int_equal(fq_error_stage(err), FQ_STAGE_UPLOAD);
+    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
+    assert_int_equal(fq_error_code(err), 403);
+    assert_non_null(strstr(fq_error_message(err), "S3 authentication failed"));
+    assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));
+    fq_error_destroy(err);
+    fq_upload_destroy(up);
+
+    cfg = test_config("s3://no-such-bucket-frameq/{platform}/{code}/{index}.jpg");
+    up = run_item(&cfg, "nobucket", 1, &err);
+    assert_non_null(err);
+    fprintf(stderr, "  no bucket -> %s: %s\n", fq_class_name(fq_error_class(err)),
+            fq_error_message(err));
+    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
+    assert_non_null(strstr(fq_error_message(err), "REFUSED"));
+    fq_error_destroy(err);
+    fq_upload_destroy(up);
+
+    char endpoint[64];
+    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", closed_port());
+    cfg = test_config("s3://frameq-frames/itest/{platform}/{code}/{index}.jpg");
+    cfg.s3_endpoint = endpoint;
+    up = run_item(&cfg, "s3down", 3, &err);
+    assert_non_null(err);
+    assert_int_equal(fq_error_class(err), FQ_CLASS_OUTAGE);
+    fq_error_destroy(err);
+    fq_upload_destroy(up);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_file_absolute), cmocka_unit_test(test_file_relative),
+        cmocka_unit_test(test_bad_templates), cmocka_unit_test(test_http_put),
+        cmocka_unit_test(test_http_failures), cmocka_unit_test(test_s3_roundtrip),
+        cmocka_unit_test(test_s3_failures),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
