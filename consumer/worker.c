@@ -1134,15 +1134,35 @@ static void handle_event(fq_worker_t *w, rd_kafka_message_t *rkm)
     start_message(w, rkm);
 }
 
+/* A fallback for the end-of-partition event, which librdkafka reports once per offset: after a
+ * partition was rewound and replayed up to the same end, the event may not come again. The
+ * cached high watermark (from the last fetch) tells the same for non-transactional topics. */
+static bool at_high_watermark(fq_worker_t *w, const part_t *p)
+{
+    int64_t lo = -1, hi = -1;
+    if (rd_kafka_get_watermark_offsets(w->rk, p->topic, p->partition, &lo, &hi) || hi < 0)
+        return false;
+    rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(pos, p->topic, p->partition);
+    bool at_end = rd_kafka_position(w->rk, pos) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                  pos->elems[0].offset >= 0 && pos->elems[0].offset >= hi;
+    rd_kafka_topic_partition_list_destroy(pos);
+    return at_end;
+}
+
 /* --once: every assigned partition at its end, nothing running or waiting, for a while. */
 static bool drained(fq_worker_t *w, int64_t now)
 {
     if (!w->assigned_once || w->cur || w->outage == OUTAGE_PAUSED ||
         now - w->last_assign < ONCE_QUIET_MS)
         return false;
-    for (size_t i = 0; i < w->nparts; i++)
-        if (!w->parts[i].eof || w->parts[i].due_ms)
+    for (size_t i = 0; i < w->nparts; i++) {
+        part_t *p = &w->parts[i];
+        if (p->due_ms)
             return false;
+        if (!p->eof && !at_high_watermark(w, p))
+            return false;
+    }
     return true;
 }
 
