@@ -10,6 +10,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "fq_error.h"
+#include "fq_item.h"
 
 typedef enum fq_route_kind {
     FQ_ROUTE_NONE = 0, /**< no error: nothing to publish */
@@ -48,5 +49,36 @@ typedef struct fq_route_info {
  */
 rd_kafka_headers_t *fq_route_headers(const rd_kafka_headers_t *incoming,
                                      const fq_route_info_t *info);
+
+/* ---- circuit breaker ---- */
+
+#define FQ_BREAKER_MAX_K 16
+
+/** The same stage failing retriably for k consecutive DIFFERENT items within window_ms means a
+ *  dependency is down, not that each item is unlucky. Plain data; one per worker. */
+typedef struct fq_breaker {
+    int k;
+    int64_t window_ms;
+    bool open;
+    fq_stage_t open_stage; /**< the stage that tripped it */
+    fq_stage_t stage;      /**< of the current streak */
+    int count;             /**< different items in the current streak */
+    int64_t first_ms;      /**< when the streak began */
+    char keys[FQ_BREAKER_MAX_K][FQ_ITEM_KEY_MAX];
+} fq_breaker_t;
+
+/** @brief A closed breaker tripping after k (1..FQ_BREAKER_MAX_K) failures within window_ms. */
+void fq_breaker_init(fq_breaker_t *b, int k, int64_t window_ms);
+
+/**
+ * @brief Feeds one item's result (err NULL = success) at now_ms. A success ends the streak; a
+ * retriable failure extends it (the same key again does not count); other classes are ignored.
+ * While open, any retriable failure of the open stage keeps it open. Returns true when this
+ * result is to be handled as an outage (the breaker tripped, or is open for this stage).
+ */
+bool fq_breaker_feed(fq_breaker_t *b, const char *key, const fq_error_t *err, int64_t now_ms);
+
+/** @brief Closes the breaker and forgets the streak (the dependency is back). */
+void fq_breaker_close(fq_breaker_t *b);
 
 #endif

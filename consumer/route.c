@@ -97,3 +97,46 @@ rd_kafka_headers_t *fq_route_headers(const rd_kafka_headers_t *incoming,
     }
     return hdrs;
 }
+
+void fq_breaker_init(fq_breaker_t *b, int k, int64_t window_ms)
+{
+    memset(b, 0, sizeof(*b));
+    b->k = k < 1 ? 1 : k > FQ_BREAKER_MAX_K ? FQ_BREAKER_MAX_K : k;
+    b->window_ms = window_ms;
+}
+
+void fq_breaker_close(fq_breaker_t *b)
+{
+    b->open = false;
+    b->count = 0;
+}
+
+bool fq_breaker_feed(fq_breaker_t *b, const char *key, const fq_error_t *err, int64_t now_ms)
+{
+    if (!err) {
+        /* One item getting through proves the dependency works. */
+        b->count = 0;
+        b->open = false;
+        return false;
+    }
+    if (fq_error_class(err) != FQ_CLASS_RETRIABLE)
+        return false; /* the item's own fault: routed as usual */
+    fq_stage_t stage = fq_error_stage(err);
+    if (b->open && stage == b->open_stage)
+        return true;
+    if (b->count == 0 || stage != b->stage || now_ms - b->first_ms > b->window_ms) {
+        b->stage = stage;
+        b->count = 0;
+        b->first_ms = now_ms;
+    }
+    for (int i = 0; i < b->count; i++)
+        if (strcmp(b->keys[i], key ? key : "") == 0)
+            return false; /* the same item failing again says nothing about the dependency */
+    snprintf(b->keys[b->count], sizeof(b->keys[0]), "%s", key ? key : "");
+    if (++b->count < b->k)
+        return false;
+    b->open = true;
+    b->open_stage = stage;
+    b->count = 0;
+    return true;
+}

@@ -103,12 +103,7 @@ struct fq_worker {
     int64_t outage_until; /* mono ms */
     char outage_reason[512];
 
-    /* breaker */
-    fq_stage_t br_stage;
-    int br_count;
-    int64_t br_first;
-    char br_keys[BREAKER_K][FQ_ITEM_KEY_MAX];
-    bool circuit_open;
+    fq_breaker_t breaker;
 
     bool stopping;
     int64_t stop_deadline; /* mono ms */
@@ -339,6 +334,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         } else {
             rd_kafka_assign(rk, parts);
         }
+        /* A partition we paused, lost and got back may still carry librdkafka's pause flag:
+         * start every new one from "not paused", then pause what needs it. */
+        rd_kafka_resume_partitions(rk, parts);
         FQ_INFO(NULL, "assigned %d partition(s), %zu in total", parts->cnt, w->nparts);
         /* New partitions must not start fetching while a message is in flight. */
         apply_pause(w);
@@ -518,6 +516,7 @@ fq_worker_t *fq_worker_new(const fq_config_t *cfg, const fq_worker_opts_t *opts,
     w->cfg = cfg;
     w->opts = *opts;
     w->metrics = opts->metrics;
+    fq_breaker_init(&w->breaker, BREAKER_K, BREAKER_WINDOW_MS);
     w->rng = (uint64_t)fq_time_now_ms() ^ ((uint64_t)getpid() << 32) ^ 0x5DEECE66DULL;
     snprintf(w->txn_id, sizeof(w->txn_id), "frameq-%s-%s", cfg->worker_id,
              fq_role_name(opts->role));
@@ -599,8 +598,7 @@ static void leave_outage(fq_worker_t *w)
         return;
     FQ_INFO(NULL, "outage over: consuming again (was: %s)", w->outage_reason);
     w->outage = OUTAGE_NONE;
-    w->circuit_open = false;
-    w->br_count = 0;
+    fq_breaker_close(&w->breaker);
     set_ready(w, true, NULL);
     M_SET(w, "frameq_circuit_open", 0.0, NULL);
 }
@@ -619,38 +617,6 @@ static void probe_outage(fq_worker_t *w)
     }
     w->outage = OUTAGE_PROBING;
     apply_pause(w);
-}
-
-/* Feeds one item result to the breaker; true when it trips (or stays open). */
-static bool breaker_feed(fq_worker_t *w, const fq_item_t *item, const fq_error_t *err)
-{
-    if (!err) {
-        w->br_count = 0;
-        return false;
-    }
-    if (fq_error_class(err) != FQ_CLASS_RETRIABLE)
-        return false;
-    fq_stage_t stage = fq_error_stage(err);
-    int64_t now = fq_time_mono_ms();
-    /* While open, one more failure of the same stage keeps it open. */
-    if (w->circuit_open && stage == w->br_stage)
-        return true;
-    char key[FQ_ITEM_KEY_MAX];
-    fq_item_key(item, key, sizeof(key));
-    if (w->br_count == 0 || stage != w->br_stage || now - w->br_first > BREAKER_WINDOW_MS) {
-        w->br_stage = stage;
-        w->br_count = 0;
-        w->br_first = now;
-    }
-    for (int i = 0; i < w->br_count; i++)
-        if (strcmp(w->br_keys[i], key) == 0)
-            return false; /* the same item failing again says nothing about the dependency */
-    snprintf(w->br_keys[w->br_count], sizeof(w->br_keys[0]), "%s", key);
-    if (++w->br_count < BREAKER_K)
-        return false;
-    w->circuit_open = true;
-    w->br_count = 0;
-    return true;
 }
 
 /* ---- messages ---- */
@@ -929,7 +895,11 @@ static void finish_message(fq_worker_t *w, msg_t *m)
         if (e->route.kind == FQ_ROUTE_OUTAGE && !reason[0])
             snprintf(reason, sizeof(reason), "%s: %s", fq_stage_name(fq_error_stage(e->err)),
                      fq_error_message(e->err));
-        if (e->job && breaker_feed(w, e->item, e->err) && !reason[0])
+        char key[FQ_ITEM_KEY_MAX] = "";
+        if (e->item)
+            fq_item_key(e->item, key, sizeof(key));
+        if (e->job && fq_breaker_feed(&w->breaker, key, e->err, fq_time_mono_ms()) && !reason[0] &&
+            e->err)
             snprintf(reason, sizeof(reason),
                      "circuit open: stage %s failed for %d different "
                      "items in a row: %s",
