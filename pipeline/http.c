@@ -461,7 +461,9 @@ static bool s3_auth_code(const char *code)
     static const char *const codes[] = {
         "SignatureDoesNotMatch",     "InvalidAccessKeyId",   "AuthorizationHeaderMalformed",
         "InvalidSignatureException", "RequestTimeTooSkewed", "XAmzContentSHA256Mismatch",
-        "MissingSecurityHeader",     "ExpiredToken",         "InvalidToken"};
+        "MissingSecurityHeader",     "ExpiredToken",         "InvalidToken",
+        "XAdminUserNotFound" /* versitygw's answer (404) to an unknown key id */
+    };
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
         if (strcmp(code, codes[i]) == 0)
             return true;
@@ -475,7 +477,7 @@ fq_error_t *fq_http_status_error(fq_stage_t stage, fq_class_t klass, long status
     char code[64];
     bool has_code = fq_s3_error_code(body, len, code, sizeof(code)) == 0;
     fq_error_t *err;
-    if (has_code && (status == 403 || status == 400) && s3_auth_code(code))
+    if (has_code && status >= 400 && status < 500 && s3_auth_code(code))
         err = fq_error_new(stage, klass,
                            "S3 authentication failed (HTTP %ld %s) for %s: check "
                            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and S3_REGION",

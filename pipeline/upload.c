@@ -190,7 +190,8 @@ static fq_error_t *slot_start(fq_upload_t *up, slot_t *slot)
     /* PUT with the body in memory: POSTFIELDS makes libcurl's SigV4 hash the real payload,
      * the same value as the x-amz-content-sha256 header we send. */
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "PUT");
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, slot->data);
+    /* Never NULL: with NULL libcurl would read the body through a read callback (stdin). */
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, slot->data ? (const void *)slot->data : "");
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)slot->size);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_reply);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, slot);

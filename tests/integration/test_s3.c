@@ -178,11 +178,16 @@ static void test_bad_credentials(void **state)
         assert_non_null(err);
         fprintf(stderr, "  %s -> %s: %s\n", cases[i].what, fq_class_name(fq_error_class(err)),
                 fq_error_message(err));
-        assert_int_equal(status, 403);
-        assert_int_equal(fq_error_code(err), 403);
+        /* AWS answers 403 to both; versitygw answers an unknown key id with 404
+         * XAdminUserNotFound. Either way the message must say what is wrong. */
+        if (cases[i].wrong_id)
+            assert_true(status == 403 || status == 404);
+        else
+            assert_int_equal(status, 403);
+        assert_int_equal(fq_error_code(err), (int)status);
         assert_int_equal(fq_error_stage(err), FQ_STAGE_UPLOAD);
         assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
-        assert_non_null(strstr(fq_error_message(err), "S3 authentication failed (HTTP 403 "));
+        assert_non_null(strstr(fq_error_message(err), "S3 authentication failed (HTTP 40"));
         assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));
         fq_error_destroy(err);
     }
