@@ -577,8 +577,13 @@ char *fq_metrics_render(fq_metrics_t *m)
 static void conn_close(conn_t *c)
 {
     if (c->fd >= 0) {
-        /* Signal EOF before closing so the client reads the whole answer. */
+        /* Signal EOF, then drop whatever the client sent beyond the request: closing with
+         * unread bytes makes the kernel send a reset, which can destroy the answer in
+         * flight. The socket is non-blocking, so this never waits. */
         shutdown(c->fd, SHUT_WR);
+        char sink[512];
+        for (int i = 0; i < 8 && recv(c->fd, sink, sizeof(sink), 0) > 0; i++)
+            ;
         close(c->fd);
     }
     free(c->resp);
