@@ -63,8 +63,8 @@ const char *fq_class_name(fq_class_t klass);
 int fq_stage_parse(const char *name, fq_stage_t *stage);
 int fq_class_parse(const char *name, fq_class_t *klass);
 
-/** @brief Classification of an HTTP status seen by fetch: 400/401/403/404/410 and other 4xx
- *  are permanent, 408/429/5xx retriable. (Upload failures are always retriable or outage.) */
+/** @brief Classification of an HTTP status: 400/401/403/404/410 and other 4xx are permanent,
+ *  408/425/429/5xx retriable. (Upload maps an unreachable frame store to outage itself.) */
 fq_class_t fq_error_class_for_http_status(long status);
 
 #endif
