@@ -131,6 +131,8 @@ negative "maxReplicaCount above the partitions" \
 negative "grace period below SHUTDOWN_GRACE_MS" \
     '0,/terminationGracePeriodSeconds: 40/s//terminationGracePeriodSeconds: 20/' \
     'SHUTDOWN_GRACE_MS'
+negative "privilege escalation allowed" \
+    '0,/allowPrivilegeEscalation: false/s//allowPrivilegeEscalation: true/' '(restricted)'
 negative "ConfigMap value the program rejects" \
     's/^  FRAME_MODE: fps$/  FRAME_MODE: fpx/' 'rejects the ConfigMap'
 negative "alert on an undeclared metric" \

@@ -237,6 +237,34 @@ def check_consistency(objs, args):
     if sorted(r for r in roles.values() if r) != ["main", "retry"]:
         error("expected one Deployment per role (main, retry), got %s" % roles)
 
+    # --- Pod Security Standard "restricted" (the Namespace enforces it) ----------------
+    for o in by_kind(objs, "Deployment") + by_kind(objs, "Job"):
+        pod = o["spec"]["template"]["spec"]
+        psc = pod.get("securityContext") or {}
+        for flag in ("hostNetwork", "hostPID", "hostIPC"):
+            if pod.get(flag):
+                error("%s: %s is not allowed (restricted)" % (kn(o), flag))
+        if any("hostPath" in v for v in pod.get("volumes", [])):
+            error("%s: hostPath volumes are not allowed (restricted)" % kn(o))
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            sc = c.get("securityContext") or {}
+            where = "%s container %s" % (kn(o), c.get("name"))
+            if sc.get("privileged"):
+                error("%s: privileged (restricted)" % where)
+            if sc.get("allowPrivilegeEscalation") is not False:
+                error("%s: allowPrivilegeEscalation must be false (restricted)" % where)
+            if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+                error("%s: capabilities must drop ALL (restricted)" % where)
+            if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+                error("%s: runAsNonRoot must be true (restricted)" % where)
+            if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+                error("%s: runAsUser 0 (restricted)" % where)
+            seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+            if seccomp not in ("RuntimeDefault", "Localhost"):
+                error("%s: seccompProfile must be RuntimeDefault (restricted)" % where)
+            if not sc.get("readOnlyRootFilesystem"):
+                error("%s: readOnlyRootFilesystem must be true" % where)
+
     # --- topics Job: partitions bound the replica counts -------------------------------
     partitions = {}
     jobs = {o["metadata"]["name"]: o for o in by_kind(objs, "Job")}
