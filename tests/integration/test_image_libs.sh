@@ -8,8 +8,9 @@
 # Base image: debian:12-slim is a debootstrap minbase, i.e. the Priority: required packages
 # (and apt); those count as present. "important" packages are NOT in slim, so they do not count.
 #
-# The check then runs against copies of the Dockerfile with one library package removed and
-# must fail, so a test that cannot fail would show up here.
+# The build stage is checked too: a -dev package for every REQUIRED pkg-config module of
+# CMakeLists.txt. The check then runs against copies of the Dockerfile with one package
+# removed and must fail, so a test that cannot fail would show up here.
 #
 # Env: FQ_SOURCE_DIR, FQ_BUILD_DIR (set by ctest). FQ_DOCKERFILE overrides the Dockerfile;
 # FQ_IMAGE_BINARIES (space separated) overrides the programs checked.
@@ -43,7 +44,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 # check DOCKERFILE: prints a table, exit 0 when every library is covered, 1 otherwise.
 check() {
-    python3 - "$1" "${binaries[@]}" <<'PY'
+    FQ_SRC=$src python3 - "$1" "${binaries[@]}" <<'PY'
 import os, re, subprocess, sys
 
 dockerfile, binaries = sys.argv[1], sys.argv[2:]
@@ -172,12 +173,39 @@ for path in sorted(libs):
     print("  %-36s %-28s %s" % (os.path.basename(path), pkg, why))
 print("  %d libraries, %d not covered; runtime stage lists: %s"
       % (len(libs), bad, " ".join(listed)))
+
+# -- the build stage: a -dev package for every REQUIRED pkg-config module of CMakeLists.txt --
+build_stage = stages[1]
+build_listed = []
+for m in re.finditer(r"apt-get\s+install\s+([^&;\n]*)", build_stage):
+    build_listed += [t for t in m.group(1).split() if not t.startswith("-")]
+build_closure = closure([p for p in build_listed if p in pkgs])
+cmake = open(os.path.join(os.environ["FQ_SRC"], "CMakeLists.txt")).read()
+modules = []
+for m in re.finditer(r"pkg_check_modules\(\s*\w+\s+([^)]*)\)", cmake, re.S):
+    words = m.group(1).split()
+    if "REQUIRED" in words:
+        modules += [w for w in words if w not in ("REQUIRED", "IMPORTED_TARGET", "QUIET")]
+pc_owner = {}
+for path, pkg in files.items():
+    if "/pkgconfig/" in path and path.endswith(".pc"):
+        pc_owner.setdefault(os.path.basename(path)[:-3], pkg)
+for mod in modules:
+    pkg = pc_owner.get(mod)
+    if pkg is None:
+        print("  pkg-config %-20s NO PACKAGE ON THIS HOST SHIPS %s.pc" % (mod, mod))
+        bad += 1
+    elif pkg not in build_closure:
+        print("  pkg-config %-20s %-26s MISSING from the build stage" % (mod, pkg))
+        bad += 1
+print("  %d required pkg-config modules; build stage lists: %s"
+      % (len(modules), " ".join(build_listed)))
 sys.exit(1 if bad else 0)
 PY
 }
 
 echo "== $dockerfile"
-check "$dockerfile" || fail "the runtime stage misses libraries the programs need (table above)"
+check "$dockerfile" || fail "the Dockerfile misses packages the build or the programs need (above)"
 
 # Negative cases: drop one library package from the runtime list; the check must notice.
 for drop in libpq5 librdkafka1 libavformat59; do
@@ -191,4 +219,11 @@ for drop in libpq5 librdkafka1 libavformat59; do
         fail "the check passed although $drop was removed: it cannot detect a missing library"
     fi
 done
+# And the build stage: without a -dev package, cmake's pkg_check_modules would fail.
+sed "0,/[[:space:]]libpq-dev\b/s///" "$dockerfile" >"$tmp/Dockerfile"
+cmp -s "$dockerfile" "$tmp/Dockerfile" && fail "could not remove libpq-dev from the copy"
+echo "== negative: build stage without libpq-dev (must fail)"
+if check "$tmp/Dockerfile"; then
+    fail "the check passed although libpq-dev was removed from the build stage"
+fi
 echo "test_image_libs: OK"
