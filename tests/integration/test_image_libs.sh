@@ -13,7 +13,8 @@
 # removed and must fail, so a test that cannot fail would show up here.
 #
 # Env: FQ_SOURCE_DIR, FQ_BUILD_DIR (set by ctest). FQ_DOCKERFILE overrides the Dockerfile;
-# FQ_IMAGE_BINARIES (space separated) overrides the programs checked.
+# FQ_IMAGE_BINARIES (space separated) overrides the programs checked; FQ_IMAGE_BUILD=0 skips
+# replaying the build stage.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,6 +42,60 @@ done
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+replay_failed=0
+
+# ---- the build stage, replayed on this host -------------------------------------------------
+# No engine, but the same OS and compiler as debian:12: copy what the stage COPYs, run its
+# cmake RUN line with /out inside a temp dir. This catches a COPY list that misses a source
+# directory and warnings that only the Release (-O3) build raises under -DWERROR=ON. The
+# binaries it installs are exactly what the image ships, so they join the ldd check.
+# FQ_IMAGE_BUILD=0 skips this step (about a minute on 2 cores).
+if [ "${FQ_IMAGE_BUILD:-1}" != 0 ]; then
+    python3 - "$dockerfile" "$src" "$tmp/img" >"$tmp/replay.sh" <<'PY' ||
+import re, shlex, sys
+dockerfile, src, root = sys.argv[1:]
+text = open(dockerfile).read().replace("\\\n", " ")
+stage = re.split(r"(?im)^\s*FROM\s+", text)[1]  # the first stage builds
+workdir = "/"
+out = ["set -euo pipefail", "mkdir -p %s" % shlex.quote(root + "/out")]
+for line in stage.splitlines():
+    words = line.split()
+    if not words:
+        continue
+    op = words[0].upper()
+    if op == "WORKDIR":
+        workdir = words[1]
+        out.append("mkdir -p %s" % shlex.quote(root + workdir))
+    elif op == "COPY" and not any(w.startswith("--") for w in words[1:]):
+        *srcs, dst = words[1:]
+        dst = dst if dst.startswith("/") else workdir.rstrip("/") + "/" + dst
+        for s_ in srcs:
+            target = root + dst
+            if dst.endswith("/") and not s_.endswith("/"):
+                target = root + dst  # a file into a directory
+            out.append("mkdir -p %s && cp -a %s %s" % (
+                shlex.quote(root + dst if dst.endswith("/") else root + dst.rsplit("/", 1)[0]),
+                shlex.quote(src + "/" + s_.rstrip("/")) + ("/." if s_.endswith("/") else ""),
+                shlex.quote(target)))
+    elif op == "RUN" and "cmake" in line:
+        cmd = line.split(None, 1)[1].replace("/out", root + "/out")
+        out.append("cd %s && %s" % (shlex.quote(root + workdir), cmd))
+if not any(l.startswith("cd ") for l in out):
+    sys.exit("no cmake RUN line in the build stage")
+print("\n".join(out))
+PY
+        fail "could not read the build stage of $dockerfile"
+    echo "== replaying the build stage of $(basename "$dockerfile") (Release, as the image builds)"
+    if ! CMAKE_BUILD_PARALLEL_LEVEL=2 bash "$tmp/replay.sh" >"$tmp/replay.log" 2>&1; then
+        { grep -E "error:|Error|No such file" "$tmp/replay.log" | head -20; echo "..."
+          tail -5 "$tmp/replay.log"; } >&2
+        echo "test_image_libs: the build stage failed; the library checks still run" >&2
+        replay_failed=1
+    else
+        grep -E "^(consumer|producer) \(frameq\)" "$tmp/replay.log" | sed "s/^/  built: /"
+        binaries+=("$tmp/img/out/bin/consumer" "$tmp/img/out/bin/producer")
+    fi
+fi
 
 # check DOCKERFILE: prints a table, exit 0 when every library is covered, 1 otherwise.
 check() {
@@ -225,5 +280,8 @@ cmp -s "$dockerfile" "$tmp/Dockerfile" && fail "could not remove libpq-dev from 
 echo "== negative: build stage without libpq-dev (must fail)"
 if check "$tmp/Dockerfile"; then
     fail "the check passed although libpq-dev was removed from the build stage"
+fi
+if [ "$replay_failed" = 1 ]; then
+    fail "the image's build stage fails on this tree (its cmake RUN line, replayed; errors above)"
 fi
 echo "test_image_libs: OK"
