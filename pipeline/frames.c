@@ -589,34 +589,82 @@ done:
 /* ---------------------------------------------------------------------------------------- */
 /* Selection                                                                                */
 
-/* Mean absolute difference of two 64x36 luma thumbnails, normalised to 0..1 (0 = identical,
- * 1 = black against white everywhere). Downscaling first makes it insensitive to noise and
- * compression artefacts, so it measures changes in the picture's content and layout. */
-static double thumb_diff(const uint8_t *a, const uint8_t *b)
+/* Scene metric: the mean absolute difference of two 64x36 luma thumbnails, normalised to
+ * 0..1 by the luma range (0 = identical, 1 = black against white everywhere). Each thumbnail
+ * pixel is the mean of about 4x4 samples spread over its cell of the picture, so the metric
+ * ignores noise and compression artefacts and measures changes of content and layout; it is
+ * compared with the last KEPT frame, so a slow pan is cut once it has drifted far enough. */
+static double thumb_diff(const uint8_t *a, const uint8_t *b, int range)
 {
     uint64_t sum = 0;
     for (int i = 0; i < THUMB_W * THUMB_H; i++) {
         sum += (uint64_t)abs((int)a[i] - (int)b[i]);
     }
-    return (double)sum / (255.0 * THUMB_W * THUMB_H);
+    double d = (double)sum / ((double)range * THUMB_W * THUMB_H);
+    return d > 1.0 ? 1.0 : d;
+}
+
+/* Thumbnail straight from an 8-bit luma plane (yuv*, nv12, gray: the common case); false
+ * for other layouts, which go through swscale. */
+static bool thumb_from_luma(const AVFrame *frame, uint8_t *thumb)
+{
+    const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(frame->format);
+    if (!desc ||
+        (desc->flags & (AV_PIX_FMT_FLAG_RGB | AV_PIX_FMT_FLAG_PAL | AV_PIX_FMT_FLAG_BITSTREAM |
+                        AV_PIX_FMT_FLAG_HWACCEL)) ||
+        desc->comp[0].plane != 0 || desc->comp[0].depth != 8 || desc->comp[0].step != 1 ||
+        desc->comp[0].shift != 0 || frame->width < THUMB_W || frame->height < THUMB_H) {
+        return false;
+    }
+    int w = frame->width, h = frame->height;
+    const uint8_t *y0 = frame->data[0] + desc->comp[0].offset;
+    int ls = frame->linesize[0];
+    for (int cy = 0; cy < THUMB_H; cy++) {
+        int ya = cy * h / THUMB_H, yb = (cy + 1) * h / THUMB_H;
+        int sy = (yb - ya) / 4 > 1 ? (yb - ya) / 4 : 1;
+        for (int cx = 0; cx < THUMB_W; cx++) {
+            int xa = cx * w / THUMB_W, xb = (cx + 1) * w / THUMB_W;
+            int sx = (xb - xa) / 4 > 1 ? (xb - xa) / 4 : 1;
+            unsigned sum = 0, n = 0;
+            for (int y = ya + sy / 2; y < yb; y += sy) {
+                const uint8_t *row = y0 + (ptrdiff_t)y * ls;
+                for (int x = xa + sx / 2; x < xb; x += sx) {
+                    sum += row[x];
+                    n++;
+                }
+            }
+            thumb[cy * THUMB_W + cx] = (uint8_t)(n ? (sum + n / 2) / n : 0);
+        }
+    }
+    return true;
 }
 
 static fq_error_t *scene_frame(run_t *r, const AVFrame *frame, int64_t pts_ms)
 {
     fq_frames_t *fx = r->fx;
-    fx->thumb_sws =
-        sws_getCachedContext(fx->thumb_sws, frame->width, frame->height, frame->format, THUMB_W,
-                             THUMB_H, AV_PIX_FMT_GRAY8, SWS_AREA, NULL, NULL, NULL);
-    if (!fx->thumb_sws) {
-        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT, "cannot convert pixel format %s",
-                            av_get_pix_fmt_name(frame->format));
+    int range = 255;
+    if (thumb_from_luma(frame, fx->thumb_cur)) {
+        const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(frame->format);
+        bool full = frame->color_range == AVCOL_RANGE_JPEG ||
+                    (desc && strncmp(desc->name, "yuvj", 4) == 0) ||
+                    (desc && strncmp(desc->name, "gray", 4) == 0);
+        range = full ? 255 : 219; /* limited range: luma 16..235 */
+    } else {
+        fx->thumb_sws =
+            sws_getCachedContext(fx->thumb_sws, frame->width, frame->height, frame->format, THUMB_W,
+                                 THUMB_H, AV_PIX_FMT_GRAY8, SWS_AREA, NULL, NULL, NULL);
+        if (!fx->thumb_sws) {
+            return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
+                                "cannot convert pixel format %s",
+                                av_get_pix_fmt_name(frame->format));
+        }
+        uint8_t *dst[4] = {fx->thumb_cur, NULL, NULL, NULL};
+        int dst_ls[4] = {THUMB_W, 0, 0, 0};
+        sws_scale(fx->thumb_sws, (const uint8_t *const *)frame->data, frame->linesize, 0,
+                  frame->height, dst, dst_ls);
     }
-    uint8_t *dst[4] = {fx->thumb_cur, NULL, NULL, NULL};
-    int dst_ls[4] = {THUMB_W, 0, 0, 0};
-    sws_scale(fx->thumb_sws, (const uint8_t *const *)frame->data, frame->linesize, 0, frame->height,
-              dst, dst_ls);
     if (r->have_kept_thumb &&
-        thumb_diff(fx->thumb_cur, fx->thumb_kept) <= fx->opts.scene_threshold) {
+        thumb_diff(fx->thumb_cur, fx->thumb_kept, range) <= fx->opts.scene_threshold) {
         return NULL;
     }
     memcpy(fx->thumb_kept, fx->thumb_cur, sizeof(fx->thumb_kept));
