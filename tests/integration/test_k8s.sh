@@ -28,15 +28,18 @@ fail() {
 [ -n "${FQ_BUILD_DIR:-}" ] || fail "FQ_BUILD_DIR is not set (run through ctest, or export it)"
 consumer=$FQ_BUILD_DIR/consumer
 [ -x "$consumer" ] || fail "missing $consumer: build it first (ninja -C \$FQ_BUILD_DIR)"
-for t in go python3 node npm; do
-    command -v "$t" >/dev/null || fail "$t not found: needed to install the validators"
-done
+need() {
+    command -v "$1" >/dev/null || fail "$1 not found: $2"
+}
+need python3 "runs the validator"
+need node "runs the KEDA schema check"
 
 # ---- tools ---------------------------------------------------------------------------------
 mkdir -p "$cache/bin"
 kustomize=$cache/bin/kustomize
 if ! [ -x "$kustomize" ] || ! "$kustomize" version 2>/dev/null | grep -q "$KUSTOMIZE_VERSION"; then
     echo "== installing kustomize $KUSTOMIZE_VERSION into $cache/bin"
+    need go "installs kustomize (go install)"
     GOBIN=$cache/bin GOTOOLCHAIN=local GOFLAGS=-mod=mod \
         go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" ||
         fail "go install kustomize $KUSTOMIZE_VERSION failed (Go module proxy reachable?)"
@@ -55,6 +58,7 @@ fi
 npmdir=$cache/npm-k8s
 if ! cmp -s "$tools/package.json" "$npmdir/package.json" || ! [ -d "$npmdir/node_modules" ]; then
     echo "== installing tests/tools/package.json into $npmdir"
+    need npm "installs the KEDA schema package"
     rm -rf "$npmdir"
     mkdir -p "$npmdir"
     cp "$tools/package.json" "$npmdir/"
