@@ -727,6 +727,17 @@ static fq_error_t *check_length(run_t *r, double rel_s)
     return NULL;
 }
 
+/* The same check on a packet before it is decoded: catches a container that understates
+ * its duration even where frames are skipped (keyframes mode, seeks). */
+static fq_error_t *check_packet_length(run_t *r, const AVPacket *pkt)
+{
+    int64_t ts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
+    if (ts == AV_NOPTS_VALUE) {
+        return NULL;
+    }
+    return check_length(r, rel_seconds(r, ts));
+}
+
 static fq_error_t *handle_frame(run_t *r, AVFrame *frame)
 {
     fq_error_t *err = NULL;
@@ -988,6 +999,10 @@ static fq_error_t *decode_fps(run_t *r)
         AVPacket *pkt = r->fx->queue[r->q_head];
         r->q_head = (r->q_head + 1) % LOOKAHEAD;
         r->q_len--;
+        if ((err = check_packet_length(r, pkt))) {
+            av_packet_unref(pkt);
+            goto done;
+        }
         int64_t target_before = r->next_target;
         enum AVDiscard discard = fps_packet_needed(r, pkt) ? AVDISCARD_DEFAULT : AVDISCARD_NONREF;
         err = send_packet(r, pkt, discard);
@@ -1024,6 +1039,10 @@ static fq_error_t *decode_all(run_t *r)
                 r->read_error = ret;
             }
             break;
+        }
+        if ((err = check_packet_length(r, r->fx->pkt))) {
+            av_packet_unref(r->fx->pkt);
+            goto done;
         }
         /* keyframes mode: the decoder would drop the other packets anyway (NONKEY) */
         if (key_only && r->saw_key && !(r->fx->pkt->flags & AV_PKT_FLAG_KEY)) {
@@ -1121,6 +1140,10 @@ static fq_error_t *open_input(run_t *r)
     }
     r->vidx = ret;
     r->st = r->fmt->streams[r->vidx];
+    if (r->st->disposition & AV_DISPOSITION_ATTACHED_PIC) {
+        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
+                            "no video stream in input (only a cover picture)");
+    }
     for (unsigned i = 0; i < r->fmt->nb_streams; i++) {
         if ((int)i != r->vidx) {
             r->fmt->streams[i]->discard = AVDISCARD_ALL;

@@ -46,6 +46,21 @@ static fq_error_t *on_frame(void *opaque, const fq_frame_t *frame)
     return NULL;
 }
 
+/* Prints s as a JSON string body (quotes, backslashes and control characters escaped). */
+static void print_json_text(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            printf("\\%c", c);
+        } else if (c < 0x20) {
+            printf("\\u%04x", c);
+        } else {
+            putchar(c);
+        }
+    }
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_frames [--mode fps|keyframes|scene] [--fps F] [--max-dim N] "
@@ -125,11 +140,11 @@ int main(int argc, char **argv)
     fq_error_t *err = fq_frames_extract(fx, fd, on_frame, &sink, &info);
     int rc = 0;
     if (err) {
-        printf("{\"error\":\"%s\",\"stage\":\"%s\",\"class\":\"%s\",\"frames\":%d,"
-               "\"decoded\":%lld}\n",
-               fq_error_message(err), fq_stage_name(fq_error_stage(err)),
-               fq_class_name(fq_error_class(err)), info.frame_count,
-               (long long)info.frames_decoded);
+        printf("{\"error\":\"");
+        print_json_text(fq_error_message(err));
+        printf("\",\"stage\":\"%s\",\"class\":\"%s\",\"frames\":%d,\"decoded\":%lld}\n",
+               fq_stage_name(fq_error_stage(err)), fq_class_name(fq_error_class(err)),
+               info.frame_count, (long long)info.frames_decoded);
         rc = 1;
     } else {
         printf("{\"frames\":%d,\"decoded\":%lld,\"jpeg_bytes\":%lld,\"width\":%d,\"height\":%d,"

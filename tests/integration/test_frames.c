@@ -215,6 +215,10 @@ static const outcome_case_t outcome_cases[] = {
     /* limits */
     {"long.mp4", FQ_FRAME_MODE_FPS, 1, 0, 10, true, "limit is 10 s", 0, 0, 0, 0},
     {"long.mp4", FQ_FRAME_MODE_KEYFRAMES, 1, 0, 10, true, "limit is 10 s", 0, 0, 0, 0},
+    /* no duration in the container: the limit is enforced from timestamps while decoding */
+    {"long_noduration.mkv", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 20, 20, 160, 90},
+    {"long_noduration.mkv", FQ_FRAME_MODE_FPS, 1, 0, 10, true, "limit is 10 s", 0, 0, 0, 0},
+    {"long_noduration.mkv", FQ_FRAME_MODE_KEYFRAMES, 1, 0, 10, true, "limit is 10 s", 0, 0, 0, 0},
     {"h264.mp4", FQ_FRAME_MODE_FPS, 1, 3, 0, true, "limit is 3", 0, 0, 0, 0},
     {"h264.mp4", FQ_FRAME_MODE_SCENE, 1, 0, 0, false, NULL, 1, 6, 512, 288},
     {"scenes.mp4", FQ_FRAME_MODE_SCENE, 1, 2, 0, true, "limit is 2", 0, 0, 0, 0},

@@ -76,6 +76,10 @@ gen_long() {
     ff -f lavfi -i testsrc2=size=160x90:rate=10:duration=20 -c:v libx264 -preset ultrafast \
         -g 20 -pix_fmt yuv420p -f mp4 "$tmp"
 }
+gen_long_noduration() { # long.mp4's content in Matroska written to a pipe: no duration, no cues
+    ff -f lavfi -i testsrc2=size=160x90:rate=10:duration=20 -c:v libx264 -preset ultrafast \
+        -g 20 -pix_fmt yuv420p -f matroska - >"$tmp"
+}
 gen_audio_only() {
     ff -f lavfi -i sine=frequency=440:duration=2 -c:a aac -b:a 64k -f mp4 "$tmp"
 }
@@ -117,6 +121,7 @@ make rotated90.mp4 gen_rotated90
 make vfr.mp4 gen_vfr
 make uhd.mp4 gen_uhd
 make long.mp4 gen_long
+make long_noduration.mkv gen_long_noduration
 make audio_only.m4a gen_audio_only
 make empty.mp4 gen_empty
 make truncated.mp4 gen_truncated
