@@ -540,7 +540,7 @@ static int apply_value(fq_config_t *cfg, const param_t *p, const char *value, ch
     }
     case P_INT:
     case P_INT64: {
-        long long v;
+        long long v = 0;
         if (parse_integer(value, &v, why, why_size) < 0 || check_int_range(p, v, why, why_size) < 0)
             return -1;
         if (p->type == P_INT)
@@ -551,7 +551,7 @@ static int apply_value(fq_config_t *cfg, const param_t *p, const char *value, ch
     }
     case P_BYTES:
     case P_DURATION: {
-        long long v;
+        long long v = 0;
         int rc = p->type == P_BYTES
                      ? parse_scaled(value, bytes_mult, "a size (bytes, or a number with K, M or G)",
                                     &v, why, why_size)
@@ -564,7 +564,7 @@ static int apply_value(fq_config_t *cfg, const param_t *p, const char *value, ch
         return 0;
     }
     case P_DOUBLE: {
-        double v;
+        double v = 0;
         if (parse_double(value, &v, why, why_size) < 0)
             return -1;
         bool low = (p->flags & F_MIN_OPEN) ? v <= p->min : v < p->min;
