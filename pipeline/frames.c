@@ -163,6 +163,7 @@ typedef struct run {
     int64_t last_sent_dts;
     int64_t max_reorder; /* max pts - dts seen, stream ticks */
     bool pkt_pts_known;
+    int nal_len_size; /* H.264/HEVC: NAL length prefix size (avcC/hvcC); 0 = Annex B */
     bool saw_key;
 
     /* seeking (fps mode) */
@@ -864,6 +865,98 @@ static bool fps_packet_needed(const run_t *r, const AVPacket *pkt)
     return n_succ > first;
 }
 
+/* True when the packet holds an IDR picture (H.264 type 5, HEVC IDR_W_RADL/IDR_N_LP):
+ * nothing after it refers to anything before it, so packets before it may simply be left
+ * out without restarting the decoder. */
+static bool packet_is_idr(const run_t *r, const AVPacket *pkt)
+{
+    enum AVCodecID id = r->st->codecpar->codec_id;
+    if (id != AV_CODEC_ID_H264 && id != AV_CODEC_ID_HEVC) {
+        return false;
+    }
+    const uint8_t *p = pkt->data, *end = pkt->data + pkt->size;
+    while (p < end) {
+        const uint8_t *nal;
+        size_t len;
+        if (r->nal_len_size > 0) {
+            if (end - p < r->nal_len_size) {
+                return false;
+            }
+            len = 0;
+            for (int i = 0; i < r->nal_len_size; i++) {
+                len = (len << 8) | p[i];
+            }
+            nal = p + r->nal_len_size;
+            if (len == 0 || len > (size_t)(end - nal)) {
+                return false;
+            }
+            p = nal + len;
+        } else {
+            /* Annex B: the NAL starts after the next 00 00 01 */
+            while (end - p >= 3 && !(p[0] == 0 && p[1] == 0 && p[2] == 1)) {
+                p++;
+            }
+            if (end - p < 4) {
+                return false;
+            }
+            nal = p + 3;
+            p = nal;
+        }
+        if (id == AV_CODEC_ID_H264) {
+            int type = nal[0] & 0x1f;
+            if (type == 5) {
+                return true;
+            }
+            if (type >= 1 && type <= 4) {
+                return false; /* a non-IDR slice */
+            }
+        } else {
+            int type = (nal[0] >> 1) & 0x3f;
+            if (type == 19 || type == 20) {
+                return true;
+            }
+            if (type <= 21) {
+                return false; /* another picture type (CRA, trailing, leading) */
+            }
+        }
+    }
+    return false;
+}
+
+/* fps mode: the rest of the current GOP is useless when no packet from the head of the
+ * queue up to the next keyframe can be shown (nor any leading picture after that keyframe
+ * that shows before it, in open GOPs). Returns the keyframe's position in the queue, or 0.
+ * Frames need earlier packets only (in decode order), so cutting the tail is exact. */
+static int fps_tail_cut(const run_t *r)
+{
+    if (!r->pkt_pts_known) {
+        return 0;
+    }
+    int k = 0;
+    for (int i = 1; i < r->q_len; i++) {
+        if (r->fx->queue[(r->q_head + i) % LOOKAHEAD]->flags & AV_PKT_FLAG_KEY) {
+            k = i;
+            break;
+        }
+    }
+    /* the leading pictures come right after the keyframe: have them in view */
+    if (k == 0 || (r->q_len - k < 8 && !r->eof)) {
+        return 0;
+    }
+    const AVPacket *key = r->fx->queue[(r->q_head + k) % LOOKAHEAD];
+    if (key->pts == AV_NOPTS_VALUE) {
+        return 0;
+    }
+    for (int i = 0; i < r->q_len; i++) {
+        const AVPacket *q = r->fx->queue[(r->q_head + i) % LOOKAHEAD];
+        bool before_key = i < k || (i > k && q->pts != AV_NOPTS_VALUE && q->pts < key->pts);
+        if (before_key && fps_packet_needed(r, q)) {
+            return 0;
+        }
+    }
+    return k;
+}
+
 /* fps mode: after the targets before next_target are out, jump to the keyframe that
  * precedes the next target when it lies well ahead of what was sent to the decoder. */
 static bool fps_want_seek(run_t *r, int64_t *seek_ts)
@@ -995,6 +1088,29 @@ static fq_error_t *decode_fps(run_t *r)
         verify_seek(r);
         if (r->q_len == 0) {
             break;
+        }
+        int cut = fps_tail_cut(r);
+        if (cut > 0) {
+            /* Before an IDR the tail is simply left out and the decoder's pipeline keeps
+             * running. Before another keyframe the decoder finishes what it holds (targets
+             * come out) and restarts there. */
+            if (!packet_is_idr(r, r->fx->queue[(r->q_head + cut) % LOOKAHEAD])) {
+                if ((err = send_packet(r, NULL, AVDISCARD_DEFAULT))) {
+                    goto done;
+                }
+                avcodec_flush_buffers(r->dec);
+            }
+            for (int i = 0; i < cut; i++) {
+                av_packet_unref(r->fx->queue[r->q_head]);
+                r->q_head = (r->q_head + 1) % LOOKAHEAD;
+                r->q_len--;
+            }
+            r->hist_len = r->hist_pos = 0;
+            int64_t ts;
+            if (fps_want_seek(r, &ts) && do_seek(r, ts) < 0) {
+                r->seek_ok = false;
+            }
+            continue;
         }
         AVPacket *pkt = r->fx->queue[r->q_head];
         r->q_head = (r->q_head + 1) % LOOKAHEAD;
@@ -1164,6 +1280,14 @@ static fq_error_t *open_input(run_t *r)
         r->container_ms = r->fmt->duration / (AV_TIME_BASE / 1000);
     } else {
         r->container_ms = -1;
+    }
+
+    const AVCodecParameters *par = r->st->codecpar;
+    if (par->codec_id == AV_CODEC_ID_H264 && par->extradata_size >= 7 && par->extradata[0] == 1) {
+        r->nal_len_size = (par->extradata[4] & 3) + 1; /* avcC */
+    } else if (par->codec_id == AV_CODEC_ID_HEVC && par->extradata_size >= 23 &&
+               par->extradata[0] == 1) {
+        r->nal_len_size = (par->extradata[21] & 3) + 1; /* hvcC */
     }
 
     r->dec = avcodec_alloc_context3(codec);
