@@ -1188,6 +1188,8 @@ int fq_worker_run(fq_worker_t *w)
 {
     const fq_config_t *cfg = w->cfg;
     set_ready(w, false, "starting");
+    M_SET(w, "frameq_circuit_open", 0.0, NULL);
+    M_SET(w, "frameq_inflight_items", 0.0, NULL);
     int irc = init_transactions(w);
     if (irc < 0)
         return FQ_EXIT_FATAL;

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The consumer program's command line: --help, --version, configuration errors (exit 2),
+# --print-config, and --process without Kafka or a database (--no-db): exit 0 done, 1 failed,
+# 2 bad item, the outcome as JSON on stdout.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../support/consumer_lib.sh"
+
+[[ -n $CQ_BUILD && -x $CQ_BUILD/consumer ]] || cq_fail "FQ_BUILD_DIR must point at a build with the consumer program"
+CQ_TMP=$(mktemp -d "${TMPDIR:-/tmp}/fq-cli.XXXXXX")
+trap cq_cleanup EXIT
+c=$CQ_BUILD/consumer
+export METRICS_ADDR=off
+
+out=$("$c" --help)
+for want in --role --once --migrate --process --no-db --print-config --version KAFKA_BROKERS \
+    RETRY_BACKOFF_MS WORKER_CONCURRENCY SHUTDOWN_GRACE_MS; do
+    grep -q -- "$want" <<<"$out" || cq_fail "--help does not mention $want"
+done
+cq_say "ok: --help"
+out=$("$c" --version)
+for want in "consumer (frameq)" librdkafka libpq libavformat libavcodec; do
+    grep -q "$want" <<<"$out" || cq_fail "--version lacks '$want'"
+done
+cq_say "ok: --version"
+
+rc() { local r=0; "$@" >"$CQ_TMP/out" 2>"$CQ_TMP/err" || r=$?; echo "$r"; }
+cq_expect_eq "--role bogus exit" "$(rc "$c" --role bogus --print-config)" 2
+grep -q "role" "$CQ_TMP/err" || cq_fail "--role error does not say why"
+cq_expect_eq "unknown flag exit" "$(rc "$c" --frobnicate)" 2
+cq_expect_eq "MAX_RETRIES=abc exit" "$(MAX_RETRIES=abc rc "$c" --print-config)" 2
+grep -q "MAX_RETRIES" "$CQ_TMP/err" || cq_fail "config error does not name MAX_RETRIES: $(cat "$CQ_TMP/err")"
+cq_expect_eq "--print-config exit" "$(DATABASE_URL=postgresql://u:hunter2@db/x rc "$c" --print-config)" 0
+grep -q "hunter2" "$CQ_TMP/out" && cq_fail "--print-config shows the database password"
+grep -q "^KAFKA_TOPIC=" "$CQ_TMP/out" || cq_fail "--print-config lacks KAFKA_TOPIC"
+cq_say "ok: configuration errors and --print-config"
+
+mkdir -p "$CQ_TMP/v"
+ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=64x64:rate=1:duration=1 \
+    -frames:v 1 -c:v libx264 -preset ultrafast -pix_fmt yuv420p -f mp4 "$CQ_TMP/v/one.mp4"
+export SOURCE_URL_TEMPLATE="file://$CQ_TMP/v/{code}.mp4" ALLOWED_SOURCE_SCHEMES=file
+export FRAMES_URL_TEMPLATE="file://$CQ_TMP/frames/{platform}/{code}/{index}.jpg"
+cq_expect_eq "--process done exit" "$(rc "$c" --no-db --process '{"platform":"cli","code":"one"}')" 0
+cq_expect_eq "--process done status" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["status"], d["frames"])' "$CQ_TMP/out")" "done 1"
+[[ -f $CQ_TMP/frames/cli/one/0.jpg ]] || cq_fail "--process wrote no frame"
+cq_expect_eq "--process missing source exit" "$(rc "$c" --no-db --process '{"platform":"cli","code":"none"}')" 1
+cq_expect_eq "--process failure JSON" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["status"], d["stage"], d["class"])' "$CQ_TMP/out")" "failed fetch permanent"
+cq_expect_eq "--process bad item exit" "$(rc "$c" --no-db --process '{"platform":"cli","code":"a/b"}')" 2
+cq_expect_eq "--process not JSON exit" "$(rc "$c" --no-db --process 'nope')" 2
+cq_say "PASS"
