@@ -1,0 +1,175 @@
+# shellcheck shell=bash
+# Shared helpers of the chaos scenarios (tests/chaos/) and of the hostile-input, valgrind and
+# invariant-checker integration tests. Sourced, not run.
+#
+# Every run gets its own topics, consumer group, throwaway database and temp dir, so it can run
+# next to colleagues' tests on the one shared local stack. Needs the stack's environment
+# (deploy/local/up, then `. .stack/env`); a test fails (never skips) without it.
+
+CH_SRC=${FQ_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+CH_BUILD=${FQ_BUILD_DIR:-$CH_SRC/build}
+CH_PIDS=()
+CH_TOPICS=()
+CH_DB=
+CH_TMP=
+CH_ADMIN_URL=
+
+ch_say() { echo "# $*" >&2; }
+
+ch_fail() {
+    echo "FAIL: $*" >&2
+    if [[ -n $CH_TMP && -d $CH_TMP && ${CH_QUIET_FAIL:-0} != 1 ]]; then
+        local f
+        for f in "$CH_TMP"/*.log; do
+            [[ -f $f ]] || continue
+            echo "--- last lines of $(basename "$f")" >&2
+            tail -n 8 "$f" | cut -c1-300 >&2
+        done
+    fi
+    exit 1
+}
+
+# ch_require_env [VAR...]: the stack's variables, the programs and the tools.
+ch_require_env() {
+    local v missing=()
+    for v in KAFKA_BROKERS DATABASE_URL "$@"; do
+        [[ -n ${!v:-} ]] || missing+=("$v")
+    done
+    if ((${#missing[@]})); then
+        ch_fail "environment of the local stack missing: ${missing[*]}" \
+            "(run deploy/local/up, then . .stack/env)"
+    fi
+    [[ -x $CH_BUILD/consumer && -x $CH_BUILD/producer ]] ||
+        ch_fail "FQ_BUILD_DIR must point at a build with the consumer and producer programs" \
+            "(got '$CH_BUILD')"
+    local t
+    for t in kcat psql jq ffmpeg python3 curl timeout; do
+        command -v "$t" >/dev/null || ch_fail "$t not found"
+    done
+}
+
+ch_cleanup() {
+    local pid
+    for pid in "${CH_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${CH_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n $CH_DB && -n $CH_ADMIN_URL ]]; then
+        psql "$CH_ADMIN_URL" -qAtc "DROP DATABASE IF EXISTS $CH_DB WITH (FORCE)" \
+            >/dev/null 2>&1 || true
+    fi
+    if [[ -n $CH_TMP && ${CH_KEEP:-0} != 1 ]]; then
+        rm -rf "$CH_TMP"
+    elif [[ -n $CH_TMP ]]; then
+        ch_say "kept $CH_TMP"
+    fi
+}
+
+# ch_init NAME: temp dir and cleanup trap; CH_RUN is a short unique id of this run.
+ch_init() {
+    CH_RUN="$(date +%H%M%S)$$$RANDOM"
+    CH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/fq-$1.XXXXXX")
+    trap ch_cleanup EXIT
+}
+
+# ch_db NAME: a throwaway database migrated by `consumer --migrate`; exports DATABASE_URL.
+ch_db() {
+    CH_ADMIN_URL=${CH_ADMIN_URL:-$DATABASE_URL}
+    CH_DB="fqc_${1//[^a-z0-9]/_}_$CH_RUN"
+    psql "$CH_ADMIN_URL" -qAtc "CREATE DATABASE $CH_DB" >/dev/null ||
+        ch_fail "cannot create database $CH_DB through DATABASE_URL"
+    export DATABASE_URL="${CH_ADMIN_URL%/*}/$CH_DB"
+    "$CH_BUILD/consumer" --migrate >"$CH_TMP/migrate.log" 2>&1 ||
+        ch_fail "consumer --migrate on $CH_DB"
+}
+
+ch_sql() { psql "$DATABASE_URL" -XqAt -v ON_ERROR_STOP=1 -c "$1"; }
+
+# ch_topics PREFIX PARTITIONS: exports KAFKA_TOPIC/_RETRY_/_DLQ_ and the group, creates the
+# three topics with `producer topics create`.
+ch_topics() {
+    export KAFKA_TOPIC="$1.jobs"
+    export KAFKA_RETRY_TOPIC="$KAFKA_TOPIC.retry"
+    export KAFKA_DLQ_TOPIC="$KAFKA_TOPIC.dlq"
+    export KAFKA_GROUP_ID="$1.workers"
+    local i
+    for i in 1 2 3; do
+        if "$CH_BUILD/producer" topics create --partitions "$2" >"$CH_TMP/topics.log" 2>&1; then
+            return 0
+        fi
+        sleep 2
+    done
+    ch_fail "producer topics create: $(tail -3 "$CH_TMP/topics.log")"
+}
+
+# ch_tiny DIR: the one-frame test clip, made at test time.
+ch_tiny() {
+    mkdir -p "$1"
+    ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
+        -i testsrc2=size=64x64:rate=1:duration=1 -frames:v 1 -c:v libx264 -preset ultrafast \
+        -pix_fmt yuv420p -f mp4 "$1/tiny.mp4" || ch_fail "ffmpeg could not make tiny.mp4"
+}
+
+# ch_s3_put BUCKET/KEY FILE: one SigV4-signed PUT (the S3 server checks signatures).
+ch_s3_put() {
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 -X PUT --data-binary "@$2" \
+        -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+        --aws-sigv4 "aws:amz:${S3_REGION:-us-east-1}:s3" \
+        --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "$S3_ENDPOINT/$1")
+    [[ $code == 200 ]] || {
+        echo "PUT $1: HTTP $code" >&2
+        return 1
+    }
+}
+
+# ch_s3_put_many FILE BUCKET/PREFIX < codes: PUTs FILE as PREFIX/<code>.mp4, 4 at a time.
+ch_s3_put_many() {
+    local file=$1 prefix=$2
+    export -f ch_s3_put
+    xargs -r -P 4 -I{} bash -c 'ch_s3_put "$0/{}.mp4" "$1"' "$prefix" "$file" ||
+        ch_fail "uploading test videos to $prefix"
+}
+
+# ch_fault_server DIR: starts tests/tools/fault_server.py serving DIR; sets CH_HTTP.
+ch_fault_server() {
+    python3 "$CH_SRC/tests/tools/fault_server.py" --port 0 --dir "$1" \
+        --port-file "$CH_TMP/fault.port" >"$CH_TMP/fault_server.log" 2>&1 &
+    CH_PIDS+=($!)
+    local i
+    for i in $(seq 100); do
+        [[ -s $CH_TMP/fault.port ]] && break
+        sleep 0.1
+    done
+    [[ -s $CH_TMP/fault.port ]] || ch_fail "fault server did not start"
+    CH_HTTP="http://127.0.0.1:$(cat "$CH_TMP/fault.port")"
+}
+
+# ch_enqueue FILE: publishes the items of FILE with the real producer.
+ch_enqueue() {
+    "$CH_BUILD/producer" --no-progress "$1" >"$CH_TMP/producer.out" 2>>"$CH_TMP/producer.log" ||
+        ch_fail "producer failed: $(cat "$CH_TMP/producer.out")"
+    ch_say "producer: $(cat "$CH_TMP/producer.out")"
+}
+
+# ch_produce_raw TOPIC FILE [KEY]: one message with the exact bytes of FILE (kcat -P).
+ch_produce_raw() {
+    local args=(-b "$KAFKA_BROKERS" -P -t "$1" -X message.max.bytes=20000000)
+    [[ -n ${3:-} ]] && args+=(-k "$3")
+    kcat "${args[@]}" "$2" || ch_fail "kcat could not produce $2 to $1"
+}
+
+# ch_dlq_json: every committed DLQ message as one kcat JSON line (valid UTF-8).
+ch_dlq_json() {
+    kcat -b "$KAFKA_BROKERS" -C -t "$KAFKA_DLQ_TOPIC" -o beginning -e -q -J \
+        -X isolation.level=read_committed 2>/dev/null |
+        python3 -c 'import sys; sys.stdout.write(sys.stdin.buffer.read().decode("utf-8", "replace"))' ||
+        true
+}
+
+# ch_run_checker ITEMS_FILE: tests/chaos/check_invariants.sh with this run's topics and DB.
+ch_run_checker() {
+    bash "$CH_SRC/tests/chaos/check_invariants.sh" "$1"
+}
