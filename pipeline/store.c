@@ -19,11 +19,22 @@
 #include "fq_log.h"
 #include "fq_migrations.h"
 
-/* Seconds libpq waits for a connection unless the conninfo says otherwise: without it a
- * black-holed server would block a worker for the kernel's TCP timeout (minutes). */
-#define STORE_CONNECT_TIMEOUT "5"
-#define STORE_APPLICATION     "frameq"
-#define STORE_MSG_MAX         768
+#define STORE_MSG_MAX 768
+
+/* libpq settings a conninfo may override. */
+static const char *const store_connect_defaults[][2] = {
+    /* without it a black-holed server blocks a worker for the kernel's TCP timeout */
+    {"connect_timeout", "5"},
+    {"application_name", "frameq"},
+    /* our text is UTF-8 (JSON in, JSON out) whatever the database's encoding */
+    {"client_encoding", "UTF8"},
+    /* notice a server that vanished without closing the connection (host down, network
+     * partition) within about a minute instead of the kernel's two hours */
+    {"keepalives", "1"},
+    {"keepalives_idle", "30"},
+    {"keepalives_interval", "10"},
+    {"keepalives_count", "3"},
+};
 
 /* pg_advisory_xact_lock key serialising migrators: the bytes of "frameq". */
 #define STORE_MIGRATE_LOCK "112641446864241"
@@ -295,6 +306,62 @@ static void store_array_text(store_buf_t *b, const char *s)
     store_buf_add(b, "\"", 1);
 }
 
+/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates, nothing
+ * above U+10FFFF), or 0 when the bytes there are not one. */
+static size_t store_utf8_len(const unsigned char *p)
+{
+    unsigned char c = p[0];
+    if (c < 0x80)
+        return 1;
+    unsigned char lo = 0x80, hi = 0xBF;
+    size_t n;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        if (c == 0xF4)
+            hi = 0x8F;
+    } else {
+        return 0;
+    }
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    return n;
+}
+
+/* A copy of s (NULL stays NULL) with every byte that is not part of valid UTF-8 replaced by
+ * '?'. Error messages quote servers, files and FFmpeg, and are cut at 1 KiB, possibly inside
+ * a character: PostgreSQL would reject such text and the failure could never be recorded. */
+static char *store_utf8_clean(const char *s)
+{
+    if (!s)
+        return NULL;
+    char *out = strdup(s);
+    if (!out)
+        return NULL;
+    unsigned char *p = (unsigned char *)out;
+    while (*p) {
+        size_t n = store_utf8_len(p);
+        if (n == 0) {
+            *p++ = '?';
+        } else {
+            p += n;
+        }
+    }
+    return out;
+}
+
 /* "15.4" from 150004; "9.6.5" from 90605 (the pre-10 numbering). */
 static void store_format_version(int v, char *buf, size_t size)
 {
@@ -354,14 +421,16 @@ static store_kind_t store_connect(fq_store_t *store)
         PQreset(store->conn);
     } else {
         /* Later keywords win and the expanded dbname comes last, so anything the conninfo
-         * sets overrides these defaults. Keepalives notice a server that vanished without
-         * closing the connection (host down, network partition) within about a minute
-         * instead of the kernel's two hours. */
-        const char *const keys[] = {
-            "connect_timeout",     "application_name", "keepalives", "keepalives_idle",
-            "keepalives_interval", "keepalives_count", "dbname",     NULL};
-        const char *const values[] = {
-            STORE_CONNECT_TIMEOUT, STORE_APPLICATION, "1", "30", "10", "3", store->conninfo, NULL};
+         * sets overrides store_connect_defaults. */
+        enum { N = sizeof(store_connect_defaults) / sizeof(store_connect_defaults[0]) };
+        const char *keys[N + 2], *values[N + 2];
+        for (size_t i = 0; i < N; i++) {
+            keys[i] = store_connect_defaults[i][0];
+            values[i] = store_connect_defaults[i][1];
+        }
+        keys[N] = "dbname";
+        values[N] = store->conninfo;
+        keys[N + 1] = values[N + 1] = NULL;
         store->conn = PQconnectdbParams(keys, values, 1);
         if (!store->conn) {
             snprintf(store->msg, sizeof(store->msg), "connect: out of memory");
@@ -684,46 +753,27 @@ done:
 }
 
 typedef struct error_ctx {
-    const fq_item_t *item;
-    const char *attempt;
-    const fq_error_t *err;
-    const char *status;
-    const fq_store_origin_t *origin;
+    const char *item[5]; /* platform, code, status, attempt, last_error */
+    const char *row[9];  /* item_id (filled in), attempt, stage, class, message, worker, topic,
+                            partition, offset */
 } error_ctx_t;
 
 static store_kind_t error_body(fq_store_t *store, void *ctx)
 {
     error_ctx_t *c = ctx;
-    const char *message = c->err ? fq_error_message(c->err) : NULL;
     store_kind_t kind = store_command(store, "BEGIN", "record_error");
     if (kind != STORE_OK)
         return kind;
-    const char *item_params[] = {c->item->platform, c->item->code, c->status, c->attempt, message};
     PGresult *res = NULL;
-    kind = store_exec(store, ST_ERROR_ITEM, 5, item_params, &res);
+    kind = store_exec(store, ST_ERROR_ITEM, 5, c->item, &res);
     if (kind != STORE_OK)
         return store_abort(store, kind);
     char id[24];
     snprintf(id, sizeof(id), "%s", PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
     PQclear(res);
-    char partition[16], offset[24];
-    const char *topic = c->origin ? c->origin->topic : NULL;
-    if (topic) {
-        snprintf(partition, sizeof(partition), "%" PRId32, c->origin->partition);
-        snprintf(offset, sizeof(offset), "%" PRId64, c->origin->offset);
-    }
-    const char *row_params[] = {
-        id,
-        c->attempt,
-        c->err ? fq_stage_name(fq_error_stage(c->err)) : "store",
-        c->err ? fq_class_name(fq_error_class(c->err)) : "retriable",
-        message,
-        c->origin ? c->origin->worker : NULL,
-        topic,
-        topic ? partition : NULL,
-        topic ? offset : NULL,
-    };
-    kind = store_exec(store, ST_ERROR_ROW, 9, row_params, NULL);
+    c->row[0] = id;
+    kind = store_exec(store, ST_ERROR_ROW, 9, c->row, NULL);
+    c->row[0] = NULL;
     if (kind != STORE_OK)
         return store_abort(store, kind);
     kind = store_command(store, "COMMIT", "record_error commit");
@@ -738,11 +788,33 @@ fq_error_t *fq_store_record_error(fq_store_t *store, const fq_item_t *item, int 
         return fq_error_new(FQ_STAGE_STORE, FQ_CLASS_PERMANENT,
                             "record_error: status must be 'retrying' or 'dead', not '%s'",
                             status ? status : "(null)");
-    char attempt_s[16];
+    fq_error_t *result = NULL;
+    char attempt_s[16], partition[16], offset[24];
     snprintf(attempt_s, sizeof(attempt_s), "%d", attempt);
+    const char *topic_raw = origin ? origin->topic : NULL;
+    char *message = store_utf8_clean(err ? fq_error_message(err) : NULL);
+    char *worker = store_utf8_clean(origin ? origin->worker : NULL);
+    char *topic = store_utf8_clean(topic_raw);
+    if ((err && !message) || (origin && origin->worker && !worker) || (topic_raw && !topic)) {
+        result = fq_error_new(FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, "record_error: out of memory");
+        goto done;
+    }
+    if (topic) {
+        snprintf(partition, sizeof(partition), "%" PRId32, origin->partition);
+        snprintf(offset, sizeof(offset), "%" PRId64, origin->offset);
+    }
     error_ctx_t c = {
-        .item = item, .attempt = attempt_s, .err = err, .status = status, .origin = origin};
-    return store_run(store, error_body, &c);
+        .item = {item->platform, item->code, status, attempt_s, message},
+        .row = {NULL, attempt_s, err ? fq_stage_name(fq_error_stage(err)) : "store",
+                err ? fq_class_name(fq_error_class(err)) : "retriable", message, worker, topic,
+                topic ? partition : NULL, topic ? offset : NULL},
+    };
+    result = store_run(store, error_body, &c);
+done:
+    free(message);
+    free(worker);
+    free(topic);
+    return result;
 }
 
 typedef struct status_ctx {

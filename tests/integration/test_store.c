@@ -415,6 +415,39 @@ static void test_record_error_idempotent(void **state)
     assert_string_equal(row.last_error, "no video stream");
 }
 
+/* Error text quoting a server or a file can be any bytes, and is cut at 1 KiB, possibly
+ * inside a character: it must still be recorded. */
+static void test_record_error_invalid_utf8(void **state)
+{
+    fixture_t *fx = *state;
+    fq_item_t item = new_item("utf8");
+    char big[FQ_ERROR_MESSAGE_MAX + 16];
+    size_t n = 0;
+    n += (size_t)snprintf(big, sizeof(big), "bad \xff\xfe bytes: "); /* 14: 1024 - 14 = 3k + 2 */
+    while (n + 3 < sizeof(big) - 1) { /* euro signs until the 1 KiB cut lands in one */
+        memcpy(big + n, "\xe2\x82\xac", 3);
+        n += 3;
+    }
+    big[n] = '\0';
+    fq_error_t *cause = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "%s", big);
+    assert_int_equal(strlen(fq_error_message(cause)), FQ_ERROR_MESSAGE_MAX);
+    fq_store_origin_t origin = {.worker = "w-\xc3", .topic = "t", .partition = 0, .offset = 1};
+    assert_ok(fq_store_record_error(fx->store, &item, 1, cause, "retrying", &origin));
+    fq_error_destroy(cause);
+    item_row_t row;
+    assert_true(get_item(fx, &item, &row));
+    assert_string_equal(row.status, "retrying");
+    assert_memory_equal(row.last_error, "bad ?? bytes: \xe2\x82\xac", 17);
+    int64_t id = strtoll(row.id, NULL, 10);
+    assert_int_equal(count_rows(fx,
+                                "SELECT count(*) FROM extraction_errors WHERE item_id = $1::bigint"
+                                " AND worker = 'w-?' AND octet_length(message) = 1024"
+                                " AND message LIKE 'bad ?? bytes: %'"
+                                " AND right(message, 2) = repeat('?', 2)",
+                                id),
+                     1);
+}
+
 static void test_record_error_leaves_done(void **state)
 {
     fixture_t *fx = *state;
@@ -605,6 +638,7 @@ int main(void)
         cmocka_unit_test(test_mark_done_many_frames),
         cmocka_unit_test(test_mark_done_missing_item),
         cmocka_unit_test(test_record_error_idempotent),
+        cmocka_unit_test(test_record_error_invalid_utf8),
         cmocka_unit_test(test_record_error_leaves_done),
         cmocka_unit_test(test_record_error_creates_item),
         cmocka_unit_test(test_set_status),

@@ -181,6 +181,34 @@ static void test_buf_grows(void **state)
     free(b.data);
 }
 
+static void test_utf8_clean(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"plain ascii", "plain ascii"},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+        {"bytes \xff\xfe here", "bytes ?? here"},
+        {"cut at 1 KiB \xe2\x82", "cut at 1 KiB ??"}, /* a character cut in half */
+        {"\xf0\x9f\x98", "???"},                      /* same, 4-byte */
+        {"overlong \xc0\xaf", "overlong ??"},         /* '/' encoded in 2 bytes */
+        {"overlong \xe0\x80\xaf", "overlong ???"},
+        {"surrogate \xed\xa0\x80", "surrogate ???"},
+        {"too big \xf4\x90\x80\x80", "too big ????"}, /* above U+10FFFF */
+        {"lone \x80 continuation", "lone ? continuation"},
+        {"\xc3", "?"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *got = store_utf8_clean(cases[i].in);
+        assert_non_null(got);
+        assert_string_equal(got, cases[i].want);
+        free(got);
+    }
+    assert_null(store_utf8_clean(NULL));
+}
+
 static void test_format_version(void **state)
 {
     (void)state;
@@ -282,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_uri_password),
         cmocka_unit_test(test_array_text),
         cmocka_unit_test(test_buf_grows),
+        cmocka_unit_test(test_utf8_clean),
         cmocka_unit_test(test_format_version),
         cmocka_unit_test(test_new_reads_password),
         cmocka_unit_test(test_bad_conninfo_is_outage_without_secret),
