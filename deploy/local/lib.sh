@@ -1,0 +1,502 @@
+# shellcheck shell=bash
+# Shared helpers of deploy/local/{up,down,status}: one local instance of Kafka (KRaft),
+# PostgreSQL 15 and an S3 server that checks SigV4, all on 127.0.0.1, state in $FQ_STATE.
+# Sourced, not run.
+
+FQ_LOCAL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+FQ_REPO_DIR=$(cd "$FQ_LOCAL_DIR/../.." && pwd)
+FQ_STATE=${FRAMEQ_STATE_DIR:-$FQ_REPO_DIR/.stack}
+FQ_CACHE=${FRAMEQ_CACHE_DIR:-${HOME:-/root}/.cache/frameq}
+FQ_LOGS=$FQ_STATE/logs
+
+FQ_HOST=127.0.0.1
+KAFKA_PORT=19092
+KAFKA_CONTROLLER_PORT=19093
+PG_PORT=55432
+S3_PORT=17070
+
+# The broker version lives in one place: the pom.
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$FQ_LOCAL_DIR/pom.xml")
+KAFKA_JARS=$FQ_CACHE/kafka-$KAFKA_VERSION
+# Pinned so every machine runs the same S3 server.
+VERSITYGW_VERSION=v1.8.0
+VERSITYGW_BIN=$FQ_CACHE/versitygw-$VERSITYGW_VERSION/versitygw
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+
+PG_USER=frameq
+PG_PASSWORD=frameq-local
+PG_DB=frameq
+S3_REGION=us-east-1
+S3_ACCESS_KEY=frameq-local
+S3_SECRET_KEY=frameq-local-secret
+S3_BUCKETS=(frameq-videos frameq-frames)
+
+# Seconds each service gets to become healthy.
+FQ_START_TIMEOUT=${FRAMEQ_START_TIMEOUT:-90}
+
+fq_say() {
+    printf '%s\n' "$*"
+}
+
+fq_die() {
+    printf 'deploy/local: %s\n' "$*" >&2
+    exit 1
+}
+
+# Prints the end of a service's log so a failed start explains itself.
+fq_log_tail() {
+    local file=$1
+    if [[ -f $file ]]; then
+        printf -- '--- last lines of %s ---\n' "$file" >&2
+        tail -n 40 "$file" >&2 || true
+        printf -- '---\n' >&2
+    fi
+}
+
+# Serialises up/down between colleagues who run them at the same time.
+fq_lock() {
+    mkdir -p "$FQ_STATE"
+    # Servers are started with fd 9 closed (9>&-) so they never hold this lock.
+    exec 9>"$FQ_STATE/.lock"
+    if ! flock -w 600 9; then
+        fq_die "could not lock $FQ_STATE/.lock within 600 s"
+    fi
+}
+
+fq_pid_alive() {
+    local pid=$1
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
+}
+
+fq_read_pid() {
+    local file=$1
+    [[ -f $file ]] && head -n 1 "$file" 2>/dev/null | tr -dc '0-9'
+}
+
+# fq_wait_for SECONDS CMD...: retries CMD every half second until it succeeds.
+fq_wait_for() {
+    local timeout=$1
+    shift
+    local deadline=$((SECONDS + timeout))
+    while ((SECONDS < deadline)); do
+        if "$@" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    "$@" >/dev/null 2>&1
+}
+
+# Sends SIGTERM, waits, then SIGKILL: a stuck JVM must not keep `down` waiting forever.
+fq_stop_pid() {
+    local pid=$1 wait_s=${2:-30}
+    fq_pid_alive "$pid" || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + wait_s))
+    while fq_pid_alive "$pid" && ((SECONDS < deadline)); do
+        sleep 0.3
+    done
+    if fq_pid_alive "$pid"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.5
+    fi
+}
+
+# ---- Kafka ----------------------------------------------------------------------------------
+
+KAFKA_DIR=$FQ_STATE/kafka
+KAFKA_PIDFILE=$KAFKA_DIR/kafka.pid
+KAFKA_LOG=$FQ_LOGS/kafka.log
+
+kafka_pid() {
+    local pid
+    pid=$(fq_read_pid "$KAFKA_PIDFILE")
+    if fq_pid_alive "$pid" && grep -qa 'kafka.Kafka' "/proc/$pid/cmdline" 2>/dev/null; then
+        printf '%s' "$pid"
+    fi
+}
+
+kafka_healthy() {
+    # A metadata answer naming our broker means the broker and its controller are up.
+    kcat -b "$FQ_HOST:$KAFKA_PORT" -L -m 5 2>/dev/null | grep -q "$FQ_HOST:$KAFKA_PORT"
+}
+
+# Fetches the broker jars once per version; a partial download never counts as done.
+kafka_fetch_jars() {
+    [[ -f $KAFKA_JARS/.complete ]] && return 0
+    command -v mvn >/dev/null || fq_die "mvn not found (install maven)"
+    fq_say "kafka: fetching Kafka $KAFKA_VERSION jars into $KAFKA_JARS (first run only)"
+    mkdir -p "$FQ_CACHE" "$FQ_LOGS"
+    local tmp=$KAFKA_JARS.tmp.$$
+    rm -rf "$tmp"
+    if ! mvn -q -B -Dstyle.color=never -f "$FQ_LOCAL_DIR/pom.xml" \
+        dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp" \
+        >"$FQ_LOGS/kafka-fetch.log" 2>&1; then
+        rm -rf "$tmp"
+        fq_log_tail "$FQ_LOGS/kafka-fetch.log"
+        fq_die "kafka: could not fetch the jars with mvn"
+    fi
+    touch "$tmp/.complete"
+    rm -rf "$KAFKA_JARS"
+    mv "$tmp" "$KAFKA_JARS"
+}
+
+kafka_write_config() {
+    mkdir -p "$KAFKA_DIR/data"
+    cat >"$KAFKA_DIR/server.properties" <<EOF
+# Written by deploy/local/up on every start; edit lib.sh, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$FQ_HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$FQ_HOST:$KAFKA_PORT,CONTROLLER://$FQ_HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$FQ_HOST:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$KAFKA_DIR/data
+num.partitions=3
+default.replication.factor=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=3
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+min.insync.replicas=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=4
+log.retention.hours=24
+log.segment.bytes=16777216
+EOF
+}
+
+kafka_start() {
+    local pid
+    pid=$(kafka_pid)
+    if [[ -n $pid ]]; then
+        if fq_wait_for "$FQ_START_TIMEOUT" kafka_healthy; then
+            fq_say "kafka: already running (pid $pid, $FQ_HOST:$KAFKA_PORT)"
+            return 0
+        fi
+        fq_log_tail "$KAFKA_LOG"
+        fq_die "kafka: pid $pid runs but is not healthy"
+    fi
+    command -v java >/dev/null || fq_die "java not found (install openjdk-17-jre-headless)"
+    command -v kcat >/dev/null || fq_die "kcat not found (install kcat)"
+    kafka_fetch_jars
+    kafka_write_config
+    mkdir -p "$FQ_LOGS"
+    local cp="$KAFKA_JARS/*"
+    if [[ ! -f $KAFKA_DIR/data/meta.properties ]]; then
+        # A random cluster id: 16 random bytes, URL-safe base64 without padding.
+        local cluster_id
+        cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+        fq_say "kafka: formatting storage (cluster id $cluster_id)"
+        if ! java -cp "$cp" -Dlog4j2.configurationFile="$FQ_LOCAL_DIR/log4j2.properties" \
+            kafka.tools.StorageTool format -t "$cluster_id" \
+            -c "$KAFKA_DIR/server.properties" >>"$KAFKA_LOG" 2>&1; then
+            fq_log_tail "$KAFKA_LOG"
+            fq_die "kafka: formatting the storage failed"
+        fi
+    fi
+    fq_say "kafka: starting Kafka $KAFKA_VERSION on $FQ_HOST:$KAFKA_PORT"
+    # setsid: the broker must outlive the shell (or test) that started it.
+    setsid java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$FQ_LOCAL_DIR/log4j2.properties" \
+        -cp "$cp" kafka.Kafka "$KAFKA_DIR/server.properties" \
+        </dev/null >>"$KAFKA_LOG" 2>&1 9>&- &
+    echo $! >"$KAFKA_PIDFILE"
+    if ! fq_wait_for "$FQ_START_TIMEOUT" kafka_healthy; then
+        fq_log_tail "$KAFKA_LOG"
+        fq_die "kafka: not healthy after ${FQ_START_TIMEOUT}s"
+    fi
+    fq_say "kafka: healthy (pid $(kafka_pid))"
+}
+
+kafka_stop() {
+    local pid
+    pid=$(kafka_pid)
+    if [[ -z $pid ]]; then
+        fq_say "kafka: not running"
+        rm -f "$KAFKA_PIDFILE"
+        return 0
+    fi
+    fq_stop_pid "$pid" 60
+    rm -f "$KAFKA_PIDFILE"
+    fq_say "kafka: stopped"
+}
+
+# ---- PostgreSQL -----------------------------------------------------------------------------
+
+PG_LOG=$FQ_LOGS/postgres.log
+
+# PostgreSQL refuses to run as root: as root we run it as the `postgres` OS user.
+pg_as_owner() {
+    if [[ $(id -u) -eq 0 ]]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# The cluster lives in $FQ_STATE/pg unless the postgres user cannot reach that folder
+# (e.g. a checkout under /root); then it lives in /tmp and $FQ_STATE/pg points to it.
+pg_root() {
+    printf '%s' "$FQ_STATE/pg"
+}
+
+pg_prepare_root() {
+    local root
+    root=$(pg_root)
+    if [[ -e $root ]]; then
+        return 0
+    fi
+    mkdir -p "$FQ_STATE"
+    if [[ $(id -u) -eq 0 ]] && ! runuser -u postgres -- test -x "$FQ_STATE"; then
+        local alt
+        alt=${TMPDIR:-/tmp}/frameq-pg-$(printf '%s' "$FQ_STATE" | md5sum | cut -c1-12)
+        mkdir -p "$alt"
+        ln -sfn "$alt" "$root"
+    else
+        mkdir -p "$root"
+    fi
+    if [[ $(id -u) -eq 0 ]]; then
+        chown postgres:postgres "$root/"
+    fi
+    chmod 700 "$root/"
+}
+
+pg_data() {
+    printf '%s/data' "$(pg_root)"
+}
+
+pg_sockdir() {
+    printf '%s/run' "$(pg_root)"
+}
+
+pg_pid() {
+    local pid
+    pid=$(fq_read_pid "$(pg_data)/postmaster.pid")
+    if fq_pid_alive "$pid"; then
+        printf '%s' "$pid"
+    fi
+}
+
+pg_healthy() {
+    PGPASSWORD=$PG_PASSWORD PGCONNECT_TIMEOUT=3 psql -X -q -At \
+        "postgresql://$PG_USER@$FQ_HOST:$PG_PORT/$PG_DB" -c 'SELECT 1' 2>/dev/null | grep -qx 1
+}
+
+# Superuser session over the unix socket (trust), only used to create the role and database.
+pg_admin() {
+    PGCONNECT_TIMEOUT=3 pg_as_owner psql -X -q -At -v ON_ERROR_STOP=1 -h "$(pg_sockdir)" \
+        -p "$PG_PORT" -U postgres -d postgres "$@"
+}
+
+pg_start() {
+    local pid
+    [[ -x $PG_BIN/pg_ctl ]] || fq_die "postgresql: $PG_BIN/pg_ctl not found (install postgresql-15)"
+    command -v psql >/dev/null || fq_die "psql not found (install postgresql-client-15)"
+    pg_prepare_root
+    mkdir -p "$FQ_LOGS"
+    pid=$(pg_pid)
+    if [[ -n $pid ]]; then
+        if fq_wait_for "$FQ_START_TIMEOUT" pg_healthy; then
+            fq_say "postgresql: already running (pid $pid, $FQ_HOST:$PG_PORT)"
+            return 0
+        fi
+        fq_log_tail "$PG_LOG"
+        fq_die "postgresql: pid $pid runs but is not healthy"
+    fi
+    local data sockdir
+    data=$(pg_data)
+    sockdir=$(pg_sockdir)
+    touch "$PG_LOG"
+    if [[ $(id -u) -eq 0 ]]; then
+        chown postgres:postgres "$PG_LOG"
+    fi
+    if [[ ! -f $data/PG_VERSION ]]; then
+        fq_say "postgresql: creating a cluster in $data"
+        pg_as_owner mkdir -p "$sockdir"
+        if ! pg_as_owner "$PG_BIN/initdb" -D "$data" -U postgres -E UTF8 --locale=C.UTF-8 \
+            --auth-local=trust --auth-host=scram-sha-256 >>"$PG_LOG" 2>&1; then
+            fq_log_tail "$PG_LOG"
+            fq_die "postgresql: initdb failed"
+        fi
+        # Throwaway test cluster: durability traded for speed.
+        pg_as_owner tee -a "$data/postgresql.conf" >/dev/null <<EOF
+# frameq local stack
+listen_addresses = '$FQ_HOST'
+port = $PG_PORT
+unix_socket_directories = '$sockdir'
+password_encryption = scram-sha-256
+max_connections = 200
+shared_buffers = 64MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+log_line_prefix = '%m [%p] %q%u@%d '
+EOF
+    fi
+    pg_as_owner mkdir -p "$sockdir"
+    fq_say "postgresql: starting on $FQ_HOST:$PG_PORT"
+    # setsid: the server must outlive the shell (or test) that started it.
+    if ! pg_as_owner setsid "$PG_BIN/pg_ctl" -D "$data" -l "$PG_LOG" -w -t "$FQ_START_TIMEOUT" \
+        start >/dev/null 2>&1 9>&-; then
+        fq_log_tail "$PG_LOG"
+        fq_die "postgresql: pg_ctl start failed"
+    fi
+    # Role and database are created idempotently on every start.
+    if ! pg_admin >>"$PG_LOG" 2>&1 <<EOF; then
+SELECT 'CREATE ROLE $PG_USER LOGIN CREATEDB' WHERE NOT EXISTS
+  (SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER') \gexec
+ALTER ROLE $PG_USER WITH LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER' WHERE NOT EXISTS
+  (SELECT 1 FROM pg_database WHERE datname = '$PG_DB') \gexec
+EOF
+        fq_log_tail "$PG_LOG"
+        fq_die "postgresql: creating role/database failed"
+    fi
+    if ! fq_wait_for "$FQ_START_TIMEOUT" pg_healthy; then
+        fq_log_tail "$PG_LOG"
+        fq_die "postgresql: not healthy after ${FQ_START_TIMEOUT}s"
+    fi
+    fq_say "postgresql: healthy (pid $(pg_pid))"
+}
+
+pg_stop() {
+    local pid
+    pid=$(pg_pid)
+    if [[ -z $pid ]]; then
+        fq_say "postgresql: not running"
+        return 0
+    fi
+    if ! pg_as_owner "$PG_BIN/pg_ctl" -D "$(pg_data)" -m fast -w -t 60 stop >/dev/null 2>&1; then
+        fq_stop_pid "$pid" 30
+    fi
+    fq_say "postgresql: stopped"
+}
+
+# ---- S3 (versitygw, posix backend) ----------------------------------------------------------
+
+S3_DIR=$FQ_STATE/s3
+S3_PIDFILE=$FQ_STATE/versitygw.pid
+S3_LOG=$FQ_LOGS/s3.log
+S3_ENDPOINT_URL=http://$FQ_HOST:$S3_PORT
+
+s3_pid() {
+    local pid
+    pid=$(fq_read_pid "$S3_PIDFILE")
+    if fq_pid_alive "$pid" && grep -qa 'versitygw' "/proc/$pid/cmdline" 2>/dev/null; then
+        printf '%s' "$pid"
+    fi
+}
+
+# SHA-256 of the empty body; S3 servers require the header and curl signs it when given.
+S3_EMPTY_SHA256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+
+# s3_curl SECRET ARGS...: a SigV4-signed request without a body; prints the HTTP status.
+s3_curl() {
+    local secret=$1
+    shift
+    curl -s -o /dev/null -w '%{http_code}' --max-time 10 \
+        -H "x-amz-content-sha256: $S3_EMPTY_SHA256" \
+        --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$secret" "$@"
+}
+
+s3_healthy() {
+    [[ $(s3_curl "$S3_SECRET_KEY" "$S3_ENDPOINT_URL/") == 200 ]]
+}
+
+s3_fetch_binary() {
+    [[ -x $VERSITYGW_BIN ]] && return 0
+    command -v go >/dev/null || fq_die "go not found (install golang)"
+    fq_say "s3: building versitygw $VERSITYGW_VERSION (first run only)"
+    mkdir -p "$FQ_LOGS"
+    local gobin
+    gobin=$(dirname "$VERSITYGW_BIN")
+    if ! GOBIN=$gobin go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" \
+        >"$FQ_LOGS/s3-build.log" 2>&1; then
+        fq_log_tail "$FQ_LOGS/s3-build.log"
+        fq_die "s3: building versitygw failed"
+    fi
+}
+
+s3_start() {
+    local pid
+    pid=$(s3_pid)
+    if [[ -n $pid ]]; then
+        if fq_wait_for "$FQ_START_TIMEOUT" s3_healthy; then
+            fq_say "s3: already running (pid $pid, $S3_ENDPOINT_URL)"
+            s3_make_buckets
+            return 0
+        fi
+        fq_log_tail "$S3_LOG"
+        fq_die "s3: pid $pid runs but is not healthy"
+    fi
+    command -v curl >/dev/null || fq_die "curl not found"
+    s3_fetch_binary
+    mkdir -p "$S3_DIR" "$FQ_LOGS"
+    fq_say "s3: starting versitygw $VERSITYGW_VERSION on $S3_ENDPOINT_URL"
+    # setsid: the server must outlive the shell (or test) that started it.
+    ROOT_ACCESS_KEY=$S3_ACCESS_KEY ROOT_SECRET_KEY=$S3_SECRET_KEY \
+        setsid "$VERSITYGW_BIN" --quiet --port "$FQ_HOST:$S3_PORT" --region "$S3_REGION" \
+        posix "$S3_DIR" </dev/null >>"$S3_LOG" 2>&1 9>&- &
+    echo $! >"$S3_PIDFILE"
+    if ! fq_wait_for "$FQ_START_TIMEOUT" s3_healthy; then
+        fq_log_tail "$S3_LOG"
+        fq_die "s3: not healthy after ${FQ_START_TIMEOUT}s"
+    fi
+    # A server that accepts any signature would hide signing bugs in our code.
+    local code
+    code=$(s3_curl "wrong-$S3_SECRET_KEY" "$S3_ENDPOINT_URL/")
+    if [[ $code != 403 ]]; then
+        fq_die "s3: a request with a wrong secret got HTTP $code, expected 403"
+    fi
+    s3_make_buckets
+    fq_say "s3: healthy (pid $(s3_pid))"
+}
+
+s3_make_buckets() {
+    local bucket code
+    for bucket in "${S3_BUCKETS[@]}"; do
+        code=$(s3_curl "$S3_SECRET_KEY" -X PUT "$S3_ENDPOINT_URL/$bucket")
+        case $code in
+        200 | 409) ;; # 409: BucketAlreadyOwnedByYou, fine on a second `up`
+        *) fq_die "s3: creating bucket $bucket got HTTP $code" ;;
+        esac
+    done
+}
+
+s3_stop() {
+    local pid
+    pid=$(s3_pid)
+    if [[ -z $pid ]]; then
+        fq_say "s3: not running"
+        rm -f "$S3_PIDFILE"
+        return 0
+    fi
+    fq_stop_pid "$pid" 15
+    rm -f "$S3_PIDFILE"
+    fq_say "s3: stopped"
+}
+
+# ---- environment ----------------------------------------------------------------------------
+
+fq_write_env() {
+    local tmp=$FQ_STATE/env.tmp.$$
+    cat >"$tmp" <<EOF
+export KAFKA_BROKERS=$FQ_HOST:$KAFKA_PORT
+export DATABASE_URL=postgresql://$PG_USER:$PG_PASSWORD@$FQ_HOST:$PG_PORT/$PG_DB
+export S3_ENDPOINT=$S3_ENDPOINT_URL
+export S3_REGION=$S3_REGION
+export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY
+export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
+export FRAMEQ_STATE_DIR=$FQ_STATE
+EOF
+    mv "$tmp" "$FQ_STATE/env"
+}
