@@ -24,7 +24,13 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 run_id="fqp-it-$$-$RANDOM"
 B=$KAFKA_BROKERS
-# No database effects from this test (redrive's 'queued' update is the store's to test).
+[ -n "${DATABASE_URL:-}" ] ||
+    fail "DATABASE_URL is not set: start the stack (deploy/local/up) and source .stack/env"
+command -v psql >/dev/null || fail "psql is required"
+consumer=$build/consumer
+[ -x "$consumer" ] || fail "$consumer not built (needed for --migrate of the throwaway database)"
+# Redrive runs without a database unless a step sets one (the last step uses its own).
+admin_url=$DATABASE_URL
 unset DATABASE_URL
 export LOG_LEVEL=warn
 
@@ -205,5 +211,25 @@ jq -e '.key == "ig:T1" and .payload == "{\"platform\":\"ig\",\"code\":\"T1\"}"
        and (.headers | index("frameq-dlq-reason") == null)
        and (.headers | index("frameq-not-before") != null)' "$work/rt.json" >/dev/null ||
     fail "retry message wrong: $(cat "$work/rt.json")"
+
+# ---------------------------------------------------------------------------------------------
+step "redrive sets redriven items 'queued' in the database (throwaway database)"
+db="fqp_it_$$_$RANDOM"
+psql "$admin_url" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $db" >/dev/null
+trap 'psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1; rm -rf "$work"' EXIT
+db_url=$(sed -E "s#/[^/?]+(\?|$)#/$db\1#" <<<"$admin_url")
+DATABASE_URL=$db_url "$consumer" --migrate >/dev/null 2>&1 || fail "consumer --migrate failed"
+psql "$db_url" -v ON_ERROR_STOP=1 -qc "INSERT INTO extraction_items (platform, code, status, attempts)
+    VALUES ('ig', 'DB1', 'dead', 4)" >/dev/null
+export KAFKA_TOPIC=$run_id.db
+"$producer" topics create --partitions 1 >/dev/null
+D=$KAFKA_TOPIC.dlq
+put_dlq "ig:DB1" '{"platform":"ig","code":"DB1"}' frameq-dlq-reason=max-retries frameq-attempt=4
+put_dlq "ig:DB2" '{"platform":"ig","code":"DB2"}' frameq-dlq-reason=permanent frameq-attempt=1
+out=$(DATABASE_URL=$db_url "$producer" redrive)
+echo "$out"
+grep -q "^2 redriven" <<<"$out" || fail "db redrive: $out"
+st=$(psql "$db_url" -Atc "SELECT code || '=' || status FROM extraction_items ORDER BY code" | tr '\n' ' ')
+[ "$st" = "DB1=queued DB2=queued " ] || fail "statuses after redrive: '$st'"
 
 echo "PASS: producer integration"

@@ -66,6 +66,15 @@ static const input_case_t input_cases[] = {
     {"ndjson wrong type and missing field",
      "{\"platform\":\"ig\",\"code\":7}\n{\"code\":\"x\"}\n[1]\n", 0, NULL, FQ_INPUT_NDJSON, 0, 3, 0,
      "line 1: code: expected a string, got number", "line 2: missing \"platform\""},
+    /* The plain fast path and the jansson path must agree: these leave the fast path. */
+    {"escape, other order, extra field, null video_url",
+     "{\"platform\":\"ig\",\"code\":\"A\\u0042\"}\n{\"code\":\"C\",\"x\":[1],\"platform\":\"ig\"}\n"
+     "{\"platform\":\"ig\",\"code\":\"D\",\"video_url\":null}\n",
+     0, NULL, FQ_INPUT_NDJSON, 3, 0, 0, NULL, NULL},
+    {"duplicate key, trailing comma, escaped slash, raw control byte",
+     "{\"platform\":\"ig\",\"code\":\"A\",\"code\":\"B\"}\n{\"platform\":\"ig\",\"code\":\"A\",}\n"
+     "{\"platform\":\"ig\",\"code\":\"a\\/b\"}\n{\"platform\":\"ig\",\"code\":\"a\tb\"}\n",
+     0, NULL, FQ_INPUT_NDJSON, 0, 4, 0, "line 1, column", "line 2, column"},
     {"array valid over lines",
      "[\n {\"platform\":\"ig\",\"code\":\"A\"},\n {\"platform\":\"ig\",\"code\":\"B\"}\n]\n", 0,
      NULL, FQ_INPUT_ARRAY, 2, 0, 0, NULL, NULL},
