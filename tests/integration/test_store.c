@@ -5,6 +5,7 @@
  * own application_name so a test can find and kill its backend. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -628,6 +629,94 @@ static void test_reconnects_after_terminate(void **state)
     check_frames(fx, id, frames, 2);
 }
 
+typedef struct done_call {
+    fq_store_t *store;
+    int64_t id;
+    fq_stored_frame_t *frames;
+    size_t count;
+    fq_error_t *err;
+} done_call_t;
+
+static void *call_mark_done(void *arg)
+{
+    done_call_t *c = arg;
+    c->err = fq_store_mark_done(c->store, c->id, NULL, c->frames, c->count);
+    return NULL;
+}
+
+/* Waits until our store's backend (other than not_pid) waits on a lock; its pid. */
+static int wait_for_blocked_backend(fixture_t *fx, int not_pid)
+{
+    char snot[16];
+    snprintf(snot, sizeof(snot), "%d", not_pid);
+    const char *params[] = {fx->app, snot};
+    for (int i = 0; i < 1000; i++) {
+        PGresult *res = query(fx->pg,
+                              "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
+                              " AND datname = current_database() AND wait_event_type = 'Lock'"
+                              " AND pid <> $2::int",
+                              2, params);
+        int pid = PQntuples(res) == 1 ? atoi(PQgetvalue(res, 0, 0)) : 0;
+        PQclear(res);
+        if (pid > 0)
+            return pid;
+        usleep(10 * 1000);
+    }
+    fail_msg("the store's backend never blocked on the item row lock");
+    return 0;
+}
+
+/* The connection dies inside mark_done's transaction (while it waits for a row lock): the
+ * store reconnects and runs the whole transaction again, and the result is whole. */
+static void test_reconnects_mid_transaction(void **state)
+{
+    fixture_t *fx = *state;
+    fq_item_t item = new_item("midtx");
+    int64_t id = 0;
+    bool done = true;
+    assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    char sid[24];
+    snprintf(sid, sizeof(sid), "%lld", (long long)id);
+
+    /* a second connection of the test holds the item's row lock */
+    char *locker_ci = conninfo_for(database_url(), fx->dbname, "fq-test-locker");
+    PGconn *locker = PQconnectdb(locker_ci);
+    free(locker_ci);
+    assert_int_equal(PQstatus(locker), CONNECTION_OK);
+    PQclear(query(locker, "BEGIN", 0, NULL));
+    const char *params[] = {sid};
+    PQclear(query(locker, "SELECT 1 FROM extraction_items WHERE id = $1::bigint FOR UPDATE", 1,
+                  params));
+
+    fq_stored_frame_t frames[5];
+    char urls[5][128];
+    make_frames(frames, urls, 5, 5);
+    done_call_t call = {.store = fx->store, .id = id, .frames = frames, .count = 5};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, call_mark_done, &call), 0);
+
+    int pid = wait_for_blocked_backend(fx, 0);
+    char spid[16];
+    snprintf(spid, sizeof(spid), "%d", pid);
+    const char *kill_params[] = {spid};
+    PGresult *res = query(fx->pg, "SELECT pg_terminate_backend($1::int, 5000)", 1, kill_params);
+    assert_string_equal(PQgetvalue(res, 0, 0), "t");
+    PQclear(res);
+    /* the retry, on a new connection, blocks on the same lock until we let go */
+    int pid2 = wait_for_blocked_backend(fx, pid);
+    assert_int_not_equal(pid2, pid);
+    PQclear(query(locker, "ROLLBACK", 0, NULL));
+    pthread_join(thread, NULL);
+    PQfinish(locker);
+    assert_ok(call.err);
+
+    item_row_t row;
+    assert_true(get_item(fx, &item, &row));
+    assert_string_equal(row.status, "done");
+    assert_string_equal(row.frame_count, "5");
+    check_frames(fx, id, frames, 5);
+}
+
 int main(void)
 {
     srandom((unsigned)getpid() ^ (unsigned)time(NULL));
@@ -645,6 +734,7 @@ int main(void)
         cmocka_unit_test(test_unreachable_is_outage),
         cmocka_unit_test(test_connect_timeout_default),
         cmocka_unit_test(test_reconnects_after_terminate),
+        cmocka_unit_test(test_reconnects_mid_transaction),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
