@@ -2,10 +2,12 @@
  * spooled, deduplicated, to an anonymous temporary file so nothing is published before all
  * input was checked and memory stays flat (DESIGN §6).
  *
- * Memory: one record (at most FQ_INPUT_RECORD_MAX bytes) at a time, plus the dedupe set: 8
- * bytes per distinct item (a 24-bit hash tag and the 40-bit spool offset, verified against the
- * spool on a tag match, so a hash collision never drops an item). Spool: one line
- * "platform\tcode\tvideo_url\n" per valid item on disk (about 30 bytes an item).
+ * Memory: one record (at most FQ_INPUT_RECORD_MAX bytes) at a time, plus the dedupe set: a
+ * 16-byte slot (64-bit key hash, spool offset) per distinct item at a load of 3/8..3/4, i.e.
+ * 21-43 bytes an item (32 MiB for 1M distinct items); equal hashes are verified against the
+ * spool, so a collision never drops an item. --allow-duplicates needs no set. Spool: one line
+ * "platform\tcode\tvideo_url\n" per valid item in an unlinked temporary file (~30 bytes an
+ * item), read back for publishing.
  */
 #ifndef FQ_INPUT_H
 #define FQ_INPUT_H

@@ -11,15 +11,19 @@
 
 #define SPOOL_LINE_MAX (FQ_PLATFORM_MAX + FQ_CODE_MAX + FQ_VIDEO_URL_MAX + 8)
 #define SET_MIN_BITS   14
-#define OFFSET_BITS    40
-#define OFFSET_MASK    ((UINT64_C(1) << OFFSET_BITS) - 1)
+
+/* One entry of the dedupe set: the key's 64-bit hash and where its record is in the spool. */
+typedef struct set_slot {
+    uint64_t hash;
+    uint64_t offset1; /* offset + 1; 0 = empty */
+} set_slot_t;
 
 struct fq_spool {
     FILE *fp;
     size_t count;
-    uint64_t end;   /* bytes written */
-    uint64_t *set;  /* dedupe: (tag << 40) | (offset + 1); 0 = empty */
-    size_t set_cap; /* 2^set_bits */
+    uint64_t end;    /* bytes written */
+    set_slot_t *set; /* dedupe: open addressing, linear probing */
+    size_t set_cap;  /* 2^set_bits */
     unsigned set_bits;
     size_t set_used;
     char line[SPOOL_LINE_MAX];
@@ -109,89 +113,59 @@ static int spool_read_at(fq_spool_t *spool, uint64_t offset)
     return 0;
 }
 
-/* Home slot: the TOP bits of the hash. The stored tag is the top 24 bits too, so while the
- * table has at most 2^24 slots, growing re-homes entries from their tags alone; only larger
- * tables need the full hashes recomputed from the spool. */
+/* Home slot: the top bits of the hash, so doubling the table splits each run in order. */
 static size_t set_home(uint64_t hash, unsigned bits)
 {
     return (size_t)(hash >> (64 - bits));
 }
 
-static void set_put(uint64_t *set, unsigned bits, uint64_t hash, uint64_t offset)
+static void set_put(set_slot_t *set, unsigned bits, uint64_t hash, uint64_t offset)
 {
     size_t mask = ((size_t)1 << bits) - 1;
     for (size_t i = set_home(hash, bits);; i = (i + 1) & mask) {
-        if (!set[i]) {
-            set[i] = ((hash >> OFFSET_BITS) << OFFSET_BITS) | (offset + 1);
+        if (!set[i].offset1) {
+            set[i].hash = hash;
+            set[i].offset1 = offset + 1;
             return;
         }
     }
 }
 
-/* Doubles the set. */
+/* Doubles the set; the full hashes are kept, so nothing is re-read. */
 static int set_grow(fq_spool_t *spool)
 {
     unsigned bits = spool->set_cap ? spool->set_bits + 1 : SET_MIN_BITS;
     size_t cap = (size_t)1 << bits;
-    uint64_t *set = calloc(cap, sizeof(*set));
+    set_slot_t *set = calloc(cap, sizeof(*set));
     if (!set)
         return -1;
-    if (spool->set_used && bits <= 64 - OFFSET_BITS) {
-        for (size_t i = 0; i < spool->set_cap; i++) {
-            uint64_t slot = spool->set[i];
-            if (slot)
-                set_put(set, bits, slot & ~OFFSET_MASK, (slot & OFFSET_MASK) - 1);
-        }
-    } else if (spool->set_used) {
-        if (fflush(spool->fp) != 0)
-            goto fail;
-        FILE *fp = fdopen(dup(fileno(spool->fp)), "r");
-        if (!fp)
-            goto fail;
-        if (fseeko(fp, 0, SEEK_SET) != 0) {
-            fclose(fp);
-            goto fail;
-        }
-        uint64_t off = 0;
-        while (off < spool->end && fgets(spool->line, sizeof(spool->line), fp)) {
-            size_t n = strlen(spool->line);
-            char *tab1 = strchr(spool->line, '\t');
-            char *tab2 = tab1 ? strchr(tab1 + 1, '\t') : NULL;
-            if (tab1 && tab2) {
-                *tab1 = *tab2 = '\0';
-                set_put(set, bits, key_hash(spool->line, tab1 + 1), off);
-            }
-            off += n;
-        }
-        fclose(fp);
-    }
+    for (size_t i = 0; i < spool->set_cap; i++)
+        if (spool->set[i].offset1)
+            set_put(set, bits, spool->set[i].hash, spool->set[i].offset1 - 1);
     free(spool->set);
     spool->set = set;
     spool->set_cap = cap;
     spool->set_bits = bits;
     return 0;
-fail:
-    free(set);
-    return -1;
 }
 
 /* 1 when platform:code is already spooled, 0 when it was added, -1 on error. */
 static int set_check_add(fq_spool_t *spool, const fq_item_t *item, uint64_t offset)
 {
-    if ((spool->set_used + 1) * 10 > spool->set_cap * 7 && set_grow(spool) != 0)
+    if ((spool->set_used + 1) * 4 > spool->set_cap * 3 && set_grow(spool) != 0)
         return -1;
     uint64_t hash = key_hash(item->platform, item->code);
-    uint64_t tag = hash >> OFFSET_BITS;
     size_t plen = strlen(item->platform), clen = strlen(item->code);
     size_t mask = spool->set_cap - 1;
     for (size_t i = set_home(hash, spool->set_bits);; i = (i + 1) & mask) {
-        uint64_t slot = spool->set[i];
-        if (!slot)
+        const set_slot_t *slot = &spool->set[i];
+        if (!slot->offset1)
             break;
-        if ((slot >> OFFSET_BITS) != tag)
+        if (slot->hash != hash)
             continue;
-        /* Tag match: compare the real key in the spool, so a collision never drops an item. */
-        if (spool_read_at(spool, (slot & OFFSET_MASK) - 1) != 0)
+        /* Same 64-bit hash: compare the real key in the spool, so a collision never drops an
+         * item. Real duplicates are the only frequent case here. */
+        if (spool_read_at(spool, slot->offset1 - 1) != 0)
             return -1;
         const char *l = spool->line;
         if (strncmp(l, item->platform, plen) == 0 && l[plen] == '\t' &&
@@ -205,8 +179,6 @@ static int set_check_add(fq_spool_t *spool, const fq_item_t *item, uint64_t offs
 
 static int spool_add(fq_spool_t *spool, const fq_item_t *item, bool dedupe)
 {
-    if (spool->end > OFFSET_MASK - 1)
-        return -1;
     if (dedupe) {
         int dup = set_check_add(spool, item, spool->end);
         if (dup != 0)
