@@ -491,6 +491,27 @@ static void test_record_error_creates_item(void **state)
                      1);
 }
 
+/* A statement the database refuses for this item's values: retriable, SQLSTATE in the
+ * message and in the code, and the store stays usable. (The pipeline validates items first;
+ * the table's CHECK is the last line.) */
+static void test_constraint_violation_is_retriable(void **state)
+{
+    fixture_t *fx = *state;
+    fq_item_t item = {.platform = "Not Valid!", .code = "x"};
+    int64_t id = 0;
+    bool done = false;
+    fq_error_t *err = fq_store_begin_item(fx->store, &item, 1, &id, &done);
+    assert_non_null(err);
+    assert_int_equal(fq_error_stage(err), FQ_STAGE_STORE);
+    assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);
+    if (!strstr(fq_error_message(err), "SQLSTATE 23514"))
+        fail_msg("no SQLSTATE in: %s", fq_error_message(err));
+    /* PostgreSQL's MAKE_SQLSTATE('2','3','5','1','4') */
+    assert_int_equal(fq_error_code(err), 2 + (3 << 6) + (5 << 12) + (1 << 18) + (4 << 24));
+    fq_error_destroy(err);
+    assert_ok(fq_store_ping(fx->store));
+}
+
 static void test_set_status(void **state)
 {
     fixture_t *fx = *state;
@@ -730,6 +751,7 @@ int main(void)
         cmocka_unit_test(test_record_error_invalid_utf8),
         cmocka_unit_test(test_record_error_leaves_done),
         cmocka_unit_test(test_record_error_creates_item),
+        cmocka_unit_test(test_constraint_violation_is_retriable),
         cmocka_unit_test(test_set_status),
         cmocka_unit_test(test_unreachable_is_outage),
         cmocka_unit_test(test_connect_timeout_default),
