@@ -5,6 +5,26 @@
 # machine. Idempotent: a file already present is kept (files are written to a temporary
 # name first, so an interrupted run never leaves a half-written video behind).
 # Prints the path of every file made (or already present), one per line, on stdout.
+#
+# Files (names are stable; other tests use them):
+#   h264.mp4            1280x720 testsrc2, 6 s, 30 fps, GOP 2 s, B-frames, moov at the end
+#   h264_faststart.mp4  the same with moov first
+#   hevc.mp4            640x360, 3 s (libx265, open GOP)
+#   vp9.webm            320x240, 3 s
+#   mpeg4.avi           640x360, 3 s, 25 fps (MPEG-4 part 2)
+#   av1.mkv             320x240, 2 s (only when libsvtav1 is there)
+#   rotated90.mp4       640x360 coded, shown portrait through the rotate tag
+#   vfr.mp4             640x360, 8 s, frame intervals alternating 1/30 s and 1/10 s
+#   uhd.mp4             3840x2160, 1 s
+#   long.mp4            160x90, 20 s, 10 fps (for MAX_VIDEO_SECONDS=10)
+#   long_noduration.mkv the same in Matroska without duration or cues (written to a pipe)
+#   audio_only.m4a      AAC only
+#   empty.mp4           0 bytes
+#   truncated.mp4       the first 40% of h264_faststart.mp4
+#   random.mp4          random bytes
+#   text.mp4            a text file
+#   scenes.mp4          320x180, black 1 s, testsrc2 2 s, white 1 s (two cuts)
+#   tiny.mp4            one 64x64 frame
 set -euo pipefail
 
 if [ $# -ne 1 ]; then
@@ -18,8 +38,11 @@ command -v ffmpeg >/dev/null || { echo "make_videos.sh: ffmpeg not found" >&2; e
 ff() { SVT_LOG=1 ffmpeg -nostdin -hide_banner -loglevel error -y "$@"; }
 has_encoder() { ffmpeg -hide_banner -encoders 2>/dev/null | grep -c " $1 " >/dev/null; }
 
-# make NAME CMD...: runs CMD with "$tmp" as its output path unless NAME exists.
-make() {
+tmp=""
+trap 'if [ -n "$tmp" ]; then rm -f "$tmp"; fi' EXIT
+
+# make_one NAME CMD...: runs CMD with "$tmp" as its output path unless NAME exists.
+make_one() {
     local name=$1
     shift
     local dst="$out/$name"
@@ -27,6 +50,7 @@ make() {
         tmp="$out/.tmp.$$.$name"
         "$@"
         mv -f "$tmp" "$dst"
+        tmp=""
     fi
     echo "$dst"
 }
@@ -109,23 +133,23 @@ gen_tiny() {
         -preset ultrafast -pix_fmt yuv420p -f mp4 "$tmp"
 }
 
-make h264.mp4 gen_h264
-make h264_faststart.mp4 gen_h264_faststart
-make hevc.mp4 gen_hevc
-make vp9.webm gen_vp9
-make mpeg4.avi gen_mpeg4
+make_one h264.mp4 gen_h264
+make_one h264_faststart.mp4 gen_h264_faststart
+make_one hevc.mp4 gen_hevc
+make_one vp9.webm gen_vp9
+make_one mpeg4.avi gen_mpeg4
 if has_encoder libsvtav1; then
-    make av1.mkv gen_av1
+    make_one av1.mkv gen_av1
 fi
-make rotated90.mp4 gen_rotated90
-make vfr.mp4 gen_vfr
-make uhd.mp4 gen_uhd
-make long.mp4 gen_long
-make long_noduration.mkv gen_long_noduration
-make audio_only.m4a gen_audio_only
-make empty.mp4 gen_empty
-make truncated.mp4 gen_truncated
-make random.mp4 gen_random
-make text.mp4 gen_text
-make scenes.mp4 gen_scenes
-make tiny.mp4 gen_tiny
+make_one rotated90.mp4 gen_rotated90
+make_one vfr.mp4 gen_vfr
+make_one uhd.mp4 gen_uhd
+make_one long.mp4 gen_long
+make_one long_noduration.mkv gen_long_noduration
+make_one audio_only.m4a gen_audio_only
+make_one empty.mp4 gen_empty
+make_one truncated.mp4 gen_truncated
+make_one random.mp4 gen_random
+make_one text.mp4 gen_text
+make_one scenes.mp4 gen_scenes
+make_one tiny.mp4 gen_tiny
