@@ -1,0 +1,33 @@
+/**
+ * @file fq_test_env.h
+ * @brief Small helpers for integration tests: required environment, unique names, topics.
+ *
+ * Integration tests talk to the real local stack (deploy/local/up). When its environment is
+ * missing they must fail loudly, not skip, so a green run always means the services were used.
+ */
+#ifndef FQ_TEST_ENV_H
+#define FQ_TEST_ENV_H
+
+#include <stddef.h>
+
+/**
+ * @brief Returns the value of environment variable @p name, or fails the current cmocka test
+ *        (or exits 1 outside a test) with a message that says how to get the stack.
+ */
+const char *fq_test_env_require(const char *name);
+
+/**
+ * @brief Writes "<prefix>-<pid>-<time>-<counter>-<random>" into @p buf: unique across runs,
+ *        processes and calls, and valid as a Kafka topic, group id, item code or S3 key part.
+ * @return @p buf.
+ */
+char *fq_test_unique_name(const char *prefix, char *buf, size_t size);
+
+/**
+ * @brief Creates topic @p topic with @p partitions partitions (replication 1) through the
+ *        Admin API on @p brokers and waits until it is created.
+ * @return 0 on success (or if it already exists), -1 with a message on stderr otherwise.
+ */
+int fq_test_kafka_create_topic(const char *brokers, const char *topic, int partitions);
+
+#endif /* FQ_TEST_ENV_H */
