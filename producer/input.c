@@ -350,6 +350,7 @@ typedef struct scan {
     record_t rec;
     char *errstr;
     size_t errstr_size;
+    const reader_t *reader; /* for the byte count in progress reports */
 } scan_t;
 
 static void report(scan_t *s, const char *where, const char *why)
@@ -367,8 +368,10 @@ static int handle_record(scan_t *s, size_t index)
     bool array = s->stats->format == FQ_INPUT_ARRAY;
     char where[96];
     s->stats->records++;
-    if (s->opts->progress && (s->stats->records & 4095) == 0)
+    if (s->opts->progress && (s->stats->records & 4095) == 0) {
+        s->stats->bytes = s->reader->bytes;
         s->opts->progress(s->opts->opaque, s->stats);
+    }
 
     fq_item_t item;
     if (!rec->overflow && fast_item(rec->buf, rec->len, &item) == 0)
@@ -530,6 +533,7 @@ fq_spool_t *fq_input_read(FILE *in, const fq_input_opts_t *opts, fq_input_stats_
     memset(stats, 0, sizeof(*stats));
     scan_t s = {.opts = opts, .stats = stats, .errstr = errstr, .errstr_size = errstr_size};
     reader_t r = {.in = in, .line = 1, .col = 0};
+    s.reader = &r;
     int ok = 0;
 
     s.spool = calloc(1, sizeof(*s.spool));

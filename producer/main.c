@@ -13,6 +13,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -475,6 +476,7 @@ typedef struct enqueue_state {
     int64_t t0;
     uint64_t total_items;
     int64_t last_progress;
+    uint64_t input_size; /* bytes of a regular input file; 0 when unknown */
 } enqueue_state_t;
 
 static void report_invalid(void *opaque, const char *where, const char *why)
@@ -538,8 +540,21 @@ static void read_progress(void *opaque, const fq_input_stats_t *stats)
     if (now - st->last_progress < 200)
         return;
     st->last_progress = now;
-    fprintf(stderr, "\r\033[Kvalidating: %zu items read, %zu invalid, %zu duplicates",
-            stats->records, stats->invalid, stats->duplicates);
+    if (st->input_size > 0) {
+        /* a regular file: its size gives a fraction and an ETA for this pass */
+        char eta[32];
+        int64_t elapsed = now - st->t0;
+        fq_progress_fmt_duration(fq_progress_eta_ms(stats->bytes, st->input_size, elapsed), eta,
+                                 sizeof(eta));
+        fprintf(stderr,
+                "\r\033[Kvalidating: %.0f%%, %zu items read, %zu invalid, %zu duplicates, "
+                "%.0f items/s, ETA %s",
+                100.0 * (double)stats->bytes / (double)st->input_size, stats->records,
+                stats->invalid, stats->duplicates, fq_progress_rate(stats->records, elapsed), eta);
+    } else {
+        fprintf(stderr, "\r\033[Kvalidating: %zu items read, %zu invalid, %zu duplicates",
+                stats->records, stats->invalid, stats->duplicates);
+    }
 }
 
 static FILE *open_input(const fq_config_t *cfg, const opts_t *o, const char **name)
@@ -581,6 +596,9 @@ static int cmd_enqueue(const fq_config_t *cfg, const opts_t *o)
     FILE *in = open_input(cfg, o, &name);
     if (!in)
         goto done;
+    struct stat sb;
+    if (fstat(fileno(in), &sb) == 0 && S_ISREG(sb.st_mode))
+        st.input_size = (uint64_t)sb.st_size;
     fq_input_opts_t iopts = {.allow_duplicates = o->allow_duplicates,
                              .report = report_invalid,
                              .opaque = &st,
