@@ -187,6 +187,17 @@ jq -e -s 'all(.[]; (.headers | index("frameq-redrive-count")) as $i | $i != null
 out=$("$producer" redrive 2>/dev/null)
 grep -q "^0 redriven" <<<"$out" || fail "a fourth run found work: $out"
 
+step "another group starts over; --include-malformed redrives raw bytes as they are"
+out=$("$producer" redrive --group "$run_id.other" --include-malformed --max-redrives 5 \
+    --stage message 2>/dev/null)
+echo "$out"
+grep -q "^1 redriven to $KAFKA_TOPIC (6 read; skipped: 5 not matching" <<<"$out" ||
+    fail "--include-malformed with --stage message: $out"
+read_topic "$KAFKA_TOPIC" >"$work/rd2.json"
+jq -e -s 'map(select(.payload == "not json {")) | length == 1 and
+          (.[0].headers | index("frameq-redrive-count") as $i | .[$i + 1] == "1")' \
+    "$work/rd2.json" >/dev/null || fail "malformed entry not redriven as is"
+
 step "redrive --to retry with filters"
 export KAFKA_TOPIC=$run_id.rt
 "$producer" topics create --partitions 1 >/dev/null
