@@ -865,15 +865,19 @@ static bool fps_packet_needed(const run_t *r, const AVPacket *pkt)
     return n_succ > first;
 }
 
-/* True when the packet holds an IDR picture (H.264 type 5, HEVC IDR_W_RADL/IDR_N_LP):
- * nothing after it refers to anything before it, so packets before it may simply be left
- * out without restarting the decoder. */
-static bool packet_is_idr(const run_t *r, const AVPacket *pkt)
+/* What the NAL units of an H.264/HEVC packet say about its picture. */
+typedef struct nal_info {
+    bool idr;        /* an IDR picture (H.264 type 5, HEVC IDR_W_RADL/IDR_N_LP) */
+    bool disposable; /* no picture refers to it (H.264 nal_ref_idc 0, HEVC sub-layer non-ref) */
+} nal_info_t;
+
+static bool packet_nal_info(const run_t *r, const AVPacket *pkt, nal_info_t *ni)
 {
     enum AVCodecID id = r->st->codecpar->codec_id;
     if (id != AV_CODEC_ID_H264 && id != AV_CODEC_ID_HEVC) {
         return false;
     }
+    bool vcl = false, idr = false, ref = false;
     const uint8_t *p = pkt->data, *end = pkt->data + pkt->size;
     while (p < end) {
         const uint8_t *nal;
@@ -887,7 +891,7 @@ static bool packet_is_idr(const run_t *r, const AVPacket *pkt)
                 len = (len << 8) | p[i];
             }
             nal = p + r->nal_len_size;
-            if (len == 0 || len > (size_t)(end - nal)) {
+            if (len < 2 || len > (size_t)(end - nal)) {
                 return false;
             }
             p = nal + len;
@@ -896,31 +900,43 @@ static bool packet_is_idr(const run_t *r, const AVPacket *pkt)
             while (end - p >= 3 && !(p[0] == 0 && p[1] == 0 && p[2] == 1)) {
                 p++;
             }
-            if (end - p < 4) {
-                return false;
+            if (end - p < 5) {
+                break;
             }
             nal = p + 3;
             p = nal;
         }
         if (id == AV_CODEC_ID_H264) {
             int type = nal[0] & 0x1f;
-            if (type == 5) {
-                return true;
-            }
-            if (type >= 1 && type <= 4) {
-                return false; /* a non-IDR slice */
+            if (type >= 1 && type <= 5) {
+                vcl = true;
+                idr |= type == 5;
+                ref |= (nal[0] >> 5) != 0;
             }
         } else {
             int type = (nal[0] >> 1) & 0x3f;
-            if (type == 19 || type == 20) {
-                return true;
-            }
-            if (type <= 21) {
-                return false; /* another picture type (CRA, trailing, leading) */
+            if (type < 32) {
+                vcl = true;
+                idr |= type == 19 || type == 20;
+                /* even types below 16 are sub-layer non-reference pictures */
+                ref |= type >= 16 || (type & 1);
             }
         }
     }
-    return false;
+    if (!vcl) {
+        return false;
+    }
+    ni->idr = idr;
+    ni->disposable = !ref;
+    return true;
+}
+
+/* True when nothing after this keyframe refers to anything before it, so packets before it
+ * may be left out without restarting the decoder. */
+static bool packet_is_idr(const run_t *r, const AVPacket *pkt)
+{
+    nal_info_t ni;
+    return packet_nal_info(r, pkt, &ni) && ni.idr;
 }
 
 /* fps mode: the rest of the current GOP is useless when no packet from the head of the
@@ -1120,8 +1136,18 @@ static fq_error_t *decode_fps(run_t *r)
             goto done;
         }
         int64_t target_before = r->next_target;
-        enum AVDiscard discard = fps_packet_needed(r, pkt) ? AVDISCARD_DEFAULT : AVDISCARD_NONREF;
-        err = send_packet(r, pkt, discard);
+        bool needed = fps_packet_needed(r, pkt);
+        nal_info_t ni;
+        if (!needed && packet_nal_info(r, pkt, &ni) && ni.disposable) {
+            /* never shown, never referred to: the decoder need not see it at all (the same
+             * as AVDISCARD_NONREF, without occupying a decoder thread) */
+            if (pkt->pts != AV_NOPTS_VALUE) {
+                history_add(r, pkt->pts);
+            }
+            av_packet_unref(pkt);
+            continue;
+        }
+        err = send_packet(r, pkt, needed ? AVDISCARD_DEFAULT : AVDISCARD_NONREF);
         av_packet_unref(pkt);
         if (err) {
             goto done;
