@@ -742,9 +742,13 @@ flush:
                 deadline = fq_time_mono_ms() + 5000;
         }
         progress_line(&st, sent, true);
-        if (rd_kafka_outq_len(rk) > 0)
+        if (rd_kafka_outq_len(rk) > 0) {
             fprintf(stderr, "producer: %d messages still queued at the deadline\n",
                     rd_kafka_outq_len(rk));
+            /* Purged messages get their delivery reports (counted as failed, meta freed). */
+            rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_flush(rk, 1000);
+        }
         char fatal[256];
         if (rd_kafka_fatal_error(rk, fatal, sizeof(fatal)))
             fprintf(stderr, "producer: fatal producer error: %s\n", fatal);
