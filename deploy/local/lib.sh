@@ -10,10 +10,11 @@ FQ_CACHE=${FRAMEQ_CACHE_DIR:-${HOME:-/root}/.cache/frameq}
 FQ_LOGS=$FQ_STATE/logs
 
 FQ_HOST=127.0.0.1
-KAFKA_PORT=19092
-KAFKA_CONTROLLER_PORT=19093
-PG_PORT=55432
-S3_PORT=17070
+# Fixed ports are the contract; the overrides exist to test these scripts beside a running stack.
+KAFKA_PORT=${FRAMEQ_KAFKA_PORT:-19092}
+KAFKA_CONTROLLER_PORT=${FRAMEQ_KAFKA_CONTROLLER_PORT:-19093}
+PG_PORT=${FRAMEQ_PG_PORT:-55432}
+S3_PORT=${FRAMEQ_S3_PORT:-17070}
 
 # The broker version lives in one place: the pom.
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$FQ_LOCAL_DIR/pom.xml")
@@ -232,6 +233,8 @@ kafka_stop() {
 
 # ---- PostgreSQL -----------------------------------------------------------------------------
 
+# The server writes its log inside its own folder (reachable by the postgres user); the
+# usual place, $FQ_LOGS/postgres.log, is a symlink to it.
 PG_LOG=$FQ_LOGS/postgres.log
 
 # PostgreSQL refuses to run as root: as root we run it as the `postgres` OS user.
@@ -246,7 +249,11 @@ pg_as_owner() {
 # The cluster lives in $FQ_STATE/pg unless the postgres user cannot reach that folder
 # (e.g. a checkout under /root); then it lives in /tmp and $FQ_STATE/pg points to it.
 pg_root() {
-    printf '%s' "$FQ_STATE/pg"
+    if [[ -L $FQ_STATE/pg ]]; then
+        readlink -f "$FQ_STATE/pg"
+    else
+        printf '%s' "$FQ_STATE/pg"
+    fi
 }
 
 pg_prepare_root() {
@@ -274,8 +281,14 @@ pg_data() {
     printf '%s/data' "$(pg_root)"
 }
 
+# Unix socket paths are limited to 107 bytes: a deep checkout gets its socket in /tmp instead.
 pg_sockdir() {
-    printf '%s/run' "$(pg_root)"
+    local dir
+    dir=$(pg_root)/run
+    if ((${#dir} > 80)); then
+        dir=${TMPDIR:-/tmp}/frameq-pg-run-$(printf '%s' "$FQ_STATE" | md5sum | cut -c1-12)
+    fi
+    printf '%s' "$dir"
 }
 
 pg_pid() {
@@ -312,12 +325,14 @@ pg_start() {
         fq_log_tail "$PG_LOG"
         fq_die "postgresql: pid $pid runs but is not healthy"
     fi
-    local data sockdir
+    local data sockdir server_log
     data=$(pg_data)
     sockdir=$(pg_sockdir)
-    touch "$PG_LOG"
-    if [[ $(id -u) -eq 0 ]]; then
-        chown postgres:postgres "$PG_LOG"
+    server_log=$(pg_root)/postgres.log
+    pg_as_owner touch "$server_log"
+    if [[ ! -L $PG_LOG ]]; then
+        rm -f "$PG_LOG"
+        ln -s "$server_log" "$PG_LOG"
     fi
     if [[ ! -f $data/PG_VERSION ]]; then
         fq_say "postgresql: creating a cluster in $data"
@@ -345,7 +360,7 @@ EOF
     pg_as_owner mkdir -p "$sockdir"
     fq_say "postgresql: starting on $FQ_HOST:$PG_PORT"
     # setsid: the server must outlive the shell (or test) that started it.
-    if ! pg_as_owner setsid "$PG_BIN/pg_ctl" -D "$data" -l "$PG_LOG" -w -t "$FQ_START_TIMEOUT" \
+    if ! pg_as_owner setsid "$PG_BIN/pg_ctl" -D "$data" -l "$server_log" -w -t "$FQ_START_TIMEOUT" \
         start >/dev/null 2>&1 9>&-; then
         fq_log_tail "$PG_LOG"
         fq_die "postgresql: pg_ctl start failed"
