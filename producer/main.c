@@ -872,8 +872,12 @@ static int cmd_topics_create(const fq_config_t *cfg, const opts_t *o)
             if (!strcmp(names[j], tname))
                 p = parts[j];
         if (!err) {
-            printf("%s: created (%d partitions, replication factor %d)\n", tname, p,
-                   o->replication_factor);
+            char rf[32];
+            if (o->replication_factor < 0)
+                snprintf(rf, sizeof(rf), "the broker's default");
+            else
+                snprintf(rf, sizeof(rf), "%d", o->replication_factor);
+            printf("%s: created (%d partitions, replication factor %s)\n", tname, p, rf);
         } else if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
             printf("%s: exists\n", tname);
         } else {
