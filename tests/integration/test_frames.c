@@ -204,6 +204,10 @@ static const outcome_case_t outcome_cases[] = {
     {"av1.mkv", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 2, 2, 320, 240},
     {"rotated90.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 3, 3, 288, 512},
     {"rotated90.mp4", FQ_FRAME_MODE_KEYFRAMES, 1, 0, 0, false, NULL, 2, 2, 288, 512},
+    {"rotated180.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 3, 3, 512, 288},
+    {"rotated270.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 3, 3, 288, 512},
+    /* 640x360 with square pixels would be 512x288; 4:3 pixels make it 853x360 */
+    {"anamorphic.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 2, 2, 512, 216},
     {"vfr.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 8, 8, 512, 288},
     {"uhd.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 1, 1, 512, 288},
     {"tiny.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, false, NULL, 1, 1, 64, 64},
@@ -485,6 +489,11 @@ static void compare_with_cli(const char *name, double fps)
         print_message("  frame %d pts %lld ms: diff same %.2f, previous %.2f, next %.2f\n", k,
                       (long long)c.frames[k].pts_ms, same, prev < 1e9 ? prev : -1,
                       next < 1e9 ? next : -1);
+        /* the same picture through the same scaler and encoder: nearly identical (a wrong
+         * rotation or a wrong frame is tens of levels away) */
+        if (same > 1.5) {
+            fail_msg("%s frame %d: mean difference %.2f from the CLI's frame", name, k, same);
+        }
         if (!(same < prev && same < next)) {
             fail_msg("%s frame %d: closer to a neighbour of the CLI's frame (%.2f vs %.2f/%.2f)",
                      name, k, same, prev, next);
@@ -513,6 +522,15 @@ static void test_fps_vs_cli_rotated(void **state)
 {
     (void)state;
     compare_with_cli("rotated90.mp4", 1);
+}
+
+/* the CLI's autorotation and ours agree for every right angle, and on anamorphic pixels */
+static void test_fps_vs_cli_geometry(void **state)
+{
+    (void)state;
+    compare_with_cli("rotated180.mp4", 1);
+    compare_with_cli("rotated270.mp4", 1);
+    compare_with_cli("anamorphic.mp4", 1);
 }
 
 static void test_fps_vs_cli_hevc(void **state)
@@ -589,7 +607,7 @@ int main(void)
         cmocka_unit_test(test_callback_error),     cmocka_unit_test(test_reuse),
         cmocka_unit_test(test_fps_vs_cli_h264),    cmocka_unit_test(test_fps_vs_cli_vfr),
         cmocka_unit_test(test_fps_vs_cli_rotated), cmocka_unit_test(test_fps_vs_cli_hevc),
-        cmocka_unit_test(test_fps_vs_cli_rates),
+        cmocka_unit_test(test_fps_vs_cli_rates),   cmocka_unit_test(test_fps_vs_cli_geometry),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     remove_corpus();

@@ -14,6 +14,8 @@
 #   mpeg4.avi           640x360, 3 s, 25 fps (MPEG-4 part 2)
 #   av1.mkv             320x240, 2 s (only when libsvtav1 is there)
 #   rotated90.mp4       640x360 coded, shown portrait through the rotate tag
+#   rotated180.mp4, rotated270.mp4   the same stream with rotate tags 180 and 270
+#   anamorphic.mp4      640x360 coded, sample aspect ratio 4:3 (shown 853x360), 2 s
 #   vfr.mp4             640x360, 8 s, frame intervals alternating 1/30 s and 1/10 s
 #   uhd.mp4             3840x2160, 1 s
 #   long.mp4            160x90, 20 s, 10 fps (for MAX_VIDEO_SECONDS=10)
@@ -87,6 +89,13 @@ gen_rotated90() { # 640x360 coded, displayed portrait through the rotate tag (FF
     ff -i "$src" -c copy -metadata:s:v:0 rotate=90 -f mp4 "$tmp"
     rm -f "$src"
 }
+gen_rotated() { # $1 = degrees in the rotate tag; reuses rotated90.mp4's stream
+    ff -i "$out/rotated90.mp4" -c copy -metadata:s:v:0 rotate="$1" -f mp4 "$tmp"
+}
+gen_anamorphic() { # 640x360 coded with a 4:3 sample aspect ratio: shown 853x360
+    ff -f lavfi -i testsrc2=size=640x360:rate=30:duration=2 -vf setsar=4/3 \
+        -c:v libx264 -preset ultrafast -g 30 -pix_fmt yuv420p -f mp4 "$tmp"
+}
 gen_vfr() { # per 20 input frames: 10 frames 1/30 s apart, then 10 frames 1/10 s apart (8 s)
     ff -f lavfi -i testsrc2=size=640x360:rate=30:duration=4 \
         -vf "setpts='(40*floor(N/20)+mod(N,20)+2*max(mod(N,20)-10,0))/30/TB'" \
@@ -142,6 +151,9 @@ if has_encoder libsvtav1; then
     make_one av1.mkv gen_av1
 fi
 make_one rotated90.mp4 gen_rotated90
+make_one rotated180.mp4 gen_rotated 180
+make_one rotated270.mp4 gen_rotated 270
+make_one anamorphic.mp4 gen_anamorphic
 make_one vfr.mp4 gen_vfr
 make_one uhd.mp4 gen_uhd
 make_one long.mp4 gen_long
