@@ -467,6 +467,7 @@ static fq_error_t *store_run(fq_store_t *store, store_body_t body, void *ctx)
     for (int attempt = 0; attempt < 2; attempt++) {
         store->sqlstate[0] = '\0';
         store->msg[0] = '\0';
+        bool was_up = store->conn && !store->need_reset && PQstatus(store->conn) == CONNECTION_OK;
         kind = store_connect(store);
         if (kind == STORE_OK)
             kind = body(store, ctx);
@@ -474,9 +475,11 @@ static fq_error_t *store_run(fq_store_t *store, store_body_t body, void *ctx)
             return NULL;
         if ((kind != STORE_BROKEN && kind != STORE_TRANSIENT) || store->conninfo_bad)
             break;
+        /* A connection that was fine and broke is worth a warning; failing to connect while
+         * the database is down is the caller's outage to report, once, not ours per probe. */
         if (attempt == 0)
-            FQ_WARN(NULL, "postgresql: %s; %s", store->msg,
-                    kind == STORE_BROKEN ? "reconnecting" : "retrying");
+            fq_log(was_up ? FQ_LOG_WARN : FQ_LOG_DEBUG, NULL, "postgresql: %s; %s", store->msg,
+                   kind == STORE_BROKEN ? "reconnecting" : "retrying");
     }
     fq_error_t *err;
     switch (kind) {
