@@ -53,6 +53,19 @@ typedef struct fq_dlq_filter {
  *  never passes a time filter. */
 bool fq_dlq_filter_match(const fq_dlq_filter_t *filter, const fq_dlq_entry_t *entry);
 
+/** What redrive does with one DLQ message. */
+typedef enum fq_redrive_action {
+    FQ_REDRIVE_TAKE = 0,     /**< redrive it */
+    FQ_REDRIVE_NOT_MATCHING, /**< a filter excludes it (silently passed over) */
+    FQ_REDRIVE_LOOP_GUARD,   /**< redriven --max-redrives times already: skipped, reported */
+    FQ_REDRIVE_MALFORMED,    /**< undecodable or reason malformed, without --include-malformed */
+} fq_redrive_action_t;
+
+/** @brief The redrive decision for one entry, in this order: filters, loop guard, malformed.
+ *  decoded: the value is a valid item. */
+fq_redrive_action_t fq_redrive_decide(const fq_dlq_filter_t *filter, const fq_dlq_entry_t *entry,
+                                      bool decoded, int64_t max_redrives, bool include_malformed);
+
 /** @brief Number of batch messages for n items at batch_size (ceil). */
 size_t fq_batch_count(size_t n, size_t batch_size);
 

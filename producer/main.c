@@ -1349,23 +1349,28 @@ static int cmd_redrive(const fq_config_t *cfg, const opts_t *o)
             fq_item_key(&item, e.key, sizeof(e.key));
 
         bool take = false;
-        if (!fq_dlq_filter_match(&o->filter, &e)) {
+        switch (fq_redrive_decide(&o->filter, &e, decoded, o->max_redrives, o->include_malformed)) {
+        case FQ_REDRIVE_NOT_MATCHING:
             rs.not_matching++;
-        } else if (e.redrive_count >= o->max_redrives) {
+            break;
+        case FQ_REDRIVE_LOOP_GUARD:
             rs.loop_guard++;
             fprintf(stderr,
                     "producer: skipped %s (partition %" PRId32 ", offset %" PRId64
                     "): redriven %" PRId64 " times already (--max-redrives %" PRId64 ")\n",
                     e.key[0] ? e.key : "-", m->partition, m->offset, e.redrive_count,
                     o->max_redrives);
-        } else if ((!decoded || !strcmp(e.reason, "malformed")) && !o->include_malformed) {
+            break;
+        case FQ_REDRIVE_MALFORMED:
             rs.malformed++;
             fprintf(stderr,
                     "producer: skipped malformed entry (partition %" PRId32 ", offset %" PRId64
                     ", %zu bytes; --include-malformed redrives it as is)\n",
                     m->partition, m->offset, m->len);
-        } else {
+            break;
+        case FQ_REDRIVE_TAKE:
             take = true;
+            break;
         }
 
         if (take && o->dry_run) {

@@ -168,6 +168,20 @@ bool fq_dlq_filter_match(const fq_dlq_filter_t *filter, const fq_dlq_entry_t *en
     return true;
 }
 
+fq_redrive_action_t fq_redrive_decide(const fq_dlq_filter_t *filter, const fq_dlq_entry_t *entry,
+                                      bool decoded, int64_t max_redrives, bool include_malformed)
+{
+    if (!fq_dlq_filter_match(filter, entry))
+        return FQ_REDRIVE_NOT_MATCHING;
+    /* The loop guard comes before everything else that could send it: an item that keeps
+     * dying must stop coming back, malformed or not. */
+    if (entry->redrive_count >= max_redrives)
+        return FQ_REDRIVE_LOOP_GUARD;
+    if ((!decoded || strcmp(entry->reason, "malformed") == 0) && !include_malformed)
+        return FQ_REDRIVE_MALFORMED;
+    return FQ_REDRIVE_TAKE;
+}
+
 size_t fq_batch_count(size_t n, size_t batch_size)
 {
     if (!batch_size)

@@ -405,6 +405,41 @@ static void test_dlq_entry_and_filters(void **state)
     assert_int_equal(e.redrive_count, 0);
 }
 
+static void test_redrive_decide(void **state)
+{
+    (void)state;
+    fq_dlq_entry_t e;
+    memset(&e, 0, sizeof(e));
+    e.failed_at_ms = -1;
+    static const struct {
+        const char *name;
+        const char *reason, *platform_filter;
+        int64_t redrive_count;
+        bool decoded, include_malformed;
+        fq_redrive_action_t want;
+    } cases[] = {
+        {"plain", "permanent", NULL, 0, true, false, FQ_REDRIVE_TAKE},
+        {"below the guard", "max-retries", NULL, 2, true, false, FQ_REDRIVE_TAKE},
+        {"at the guard", "max-retries", NULL, 3, true, false, FQ_REDRIVE_LOOP_GUARD},
+        {"over the guard", "max-retries", NULL, 9, true, true, FQ_REDRIVE_LOOP_GUARD},
+        {"undecodable", "permanent", NULL, 0, false, false, FQ_REDRIVE_MALFORMED},
+        {"reason malformed", "malformed", NULL, 0, true, false, FQ_REDRIVE_MALFORMED},
+        {"malformed included", "malformed", NULL, 0, false, true, FQ_REDRIVE_TAKE},
+        {"filter first", "malformed", "tt", 5, false, false, FQ_REDRIVE_NOT_MATCHING},
+        {"filter passes", "permanent", "ig", 0, true, false, FQ_REDRIVE_TAKE},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(e.reason, sizeof(e.reason), "%s", cases[i].reason);
+        snprintf(e.platform, sizeof(e.platform), "ig");
+        e.redrive_count = cases[i].redrive_count;
+        fq_dlq_filter_t f = {NULL, NULL, NULL, cases[i].platform_filter, -1, -1};
+        fq_redrive_action_t got =
+            fq_redrive_decide(&f, &e, cases[i].decoded, 3, cases[i].include_malformed);
+        if (got != cases[i].want)
+            fail_msg("%s: action %d, expected %d", cases[i].name, got, cases[i].want);
+    }
+}
+
 static void test_progress(void **state)
 {
     (void)state;
@@ -431,6 +466,7 @@ int main(void)
         cmocka_unit_test(test_batch_arithmetic),
         cmocka_unit_test(test_time_parsing),
         cmocka_unit_test(test_dlq_entry_and_filters),
+        cmocka_unit_test(test_redrive_decide),
         cmocka_unit_test(test_progress),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
