@@ -235,3 +235,40 @@ cq_wait_sql() {
     done
     cq_fail "timed out after $3 s waiting for [$1] = '$2' (last: '$got')"
 }
+
+# cq_proxy_start PORT_FILE TARGET_HOST TARGET_PORT [LISTEN_PORT]: a TCP forwarder (to cut a
+# dependency off without stopping the shared service); pid in CQ_PROXY_PID. Killing it closes
+# every forwarded connection, exactly what clients see when the server goes away.
+cq_proxy_start() {
+    python3 -c '
+import os, socket, sys, threading
+pf, host, port, listen = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", listen)); srv.listen(64)
+tmp = pf + ".tmp"; open(tmp, "w").write(str(srv.getsockname()[1])); os.rename(tmp, pf)
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d: break
+            b.sendall(d)
+    except OSError: pass
+    for s in (a, b):
+        try: s.shutdown(socket.SHUT_RDWR)
+        except OSError: pass
+while True:
+    c, _ = srv.accept()
+    try: u = socket.create_connection((host, port))
+    except OSError: c.close(); continue
+    threading.Thread(target=pipe, args=(c, u), daemon=True).start()
+    threading.Thread(target=pipe, args=(u, c), daemon=True).start()
+' "$1" "$2" "$3" "${4:-0}" &
+    CQ_PROXY_PID=$!
+    CQ_PIDS+=("$CQ_PROXY_PID")
+    local i
+    for i in $(seq 50); do
+        [[ -s $1 ]] && return 0
+        sleep 0.1
+    done
+    cq_fail "TCP proxy did not start"
+}
