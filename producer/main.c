@@ -5,6 +5,22 @@
  *   producer dlq list             the whole DLQ as a table, then counts
  *   producer topics create        the three topics through the admin API
  *
+ * Redrive contract (what the consumer relies on):
+ *  - --to main: the item becomes a fresh one-item batch message (new batch_id as key) with a
+ *    header frameq-redrive-count = previous + 1. Items stay simple: the count lives only in the
+ *    header, and the consumer copies the source message's headers onto retry/DLQ messages, so
+ *    it survives the trip through the main topic.
+ *  - --to retry: the DLQ value (the item as received) with the DLQ headers carried over,
+ *    frameq-dlq-reason removed, frameq-attempt=0 (no failure since the redrive: the consumer
+ *    runs it as attempt 1), frameq-not-before=now, frameq-redrive-count = previous + 1.
+ *  - Loop guard: entries with frameq-redrive-count >= --max-redrives are skipped and reported.
+ *  - The produced messages and the group's DLQ offsets commit in one transaction
+ *    (transactional.id "frameq-redrive-<group>"), in chunks of <= 500 messages / 1 s; a crash
+ *    loses at most the open chunk, which the next run redrives, never twice. The partitions
+ *    are assign()ed from the group's committed offsets (no rebalance wait; the end of the DLQ
+ *    is known exactly) and the group's position advances over every message read, matching
+ *    the filters or not: a different filter set later needs another --group.
+ *
  * Exit codes: 0 success, 1 something was not delivered / a Kafka operation failed, 2 usage or
  * input error. Human output goes to stdout (results) and stderr (diagnostics, "producer: ...");
  * logs are JSON lines on stderr through fq_log.
