@@ -570,10 +570,19 @@ fq_spool_t *fq_input_read(FILE *in, const fq_input_opts_t *opts, fq_input_stats_
         goto done;
     }
 
-    int c;
-    do
+    int c = rd_get(&r);
+    /* A UTF-8 byte order mark (some editors write one) is not part of the JSON. */
+    if (c == 0xEF) {
+        int c2 = rd_get(&r), c3 = c2 == 0xBB ? rd_get(&r) : EOF;
+        if (c2 != 0xBB || c3 != 0xBF) {
+            snprintf(errstr, errstr_size, "line 1, column 1: not JSON (byte 0xef)");
+            goto done;
+        }
+        r.col = 0;
         c = rd_get(&r);
-    while (is_space(c));
+    }
+    while (is_space(c))
+        c = rd_get(&r);
     if (c == EOF) {
         if (ferror(in))
             snprintf(errstr, errstr_size, "read error: %s", strerror(errno));

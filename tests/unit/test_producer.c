@@ -96,6 +96,8 @@ static const input_case_t input_cases[] = {
      "expected an item after ','", FQ_INPUT_ARRAY, 0, 0, 0, NULL, NULL},
     {"array data after", "[{\"platform\":\"ig\",\"code\":\"A\"}] x", 1, "unexpected data after",
      FQ_INPUT_ARRAY, 0, 0, 0, NULL, NULL},
+    {"UTF-8 byte order mark", "\xef\xbb\xbf{\"platform\":\"ig\",\"code\":\"A\"}\n", 0, NULL,
+     FQ_INPUT_NDJSON, 1, 0, 0, NULL, NULL},
     {"empty input", "", 1, "empty input", FQ_INPUT_UNKNOWN, 0, 0, 0, NULL, NULL},
     {"only whitespace", " \n\t\n", 1, "empty input", FQ_INPUT_UNKNOWN, 0, 0, 0, NULL, NULL},
     {"duplicates dropped",
