@@ -6,6 +6,9 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../support/consumer_lib.sh"
 
 export WORKER_CONCURRENCY=1 FRAME_FPS=5 MAX_RETRIES=2 RETRY_BACKOFF_MS=200
+# The killed member holds its partitions until the broker times its session out: keep that
+# short (the broker's minimum) so the restarted worker is assigned quickly.
+export KAFKA_CONFIG_SESSION_TIMEOUT_MS=6000
 cq_setup kill
 # A clip long enough (25 frames at FRAME_FPS=5) that the kill lands inside a batch.
 ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=160x120:rate=25:duration=5 \
