@@ -89,6 +89,14 @@ out=$("$producer" "$work/dup.json" 2>"$work/err")
 [ "$out" = "2 items in 1 batches delivered to $KAFKA_TOPIC" ] || fail "array/dedupe summary: $out"
 grep -q "1 duplicate item dropped" "$work/err" || fail "duplicate not reported: $(cat "$work/err")"
 
+step "stdin ('-') and JOB_INPUT"
+out=$(printf '{"platform":"ig","code":"S1"}\n' | "$producer" -)
+[ "$out" = "1 items in 1 batches delivered to $KAFKA_TOPIC" ] || fail "stdin: $out"
+out=$(JOB_INPUT='[{"platform":"ig","code":"J1"},{"platform":"ig","code":"J2"}]' "$producer" </dev/null)
+[ "$out" = "2 items in 1 batches delivered to $KAFKA_TOPIC" ] || fail "JOB_INPUT: $out"
+read_topic "$KAFKA_TOPIC" | jq -r '.payload | fromjson | .items[] | .code' | grep -qx J2 ||
+    fail "JOB_INPUT items not on the topic"
+
 # ---------------------------------------------------------------------------------------------
 step "invalid input: exit 2, nothing sent"
 export KAFKA_TOPIC=$run_id.invalid
