@@ -775,6 +775,11 @@ flush:
         rc = rc ? rc : 0;
         goto done;
     }
+    FQ_INFO(NULL,
+            "enqueue done: %" PRIu64 " items in %" PRIu64 " batches delivered, %" PRIu64
+            " batches failed, %zu invalid, %zu duplicates, %.0f items/s",
+            st.items_ok, st.batches_ok, st.batches_failed, stats.invalid, stats.duplicates,
+            fq_progress_rate(st.items_ok, fq_time_mono_ms() - st.t0));
     printf("%" PRIu64 " items in %" PRIu64 " batches delivered to %s\n", st.items_ok, st.batches_ok,
            cfg->kafka_topic);
     if (stats.invalid || stats.duplicates)
@@ -1338,6 +1343,10 @@ static int cmd_redrive(const fq_config_t *cfg, const opts_t *o)
         }
         if (!o->no_db && db_configured(cfg))
             store = fq_store_new(cfg->database_url);
+        FQ_INFO(NULL, "redrive: %s -> %s, group %s, database %s (librdkafka %s)",
+                cfg->kafka_dlq_topic,
+                !strcmp(o->to, "retry") ? cfg->kafka_retry_topic : cfg->kafka_topic, group,
+                store ? "on" : "off", rd_kafka_version_str());
     } else {
         table_header();
     }
