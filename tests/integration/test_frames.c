@@ -227,6 +227,8 @@ static const outcome_case_t outcome_cases[] = {
     {"h264.mp4", FQ_FRAME_MODE_SCENE, 1, 0, 0, false, NULL, 1, 6, 512, 288},
     {"scenes.mp4", FQ_FRAME_MODE_SCENE, 1, 2, 0, true, "limit is 2", 0, 0, 0, 0},
     /* not videos */
+    {"truncated_header.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, true, "no frame could be decoded", 0, 0, 0,
+     0},
     {"audio_only.m4a", FQ_FRAME_MODE_FPS, 1, 0, 0, true, "no video stream", 0, 0, 0, 0},
     {"empty.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, true, "empty", 0, 0, 0, 0},
     {"random.mp4", FQ_FRAME_MODE_FPS, 1, 0, 0, true, "invalid data", 0, 0, 0, 0},

@@ -23,6 +23,7 @@
 #   audio_only.m4a      AAC only
 #   empty.mp4           0 bytes
 #   truncated.mp4       the first 40% of h264_faststart.mp4
+#   truncated_header.mp4  its first 6000 bytes: headers, no whole frame
 #   random.mp4          random bytes
 #   text.mp4            a text file
 #   scenes.mp4          320x180, black 1 s, testsrc2 2 s, white 1 s (two cuts)
@@ -124,6 +125,9 @@ gen_truncated() {
     size=$(stat -c %s "$src")
     head -c $((size * 40 / 100)) "$src" >"$tmp"
 }
+gen_truncated_header() { # the moov box and not one whole frame
+    head -c 6000 "$out/h264_faststart.mp4" >"$tmp"
+}
 gen_random() {
     head -c 200000 /dev/urandom >"$tmp"
 }
@@ -161,6 +165,7 @@ make_one long_noduration.mkv gen_long_noduration
 make_one audio_only.m4a gen_audio_only
 make_one empty.mp4 gen_empty
 make_one truncated.mp4 gen_truncated
+make_one truncated_header.mp4 gen_truncated_header
 make_one random.mp4 gen_random
 make_one text.mp4 gen_text
 make_one scenes.mp4 gen_scenes
