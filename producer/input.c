@@ -216,13 +216,9 @@ static const char *json_kind(const json_t *v)
     return "unknown";
 }
 
-/* The common case, a valid item, without the codec's copy of the item JSON (the spool does not
- * need it): parse, take the fields, fq_item_validate. Anything unusual returns -1 and the
- * caller asks fq_item_decode, whose verdict and message are the reference. Records are at
- * most FQ_INPUT_RECORD_MAX bytes and jansson bounds its own nesting depth. */
 /* A JSON string without escapes at *p (after its opening quote): sets start/len and moves
  * past the closing quote. -1 on a backslash, a control byte or the end of the buffer; the
- * caller then leaves the record to jansson. */
+ * caller then leaves the record to the codec. */
 static int plain_string(const char **p, const char *end, const char **start, size_t *len)
 {
     const char *s = *p;
@@ -248,7 +244,8 @@ static const char *skip_ws(const char *p, const char *end)
 
 /* The shape almost every input line has, {"platform":"..","code":"..",["video_url":".."]} with
  * plain strings, read without building a JSON tree. Any other shape (escapes, other fields or
- * types, repeats) returns -1 and goes through jansson. */
+ * types, repeats) returns -1 and goes through fq_item_decode. The spool needs no copy of
+ * the item JSON, which the codec would make. */
 static int plain_item(const char *buf, size_t len, fq_item_t *item)
 {
     const char *p = skip_ws(buf, buf + len), *end = buf + len;
@@ -300,46 +297,6 @@ static int plain_item(const char *buf, size_t len, fq_item_t *item)
         return -1;
     }
     return 0;
-}
-
-static int fast_item(const char *buf, size_t len, fq_item_t *item)
-{
-    if (plain_item(buf, len, item) == 0)
-        return 0;
-    memset(item, 0, sizeof(*item));
-    json_error_t jerr;
-    json_t *v = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-    if (!v)
-        return -1;
-    int rc = -1;
-    json_t *p = json_object_get(v, "platform");
-    json_t *c = json_object_get(v, "code");
-    json_t *u = json_object_get(v, "video_url");
-    if (!json_is_string(p) || !json_is_string(c) || (u && !json_is_null(u) && !json_is_string(u)))
-        goto done;
-    size_t plen = json_string_length(p), clen = json_string_length(c);
-    if (plen > FQ_PLATFORM_MAX || clen > FQ_CODE_MAX || strlen(json_string_value(p)) != plen ||
-        strlen(json_string_value(c)) != clen)
-        goto done;
-    memcpy(item->platform, json_string_value(p), plen + 1);
-    memcpy(item->code, json_string_value(c), clen + 1);
-    if (json_is_string(u)) {
-        if (json_string_length(u) > FQ_VIDEO_URL_MAX ||
-            strlen(json_string_value(u)) != json_string_length(u) ||
-            !(item->video_url = strdup(json_string_value(u))))
-            goto done;
-    }
-    fq_error_t *err = fq_item_validate(item);
-    if (err) {
-        fq_error_destroy(err);
-        goto done;
-    }
-    rc = 0;
-done:
-    json_decref(v);
-    if (rc)
-        fq_item_clear(item);
-    return rc;
 }
 
 typedef struct scan {
@@ -395,10 +352,11 @@ static int handle_record(scan_t *s, size_t index)
     }
 
     fq_item_t item;
-    if (!rec->overflow && fast_item(rec->buf, rec->len, &item) == 0)
+    if (!rec->overflow && plain_item(rec->buf, rec->len, &item) == 0)
         goto valid;
 
-    /* Invalid: decode again through the codec for its exact message. */
+    /* Anything else goes through the codec, whose verdict and message are the reference (and
+     * whose decoding is bounded before jansson sees the bytes). */
     if (array)
         snprintf(where, sizeof(where), "items[%zu] (line %d, column %d)", index, rec->line,
                  rec->col);
