@@ -1307,11 +1307,9 @@ static int cmd_redrive(const fq_config_t *cfg, const opts_t *o)
     else
         snprintf(group, sizeof(group), "%s.redrive", cfg->kafka_group_id);
 
-    int orc = dlq_open(cfg, group, true, o->timeout_ms, &r);
-    if (orc) {
-        free(pending);
-        return orc;
-    }
+    /* The producer's transactions are initialised BEFORE the group's offsets are read:
+     * init_transactions fences (and aborts) an older redrive of the same group, so the
+     * offsets read afterwards include everything that one committed. */
     if (!o->dry_run) {
         rd_kafka_conf_t *conf = kafka_conf(cfg);
         if (!conf)
@@ -1347,9 +1345,14 @@ static int cmd_redrive(const fq_config_t *cfg, const opts_t *o)
                 cfg->kafka_dlq_topic,
                 !strcmp(o->to, "retry") ? cfg->kafka_retry_topic : cfg->kafka_topic, group,
                 store ? "on" : "off", rd_kafka_version_str());
-    } else {
-        table_header();
     }
+    int orc = dlq_open(cfg, group, true, o->timeout_ms, &r);
+    if (orc) {
+        rc = orc;
+        goto done;
+    }
+    if (o->dry_run)
+        table_header();
 
     int64_t t0 = fq_time_mono_ms(), txn_started = 0;
     bool failed = false;
