@@ -1268,7 +1268,13 @@ static int redrive_one(rd_kafka_t *producer, const fq_config_t *cfg, const opts_
         if (!err)
             return 0; /* value and hdrs now owned by librdkafka */
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            fprintf(stderr, "producer: redrive %s: %s\n", e->key, rd_kafka_err2str(err));
+            char fatal[256] = "";
+            if (err == RD_KAFKA_RESP_ERR__FATAL)
+                rd_kafka_fatal_error(producer, fatal, sizeof(fatal));
+            /* Fenced: a newer redrive of the same group took over; its offsets exclude our
+             * open transaction, which the broker aborts, so nothing is lost or doubled. */
+            fprintf(stderr, "producer: redrive %s: %s%s%s\n", e->key, rd_kafka_err2str(err),
+                    fatal[0] ? ": " : "", fatal);
             goto fail;
         }
         rd_kafka_poll(producer, 50);

@@ -231,6 +231,22 @@ jq -e '.key == "ig:T1" and .payload == "{\"platform\":\"ig\",\"code\":\"T1\"}"
        and (.headers | index("frameq-not-before") != null)' "$work/rt.json" >/dev/null ||
     fail "retry message wrong: $(cat "$work/rt.json")"
 
+step "two concurrent redrives of one group: the newer fences the older, each message once"
+export KAFKA_TOPIC=$run_id.fence
+"$producer" topics create --partitions 1 >/dev/null
+for i in $(seq 1 100); do
+    printf 'ig:F%d\t{"platform":"ig","code":"F%d"}\n' "$i" "$i"
+done | kcat -b "$B" -P -t "$KAFKA_TOPIC.dlq" -K $'\t' -H frameq-dlq-reason=permanent
+"$producer" redrive --rate 20 >"$work/f1.out" 2>"$work/f1.err" &
+slow=$!
+sleep 3 # let the slow one commit a chunk or two; the outcome must not depend on this
+"$producer" redrive >"$work/f2.out" 2>"$work/f2.err" || fail "second redrive: $(cat "$work/f2.err")"
+wait "$slow" || true # fenced: exits 1 (or 0 if it finished first)
+cat "$work/f1.out" "$work/f2.out"
+counts=$(read_topic "$KAFKA_TOPIC" | jq -r '.payload | fromjson | .items[0].code' | sort |
+    uniq -c | awk '{ print $1 }' | sort | uniq -c | tr -s ' ')
+[ "$counts" = " 100 1" ] || fail "after concurrent redrives: '$counts' (count of codes x times)"
+
 # ---------------------------------------------------------------------------------------------
 step "redrive sets redriven items 'queued' in the database (throwaway database)"
 db="fqp_it_$$_$RANDOM"
