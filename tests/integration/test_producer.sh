@@ -247,6 +247,23 @@ counts=$(read_topic "$KAFKA_TOPIC" | jq -r '.payload | fromjson | .items[0].code
     uniq -c | awk '{ print $1 }' | sort | uniq -c | tr -s ' ')
 [ "$counts" = " 100 1" ] || fail "after concurrent redrives: '$counts' (count of codes x times)"
 
+step "redrive killed with SIGKILL mid-way, then run again: each message once"
+export KAFKA_TOPIC=$run_id.kill
+"$producer" topics create --partitions 1 >/dev/null
+for i in $(seq 1 100); do
+    printf 'ig:K%d\t{"platform":"ig","code":"K%d"}\n' "$i" "$i"
+done | kcat -b "$B" -P -t "$KAFKA_TOPIC.dlq" -K $'\t' -H frameq-dlq-reason=permanent
+"$producer" redrive --rate 20 >/dev/null 2>&1 &
+victim=$!
+sleep 3 # somewhere mid-way, likely inside an open transaction; any moment must do
+kill -KILL "$victim"
+wait "$victim" || true
+out=$("$producer" redrive 2>/dev/null) || fail "redrive after the kill failed"
+echo "$out"
+counts=$(read_topic "$KAFKA_TOPIC" | jq -r '.payload | fromjson | .items[0].code' | sort |
+    uniq -c | awk '{ print $1 }' | sort | uniq -c | tr -s ' ')
+[ "$counts" = " 100 1" ] || fail "after SIGKILL and a rerun: '$counts' (count of codes x times)"
+
 # ---------------------------------------------------------------------------------------------
 step "redrive sets redriven items 'queued' in the database (throwaway database)"
 db="fqp_it_$$_$RANDOM"
