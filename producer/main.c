@@ -193,8 +193,7 @@ static void usage(FILE *out)
         "\n"
         "Common: --help, --version, --print-config, --config FILE, -X prop=val\n"
         "Exit: 0 success, 1 not delivered / Kafka failure, 2 usage or input error.\n"
-        "\n"
-        "Settings (environment, --config file, or --flag):\n");
+        "\n");
     fq_config_print_help(out);
 }
 
