@@ -97,6 +97,7 @@ struct fq_worker {
     part_t *parts;
     size_t nparts, capparts;
     msg_t *cur;
+    rd_kafka_message_t *next; /* fetched while cur runs; started the moment cur is done */
 
     outage_state_t outage;
     int64_t outage_backoff_ms;
@@ -255,12 +256,13 @@ static void wake_fetcher(fq_worker_t *w, const rd_kafka_topic_partition_list_t *
 }
 
 /* Pauses or resumes every assigned partition to match what the loop needs now: all paused while
- * a message is in flight (buffering nothing), during an outage and at shutdown; otherwise only
+ * a message is in flight and the next one is already fetched (so nothing more is buffered and
+ * the next fetch overlaps the current work), during an outage and at shutdown; otherwise only
  * retry partitions whose head item is not due yet. */
 static void apply_pause(fq_worker_t *w)
 {
     int64_t now = fq_time_now_ms();
-    bool all = w->cur || w->outage == OUTAGE_PAUSED || w->stopping;
+    bool all = (w->cur && w->next) || w->outage == OUTAGE_PAUSED || w->stopping;
     rd_kafka_topic_partition_list_t *pause = NULL, *resume = NULL;
     for (size_t i = 0; i < w->nparts; i++) {
         part_t *p = &w->parts[i];
@@ -354,6 +356,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             w->cur->cancel = 1;
             FQ_WARN(NULL, "partition %s [%d] revoked with a message in flight: abandoned", topic,
                     (int)partition);
+        }
+        if (w->next && w->next->partition == partition &&
+            strcmp(rd_kafka_topic_name(w->next->rkt), topic) == 0) {
+            rd_kafka_message_destroy(w->next); /* never started: the new owner reads it */
+            w->next = NULL;
         }
         part_remove(w, topic, partition);
     }
@@ -550,6 +557,8 @@ void fq_worker_destroy(fq_worker_t *w)
 {
     if (!w)
         return;
+    if (w->next)
+        rd_kafka_message_destroy(w->next);
     if (w->rk) {
         rd_kafka_consumer_close(w->rk);
         rd_kafka_destroy(w->rk);
@@ -869,7 +878,7 @@ static fin_rc_t commit_plain(fq_worker_t *w, msg_t *m)
 }
 
 /* Everything of the message has an outcome: decide, record, publish, commit. */
-static void finish_message(fq_worker_t *w, msg_t *m)
+static fin_rc_t finish_message(fq_worker_t *w, msg_t *m)
 {
     const fq_config_t *cfg = w->cfg;
     char reason[700] = "";
@@ -884,7 +893,7 @@ static void finish_message(fq_worker_t *w, msg_t *m)
                 (int)m->rkm->partition, m->rkm->offset);
         if (!m->abandoned)
             seek_back(w, m->topic, m->rkm->partition, m->rkm->offset);
-        return;
+        return FIN_REPLAY;
     }
 
     for (size_t i = 0; i < m->nentries; i++) {
@@ -962,6 +971,21 @@ done:
     case FIN_FATAL:
         break;
     }
+    return rc;
+}
+
+/* Gives the prefetched next message back after its predecessor was not committed. When both
+ * share a partition, the predecessor's rewind already covers it. */
+static void drop_next(fq_worker_t *w, const msg_t *done)
+{
+    rd_kafka_message_t *rkm = w->next;
+    if (!rkm)
+        return;
+    w->next = NULL;
+    const char *topic = rd_kafka_topic_name(rkm->rkt);
+    if (!done || done->rkm->partition != rkm->partition || strcmp(done->topic, topic) != 0)
+        seek_back(w, topic, rkm->partition, rkm->offset);
+    rd_kafka_message_destroy(rkm);
 }
 
 /* Builds the message's entries and starts its items on the pool. */
@@ -1066,6 +1090,8 @@ static void start_message(fq_worker_t *w, rd_kafka_message_t *rkm)
         }
     }
 
+    FQ_DEBUG(NULL, "message %s [%d] @%" PRId64 " started: %zu item(s)", m->topic,
+             (int)rkm->partition, rkm->offset, m->njobs);
     w->cur = m;
     apply_pause(w);
     M_SET(w, "frameq_inflight_items", (double)m->njobs, NULL);
@@ -1095,10 +1121,16 @@ static void handle_event(fq_worker_t *w, rd_kafka_message_t *rkm)
     part_t *p = part_find(w, topic, rkm->partition);
     if (p)
         p->eof = false;
-    if (w->cur || w->stopping || w->outage == OUTAGE_PAUSED) {
+    if ((w->cur && w->next) || w->stopping || w->outage == OUTAGE_PAUSED) {
         /* Fetched before the pause took effect: give it back, it is not ours to run yet. */
         seek_back(w, topic, rkm->partition, rkm->offset);
         rd_kafka_message_destroy(rkm);
+        return;
+    }
+    if (w->cur) {
+        /* Held, not started: fetching it now hides the fetch behind the current work. */
+        w->next = rkm;
+        apply_pause(w);
         return;
     }
     start_message(w, rkm);
@@ -1123,7 +1155,7 @@ static bool at_high_watermark(fq_worker_t *w, const part_t *p)
 /* --once: every assigned partition at its end, nothing running or waiting, for a while. */
 static bool drained(fq_worker_t *w, int64_t now)
 {
-    if (!w->assigned_once || w->cur || w->outage == OUTAGE_PAUSED ||
+    if (!w->assigned_once || w->cur || w->next || w->outage == OUTAGE_PAUSED ||
         now - w->last_assign < ONCE_QUIET_MS)
         return false;
     for (size_t i = 0; i < w->nparts; i++) {
@@ -1240,9 +1272,16 @@ int fq_worker_run(fq_worker_t *w)
                 handle_event(w, rkm);
             if (fq_pool_wait(w->pool, POLL_MS)) {
                 msg_t *m = w->cur;
-                finish_message(w, m);
+                fin_rc_t rc = finish_message(w, m);
                 w->cur = NULL;
+                if (rc != FIN_OK || w->stopping || w->outage == OUTAGE_PAUSED)
+                    drop_next(w, m);
                 msg_destroy(m);
+                if (w->next) {
+                    rd_kafka_message_t *next = w->next;
+                    w->next = NULL;
+                    start_message(w, next);
+                }
                 apply_pause(w);
             }
             continue;
