@@ -7,7 +7,7 @@
 # stays quiet otherwise; the output of a failing phase is shown. Exit status: ctest's, or 1
 # if an earlier phase (or only the format check) failed.
 #
-# Knobs: FQ_TEST_TIMEOUT (s per test, default 900), FQ_CTEST_ARGS (extra ctest arguments, e.g.
+# Knobs: FQ_TEST_TIMEOUT (s per test, default 600), FQ_CTEST_ARGS (extra ctest arguments, e.g.
 # "-R kafka"), FQ_KEEP_STACK=1 (never stop the stack), FQ_SKIP_INSTALL=1.
 set -euo pipefail
 
@@ -118,7 +118,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 ctest_rc=0
 # shellcheck disable=SC2086
 ctest --test-dir "$BUILD" --output-on-failure --no-tests=error -L 'unit|integration|chaos' \
-    --timeout "${FQ_TEST_TIMEOUT:-900}" ${FQ_CTEST_ARGS:-} || ctest_rc=$?
+    --timeout "${FQ_TEST_TIMEOUT:-600}" ${FQ_CTEST_ARGS:-} || ctest_rc=$?
 
 phase "done: ctest exit $ctest_rc, format $([[ $format_rc == 0 ]] && echo ok || echo FAILED)"
 if ((ctest_rc != 0)); then

@@ -122,9 +122,13 @@ kafka_healthy() {
     kcat -b "$FQ_HOST:$KAFKA_PORT" -L -m 5 2>/dev/null | grep -q "$FQ_HOST:$KAFKA_PORT"
 }
 
-# Fetches the broker jars once per version; a partial download never counts as done.
+# Fetches the broker jars once per pom; a partial download never counts as done.
 kafka_fetch_jars() {
-    [[ -f $KAFKA_JARS/.complete ]] && return 0
+    local pom_sum
+    pom_sum=$(sha256sum "$FQ_LOCAL_DIR/pom.xml" | cut -d' ' -f1)
+    if [[ -f $KAFKA_JARS/.complete && $(cat "$KAFKA_JARS/.complete") == "$pom_sum" ]]; then
+        return 0
+    fi
     command -v mvn >/dev/null || fq_die "mvn not found (install maven)"
     fq_say "kafka: fetching Kafka $KAFKA_VERSION jars into $KAFKA_JARS (first run only)"
     mkdir -p "$FQ_CACHE" "$FQ_LOGS"
@@ -137,7 +141,7 @@ kafka_fetch_jars() {
         fq_log_tail "$FQ_LOGS/kafka-fetch.log"
         fq_die "kafka: could not fetch the jars with mvn"
     fi
-    touch "$tmp/.complete"
+    printf '%s\n' "$pom_sum" >"$tmp/.complete"
     rm -rf "$KAFKA_JARS"
     mv "$tmp" "$KAFKA_JARS"
 }
