@@ -88,6 +88,37 @@ fq_wait_for() {
     "$@" >/dev/null 2>&1
 }
 
+# True if something already listens on PORT of 127.0.0.1.
+fq_port_busy() {
+    (exec 3<>"/dev/tcp/$FQ_HOST/$1") 2>/dev/null
+}
+
+# Refuses to start a server whose port another process (not ours: ours was found by pid) holds.
+fq_require_free_port() {
+    local name=$1 port=$2
+    if fq_port_busy "$port"; then
+        fq_die "$name: port $FQ_HOST:$port is taken by another process (not started from $FQ_STATE)"
+    fi
+}
+
+# fq_wait_started SECONDS PIDFN HEALTHFN: waits until a server we just started is healthy; gives
+# up at once if its process died (e.g. port taken), so another server on the port never passes.
+fq_wait_started() {
+    local timeout=$1 pidfn=$2 healthfn=$3
+    local deadline=$((SECONDS + timeout))
+    while ((SECONDS < deadline)); do
+        if [[ -z $("$pidfn") ]]; then
+            sleep 0.5 # the pid file may be written a moment after the process exits
+            [[ -n $("$pidfn") ]] || return 1
+        fi
+        if "$healthfn" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    return 1
+}
+
 # Sends SIGTERM, waits, then SIGKILL: a stuck JVM must not keep `down` waiting forever.
 fq_stop_pid() {
     local pid=$1 wait_s=${2:-30}
@@ -191,6 +222,8 @@ kafka_start() {
     fi
     command -v java >/dev/null || fq_die "java not found (install openjdk-17-jre-headless)"
     command -v kcat >/dev/null || fq_die "kcat not found (install kcat)"
+    fq_require_free_port kafka "$KAFKA_PORT"
+    fq_require_free_port kafka "$KAFKA_CONTROLLER_PORT"
     kafka_fetch_jars
     kafka_write_config
     mkdir -p "$FQ_LOGS"
@@ -215,8 +248,11 @@ kafka_start() {
         -cp "$cp" kafka.Kafka "$KAFKA_DIR/server.properties" \
         </dev/null >>"$KAFKA_LOG" 2>&1 9>&- &
     echo $! >"$KAFKA_PIDFILE"
-    if ! fq_wait_for "$FQ_START_TIMEOUT" kafka_healthy; then
+    if ! fq_wait_started "$FQ_START_TIMEOUT" kafka_pid kafka_healthy; then
         fq_log_tail "$KAFKA_LOG"
+        if [[ -z $(kafka_pid) ]]; then
+            fq_die "kafka: the broker exited during start"
+        fi
         fq_die "kafka: not healthy after ${FQ_START_TIMEOUT}s"
     fi
     fq_say "kafka: healthy (pid $(kafka_pid))"
@@ -329,6 +365,7 @@ pg_start() {
         fq_log_tail "$PG_LOG"
         fq_die "postgresql: pid $pid runs but is not healthy"
     fi
+    fq_require_free_port postgresql "$PG_PORT"
     local data sockdir server_log
     data=$(pg_data)
     sockdir=$(pg_sockdir)
@@ -458,6 +495,7 @@ s3_start() {
         fq_die "s3: pid $pid runs but is not healthy"
     fi
     command -v curl >/dev/null || fq_die "curl not found"
+    fq_require_free_port s3 "$S3_PORT"
     s3_fetch_binary
     mkdir -p "$S3_DIR" "$FQ_LOGS"
     fq_say "s3: starting versitygw $VERSITYGW_VERSION on $S3_ENDPOINT_URL"
@@ -466,8 +504,11 @@ s3_start() {
         setsid "$VERSITYGW_BIN" --quiet --port "$FQ_HOST:$S3_PORT" --region "$S3_REGION" \
         posix "$S3_DIR" </dev/null >>"$S3_LOG" 2>&1 9>&- &
     echo $! >"$S3_PIDFILE"
-    if ! fq_wait_for "$FQ_START_TIMEOUT" s3_healthy; then
+    if ! fq_wait_started "$FQ_START_TIMEOUT" s3_pid s3_healthy; then
         fq_log_tail "$S3_LOG"
+        if [[ -z $(s3_pid) ]]; then
+            fq_die "s3: versitygw exited during start"
+        fi
         fq_die "s3: not healthy after ${FQ_START_TIMEOUT}s"
     fi
     # A server that accepts any signature would hide signing bugs in our code.
