@@ -536,7 +536,9 @@ static fq_error_t *encode_frame(run_t *r, const AVFrame *src)
         goto done;
     }
     out->quality = fx->enc->global_quality;
-    out->pts = r->emitted;
+    /* The encoder outlives a run: a pts restarting at 0 would be refused ("Invalid pts (0) <=
+     * last"), so let it number the pictures itself. */
+    out->pts = AV_NOPTS_VALUE;
     av_packet_unref(fx->jpeg);
     int ret = avcodec_send_frame(fx->enc, out);
     if (ret >= 0) {
