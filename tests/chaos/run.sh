@@ -44,13 +44,15 @@ if [[ $mode == short ]]; then
     OUTAGE_S=10
     KILL_EVERY_S=3
     MAX_KILLS=5
+    ROLLS=3
     DRAIN_TIMEOUT_S=${CHAOS_DRAIN_TIMEOUT_S:-150}
 else
     N_ITEMS=${CHAOS_ITEMS:-300}
     OUTAGE_S=20
     KILL_EVERY_S=4
     MAX_KILLS=15
-    DRAIN_TIMEOUT_S=${CHAOS_DRAIN_TIMEOUT_S:-420}
+    ROLLS=6
+    DRAIN_TIMEOUT_S=${CHAOS_DRAIN_TIMEOUT_S:-300}
 fi
 N_WORKERS=3
 
@@ -60,23 +62,9 @@ CH_ADMIN_URL=$DATABASE_URL
 ADMIN_URL=$DATABASE_URL
 
 # --- the stack's services ---------------------------------------------------------------------
-# stop_service kafka|postgres|s3: `deploy/local/down SERVICE` when it has the per-service form,
-# otherwise the stop function of deploy/local/lib.sh under the stack's lock.
-stop_service() {
-    if "$CH_SRC/deploy/local/down" "$1" >>"$CH_TMP/stack.log" 2>&1; then
-        return 0
-    fi
-    local fn
-    case $1 in
-    kafka) fn=kafka_stop ;;
-    postgres) fn=pg_stop ;;
-    s3) fn=s3_stop ;;
-    esac
-    (
-        . "$CH_SRC/deploy/local/lib.sh"
-        fq_lock
-        "$fn"
-    ) >>"$CH_TMP/stack.log" 2>&1
+stop_service() { # kafka|postgres|s3
+    "$CH_SRC/deploy/local/down" "$1" >>"$CH_TMP/stack.log" 2>&1 ||
+        ch_fail "deploy/local/down $1 failed: $(tail -3 "$CH_TMP/stack.log")"
 }
 start_service() {
     local i
@@ -141,8 +129,8 @@ start_worker() {
     WORKER_ID="chaos-$SCN-$CH_RUN-w$i" "$CH_BUILD/consumer" 2>>"$SDIR/w$i.log" &
     W_PID[i]=$!
 }
-stop_workers() { # SIGTERM all, wait for each (SIGKILL after 40 s)
-    local i n
+stop_workers() { # SIGTERM all, wait for each (SIGKILL after 40 s); non-zero exits to bad_exits
+    local i n rc
     for ((i = 0; i < N_WORKERS; i++)); do
         [[ -n ${W_PID[i]:-} ]] && kill -TERM "${W_PID[i]}" 2>/dev/null || true
     done
@@ -153,7 +141,9 @@ stop_workers() { # SIGTERM all, wait for each (SIGKILL after 40 s)
             sleep 0.1
         done
         kill -KILL "${W_PID[i]}" 2>/dev/null || true
-        wait "${W_PID[i]}" 2>/dev/null || true
+        rc=0
+        wait "${W_PID[i]}" 2>/dev/null || rc=$?
+        ((rc == 0)) || echo "w$i exited $rc on the final SIGTERM" >>"${SDIR:-$CH_TMP}/bad_exits"
         W_PID[i]=
     done
 }
@@ -181,7 +171,7 @@ fault_sigkill() { # $1 elapsed s, $2 terminal items
     fi
 }
 fault_rolling_sigterm() {
-    if ((FAULT_STATE >= N_WORKERS * (mode == long ? 2 : 1) || $2 >= N_ITEMS)); then
+    if ((FAULT_STATE >= ROLLS || $2 >= N_ITEMS)); then
         FAULT_DONE=1
         return
     fi
@@ -196,6 +186,8 @@ fault_rolling_sigterm() {
         wait "${W_PID[i]}" 2>/dev/null || rc=$?
         echo "t=${1}s SIGTERM w$i at $2/$N_ITEMS: exited $rc after $((n / 10)).$((n % 10)) s" \
             >>"$SDIR/faults.log"
+        # DESIGN §3: SIGTERM leaves the group cleanly, exit 0.
+        ((rc == 0)) || echo "w$i exited $rc on SIGTERM at t=${1}s" >>"$SDIR/bad_exits"
         start_worker "$i"
         FAULT_STATE=$((FAULT_STATE + 1))
     fi
@@ -335,13 +327,15 @@ for line in open(sys.argv[1]):
     m = json.loads(line)
     h = m.get("headers") or []
     hd = {h[i]: h[i + 1] for i in range(0, len(h) - 1, 2)}
-    err = hd.get("frameq-error", "")
+    # URLs name buckets and paths (the scenario's own name among them): not evidence.
+    err = re.sub(r"\b(s3|https?|file)://\S+", "<url>", hd.get("frameq-error", ""))
     key = m.get("key") or ""
     cls = expect.get(key, "?")
     reason = hd.get("frameq-dlq-reason", "")
     if outage.search(err) or want.get(cls) != reason:
         print("%s (%s) reason=%s error=%s" % (key, cls, reason, err[:200]))
 EOF
+    [[ -s $SDIR/bad_exits ]] && why+=("$(head -3 "$SDIR/bad_exits" | tr '\n' ';')")
     [[ -s $SDIR/dlq_bad ]] && why+=("$(wc -l <"$SDIR/dlq_bad") DLQ message(s) blaming an outage or with the wrong reason: $(head -2 "$SDIR/dlq_bad" | tr '\n' ';')")
 
     ((${#why[@]})) && verdict=FAIL
