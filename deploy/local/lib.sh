@@ -8,6 +8,9 @@ FQ_REPO_DIR=$(cd "$FQ_LOCAL_DIR/../.." && pwd)
 FQ_STATE=${FRAMEQ_STATE_DIR:-$FQ_REPO_DIR/.stack}
 FQ_CACHE=${FRAMEQ_CACHE_DIR:-${HOME:-/root}/.cache/frameq}
 FQ_LOGS=$FQ_STATE/logs
+# Local CA, PostgreSQL ssl and the Kafka SSL listener (tls_* and kafka_restart_if_config_changed).
+# shellcheck source=deploy/local/tls.sh
+. "$FQ_LOCAL_DIR/tls.sh"
 
 FQ_HOST=127.0.0.1
 # Fixed ports are the contract; the overrides exist to test these scripts beside a running stack.
@@ -207,10 +210,12 @@ num.io.threads=4
 log.retention.hours=24
 log.segment.bytes=16777216
 EOF
+    tls_kafka_config "$KAFKA_DIR/server.properties"
 }
 
 kafka_start() {
     local pid
+    kafka_restart_if_config_changed
     pid=$(kafka_pid)
     if [[ -n $pid ]]; then
         if fq_wait_for "$FQ_START_TIMEOUT" kafka_healthy; then
@@ -360,6 +365,7 @@ pg_start() {
     if [[ -n $pid ]]; then
         if fq_wait_for "$FQ_START_TIMEOUT" pg_healthy; then
             fq_say "postgresql: already running (pid $pid, $FQ_HOST:$PG_PORT)"
+            tls_pg_enable
             return 0
         fi
         fq_log_tail "$PG_LOG"
@@ -421,6 +427,7 @@ EOF
         fq_log_tail "$PG_LOG"
         fq_die "postgresql: not healthy after ${FQ_START_TIMEOUT}s"
     fi
+    tls_pg_enable
     fq_say "postgresql: healthy (pid $(pg_pid))"
 }
 
@@ -558,5 +565,6 @@ export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY
 export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 export FRAMEQ_STATE_DIR=$FQ_STATE
 EOF
+    tls_env_lines >>"$tmp"
     mv "$tmp" "$FQ_STATE/env"
 }
