@@ -35,35 +35,11 @@ run_quiet() {
 }
 
 # ---- 1. packages ----------------------------------------------------------------------------
-PACKAGES=(build-essential cmake ninja-build pkg-config librdkafka-dev libpq-dev libjansson-dev
-    libcurl4-openssl-dev libavformat-dev libavcodec-dev libavutil-dev libswscale-dev
-    libcmocka-dev ffmpeg kcat postgresql-15 openjdk-17-jre-headless maven clang clang-format
-    valgrind python3 curl ca-certificates jq)
-install_packages() {
-    local missing=() pkg
-    for pkg in "${PACKAGES[@]}"; do
-        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
-            missing+=("$pkg")
-        fi
-    done
-    # A Go toolchain installed outside apt (e.g. /usr/local/go) is fine and usually newer.
-    if ! command -v go >/dev/null; then
-        missing+=(golang)
-    fi
-    if ((${#missing[@]} == 0)); then
-        phase "packages: all present"
-        return 0
-    fi
-    if [[ $(id -u) -ne 0 ]]; then
-        printf 'missing packages (install them as root): %s\n' "${missing[*]}" >&2
-        return 1
-    fi
-    phase "packages: installing ${missing[*]}"
-    run_quiet apt-update.log apt-get update -qq
-    run_quiet apt-install.log apt-get install -y -qq --no-install-recommends "${missing[@]}"
-}
+# One list for the tests, the demo and the stack: deploy/local/install-packages (only what is
+# missing, quietly; Go, a JDK or Node.js already on PATH are used as they are).
 if [[ ${FQ_SKIP_INSTALL:-0} != 1 ]]; then
-    install_packages
+    phase "packages: deploy/local/install-packages"
+    FQ_INSTALL_LOG_DIR=$LOGS bash deploy/local/install-packages
 fi
 
 # ---- 2. formatting --------------------------------------------------------------------------
