@@ -62,6 +62,9 @@ for want in 'frameq_items_total{outcome="done"} 2' 'frameq_items_total{outcome="
 done
 grep -q '^frameq_stage_seconds_count{stage="fetch"} 2' "$CQ_TMP/metrics.txt" ||
     cq_fail "/metrics lacks the fetch stage histogram"
+# librdkafka statistics come every 5 s; the run above lasts longer than that.
+grep -q "^frameq_consumer_lag{.*topic=\"$KAFKA_TOPIC\"" "$CQ_TMP/metrics.txt" ||
+    cq_fail "/metrics lacks frameq_consumer_lag for $KAFKA_TOPIC"
 cq_expect_eq "GET /readyz" "$(curl -s -o /dev/null -w '%{http_code}' "http://$METRICS_ADDR/readyz")" 200
 cq_say "ok: /metrics and /readyz"
 
