@@ -18,7 +18,7 @@
 
 #include <librdkafka/rdkafka.h>
 
-#define FQ_WARN_UNUSED __attribute__((warn_unused_result))
+#define FQ_WARN_UNUSED       __attribute__((warn_unused_result))
 #define FQ_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 
 typedef enum fq_frame_mode {
@@ -38,7 +38,7 @@ typedef enum fq_config_origin {
 
 /** A librdkafka property given by KAFKA_CONFIG_<PROP> or -X prop=val. */
 typedef struct fq_kafka_prop {
-    char *name;  /**< librdkafka name, e.g. "security.protocol" */
+    char *name; /**< librdkafka name, e.g. "security.protocol" */
     char *value;
     fq_config_origin_t origin;
 } fq_kafka_prop_t;
@@ -46,11 +46,11 @@ typedef struct fq_kafka_prop {
 /** The effective configuration. Strings are owned by the struct; never NULL unless noted. */
 typedef struct fq_config {
     /* Kafka */
-    char *kafka_brokers;     /**< KAFKA_BROKERS, "localhost:9092" */
-    char *kafka_group_id;    /**< KAFKA_GROUP_ID, "frameq" */
-    char *kafka_topic;       /**< KAFKA_TOPIC, "extraction.jobs" */
-    char *kafka_retry_topic; /**< KAFKA_RETRY_TOPIC, "<topic>.retry" */
-    char *kafka_dlq_topic;   /**< KAFKA_DLQ_TOPIC, "<topic>.dlq" */
+    char *kafka_brokers;          /**< KAFKA_BROKERS, "localhost:9092" */
+    char *kafka_group_id;         /**< KAFKA_GROUP_ID, "frameq" */
+    char *kafka_topic;            /**< KAFKA_TOPIC, "extraction.jobs" */
+    char *kafka_retry_topic;      /**< KAFKA_RETRY_TOPIC, "<topic>.retry" */
+    char *kafka_dlq_topic;        /**< KAFKA_DLQ_TOPIC, "<topic>.dlq" */
     fq_kafka_prop_t *kafka_props; /**< KAFKA_CONFIG_* and -X, in the order given */
     size_t kafka_props_count;
 
@@ -67,13 +67,15 @@ typedef struct fq_config {
     int64_t retry_backoff_max_ms; /**< RETRY_BACKOFF_MAX_MS, 60000 (>= RETRY_BACKOFF_MS) */
 
     /* Sources and frame store */
-    char *source_url_template;    /**< SOURCE_URL_TEMPLATE; NULL when unset */
-    char *frames_url_template;    /**< FRAMES_URL_TEMPLATE, "file://./frames/{platform}/{code}/{index}.jpg" */
-    char *s3_endpoint;            /**< S3_ENDPOINT; NULL = AWS (https://s3.<region>.amazonaws.com) */
-    char *s3_region;              /**< S3_REGION, "us-east-1" */
-    char *aws_access_key_id;      /**< AWS_ACCESS_KEY_ID; NULL when unset */
-    char *aws_secret_access_key;  /**< AWS_SECRET_ACCESS_KEY; NULL when unset; secret */
-    char *allowed_source_hosts;   /**< ALLOWED_SOURCE_HOSTS, comma list; default the template's host */
+    char *source_url_template;   /**< SOURCE_URL_TEMPLATE; NULL when unset */
+    char *frames_url_template;   /**< FRAMES_URL_TEMPLATE,
+                                    "file://./frames/{platform}/{code}/{index}.jpg" */
+    char *s3_endpoint;           /**< S3_ENDPOINT; NULL = AWS (https://s3.<region>.amazonaws.com) */
+    char *s3_region;             /**< S3_REGION, "us-east-1" */
+    char *aws_access_key_id;     /**< AWS_ACCESS_KEY_ID; NULL when unset */
+    char *aws_secret_access_key; /**< AWS_SECRET_ACCESS_KEY; NULL when unset; secret */
+    char
+        *allowed_source_hosts; /**< ALLOWED_SOURCE_HOSTS, comma list; default the template's host */
     char *allowed_source_schemes; /**< ALLOWED_SOURCE_SCHEMES, "https,http,s3" */
 
     /* Frame selection and output */
@@ -123,8 +125,8 @@ int fq_config_load_file(fq_config_t *cfg, const char *path, char *errstr,
 
 /** @brief Sets one setting by its variable name (e.g. "MAX_RETRIES") from the given origin.
  *  KAFKA_CONFIG_<PROP> names are accepted too. 0 or -1 with errstr. */
-int fq_config_set(fq_config_t *cfg, const char *name, const char *value,
-                  fq_config_origin_t origin, char *errstr, size_t errstr_size) FQ_WARN_UNUSED;
+int fq_config_set(fq_config_t *cfg, const char *name, const char *value, fq_config_origin_t origin,
+                  char *errstr, size_t errstr_size) FQ_WARN_UNUSED;
 
 /** @brief Prints every setting as NAME=VALUE  # origin, secrets masked, to out. */
 void fq_config_print(const fq_config_t *cfg, FILE *out);

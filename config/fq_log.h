@@ -29,10 +29,10 @@ typedef struct fq_log_ctx {
     const char *stage;   /**< validate, fetch, decode, ... */
     const char *outcome; /**< done, retry, dlq, skipped, ... */
     const char *error_class;
-    double duration_ms;  /**< < 0 or 0 = omitted */
+    double duration_ms; /**< < 0 or 0 = omitted */
     const char *topic;
-    int32_t partition;   /**< only when topic is set */
-    int64_t offset;      /**< only when topic is set */
+    int32_t partition; /**< only when topic is set */
+    int64_t offset;    /**< only when topic is set */
 } fq_log_ctx_t;
 
 /** @brief Sets program name, worker id, format ("json"/"text") and level ("debug".."error").

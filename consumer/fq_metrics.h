@@ -25,8 +25,7 @@ void fq_metrics_destroy(fq_metrics_t *m);
 
 /** @brief Declares a metric family (name, type, help). Must precede its use; declaring the
  *  same name twice is a no-op. Returns -1 on a bad name or OOM. */
-int fq_metrics_declare(fq_metrics_t *m, const char *name, fq_metric_type_t type,
-                       const char *help);
+int fq_metrics_declare(fq_metrics_t *m, const char *name, fq_metric_type_t type, const char *help);
 
 /**
  * @brief Starts the HTTP server thread on addr ("host:port", "0.0.0.0:9400", "127.0.0.1:0"

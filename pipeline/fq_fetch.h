@@ -19,10 +19,10 @@ typedef struct fq_fetch fq_fetch_t;
 
 /** A fetched source. Close with fq_fetch_source_close. */
 typedef struct fq_source {
-    int fd;                  /**< readable, seekable; -1 when closed */
-    int64_t size;            /**< bytes */
+    int fd;                         /**< readable, seekable; -1 when closed */
+    int64_t size;                   /**< bytes */
     char url[FQ_VIDEO_URL_MAX + 1]; /**< the URL fetched (no credentials in it) */
-    long http_status;        /**< 0 for file:// */
+    long http_status;               /**< 0 for file:// */
 } fq_source_t;
 
 /** @brief A fetcher (a curl easy handle reused across items). Not thread-safe: one per thread.
@@ -51,7 +51,7 @@ int64_t fq_fetch_parse_retry_after(const char *value, int64_t now_ms);
  * Values are inserted as they are: callers pass only validated fields. Unknown placeholders
  * or a result longer than out_size fail with -1 and errstr.
  */
-int fq_url_expand(const char *tmpl, const char *platform, const char *code, int index,
-                  char *out, size_t out_size, char *errstr, size_t errstr_size) FQ_WARN_UNUSED;
+int fq_url_expand(const char *tmpl, const char *platform, const char *code, int index, char *out,
+                  size_t out_size, char *errstr, size_t errstr_size) FQ_WARN_UNUSED;
 
 #endif

@@ -30,9 +30,9 @@ void fq_frames_opts_from_config(fq_frames_opts_t *opts, const fq_config_t *cfg);
 
 /** One extracted frame. The jpeg buffer is valid only during the callback. */
 typedef struct fq_frame {
-    int index;           /**< 0, 1, 2, ... in output order */
-    int64_t pts_ms;      /**< presentation time from the start of the stream */
-    int width, height;   /**< of the JPEG */
+    int index;         /**< 0, 1, 2, ... in output order */
+    int64_t pts_ms;    /**< presentation time from the start of the stream */
+    int width, height; /**< of the JPEG */
     const uint8_t *jpeg;
     size_t size;
 } fq_frame_t;
@@ -40,12 +40,12 @@ typedef struct fq_frame {
 /** What was learned about the source. */
 typedef struct fq_media_info {
     int64_t duration_ms;
-    int width, height;   /**< coded size of the video stream (before rotation) */
-    int rotation;        /**< degrees clockwise applied to display it upright: 0/90/180/270 */
-    char codec[32];      /**< decoder name, e.g. "h264" */
-    char container[32];  /**< e.g. "mov,mp4,m4a,3gp,3g2,mj2" shortened to the first name */
-    double avg_fps;      /**< 0 when unknown */
-    int frame_count;     /**< frames handed to the callback */
+    int width, height;      /**< coded size of the video stream (before rotation) */
+    int rotation;           /**< degrees clockwise applied to display it upright: 0/90/180/270 */
+    char codec[32];         /**< decoder name, e.g. "h264" */
+    char container[32];     /**< e.g. "mov,mp4,m4a,3gp,3g2,mj2" shortened to the first name */
+    double avg_fps;         /**< 0 when unknown */
+    int frame_count;        /**< frames handed to the callback */
     int64_t frames_decoded; /**< frames the decoder produced (for benchmarks) */
 } fq_media_info_t;
 

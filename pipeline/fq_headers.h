@@ -31,8 +31,7 @@ rd_kafka_resp_err_t fq_headers_set_int(rd_kafka_headers_t *hdrs, const char *nam
 
 /** @brief Copies the last value of header name, NUL-terminated, into buf. Returns false when
  *  absent (buf set to ""); a value longer than buf is truncated. hdrs may be NULL. */
-bool fq_headers_get(const rd_kafka_headers_t *hdrs, const char *name, char *buf,
-                    size_t buf_size);
+bool fq_headers_get(const rd_kafka_headers_t *hdrs, const char *name, char *buf, size_t buf_size);
 
 /** @brief The header as a non-negative decimal integer; def when absent or not a number. */
 int64_t fq_headers_get_int(const rd_kafka_headers_t *hdrs, const char *name, int64_t def);

@@ -16,11 +16,11 @@
 
 #include "fq_error.h"
 
-#define FQ_PLATFORM_MAX  32
-#define FQ_CODE_MAX      128
-#define FQ_VIDEO_URL_MAX 2048
-#define FQ_ITEM_KEY_MAX  (FQ_PLATFORM_MAX + 1 + FQ_CODE_MAX + 1) /**< "platform:code" + NUL */
-#define FQ_BATCH_SCHEMA  "frameq.batch.v1"
+#define FQ_PLATFORM_MAX    32
+#define FQ_CODE_MAX        128
+#define FQ_VIDEO_URL_MAX   2048
+#define FQ_ITEM_KEY_MAX    (FQ_PLATFORM_MAX + 1 + FQ_CODE_MAX + 1) /**< "platform:code" + NUL */
+#define FQ_BATCH_SCHEMA    "frameq.batch.v1"
 #define FQ_BATCH_MAX_BYTES (8 * 1024 * 1024) /**< larger batch messages are malformed */
 
 typedef struct fq_item {
@@ -32,8 +32,8 @@ typedef struct fq_item {
 
 /** One entry of a decoded batch: a valid item, or the reason it is not. */
 typedef struct fq_batch_entry {
-    fq_item_t item;   /**< filled as far as it could be; item.json always set */
-    fq_error_t *err;  /**< NULL when valid; else stage validate, class permanent */
+    fq_item_t item;  /**< filled as far as it could be; item.json always set */
+    fq_error_t *err; /**< NULL when valid; else stage validate, class permanent */
 } fq_batch_entry_t;
 
 typedef struct fq_batch {

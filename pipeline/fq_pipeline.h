@@ -15,9 +15,9 @@
 typedef struct fq_pipeline fq_pipeline_t;
 
 typedef struct fq_outcome {
-    bool skipped;          /**< the item was already done: nothing ran */
-    int64_t item_id;       /**< extraction_items.id; 0 without a database */
-    fq_media_info_t info;  /**< duration, size, codec, frame_count */
+    bool skipped;         /**< the item was already done: nothing ran */
+    int64_t item_id;      /**< extraction_items.id; 0 without a database */
+    fq_media_info_t info; /**< duration, size, codec, frame_count */
     char manifest_url[FQ_VIDEO_URL_MAX + 1];
     int64_t source_bytes;
     double ms_fetch, ms_frames, ms_upload, ms_store, ms_total; /**< stage durations */
