@@ -90,8 +90,12 @@ tls_kafka_config() {
     sed -i -e "s|^listeners=.*|&,SSL://$FQ_HOST:$KAFKA_SSL_PORT|" \
         -e "s|^advertised.listeners=.*|&,SSL://$TLS_HOSTNAME:$KAFKA_SSL_PORT|" \
         -e "s|^listener.security.protocol.map=.*|&,SSL:SSL|" "$file"
+    local fingerprint
+    fingerprint=$(openssl x509 -noout -fingerprint -sha256 -in "$TLS_DIR/server.crt" | cut -d= -f2)
+    # The fingerprint makes a renewed certificate a config change, so the broker is restarted.
     cat >>"$file" <<EOF
 # SSL listener (deploy/local/tls.sh): server authentication only, no client certificates.
+# server certificate sha256 $fingerprint
 ssl.keystore.type=PKCS12
 ssl.keystore.location=$TLS_DIR/kafka.p12
 ssl.keystore.password=$TLS_KEYSTORE_PASSWORD
