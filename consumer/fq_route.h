@@ -53,6 +53,8 @@ rd_kafka_headers_t *fq_route_headers(const rd_kafka_headers_t *incoming,
 /* ---- circuit breaker ---- */
 
 #define FQ_BREAKER_MAX_K 16
+/** How long a tripped breaker may hold the worker before failures are routed again. */
+#define FQ_BREAKER_MAX_OPEN_MS (5 * 60 * 1000)
 
 /** The same stage failing retriably for k consecutive DIFFERENT items within window_ms means a
  *  dependency is down, not that each item is unlucky. Plain data; one per worker. */
@@ -64,6 +66,8 @@ typedef struct fq_breaker {
     fq_stage_t stage;      /**< of the current streak */
     int count;             /**< different items in the current streak */
     int64_t first_ms;      /**< when the streak began */
+    int64_t opened_ms;     /**< when it tripped */
+    int64_t max_open_ms;   /**< FQ_BREAKER_MAX_OPEN_MS unless changed after init */
     char keys[FQ_BREAKER_MAX_K][FQ_ITEM_KEY_MAX];
 } fq_breaker_t;
 
@@ -73,8 +77,10 @@ void fq_breaker_init(fq_breaker_t *b, int k, int64_t window_ms);
 /**
  * @brief Feeds one item's result (err NULL = success) at now_ms. A success ends the streak; a
  * retriable failure extends it (the same key again does not count); other classes are ignored.
- * While open, any retriable failure of the open stage keeps it open. Returns true when this
- * result is to be handled as an outage (the breaker tripped, or is open for this stage).
+ * While open, any retriable failure of the open stage keeps it open — for at most max_open_ms:
+ * after that, failures are routed as usual (the items then look more at fault than the
+ * dependency, and a worker must never stall forever). Returns true when this result is to be
+ * handled as an outage (the breaker tripped, or is open for this stage within max_open_ms).
  */
 bool fq_breaker_feed(fq_breaker_t *b, const char *key, const fq_error_t *err, int64_t now_ms);
 

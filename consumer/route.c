@@ -103,6 +103,7 @@ void fq_breaker_init(fq_breaker_t *b, int k, int64_t window_ms)
     memset(b, 0, sizeof(*b));
     b->k = k < 1 ? 1 : k > FQ_BREAKER_MAX_K ? FQ_BREAKER_MAX_K : k;
     b->window_ms = window_ms;
+    b->max_open_ms = FQ_BREAKER_MAX_OPEN_MS;
 }
 
 void fq_breaker_close(fq_breaker_t *b)
@@ -123,7 +124,7 @@ bool fq_breaker_feed(fq_breaker_t *b, const char *key, const fq_error_t *err, in
         return false; /* the item's own fault: routed as usual */
     fq_stage_t stage = fq_error_stage(err);
     if (b->open && stage == b->open_stage)
-        return true;
+        return now_ms - b->opened_ms <= b->max_open_ms;
     if (b->count == 0 || stage != b->stage || now_ms - b->first_ms > b->window_ms) {
         b->stage = stage;
         b->count = 0;
@@ -137,6 +138,7 @@ bool fq_breaker_feed(fq_breaker_t *b, const char *key, const fq_error_t *err, in
         return false;
     b->open = true;
     b->open_stage = stage;
+    b->opened_ms = now_ms;
     b->count = 0;
     return true;
 }

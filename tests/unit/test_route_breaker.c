@@ -132,6 +132,27 @@ static void test_close_forgets(void **state)
     fq_error_destroy(err);
 }
 
+/* A breaker that stays open past max_open_ms lets failures be routed again, so items that
+ * always fail at one stage cannot hold a worker forever; a success closes it as before. */
+static void test_open_is_bounded(void **state)
+{
+    (void)state;
+    fq_breaker_t b;
+    fq_breaker_init(&b, 2, 1000);
+    assert_int_equal(b.max_open_ms, FQ_BREAKER_MAX_OPEN_MS);
+    b.max_open_ms = 5000;
+    fq_error_t *err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "x");
+    assert_false(fq_breaker_feed(&b, "a", err, 0));
+    assert_true(fq_breaker_feed(&b, "b", err, 1));     /* trips at t=1 */
+    assert_true(fq_breaker_feed(&b, "c", err, 4000));  /* still an outage */
+    assert_true(fq_breaker_feed(&b, "a", err, 5001));  /* exactly at the bound */
+    assert_false(fq_breaker_feed(&b, "d", err, 5002)); /* past it: routed */
+    assert_true(b.open);
+    assert_false(fq_breaker_feed(&b, "e", NULL, 5003)); /* a success closes it */
+    assert_false(b.open);
+    fq_error_destroy(err);
+}
+
 static void test_k_bounds(void **state)
 {
     (void)state;
@@ -155,6 +176,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sequences),
         cmocka_unit_test(test_close_forgets),
+        cmocka_unit_test(test_open_is_bounded),
         cmocka_unit_test(test_k_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
