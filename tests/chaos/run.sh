@@ -156,18 +156,21 @@ terminal_count() {
 # --- faults: one tick every ~0.5 s with the elapsed time and progress -------------------------
 # Each sets FAULT_DONE=1 when it has nothing more to inject.
 FAULT_STATE=0
+NEXT_FAULT_T=0
 fault_sigkill() { # $1 elapsed s, $2 terminal items
     if ((FAULT_STATE >= MAX_KILLS || $2 >= N_ITEMS)); then
         FAULT_DONE=1
         return
     fi
-    if (($1 >= 2 + (FAULT_STATE + 1) * KILL_EVERY_S)); then
+    # The next kill is due KILL_EVERY_S after the previous one finished (no catch-up bursts).
+    if (($1 >= NEXT_FAULT_T)); then
         local i=$((RANDOM % N_WORKERS))
         kill -KILL "${W_PID[i]}" 2>/dev/null || true
         wait "${W_PID[i]}" 2>/dev/null || true
         echo "t=${1}s SIGKILL w$i at $2/$N_ITEMS" >>"$SDIR/faults.log"
         start_worker "$i"
         FAULT_STATE=$((FAULT_STATE + 1))
+        NEXT_FAULT_T=$((SECONDS - T0 + KILL_EVERY_S))
     fi
 }
 fault_rolling_sigterm() {
@@ -175,7 +178,8 @@ fault_rolling_sigterm() {
         FAULT_DONE=1
         return
     fi
-    if (($1 >= 2 + (FAULT_STATE + 1) * KILL_EVERY_S)); then
+    # The next kill is due KILL_EVERY_S after the previous one finished (no catch-up bursts).
+    if (($1 >= NEXT_FAULT_T)); then
         local i=$((FAULT_STATE % N_WORKERS)) n
         kill -TERM "${W_PID[i]}" 2>/dev/null || true
         for ((n = 0; n < 400; n++)); do
@@ -190,6 +194,7 @@ fault_rolling_sigterm() {
         ((rc == 0)) || echo "w$i exited $rc on SIGTERM at t=${1}s" >>"$SDIR/bad_exits"
         start_worker "$i"
         FAULT_STATE=$((FAULT_STATE + 1))
+        NEXT_FAULT_T=$((SECONDS - T0 + KILL_EVERY_S))
     fi
 }
 # outage SERVICE: stops it once work flows (15 % terminal or 6 s), starts it OUTAGE_S later.
@@ -241,6 +246,7 @@ run_scenario() {
     S3_PREFIX="chaos/$CH_RUN/$SCN"
     FAULT_STATE=0
     FAULT_DONE=0
+    NEXT_FAULT_T=$((2 + KILL_EVERY_S))
     W_PID=()
     local why=() verdict=PASS
 
