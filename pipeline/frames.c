@@ -39,6 +39,9 @@
 #define THUMB_H         36
 #define SEEK_MIN_FRAMES 6 /* seek only when it skips at least this many frames */
 #define SEEK_RETRIES    4
+/* Seeks allowed per extraction: a valid file needs about one per target; a hostile index
+ * must not turn seeking into unbounded work. Past it, decoding simply goes on linearly. */
+#define SEEK_MAX(max_frames) (2 * (max_frames) + 16)
 
 /* ---------------------------------------------------------------------------------------- */
 /* Public helpers                                                                           */
@@ -161,7 +164,9 @@ typedef struct run {
     bool eof;
     int read_error;
     int64_t last_sent_dts;
-    int64_t max_reorder; /* max pts - dts seen, stream ticks */
+    int64_t max_sent_dts; /* furthest dts ever sent: seeks only ever go beyond it */
+    int seeks;            /* seeks done so far (bounded by SEEK_MAX) */
+    int64_t max_reorder;  /* max pts - dts seen, stream ticks */
     bool pkt_pts_known;
     int nal_len_size; /* H.264/HEVC: NAL length prefix size (avcC/hvcC); 0 = Annex B */
     bool saw_key;
@@ -982,6 +987,10 @@ static bool fps_want_seek(run_t *r, int64_t *seek_ts)
     if (!r->seek_ok || !r->pkt_pts_known || r->last_sent_dts == AV_NOPTS_VALUE) {
         return false;
     }
+    if (r->seeks >= SEEK_MAX(r->fx->opts.max_frames)) {
+        r->seek_ok = false;
+        return false;
+    }
     /* the target's frame is the last one whose tick is <= next_target: pts < (n + 0.5)/F */
     double limit_s = ((double)r->next_target + 0.5) / r->fx->opts.fps;
     int64_t limit = r->start_pts + (int64_t)ceil(limit_s / r->tb) - 1;
@@ -992,8 +1001,13 @@ static bool fps_want_seek(run_t *r, int64_t *seek_ts)
     if (!e || !(e->flags & AVINDEX_KEYFRAME)) {
         return false;
     }
+    /* Forward only, measured from the furthest point ever sent: a corrupt index whose
+     * keyframes lie behind it would otherwise send the reader back and forth forever. */
+    if (e->timestamp <= r->max_sent_dts) {
+        return false;
+    }
     double ahead_s = (double)(e->timestamp - r->last_sent_dts) * r->tb;
-    if (ahead_s < SEEK_MIN_FRAMES * r->frame_dur) {
+    if (!(r->frame_dur > 0) || ahead_s < SEEK_MIN_FRAMES * r->frame_dur) {
         return false;
     }
     /* demuxers seek by pts (mov) or dts (others); verify_seek() catches a landing past it */
@@ -1004,6 +1018,7 @@ static bool fps_want_seek(run_t *r, int64_t *seek_ts)
 static int do_seek(run_t *r, int64_t ts)
 {
     int ret = av_seek_frame(r->fmt, r->vidx, ts, AVSEEK_FLAG_BACKWARD);
+    r->seeks++;
     if (ret < 0) {
         return ret;
     }
@@ -1090,6 +1105,9 @@ static fq_error_t *send_packet(run_t *r, AVPacket *pkt, enum AVDiscard discard)
     if (pkt) {
         if (pkt->dts != AV_NOPTS_VALUE) {
             r->last_sent_dts = pkt->dts;
+            if (r->max_sent_dts == AV_NOPTS_VALUE || pkt->dts > r->max_sent_dts) {
+                r->max_sent_dts = pkt->dts;
+            }
         }
         if (pkt->pts != AV_NOPTS_VALUE) {
             history_add(r, pkt->pts);
@@ -1390,6 +1408,7 @@ fq_error_t *fq_frames_extract(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *o
     r->fd = fd;
     r->vidx = -1;
     r->last_sent_dts = AV_NOPTS_VALUE;
+    r->max_sent_dts = AV_NOPTS_VALUE;
     r->pkt_pts_known = true;
     r->seek_ok = true;
     r->verify_bucket = -1;
