@@ -11,6 +11,7 @@
 
 #include "fq_backoff.h"
 #include "fq_headers.h"
+#include "fq_http.h" /* fq_sha256_hex */
 #include "fq_item.h"
 #include "fq_log.h"
 #include "fq_pipeline.h"
@@ -807,6 +808,25 @@ static fin_rc_t commit_txn(fq_worker_t *w, msg_t *m, size_t nrouted)
             kp0 = m->rkm->key;
             kptr = kp0;
             klen = m->rkm->key_len;
+            if (len > FQ_DLQ_VALUE_MAX) {
+                /* It arrived compressed, but would not fit the DLQ as it is: an outage
+                 * would replay it forever and stall the partition. Keep the first bytes,
+                 * its size and its hash; the whole message stays at its origin offset
+                 * until the main topic's retention ends. */
+                char sha[65];
+                fq_sha256_hex(value, len, sha);
+                fq_headers_set_int(hdrs, FQ_HDR_ORIGINAL_SIZE, (int64_t)len);
+                fq_headers_set(hdrs, FQ_HDR_ORIGINAL_SHA256, sha);
+                char why[FQ_ERROR_MESSAGE_MAX];
+                snprintf(why, sizeof(why),
+                         "message of %zu bytes is larger than the DLQ takes (%d): value cut "
+                         "to its first %d bytes; the original is at %s [%d] @%" PRId64,
+                         len, FQ_DLQ_VALUE_MAX, FQ_DLQ_VALUE_MAX, m->topic, (int)m->rkm->partition,
+                         m->rkm->offset);
+                fq_headers_set(hdrs, FQ_HDR_ERROR, why);
+                FQ_WARN(NULL, "%s", why);
+                len = FQ_DLQ_VALUE_MAX;
+            }
         }
         rd_kafka_resp_err_t perr;
         for (;;) {

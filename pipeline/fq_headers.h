@@ -21,6 +21,13 @@
 #define FQ_HDR_WORKER           "frameq-worker"
 #define FQ_HDR_DLQ_REASON       "frameq-dlq-reason"
 #define FQ_HDR_REDRIVE_COUNT    "frameq-redrive-count"
+/* Only on a malformed message too large for the DLQ: its value there is cut to
+ * FQ_DLQ_VALUE_MAX bytes; these say how large it was and what its bytes hash to. */
+#define FQ_HDR_ORIGINAL_SIZE   "frameq-original-size"
+#define FQ_HDR_ORIGINAL_SHA256 "frameq-original-sha256"
+/** Largest value frameq writes to the DLQ: below the default message limits of both
+ *  librdkafka (message.max.bytes 1000000) and the broker (1 MiB), headers included. */
+#define FQ_DLQ_VALUE_MAX (900 * 1000)
 
 /** @brief Replaces every header called name with one text value (value NULL: just removes).
  *  Returns an rd_kafka error code. */

@@ -2,7 +2,8 @@
 # Hostile input through the real worker. Raw messages are produced with kcat (the producer
 # rightly refuses them):
 #   message level: a 10 MB batch, a batch of 100,000 items, deeply nested JSON, bytes that are
-#     not JSON -> each one DLQ message, reason malformed, with the identical raw bytes (cmp);
+#     not JSON -> each one DLQ message, reason malformed, with the identical raw bytes (cmp;
+#     over 900000 bytes: the first 900000, with the original size and SHA-256 in headers);
 #   item level: video_url at 127.0.0.1 (not allow-listed in this run), 169.254.169.254,
 #     file:///etc/passwd, a redirect from the allowed host (localhost) to a disallowed one
 #     (127.0.0.1), codes with ../, /, %2e, NUL, SQL, 10 KB -> each one DLQ message of class
@@ -196,7 +197,28 @@ find_raw() {
     done
     return 1
 }
+# A message over FQ_DLQ_VALUE_MAX (900000 bytes, pipeline/fq_headers.h) cannot be stored in a
+# DLQ with default limits: its DLQ value is its first 900000 bytes, with its size and SHA-256
+# in frameq-original-size / frameq-original-sha256 (the whole message stays at its origin).
+dlq_value_max=900000
 for f in "${malformed[@]}"; do
+    size=$(stat -c %s "$M/$f")
+    if ((size > dlq_value_max)); then
+        head -c "$dlq_value_max" "$M/$f" >"$CH_TMP/$f.prefix"
+        off=$(find_raw "$CH_TMP/$f.prefix" || true)
+        if [[ -z $off ]]; then
+            check "$f: in the DLQ as its first $dlq_value_max bytes ($size bytes)" false
+            continue
+        fi
+        check "$f: in the DLQ as its first $dlq_value_max bytes (offset $off)" true
+        osize=$(header "$off" frameq-original-size) osha=$(header "$off" frameq-original-sha256)
+        sha=$(sha256sum "$M/$f" | cut -d' ' -f1)
+        check "$f: original size and SHA-256 in headers ($osize)" \
+            test "$osize/$osha" = "$size/$sha"
+        r=$(header "$off" frameq-dlq-reason) c=$(header "$off" frameq-error-class)
+        check "$f: reason malformed, class malformed (got $r, $c)" test "$r/$c" = malformed/malformed
+        continue
+    fi
     off=$(find_raw "$M/$f" || true)
     if [[ -z $off ]]; then
         check "$f: in the DLQ with identical raw bytes ($(stat -c %s "$M/$f") bytes)" false
