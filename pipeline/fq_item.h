@@ -89,6 +89,10 @@ void fq_batch_destroy(fq_batch_t *batch);
 char *fq_batch_encode(const char *batch_id, const char *enqueued_at, const fq_item_t *items,
                       size_t count, size_t *len);
 
+struct json_t;
+/** @brief "object", "array", "string", "number", "boolean" or "null", for error messages. */
+const char *fq_json_type_name(const struct json_t *v);
+
 /** @brief A random RFC 4122 version-4 UUID, 36 chars + NUL, from /dev/urandom. */
 void fq_uuid4(char out[37]);
 

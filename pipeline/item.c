@@ -108,7 +108,7 @@ int fq_item_code_valid(const char *code)
     return 1;
 }
 
-static const char *json_type_name(const json_t *v)
+const char *fq_json_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:
@@ -218,7 +218,7 @@ static fq_error_t *item_from_json(const json_t *obj, const char *prefix, fq_item
 
     if (!json_is_object(obj))
         return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT, "%s%sexpected an object, got %s",
-                            where, plen ? ": " : "", json_type_name(obj));
+                            where, plen ? ": " : "", fq_json_type_name(obj));
 
     static const char *const required[] = {"platform", "code"};
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
@@ -229,7 +229,7 @@ static fq_error_t *item_from_json(const json_t *obj, const char *prefix, fq_item
         if (!json_is_string(v))
             return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
                                 "%s%s: expected a string, got %s", prefix, required[i],
-                                json_type_name(v));
+                                fq_json_type_name(v));
     }
 
     json_t *platform = json_object_get(obj, "platform");
@@ -252,7 +252,7 @@ static fq_error_t *item_from_json(const json_t *obj, const char *prefix, fq_item
         if (!json_is_string(url))
             return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
                                 "%svideo_url: expected a string, got %s", prefix,
-                                json_type_name(url));
+                                fq_json_type_name(url));
         err = check_field(prefix, "video_url", json_string_value(url), json_string_length(url),
                           FQ_VIDEO_URL_MAX, url_char_ok, "printable ASCII, no spaces");
         if (err)
@@ -273,7 +273,7 @@ fq_error_t *fq_item_decode(const void *buf, size_t len, fq_item_t *item)
         goto done;
     if (!json_is_object(root)) {
         err = fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_MALFORMED, "expected a JSON object, got %s",
-                           json_type_name(root));
+                           fq_json_type_name(root));
         goto done;
     }
     err = item_from_json(root, "", item);
@@ -366,7 +366,7 @@ fq_error_t *fq_batch_decode(const void *buf, size_t len, fq_batch_t **batch)
         goto done;
     if (!json_is_object(root)) {
         err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_MALFORMED,
-                           "not a batch: expected a JSON object, got %s", json_type_name(root));
+                           "not a batch: expected a JSON object, got %s", fq_json_type_name(root));
         goto done;
     }
     json_t *schema = json_object_get(root, "schema");
@@ -384,7 +384,7 @@ fq_error_t *fq_batch_decode(const void *buf, size_t len, fq_batch_t **batch)
     if (!json_is_array(items)) {
         err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_MALFORMED,
                            "not a batch: \"items\" is %s, expected an array",
-                           items ? json_type_name(items) : "missing");
+                           items ? fq_json_type_name(items) : "missing");
         goto done;
     }
 

@@ -195,27 +195,6 @@ static int spool_add(fq_spool_t *spool, const fq_item_t *item, uint64_t hash, bo
     return 0;
 }
 
-static const char *json_kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "object";
-    case JSON_ARRAY:
-        return "array";
-    case JSON_STRING:
-        return "string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "unknown";
-}
-
 /* A JSON string without escapes at *p (after its opening quote): sets start/len and moves
  * past the closing quote. -1 on a backslash, a control byte or the end of the buffer; the
  * caller then leaves the record to the codec. */
@@ -379,7 +358,7 @@ static int handle_record(scan_t *s, size_t index)
                            JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
             if (v) {
                 char why[64];
-                snprintf(why, sizeof(why), "expected an object, got %s", json_kind(v));
+                snprintf(why, sizeof(why), "expected an object, got %s", fq_json_type_name(v));
                 json_decref(v);
                 report(s, where, why);
             } else {
