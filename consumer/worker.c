@@ -902,6 +902,8 @@ static fin_rc_t finish_message(fq_worker_t *w, msg_t *m)
 {
     const fq_config_t *cfg = w->cfg;
     char reason[700] = "";
+    char breaker_reason[700] = "";
+    const bool from_main = strcmp(m->topic, w->cfg->kafka_topic) == 0;
     fin_rc_t rc = FIN_OK;
     size_t nrouted = 0;
 
@@ -927,15 +929,21 @@ static fin_rc_t finish_message(fq_worker_t *w, msg_t *m)
         char key[FQ_ITEM_KEY_MAX] = "";
         if (e->item)
             fq_item_key(e->item, key, sizeof(key));
-        if (e->job && fq_breaker_feed(&w->breaker, key, e->err, fq_time_mono_ms()) && !reason[0] &&
-            e->err)
-            snprintf(reason, sizeof(reason),
+        /* Only the main topic feeds the breaker: retry messages are items that failed before,
+         * so a streak of failures there says little about a dependency. */
+        if (e->job && from_main && fq_breaker_feed(&w->breaker, key, e->err, fq_time_mono_ms()) &&
+            !breaker_reason[0] && e->err)
+            snprintf(breaker_reason, sizeof(breaker_reason),
                      "circuit open: stage %s failed for %d different "
                      "items in a row: %s",
                      fq_stage_name(fq_error_stage(e->err)), BREAKER_K, fq_error_message(e->err));
         if (e->route.kind == FQ_ROUTE_RETRY || e->route.kind == FQ_ROUTE_DLQ)
             nrouted++;
     }
+    /* The breaker makes this message an outage only if it is still open after all of its
+     * items: one item getting through in the same message proves the dependency works. */
+    if (!reason[0] && breaker_reason[0] && w->breaker.open)
+        snprintf(reason, sizeof(reason), "%s", breaker_reason);
     if (reason[0]) {
         rc = FIN_OUTAGE;
         goto done;

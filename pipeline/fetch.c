@@ -575,5 +575,18 @@ fq_error_t *fq_fetch_open(fq_fetch_t *fetch, const fq_item_t *item, fq_source_t 
     fq_url_redact(url, src->url, sizeof(src->url));
     if (strcmp(parts.scheme, "file") == 0)
         return open_file_source(fetch, url, &parts, src);
-    return fetch_remote(fetch, url, &parts, src);
+    err = fetch_remote(fetch, url, &parts, src);
+    if (err && !item->video_url && fq_error_class(err) == FQ_CLASS_RETRIABLE &&
+        fq_error_code(err) > 0 && fq_error_code(err) < 100 &&
+        fq_http_curl_unreachable((CURLcode)fq_error_code(err))) {
+        /* The configured source serves every item: not reaching its host at all is an outage
+         * of a dependency, not this item's failure (no attempt burned, nothing to the DLQ).
+         * A video_url host is the item's own business and stays retriable. */
+        fq_error_t *outage = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_OUTAGE,
+                                          "video source unreachable: %s", fq_error_message(err));
+        fq_error_set_code(outage, fq_error_code(err));
+        fq_error_destroy(err);
+        err = outage;
+    }
+    return err;
 }

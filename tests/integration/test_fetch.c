@@ -422,6 +422,40 @@ static void test_connection_refused_is_retriable(void **state)
     fq_fetch_destroy(fetch);
 }
 
+/* The configured source serves every item: when its host cannot be reached at all, that is an
+ * outage (no attempt burned); the same failure through an item's video_url stays retriable. */
+static void test_unreachable_template_source_is_outage(void **state)
+{
+    (void)state;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &alen), 0);
+    close(s);
+    fq_config_t cfg = test_config();
+    char tmpl[256];
+    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/{code}.mp4", ntohs(a.sin_port));
+    cfg.source_url_template = tmpl;
+    fq_fetch_t *fetch = new_fetch(&cfg);
+    fq_item_t item = {.platform = "test", .code = "v"};
+    fq_source_t src;
+    fq_error_t *err = fq_fetch_open(fetch, &item, &src);
+    assert_non_null(err);
+    assert_int_equal(fq_error_stage(err), FQ_STAGE_FETCH);
+    assert_int_equal(fq_error_class(err), FQ_CLASS_OUTAGE);
+    assert_int_equal(fq_error_code(err), CURLE_COULDNT_CONNECT);
+    fq_error_destroy(err);
+
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v.mp4", ntohs(a.sin_port));
+    err = fetch_url(fetch, url, &src);
+    assert_non_null(err);
+    assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);
+    fq_error_destroy(err);
+    fq_fetch_destroy(fetch);
+}
+
 static void test_template_source(void **state)
 {
     (void)state;
@@ -544,6 +578,7 @@ int main(void)
         cmocka_unit_test(test_redirect_to_disallowed_host_is_never_contacted),
         cmocka_unit_test(test_flaky_then_works),
         cmocka_unit_test(test_connection_refused_is_retriable),
+        cmocka_unit_test(test_unreachable_template_source_is_outage),
         cmocka_unit_test(test_template_source),
         cmocka_unit_test(test_file_source_only_when_allowed),
         cmocka_unit_test(test_s3_source),
