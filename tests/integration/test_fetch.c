@@ -29,6 +29,7 @@
 
 #include "fq_fetch.h"
 #include "fq_http.h"
+#include "fq_test_fault.h"
 
 #define SMALL_BYTES (200 * 1000)  /* served as v.mp4 */
 #define LARGE_BYTES (1536 * 1024) /* served as large.mp4: over the limit */
@@ -89,81 +90,20 @@ static void remove_tree(const char *path)
         fprintf(stderr, "cannot remove %s\n", path);
 }
 
-/* Starts fault_server.py on an ephemeral port; waits for its port file. */
-static int start_fault_server(const char *www, const char *port_file)
-{
-    const char *src = getenv("FQ_SOURCE_DIR");
-    if (!src || !*src) {
-        fprintf(stderr, "FQ_SOURCE_DIR is not set (run through ctest)\n");
-        return -1;
-    }
-    char script[512];
-    snprintf(script, sizeof(script), "%s/tests/tools/fault_server.py", src);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        execlp("python3", "python3", script, "--port", "0", "--dir", www, "--port-file", port_file,
-               (char *)NULL);
-        _exit(127);
-    }
-    g.server = pid;
-    for (int i = 0; i < 200; i++) { /* up to ~20 s on a busy machine */
-        FILE *f = fopen(port_file, "r");
-        if (f) {
-            int port = 0;
-            int ok = fscanf(f, "%d", &port);
-            fclose(f);
-            if (ok == 1 && port > 0)
-                return port;
-        }
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            g.server = 0;
-            fprintf(stderr, "fault_server.py exited early (status %d)\n", status);
-            return -1;
-        }
-        struct timespec ts = {0, 100 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    return -1;
-}
-
-static size_t collect_body(char *buf, size_t size, size_t nmemb, void *opaque)
-{
-    char **out = opaque;
-    size_t old = *out ? strlen(*out) : 0, n = size * nmemb;
-    char *grown = realloc(*out, old + n + 1);
-    if (!grown)
-        return 0;
-    memcpy(grown + old, buf, n);
-    grown[old + n] = '\0';
-    *out = grown;
-    return n;
-}
-
-/* Requests the server has seen for one path, from /counts. */
+/* Requests the fault server has seen for one path; fails the test when it cannot tell. */
 static int server_count(const char *path)
 {
-    char url[256];
-    char *body = NULL;
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/counts", g.port);
-    CURL *curl = curl_easy_init();
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-    CURLcode rc = curl_easy_perform(curl);
-    curl_easy_cleanup(curl);
-    if (rc != CURLE_OK || !body)
-        fail_msg("GET /counts failed: %s", curl_easy_strerror(rc));
-    json_t *root = json_loads(body, 0, NULL);
-    free(body);
-    if (!root)
-        fail_msg("/counts is not JSON");
-    json_t *v = json_object_get(root, path);
-    int n = v ? (int)json_integer_value(v) : 0;
-    json_decref(root);
+    int n = fq_test_fault_count(g.port, path);
+    if (n < 0)
+        fail_msg("cannot read the fault server's request counts");
     return n;
+}
+
+static int closed_port(void)
+{
+    int port = fq_test_closed_port();
+    assert_true(port > 0);
+    return port;
 }
 
 static fq_config_t test_config(void)
@@ -233,7 +173,7 @@ static int group_setup(void **state)
     write_file(path, large, LARGE_BYTES);
     free(large);
     snprintf(path, sizeof(path), "%s/port", g.dir);
-    g.port = start_fault_server(g.www, path);
+    g.port = fq_test_fault_start(g.www, path, &g.server);
     if (g.port <= 0) {
         fprintf(stderr, "cannot start tests/tools/fault_server.py\n");
         return -1;
@@ -246,10 +186,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (g.server > 0) {
-        kill(g.server, SIGTERM);
-        waitpid(g.server, NULL, 0);
-    }
+    fq_test_fault_stop(g.server);
     remove_tree(g.dir);
     free(g.small);
     curl_global_cleanup();
@@ -401,17 +338,11 @@ static void test_flaky_then_works(void **state)
 static void test_connection_refused_is_retriable(void **state)
 {
     (void)state;
-    /* A port that was just free: bind, read the port, close. */
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &alen), 0);
-    close(s);
+    int port = closed_port();
     fq_config_t cfg = test_config();
     fq_fetch_t *fetch = new_fetch(&cfg);
     char url[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v.mp4", ntohs(a.sin_port));
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v.mp4", port);
     fq_source_t src;
     fq_error_t *err = fetch_url(fetch, url, &src);
     assert_non_null(err);
@@ -427,15 +358,10 @@ static void test_connection_refused_is_retriable(void **state)
 static void test_unreachable_template_source_is_outage(void **state)
 {
     (void)state;
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &alen), 0);
-    close(s);
+    int port = closed_port();
     fq_config_t cfg = test_config();
     char tmpl[256];
-    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/{code}.mp4", ntohs(a.sin_port));
+    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/{code}.mp4", port);
     cfg.source_url_template = tmpl;
     fq_fetch_t *fetch = new_fetch(&cfg);
     fq_item_t item = {.platform = "test", .code = "v"};
@@ -448,7 +374,7 @@ static void test_unreachable_template_source_is_outage(void **state)
     fq_error_destroy(err);
 
     char url[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v.mp4", ntohs(a.sin_port));
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v.mp4", port);
     err = fetch_url(fetch, url, &src);
     assert_non_null(err);
     assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);

@@ -29,6 +29,7 @@
 
 #include "fq_http.h"
 #include "fq_upload.h"
+#include "fq_test_fault.h"
 
 #define MAX_FRAMES 16
 
@@ -77,88 +78,20 @@ static int count_dir_entries(const char *path)
     return n;
 }
 
-static int start_fault_server(const char *www, const char *port_file)
-{
-    const char *src = getenv("FQ_SOURCE_DIR");
-    if (!src || !*src) {
-        fprintf(stderr, "FQ_SOURCE_DIR is not set (run through ctest)\n");
-        return -1;
-    }
-    char script[512];
-    snprintf(script, sizeof(script), "%s/tests/tools/fault_server.py", src);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        execlp("python3", "python3", script, "--port", "0", "--dir", www, "--port-file", port_file,
-               (char *)NULL);
-        _exit(127);
-    }
-    g.server = pid;
-    for (int i = 0; i < 200; i++) {
-        FILE *f = fopen(port_file, "r");
-        if (f) {
-            int port = 0;
-            int ok = fscanf(f, "%d", &port);
-            fclose(f);
-            if (ok == 1 && port > 0)
-                return port;
-        }
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            g.server = 0;
-            return -1;
-        }
-        struct timespec ts = {0, 100 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
-    return -1;
-}
-
-static size_t collect_body(char *buf, size_t size, size_t nmemb, void *opaque)
-{
-    char **out = opaque;
-    size_t old = *out ? strlen(*out) : 0, n = size * nmemb;
-    char *grown = realloc(*out, old + n + 1);
-    if (!grown)
-        return 0;
-    memcpy(grown + old, buf, n);
-    grown[old + n] = '\0';
-    *out = grown;
-    return n;
-}
-
+/* Requests the fault server has seen for one path; fails the test when it cannot tell. */
 static int server_count(const char *path)
 {
-    char url[256];
-    char *body = NULL;
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/counts", g.port);
-    CURL *curl = curl_easy_init();
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-    CURLcode rc = curl_easy_perform(curl);
-    curl_easy_cleanup(curl);
-    if (rc != CURLE_OK || !body)
-        fail_msg("GET /counts failed: %s", curl_easy_strerror(rc));
-    json_t *root = json_loads(body, 0, NULL);
-    free(body);
-    assert_non_null(root);
-    json_t *v = json_object_get(root, path);
-    int n = v ? (int)json_integer_value(v) : 0;
-    json_decref(root);
+    int n = fq_test_fault_count(g.port, path);
+    if (n < 0)
+        fail_msg("cannot read the fault server's request counts");
     return n;
 }
 
 static int closed_port(void)
 {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &alen), 0);
-    close(s);
-    return ntohs(a.sin_port);
+    int port = fq_test_closed_port();
+    assert_true(port > 0);
+    return port;
 }
 
 static void require_s3_env(void)
@@ -297,7 +230,7 @@ static int group_setup(void **state)
         return -1;
     char port_file[256];
     snprintf(port_file, sizeof(port_file), "%s/port", g.dir);
-    g.port = start_fault_server(g.www, port_file);
+    g.port = fq_test_fault_start(g.www, port_file, &g.server);
     if (g.port <= 0) {
         fprintf(stderr, "cannot start tests/tools/fault_server.py\n");
         return -1;
@@ -309,10 +242,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (g.server > 0) {
-        kill(g.server, SIGTERM);
-        waitpid(g.server, NULL, 0);
-    }
+    fq_test_fault_stop(g.server);
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g.dir);
     if (system(cmd) != 0)

@@ -1,0 +1,28 @@
+/**
+ * @file fq_test_fault.h
+ * @brief The HTTP fault server (tests/tools/fault_server.py) seen from a C test: start it on an
+ *        ephemeral port, read its request counts, stop it; and a loopback port nothing listens on.
+ */
+#ifndef FQ_TEST_FAULT_H
+#define FQ_TEST_FAULT_H
+
+#include <sys/types.h>
+
+/**
+ * @brief Starts fault_server.py serving www on 127.0.0.1, port chosen by the kernel; waits (up to
+ *        ~20 s on a busy machine) for the port it writes to port_file.
+ * @return the port, with *pid set; -1 with a message on stderr (and *pid 0) otherwise.
+ */
+int fq_test_fault_start(const char *www, const char *port_file, pid_t *pid);
+
+/** @brief Stops the server started by fq_test_fault_start (SIGTERM, then waits); 0 is a no-op. */
+void fq_test_fault_stop(pid_t pid);
+
+/** @brief How many requests the server on port saw for path (from its /counts), or -1. */
+int fq_test_fault_count(int port, const char *path);
+
+/** @brief A loopback port that was free a moment ago (bound, read, closed): connecting to it is
+ *         refused. -1 on failure. */
+int fq_test_closed_port(void);
+
+#endif /* FQ_TEST_FAULT_H */
