@@ -90,22 +90,6 @@ static void remove_tree(const char *path)
         fprintf(stderr, "cannot remove %s\n", path);
 }
 
-/* Requests the fault server has seen for one path; fails the test when it cannot tell. */
-static int server_count(const char *path)
-{
-    int n = fq_test_fault_count(g.port, path);
-    if (n < 0)
-        fail_msg("cannot read the fault server's request counts");
-    return n;
-}
-
-static int closed_port(void)
-{
-    int port = fq_test_closed_port();
-    assert_true(port > 0);
-    return port;
-}
-
 static fq_config_t test_config(void)
 {
     fq_config_t cfg = {
@@ -273,9 +257,9 @@ static void test_fault_paths(void **state)
         fq_error_destroy(err);
     }
     /* A chain of 4 redirects: 3 are followed, the 4th target is never requested. */
-    assert_int_equal(server_count("/redirect/4/v4.mp4"), 1);
-    assert_int_equal(server_count("/redirect/1/v4.mp4"), 1);
-    assert_int_equal(server_count("/ok/v4.mp4"), 0);
+    assert_int_equal(fq_test_fault_count(g.port, "/redirect/4/v4.mp4"), 1);
+    assert_int_equal(fq_test_fault_count(g.port, "/redirect/1/v4.mp4"), 1);
+    assert_int_equal(fq_test_fault_count(g.port, "/ok/v4.mp4"), 0);
     fq_fetch_destroy(fetch);
     assert_int_equal(count_dir_entries(g.tmpdir), 0);
     assert_int_equal(count_open_fds(), fds_before);
@@ -299,7 +283,7 @@ static void test_redirect_to_disallowed_host_is_never_contacted(void **state)
     assert_non_null(
         strstr(fq_error_message(err), "redirect host localhost is not in ALLOWED_SOURCE_HOSTS"));
     fq_error_destroy(err);
-    assert_int_equal(server_count("/ok/never.mp4"), 0);
+    assert_int_equal(fq_test_fault_count(g.port, "/ok/never.mp4"), 0);
     /* The same target is fetched once it is allowed: the refusal above was the allow-list. */
     cfg.allowed_source_hosts = "127.0.0.1,localhost";
     fq_fetch_t *open_fetch = new_fetch(&cfg);
@@ -307,7 +291,7 @@ static void test_redirect_to_disallowed_host_is_never_contacted(void **state)
     assert_non_null(err); /* never.mp4 does not exist: 404 from the server itself */
     assert_int_equal(fq_error_code(err), 404);
     fq_error_destroy(err);
-    assert_int_equal(server_count("/ok/never.mp4"), 1);
+    assert_int_equal(fq_test_fault_count(g.port, "/ok/never.mp4"), 1);
     fq_fetch_destroy(open_fetch);
     fq_fetch_destroy(fetch);
 }
@@ -338,7 +322,7 @@ static void test_flaky_then_works(void **state)
 static void test_connection_refused_is_retriable(void **state)
 {
     (void)state;
-    int port = closed_port();
+    int port = fq_test_closed_port();
     fq_config_t cfg = test_config();
     fq_fetch_t *fetch = new_fetch(&cfg);
     char url[128];
@@ -358,7 +342,7 @@ static void test_connection_refused_is_retriable(void **state)
 static void test_unreachable_template_source_is_outage(void **state)
 {
     (void)state;
-    int port = closed_port();
+    int port = fq_test_closed_port();
     fq_config_t cfg = test_config();
     char tmpl[256];
     snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/{code}.mp4", port);

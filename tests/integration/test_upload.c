@@ -78,22 +78,6 @@ static int count_dir_entries(const char *path)
     return n;
 }
 
-/* Requests the fault server has seen for one path; fails the test when it cannot tell. */
-static int server_count(const char *path)
-{
-    int n = fq_test_fault_count(g.port, path);
-    if (n < 0)
-        fail_msg("cannot read the fault server's request counts");
-    return n;
-}
-
-static int closed_port(void)
-{
-    int port = fq_test_closed_port();
-    assert_true(port > 0);
-    return port;
-}
-
 static void require_s3_env(void)
 {
     static const char *const names[] = {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID",
@@ -389,7 +373,7 @@ static void test_http_failures(void **state)
     assert_int_equal(fq_error_stage(err), FQ_STAGE_UPLOAD);
     assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);
     assert_int_equal(fq_error_code(err), 500);
-    assert_int_equal(server_count("/put500/itest/e500/0.jpg"), 3);
+    assert_int_equal(fq_test_fault_count(g.port, "/put500/itest/e500/0.jpg"), 3);
     size_t count;
     fq_upload_frames(up, &count);
     assert_int_equal(count, 0); /* nothing counts as stored after a failure */
@@ -407,13 +391,13 @@ static void test_http_failures(void **state)
     assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
     assert_int_equal(fq_error_code(err), 403);
     assert_non_null(strstr(fq_error_message(err), "REFUSED"));
-    assert_int_equal(server_count("/put403/itest/e403/0.jpg"), 1);
+    assert_int_equal(fq_test_fault_count(g.port, "/put403/itest/e403/0.jpg"), 1);
     fq_error_destroy(err);
     fq_upload_destroy(up);
 
     /* Nobody listening: the store is down, an outage. */
     snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/upload/{platform}/{code}/{index}.jpg",
-             closed_port());
+             fq_test_closed_port());
     cfg = test_config(tmpl);
     up = run_item(&cfg, "down", 4, &err);
     assert_non_null(err);
@@ -513,7 +497,7 @@ static void test_s3_failures(void **state)
     fq_upload_destroy(up);
 
     char endpoint[64];
-    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", closed_port());
+    snprintf(endpoint, sizeof(endpoint), "http://127.0.0.1:%d", fq_test_closed_port());
     cfg = test_config("s3://frameq-frames/itest/{platform}/{code}/{index}.jpg");
     cfg.s3_endpoint = endpoint;
     up = run_item(&cfg, "s3down", 3, &err);

@@ -18,11 +18,12 @@ int fq_test_fault_start(const char *www, const char *port_file, pid_t *pid);
 /** @brief Stops the server started by fq_test_fault_start (SIGTERM, then waits); 0 is a no-op. */
 void fq_test_fault_stop(pid_t pid);
 
-/** @brief How many requests the server on port saw for path (from its /counts), or -1. */
+/** @brief How many requests the server on port saw for path (from its /counts); fails the
+ *         current cmocka test when the server cannot tell. */
 int fq_test_fault_count(int port, const char *path);
 
 /** @brief A loopback port that was free a moment ago (bound, read, closed): connecting to it is
- *         refused. -1 on failure. */
+ *         refused. Fails the current cmocka test when none can be found. */
 int fq_test_closed_port(void);
 
 #endif /* FQ_TEST_FAULT_H */

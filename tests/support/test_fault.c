@@ -1,6 +1,12 @@
 /* Shared by the integration tests that drive tests/tools/fault_server.py. */
 #include "fq_test_fault.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <jansson.h>
@@ -77,7 +83,7 @@ static size_t collect_body(char *buf, size_t size, size_t nmemb, void *opaque)
     return n;
 }
 
-int fq_test_fault_count(int port, const char *path)
+static int fault_count(int port, const char *path)
 {
     char url[256];
     char *body = NULL;
@@ -107,7 +113,15 @@ int fq_test_fault_count(int port, const char *path)
     return n;
 }
 
-int fq_test_closed_port(void)
+int fq_test_fault_count(int port, const char *path)
+{
+    int n = fault_count(port, path);
+    if (n < 0)
+        fail_msg("cannot read the fault server's request counts on port %d", port);
+    return n;
+}
+
+static int closed_port(void)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     if (s < 0)
@@ -119,5 +133,13 @@ int fq_test_closed_port(void)
         getsockname(s, (struct sockaddr *)&a, &alen) == 0)
         port = ntohs(a.sin_port);
     close(s);
+    return port;
+}
+
+int fq_test_closed_port(void)
+{
+    int port = closed_port();
+    if (port <= 0)
+        fail_msg("cannot find a free loopback port");
     return port;
 }
