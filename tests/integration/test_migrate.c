@@ -17,6 +17,7 @@
 
 #include "fq_migrations.h"
 #include "fq_store.h"
+#include "fq_test_pg.h"
 
 typedef struct fixture {
     PGconn *admin; /**< to the stack's database: creates and drops ours */
@@ -25,41 +26,6 @@ typedef struct fixture {
     char *conninfo;  /**< to it */
     PGconn *pg;      /**< to it, for checks */
 } fixture_t;
-
-/* libpq key=value quoting: 'value' with \ and ' escaped. */
-static void append_kv(char **out, size_t *len, const char *key, const char *val)
-{
-    size_t need = strlen(key) + 2 * strlen(val) + 6;
-    *out = realloc(*out, *len + need);
-    assert_non_null(*out);
-    char *p = *out + *len;
-    p += sprintf(p, "%s%s='", *len ? " " : "", key);
-    for (const char *v = val; *v; v++) {
-        if (*v == '\\' || *v == '\'')
-            *p++ = '\\';
-        *p++ = *v;
-    }
-    *p++ = '\'';
-    *p = '\0';
-    *len = (size_t)(p - *out);
-}
-
-/* DATABASE_URL with another dbname, as a key=value string. */
-static char *conninfo_for(const char *url, const char *dbname)
-{
-    char *errmsg = NULL;
-    PQconninfoOption *opts = PQconninfoParse(url, &errmsg);
-    if (!opts)
-        fail_msg("DATABASE_URL cannot be parsed: %s", errmsg ? errmsg : "out of memory");
-    char *out = NULL;
-    size_t len = 0;
-    for (PQconninfoOption *o = opts; o->keyword; o++)
-        if (o->val && *o->val && strcmp(o->keyword, "dbname") != 0)
-            append_kv(&out, &len, o->keyword, o->val);
-    append_kv(&out, &len, "dbname", dbname);
-    PQconninfoFree(opts);
-    return out;
-}
 
 static void create_db(fixture_t *fx, const char *tag, char *dbname, size_t size)
 {
@@ -157,7 +123,7 @@ static void test_migrate_once(void **state)
 {
     fixture_t *fx = *state;
     create_db(fx, "migrate", fx->dbname, sizeof(fx->dbname));
-    fx->conninfo = conninfo_for(fx->url, fx->dbname);
+    fx->conninfo = fq_test_conninfo_for(fx->url, fx->dbname, NULL);
     fq_store_t *store = fq_store_new(fx->conninfo);
     /* before the schema exists: not the item's fault, so an outage that names the fix */
     fq_item_t item = {.platform = "test", .code = "before-migrate"};
@@ -399,7 +365,7 @@ static void test_concurrent_migrators(void **state)
     for (int round = 0; round < 3; round++) {
         char dbname[64];
         create_db(fx, "race", dbname, sizeof(dbname));
-        char *conninfo = conninfo_for(fx->url, dbname);
+        char *conninfo = fq_test_conninfo_for(fx->url, dbname, NULL);
         pthread_barrier_t barrier;
         pthread_barrier_init(&barrier, NULL, 2);
         racer_t racers[2] = {{.conninfo = conninfo, .barrier = &barrier, .applied = -1},

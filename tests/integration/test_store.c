@@ -22,6 +22,7 @@
 
 #include "fq_migrations.h"
 #include "fq_store.h"
+#include "fq_test_pg.h"
 
 typedef struct fixture {
     PGconn *admin; /**< to the stack's database: creates and drops ours */
@@ -31,46 +32,6 @@ typedef struct fixture {
     char *conninfo; /**< for the store: our database, our application_name */
     fq_store_t *store;
 } fixture_t;
-
-/* libpq key=value quoting: 'value' with \ and ' escaped. */
-static void append_kv(char **out, size_t *len, const char *key, const char *val)
-{
-    size_t need = strlen(key) + 2 * strlen(val) + 6;
-    *out = realloc(*out, *len + need);
-    assert_non_null(*out);
-    char *p = *out + *len;
-    p += sprintf(p, "%s%s='", *len ? " " : "", key);
-    for (const char *v = val; *v; v++) {
-        if (*v == '\\' || *v == '\'')
-            *p++ = '\\';
-        *p++ = *v;
-    }
-    *p++ = '\'';
-    *p = '\0';
-    *len = (size_t)(p - *out);
-}
-
-/* DATABASE_URL with another dbname and application_name, as a key=value string. */
-static char *conninfo_for(const char *url, const char *dbname, const char *app)
-{
-    char *errmsg = NULL;
-    PQconninfoOption *opts = PQconninfoParse(url, &errmsg);
-    if (!opts)
-        fail_msg("DATABASE_URL cannot be parsed: %s", errmsg ? errmsg : "out of memory");
-    char *out = NULL;
-    size_t len = 0;
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!o->val || !*o->val || strcmp(o->keyword, "dbname") == 0 ||
-            strcmp(o->keyword, "application_name") == 0)
-            continue;
-        append_kv(&out, &len, o->keyword, o->val);
-    }
-    append_kv(&out, &len, "dbname", dbname);
-    if (app)
-        append_kv(&out, &len, "application_name", app);
-    PQconninfoFree(opts);
-    return out;
-}
 
 static const char *database_url(void)
 {
@@ -118,10 +79,10 @@ static int group_setup(void **state)
         return -1;
     }
     PQclear(res);
-    char *checker = conninfo_for(url, fx->dbname, "fq-test-checker");
+    char *checker = fq_test_conninfo_for(url, fx->dbname, "fq-test-checker");
     fx->pg = PQconnectdb(checker);
     free(checker);
-    fx->conninfo = conninfo_for(url, fx->dbname, fx->app);
+    fx->conninfo = fq_test_conninfo_for(url, fx->dbname, fx->app);
     fx->store = fq_store_new(fx->conninfo);
     int applied = -1;
     fq_error_t *err = fq_store_migrate(fx->store, &applied);
@@ -700,7 +661,7 @@ static void test_reconnects_mid_transaction(void **state)
     snprintf(sid, sizeof(sid), "%lld", (long long)id);
 
     /* a second connection of the test holds the item's row lock */
-    char *locker_ci = conninfo_for(database_url(), fx->dbname, "fq-test-locker");
+    char *locker_ci = fq_test_conninfo_for(database_url(), fx->dbname, "fq-test-locker");
     PGconn *locker = PQconnectdb(locker_ci);
     free(locker_ci);
     assert_int_equal(PQstatus(locker), CONNECTION_OK);

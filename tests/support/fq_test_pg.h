@@ -1,0 +1,15 @@
+/**
+ * @file fq_test_pg.h
+ * @brief PostgreSQL helpers for integration tests that work in throwaway databases.
+ */
+#ifndef FQ_TEST_PG_H
+#define FQ_TEST_PG_H
+
+/**
+ * @brief url (a libpq URI or key=value conninfo) rewritten as key=value with dbname replaced, and
+ *        application_name replaced by app when app is not NULL. malloc'd; fails the current cmocka
+ *        test when url cannot be parsed.
+ */
+char *fq_test_conninfo_for(const char *url, const char *dbname, const char *app);
+
+#endif /* FQ_TEST_PG_H */
