@@ -47,7 +47,7 @@ orphans=$(q "SELECT count(*) FROM extraction_errors e
              LEFT JOIN extraction_items i ON i.id = e.item_id WHERE i.id IS NULL")
 
 # DLQ keys with their counts. -e stops at the end of every partition; a missing topic is empty.
-if ! kcat -b "$KAFKA_BROKERS" -C -t "$dlq_topic" -o beginning -e -q -f '%k\n' \
+if ! kcat -b "$KAFKA_BROKERS" -X isolation.level=read_committed -C -t "$dlq_topic" -o beginning -e -q -f '%k\n' \
     >"$work/dlq_raw" 2>"$work/kcat_err"; then
     if grep -qi "unknown topic\|UNKNOWN_TOPIC" "$work/kcat_err"; then
         : >"$work/dlq_raw"

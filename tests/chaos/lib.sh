@@ -163,7 +163,7 @@ ch_produce_raw() {
 
 # ch_dlq_json: every committed DLQ message as one kcat JSON line (valid UTF-8).
 ch_dlq_json() {
-    kcat -b "$KAFKA_BROKERS" -C -t "$KAFKA_DLQ_TOPIC" -o beginning -e -q -J \
+    kcat -b "$KAFKA_BROKERS" -X isolation.level=read_committed -C -t "$KAFKA_DLQ_TOPIC" -o beginning -e -q -J \
         -X isolation.level=read_committed 2>/dev/null |
         python3 -c 'import sys; sys.stdout.write(sys.stdin.buffer.read().decode("utf-8", "replace"))' ||
         true

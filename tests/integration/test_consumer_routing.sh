@@ -87,7 +87,7 @@ cq_expect_eq "malformed DLQ origin partition" "$(cq_header "$line" frameq-origin
 p=$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); print(m["partition"], m["offset"], m["key"])' "$line")
 read -r part off key <<<"$p"
 cq_expect_eq "malformed DLQ key" "$key" raw-key
-kcat -b "$KAFKA_BROKERS" -C -t "$KAFKA_DLQ_TOPIC" -p "$part" -o "$off" -c 1 -q -f '%s' \
+kcat -b "$KAFKA_BROKERS" -X isolation.level=read_committed -C -t "$KAFKA_DLQ_TOPIC" -p "$part" -o "$off" -c 1 -q -f '%s' \
     -X isolation.level=read_committed >"$CQ_TMP/dlq.bin"
 cmp "$CQ_TMP/malformed.bin" "$CQ_TMP/dlq.bin" || cq_fail "malformed DLQ value differs from the raw bytes"
 cq_say "ok: malformed value identical ($(wc -c <"$CQ_TMP/dlq.bin") bytes)"

@@ -126,7 +126,7 @@ ch_enqueue "$CH_TMP/good.ndjson"
 # --- wait: good items done, URL items dead, DLQ complete --------------------------------------
 want_dlq=$((${#malformed[@]} + ${#url_items[@]} + n_code + 1))
 dlq_count() {
-    kcat -b "$KAFKA_BROKERS" -C -t "$KAFKA_DLQ_TOPIC" -p 0 -o beginning -e -q \
+    kcat -b "$KAFKA_BROKERS" -X isolation.level=read_committed -C -t "$KAFKA_DLQ_TOPIC" -p 0 -o beginning -e -q \
         -X isolation.level=read_committed -f '%o\n' 2>/dev/null | grep -c . || true
 }
 t0=$SECONDS
@@ -162,12 +162,12 @@ check "no row for an invalid code" \
     test "$(ch_sql "SELECT count(*) FROM extraction_items WHERE code NOT LIKE 'good%' AND code NOT LIKE 'url-%'")" = 0
 
 # Raw bytes of every DLQ message (one partition), with their headers.
-kcat -b "$KAFKA_BROKERS" -C -t "$KAFKA_DLQ_TOPIC" -p 0 -o beginning -e -q \
+kcat -b "$KAFKA_BROKERS" -X isolation.level=read_committed -C -t "$KAFKA_DLQ_TOPIC" -p 0 -o beginning -e -q \
     -X isolation.level=read_committed -f '%o %S\n' >"$CH_TMP/dlq.index" 2>/dev/null || true
 ch_dlq_json >"$CH_TMP/dlq.json"
 mkdir -p "$CH_TMP/dlq"
 while read -r off size; do
-    kcat -b "$KAFKA_BROKERS" -C -t "$KAFKA_DLQ_TOPIC" -p 0 -o "$off" -c 1 -e -q \
+    kcat -b "$KAFKA_BROKERS" -X isolation.level=read_committed -C -t "$KAFKA_DLQ_TOPIC" -p 0 -o "$off" -c 1 -e -q \
         -X isolation.level=read_committed -f '%s' >"$CH_TMP/dlq/$off" 2>/dev/null || true
 done <"$CH_TMP/dlq.index"
 
