@@ -44,6 +44,8 @@ typedef struct part {
     bool paused;    /* as last applied to librdkafka */
     bool eof;       /* at the end with nothing consumed since */
     int64_t due_ms; /* retry topic: paused until this epoch ms; 0 = not waiting */
+    int64_t next;   /* offset the loop wants next (after the last message it took, or where
+                     * it sought back to); -1 = nothing taken yet */
 } part_t;
 
 /* One decision unit of a message: a batch entry, a retry item or the raw message. */
@@ -214,6 +216,7 @@ static void part_add(fq_worker_t *w, const char *topic, int32_t partition)
     }
     part_t *p = &w->parts[w->nparts];
     memset(p, 0, sizeof(*p));
+    p->next = -1;
     p->topic = strdup(topic);
     if (!p->topic)
         return;
@@ -232,28 +235,26 @@ static void part_remove(fq_worker_t *w, const char *topic, int32_t partition)
 
 /* librdkafka 2.0 does not wake the broker thread on resume: a resumed partition waits for the
  * thread's next timed wake-up (up to 1 s) before it is fetched again, which would add up to a
- * second per message and to every retry's start. A seek to the partition's own position does
- * wake it (and changes nothing else: nothing is prefetched for a paused partition). */
+ * second per message and to every retry's start. A seek wakes it. The seek goes to the offset
+ * the loop itself wants next and is synchronous: an asynchronous seek to librdkafka's position
+ * could take effect after later messages were delivered and committed, and rewind the partition
+ * (chaos runs saw items dead-lettered twice that way). */
 static void wake_fetcher(fq_worker_t *w, const rd_kafka_topic_partition_list_t *resumed)
 {
-    rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_copy(resumed);
-    if (rd_kafka_position(w->rk, pos) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        rd_kafka_topic_partition_list_t *seek = rd_kafka_topic_partition_list_new(pos->cnt);
-        for (int i = 0; i < pos->cnt; i++)
-            if (pos->elems[i].offset >= 0)
-                rd_kafka_topic_partition_list_add(seek, pos->elems[i].topic,
-                                                  pos->elems[i].partition)
-                    ->offset = pos->elems[i].offset;
-        if (seek->cnt) {
-            rd_kafka_error_t *error = rd_kafka_seek_partitions(w->rk, seek, 0 /* async */);
-            if (error) {
-                FQ_DEBUG(NULL, "wake-up seek: %s", rd_kafka_error_string(error));
-                rd_kafka_error_destroy(error);
-            }
-        }
-        rd_kafka_topic_partition_list_destroy(seek);
+    rd_kafka_topic_partition_list_t *seek = rd_kafka_topic_partition_list_new(resumed->cnt);
+    for (int i = 0; i < resumed->cnt; i++) {
+        const part_t *p = part_find(w, resumed->elems[i].topic, resumed->elems[i].partition);
+        if (p && p->next >= 0)
+            rd_kafka_topic_partition_list_add(seek, p->topic, p->partition)->offset = p->next;
     }
-    rd_kafka_topic_partition_list_destroy(pos);
+    if (seek->cnt) {
+        rd_kafka_error_t *error = rd_kafka_seek_partitions(w->rk, seek, SEEK_TIMEOUT_MS);
+        if (error) {
+            FQ_DEBUG(NULL, "wake-up seek: %s", rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(seek);
 }
 
 /* Pauses or resumes every assigned partition to match what the loop needs now: all paused while
@@ -300,6 +301,7 @@ static void seek_back(fq_worker_t *w, const char *topic, int32_t partition, int6
     if (!p)
         return;
     p->eof = false;
+    p->next = offset;
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
     rd_kafka_error_t *error = rd_kafka_seek_partitions(w->rk, list, SEEK_TIMEOUT_MS);
@@ -1147,8 +1149,10 @@ static void handle_event(fq_worker_t *w, rd_kafka_message_t *rkm)
     }
     const char *topic = rd_kafka_topic_name(rkm->rkt);
     part_t *p = part_find(w, topic, rkm->partition);
-    if (p)
+    if (p) {
         p->eof = false;
+        p->next = rkm->offset + 1; /* a give-back below seeks it to rkm->offset again */
+    }
     if ((w->cur && w->next) || w->stopping || w->outage == OUTAGE_PAUSED) {
         /* Fetched before the pause took effect: give it back, it is not ours to run yet. */
         seek_back(w, topic, rkm->partition, rkm->offset);
