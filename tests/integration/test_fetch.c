@@ -29,6 +29,7 @@
 
 #include "fq_fetch.h"
 #include "fq_http.h"
+#include "fq_test_env.h"
 #include "fq_test_fault.h"
 
 #define SMALL_BYTES (200 * 1000)  /* served as v.mp4 */
@@ -62,24 +63,9 @@ static void write_file(const char *path, const void *data, size_t n)
         fail_msg("cannot write %s: %s", path, strerror(errno));
 }
 
-static int count_dir_entries(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-            n++;
-    }
-    closedir(d);
-    return n;
-}
-
 static int count_open_fds(void)
 {
-    return count_dir_entries("/proc/self/fd") - 1; /* the DIR's own fd */
+    return fq_test_count_dir_entries("/proc/self/fd") - 1; /* the DIR's own fd */
 }
 
 static void remove_tree(const char *path)
@@ -261,7 +247,7 @@ static void test_fault_paths(void **state)
     assert_int_equal(fq_test_fault_count(g.port, "/redirect/1/v4.mp4"), 1);
     assert_int_equal(fq_test_fault_count(g.port, "/ok/v4.mp4"), 0);
     fq_fetch_destroy(fetch);
-    assert_int_equal(count_dir_entries(g.tmpdir), 0);
+    assert_int_equal(fq_test_count_dir_entries(g.tmpdir), 0);
     assert_int_equal(count_open_fds(), fds_before);
 }
 
@@ -477,7 +463,7 @@ static void test_s3_source(void **state)
     err = fq_s3_request(&cfg, FQ_STAGE_UPLOAD, "DELETE", "frameq-videos", key, NULL, 0, NULL, NULL,
                         NULL, 0);
     fq_error_destroy(err);
-    assert_int_equal(count_dir_entries(g.tmpdir), 0);
+    assert_int_equal(fq_test_count_dir_entries(g.tmpdir), 0);
     assert_int_equal(count_open_fds(), fds_before);
 }
 

@@ -29,6 +29,7 @@
 
 #include "fq_http.h"
 #include "fq_upload.h"
+#include "fq_test_env.h"
 #include "fq_test_fault.h"
 
 #define MAX_FRAMES 16
@@ -61,21 +62,6 @@ static void make_frames(void)
         g.jpeg[i][g.size[i] - 2] = 0xff;
         g.jpeg[i][g.size[i] - 1] = 0xd9;
     }
-}
-
-static int count_dir_entries(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d)
-        return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-            n++;
-    }
-    closedir(d);
-    return n;
 }
 
 static void require_s3_env(void)
@@ -197,7 +183,7 @@ static void check_local_frames(const char *dir, int n)
     check_manifest(text, "abs", n, "file://");
     free(text);
     /* n frames + the manifest, and no temporary files left behind. */
-    assert_int_equal(count_dir_entries(dir), n + 1);
+    assert_int_equal(fq_test_count_dir_entries(dir), n + 1);
 }
 
 /* ---- setup --------------------------------------------------------------------------- */
@@ -271,7 +257,7 @@ static void test_file_absolute(void **state)
     assert_null(err);
     err = fq_upload_finish(up, &test_info);
     assert_null(err);
-    assert_int_equal(count_dir_entries(dir), 7 + 1);
+    assert_int_equal(fq_test_count_dir_entries(dir), 7 + 1);
     fq_upload_destroy(up);
 }
 

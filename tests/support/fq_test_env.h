@@ -30,4 +30,7 @@ char *fq_test_unique_name(const char *prefix, char *buf, size_t size);
  */
 int fq_test_kafka_create_topic(const char *brokers, const char *topic, int partitions);
 
+/** @brief Entries of directory @p path other than "." and "..", or -1 when it cannot be read. */
+int fq_test_count_dir_entries(const char *path);
+
 #endif /* FQ_TEST_ENV_H */
