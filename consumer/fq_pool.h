@@ -23,9 +23,17 @@ typedef struct fq_pool_job {
     bool finished;
 } fq_pool_job_t;
 
+/** Runs one item in place of fq_pipeline_process (tests of the worker core); thread-safe. */
+typedef fq_error_t *(*fq_pool_process_fn)(void *ctx, const fq_item_t *item, int attempt,
+                                          const volatile int *cancel, fq_outcome_t *out);
+
 /** @brief Starts threads, each with fq_pipeline_new(cfg, with_db). NULL with errstr. */
 fq_pool_t *fq_pool_new(const fq_config_t *cfg, int threads, bool with_db, char *errstr,
                        size_t errstr_size);
+
+/** @brief Starts threads that run process(ctx, ...) for each item instead of a pipeline. */
+fq_pool_t *fq_pool_new_with(int threads, fq_pool_process_fn process, void *ctx, char *errstr,
+                            size_t errstr_size);
 
 /** @brief Joins the threads (after the current jobs finish) and frees; NULL-safe. */
 void fq_pool_destroy(fq_pool_t *pool);

@@ -11,6 +11,7 @@
 
 #include "fq_config.h"
 #include "fq_metrics.h"
+#include "fq_pipeline.h"
 
 typedef enum fq_role {
     FQ_ROLE_ALL = 0, /**< main and retry topics */
@@ -24,11 +25,30 @@ typedef enum fq_role {
 #define FQ_EXIT_USAGE 2 /**< configuration error */
 #define FQ_EXIT_FATAL 3 /**< fatal Kafka error (fenced producer, ...): restart the process */
 
+/**
+ * Stand-ins for the item work, for tests of the worker core without services (e.g. against
+ * librdkafka's mock cluster). All NULL in production: the pipeline and PostgreSQL are used.
+ * With process set, record_error and probe must be set too.
+ */
+typedef struct fq_worker_hooks {
+    void *ctx;
+    /** Runs one item on a pool thread (thread-safe): NULL = done, or the failure. */
+    fq_error_t *(*process)(void *ctx, const fq_item_t *item, int attempt,
+                           const volatile int *cancel, fq_outcome_t *out);
+    /** Records a routed failure (the loop's thread). */
+    fq_error_t *(*record_error)(void *ctx, const fq_item_t *item, int attempt,
+                                const fq_error_t *err, const char *status,
+                                const fq_store_origin_t *origin);
+    /** Probes the dependencies other than Kafka (the prober's thread): NULL = all answer. */
+    fq_error_t *(*probe)(void *ctx);
+} fq_worker_hooks_t;
+
 typedef struct fq_worker_opts {
     fq_role_t role;
     bool once;                         /**< drain and exit */
     const volatile sig_atomic_t *stop; /**< set by the signal handler */
     fq_metrics_t *metrics;             /**< may be NULL */
+    const fq_worker_hooks_t *hooks;    /**< NULL in production */
 } fq_worker_opts_t;
 
 typedef struct fq_worker fq_worker_t;

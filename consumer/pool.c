@@ -18,7 +18,9 @@ struct fq_pool {
     bool stop;
     int nthreads, npipelines;
     pthread_t *threads;
-    fq_pipeline_t **pipelines;
+    fq_pipeline_t **pipelines; /* one per thread, unless process is set */
+    fq_pool_process_fn process;
+    void *process_ctx;
 };
 
 typedef struct thread_arg {
@@ -45,7 +47,9 @@ static void *pool_thread(void *opaque)
 
         int64_t t0 = fq_time_mono_ms();
         fq_outcome_t out = {0};
-        fq_error_t *err = fq_pipeline_process(pl, job->item, job->attempt, cancel, &out);
+        fq_error_t *err = pool->process
+                              ? pool->process(pool->process_ctx, job->item, job->attempt, cancel, &out)
+                              : fq_pipeline_process(pl, job->item, job->attempt, cancel, &out);
         double ms = (double)(fq_time_mono_ms() - t0);
 
         pthread_mutex_lock(&pool->lock);
@@ -60,8 +64,9 @@ static void *pool_thread(void *opaque)
     return NULL;
 }
 
-fq_pool_t *fq_pool_new(const fq_config_t *cfg, int threads, bool with_db, char *errstr,
-                       size_t errstr_size)
+static fq_pool_t *pool_new(const fq_config_t *cfg, int threads, bool with_db,
+                           fq_pool_process_fn process, void *process_ctx, char *errstr,
+                           size_t errstr_size)
 {
     if (threads < 1)
         threads = 1;
@@ -73,6 +78,8 @@ fq_pool_t *fq_pool_new(const fq_config_t *cfg, int threads, bool with_db, char *
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->work, NULL);
     pthread_cond_init(&pool->done, NULL);
+    pool->process = process;
+    pool->process_ctx = process_ctx;
     pool->threads = calloc((size_t)threads, sizeof(*pool->threads));
     pool->pipelines = calloc((size_t)threads, sizeof(*pool->pipelines));
     pool->npipelines = pool->pipelines ? threads : 0;
@@ -81,7 +88,7 @@ fq_pool_t *fq_pool_new(const fq_config_t *cfg, int threads, bool with_db, char *
         goto fail;
     }
     /* Build every pipeline first so a configuration error leaves no thread running. */
-    for (int i = 0; i < threads; i++) {
+    for (int i = 0; i < threads && !process; i++) {
         pool->pipelines[i] = fq_pipeline_new(cfg, with_db, errstr, errstr_size);
         if (!pool->pipelines[i])
             goto fail;
@@ -107,6 +114,18 @@ fq_pool_t *fq_pool_new(const fq_config_t *cfg, int threads, bool with_db, char *
 fail:
     fq_pool_destroy(pool);
     return NULL;
+}
+
+fq_pool_t *fq_pool_new(const fq_config_t *cfg, int threads, bool with_db, char *errstr,
+                       size_t errstr_size)
+{
+    return pool_new(cfg, threads, with_db, NULL, NULL, errstr, errstr_size);
+}
+
+fq_pool_t *fq_pool_new_with(int threads, fq_pool_process_fn process, void *ctx, char *errstr,
+                            size_t errstr_size)
+{
+    return pool_new(NULL, threads, false, process, ctx, errstr, errstr_size);
 }
 
 void fq_pool_destroy(fq_pool_t *pool)

@@ -13,9 +13,12 @@
 #include "fq_headers.h"
 #include "fq_http.h" /* fq_sha256_hex */
 #include "fq_item.h"
+#include "fq_lag.h"
 #include "fq_log.h"
+#include "fq_parts.h"
 #include "fq_pipeline.h"
 #include "fq_pool.h"
+#include "fq_prober.h"
 #include "fq_route.h"
 #include "fq_store.h"
 
@@ -24,29 +27,20 @@
 #define BREAKER_K         5
 #define BREAKER_WINDOW_MS 30000
 
+/* An outage that the probes can see (database, frame store, Kafka) ends with the first probe
+ * that passes; one they cannot see (a tripped breaker) waits OUTAGE_MIN_MS first. An outage that
+ * comes back within OUTAGE_RECUR_MS of the last one doubles that wait, up to OUTAGE_MAX_MS. */
 #define OUTAGE_MIN_MS   1000
 #define OUTAGE_MAX_MS   30000
+#define OUTAGE_RECUR_MS 60000
+#define PROBE_IDLE_MS   5000
+#define PROBE_FAST_MS   1000
 #define POLL_MS         100
-#define ONCE_QUIET_MS   2000
 #define TXN_TIMEOUT_MS  30000
-#define SEEK_TIMEOUT_MS 5000
-
-typedef enum outage_state {
-    OUTAGE_NONE = 0,
-    OUTAGE_PAUSED,  /* everything paused, waiting for the next probe */
-    OUTAGE_PROBING, /* consuming again; the next clean message ends the outage */
-} outage_state_t;
-
-/* One assigned partition. */
-typedef struct part {
-    char *topic;
-    int32_t partition;
-    bool paused;    /* as last applied to librdkafka */
-    bool eof;       /* at the end with nothing consumed since */
-    int64_t due_ms; /* retry topic: paused until this epoch ms; 0 = not waiting */
-    int64_t next;   /* offset the loop wants next (after the last message it took, or where
-                     * it sought back to); -1 = nothing taken yet */
-} part_t;
+#define COMMIT_WAIT_MS  10000 /* a commit not answered by then is a Kafka outage */
+#define RESEEK_MS       1000  /* a rewind that has not landed by then is issued again */
+#define DRAIN_CHECK_MS  1000  /* --once: how often the group's lag is read while idle */
+#define LAG_TIMEOUT_MS  5000
 
 /* One decision unit of a message: a batch entry, a retry item or the raw message. */
 typedef struct entry {
@@ -83,13 +77,22 @@ typedef enum fin_rc {
     FIN_FATAL,
 } fin_rc_t;
 
+typedef enum outage_kind {
+    OUTAGE_PROBED = 0, /* a dependency the prober checks: over when a probe passes */
+    OUTAGE_BREAKER,    /* items failing at one stage: over after a wait, if probes pass */
+} outage_kind_t;
+
 struct fq_worker {
     const fq_config_t *cfg;
     fq_worker_opts_t opts;
+    fq_worker_hooks_t hooks;
     rd_kafka_t *rk;           /* consumer */
     rd_kafka_t *rkp;          /* transactional producer */
+    rd_kafka_queue_t *commitq; /* answers of asynchronous offset commits */
     rd_kafka_topic_t *rkt[2]; /* retry and DLQ topics on rkp (metadata kept warm) */
-    fq_store_t *store;
+    fq_store_t *store;        /* the loop's connection (error rows) */
+    fq_store_t *probe_store;  /* the prober thread's connection */
+    fq_prober_t *prober;
     fq_pool_t *pool;
     fq_metrics_t *metrics;
     char txn_id[300];
@@ -97,23 +100,24 @@ struct fq_worker {
     bool txn_dirty;        /* an abort is still owed */
     bool commit_empty_txn; /* commit offsets of clean messages in a transaction too */
 
-    part_t *parts;
-    size_t nparts, capparts;
+    fq_parts_t parts;
     msg_t *cur;
     rd_kafka_message_t *next; /* fetched while cur runs; started the moment cur is done */
 
-    outage_state_t outage;
-    int64_t outage_backoff_ms;
-    int64_t outage_until; /* mono ms */
+    bool outage;
+    outage_kind_t outage_kind;
+    uint64_t outage_probe_seq; /* the prober's result count when the outage began */
+    int64_t outage_wait_ms;
+    int64_t outage_until; /* mono ms: not over before this */
+    int64_t outage_ended; /* mono ms of the last outage's end; 0 = none */
     char outage_reason[512];
+    uint64_t probe_seen; /* the prober's last result acted on */
 
     fq_breaker_t breaker;
 
     bool stopping;
     int64_t stop_deadline; /* mono ms */
-    bool assigned_once;
-    int64_t last_assign;   /* mono ms */
-    int64_t drained_since; /* mono ms, 0 = not drained */
+    int64_t drain_checked; /* mono ms of the last group lag read (--once) */
     long dlq_sent;
     bool fatal;
     uint64_t rng;
@@ -190,71 +194,52 @@ const char *fq_role_name(fq_role_t role)
     }
 }
 
-/* ---- partition table ---- */
+/* ---- partitions: pause, seek, commit ---- */
 
-static part_t *part_find(fq_worker_t *w, const char *topic, int32_t partition)
+static fq_part_t *part_of(fq_worker_t *w, const char *topic, int32_t partition)
 {
-    for (size_t i = 0; i < w->nparts; i++)
-        if (w->parts[i].partition == partition && strcmp(w->parts[i].topic, topic) == 0)
-            return &w->parts[i];
-    return NULL;
+    return fq_parts_find(&w->parts, topic, partition);
 }
 
-static void part_add(fq_worker_t *w, const char *topic, int32_t partition)
+static bool same_partition(const rd_kafka_message_t *rkm, const char *topic, int32_t partition)
 {
-    if (part_find(w, topic, partition))
-        return;
-    if (w->nparts == w->capparts) {
-        size_t cap = w->capparts ? w->capparts * 2 : 16;
-        part_t *parts = realloc(w->parts, cap * sizeof(*parts));
-        if (!parts) {
-            FQ_ERROR(NULL, "out of memory tracking partition %s [%d]", topic, (int)partition);
-            return;
-        }
-        w->parts = parts;
-        w->capparts = cap;
+    return rkm->partition == partition && strcmp(rd_kafka_topic_name(rkm->rkt), topic) == 0;
+}
+
+/* A message of the partition is running or held: its end offset must not be committed. */
+static bool part_busy(const fq_worker_t *w, const fq_part_t *p)
+{
+    return (w->cur && !w->cur->abandoned && same_partition(w->cur->rkm, p->topic, p->partition)) ||
+           (w->next && same_partition(w->next, p->topic, p->partition));
+}
+
+/* Issues a seek without waiting for it: the partition table drops whatever the consumer still
+ * delivers from before it (fq_part_take), so a seek that lands late cannot rewind or skip, and
+ * a rebalance cannot block the loop in a seek. */
+static void seek_async(fq_worker_t *w, const char *topic, int32_t partition, int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
+    rd_kafka_error_t *error = rd_kafka_seek_partitions(w->rk, list, 0);
+    if (error) {
+        FQ_WARN(NULL, "seek %s [%d] to %" PRId64 ": %s", topic, (int)partition, offset,
+                rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
     }
-    part_t *p = &w->parts[w->nparts];
-    memset(p, 0, sizeof(*p));
-    p->next = -1;
-    p->topic = strdup(topic);
-    if (!p->topic)
-        return;
-    p->partition = partition;
-    w->nparts++;
-}
-
-static void part_remove(fq_worker_t *w, const char *topic, int32_t partition)
-{
-    part_t *p = part_find(w, topic, partition);
-    if (!p)
-        return;
-    free(p->topic);
-    *p = w->parts[--w->nparts];
+    rd_kafka_topic_partition_list_destroy(list);
 }
 
 /* librdkafka 2.0 does not wake the broker thread on resume: a resumed partition waits for the
  * thread's next timed wake-up (up to 1 s) before it is fetched again, which would add up to a
- * second per message and to every retry's start. A seek wakes it. The seek goes to the offset
- * the loop itself wants next and is synchronous: an asynchronous seek to librdkafka's position
- * could take effect after later messages were delivered and committed, and rewind the partition
- * (chaos runs saw items dead-lettered twice that way). */
+ * second per message and to every retry's start. A seek to the offset the loop wants next wakes
+ * it; anything delivered twice because of it is dropped as a repeat. */
 static void wake_fetcher(fq_worker_t *w, const rd_kafka_topic_partition_list_t *resumed)
 {
-    rd_kafka_topic_partition_list_t *seek = rd_kafka_topic_partition_list_new(resumed->cnt);
     for (int i = 0; i < resumed->cnt; i++) {
-        const part_t *p = part_find(w, resumed->elems[i].topic, resumed->elems[i].partition);
+        const fq_part_t *p = part_of(w, resumed->elems[i].topic, resumed->elems[i].partition);
         if (p && p->next >= 0)
-            rd_kafka_topic_partition_list_add(seek, p->topic, p->partition)->offset = p->next;
+            seek_async(w, p->topic, p->partition, p->expect >= 0 ? p->expect : p->next);
     }
-    if (seek->cnt) {
-        rd_kafka_error_t *error = rd_kafka_seek_partitions(w->rk, seek, SEEK_TIMEOUT_MS);
-        if (error) {
-            FQ_DEBUG(NULL, "wake-up seek: %s", rd_kafka_error_string(error));
-            rd_kafka_error_destroy(error);
-        }
-    }
-    rd_kafka_topic_partition_list_destroy(seek);
 }
 
 /* Pauses or resumes every assigned partition to match what the loop needs now: all paused while
@@ -264,10 +249,10 @@ static void wake_fetcher(fq_worker_t *w, const rd_kafka_topic_partition_list_t *
 static void apply_pause(fq_worker_t *w)
 {
     int64_t now = fq_time_now_ms();
-    bool all = (w->cur && w->next) || w->outage == OUTAGE_PAUSED || w->stopping;
+    bool all = (w->cur && w->next) || w->outage || w->stopping;
     rd_kafka_topic_partition_list_t *pause = NULL, *resume = NULL;
-    for (size_t i = 0; i < w->nparts; i++) {
-        part_t *p = &w->parts[i];
+    for (size_t i = 0; i < w->parts.n; i++) {
+        fq_part_t *p = &w->parts.v[i];
         if (p->due_ms && p->due_ms <= now) {
             FQ_DEBUG(NULL, "retry partition %s [%d] due", p->topic, (int)p->partition);
             p->due_ms = 0;
@@ -277,7 +262,7 @@ static void apply_pause(fq_worker_t *w)
             continue;
         rd_kafka_topic_partition_list_t **list = want ? &pause : &resume;
         if (!*list)
-            *list = rd_kafka_topic_partition_list_new((int)w->nparts);
+            *list = rd_kafka_topic_partition_list_new((int)w->parts.n);
         rd_kafka_topic_partition_list_add(*list, p->topic, p->partition);
         p->paused = want;
     }
@@ -297,23 +282,77 @@ static void apply_pause(fq_worker_t *w)
  * committed offset, which is at or before this one. */
 static void seek_back(fq_worker_t *w, const char *topic, int32_t partition, int64_t offset)
 {
-    part_t *p = part_find(w, topic, partition);
+    fq_part_t *p = part_of(w, topic, partition);
     if (!p)
         return;
-    p->eof = false;
-    p->next = offset;
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
-    rd_kafka_error_t *error = rd_kafka_seek_partitions(w->rk, list, SEEK_TIMEOUT_MS);
-    if (error) {
-        FQ_WARN(NULL, "seek %s [%d] to %" PRId64 ": %s", topic, (int)partition, offset,
-                rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-    } else if (list->elems[0].err) {
-        FQ_WARN(NULL, "seek %s [%d] to %" PRId64 ": %s", topic, (int)partition, offset,
-                rd_kafka_err2str(list->elems[0].err));
+    fq_part_rewind(p, offset, fq_time_mono_ms());
+    seek_async(w, topic, partition, offset);
+}
+
+/* Answers of offset commits (asynchronous ones on commitq, and the synchronous commit of
+ * revoked partitions). */
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    fq_worker_t *w = opaque;
+    int64_t now = fq_time_mono_ms();
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
+        rd_kafka_resp_err_t e = err ? err : tp->err;
+        fq_part_t *p = part_of(w, tp->topic, tp->partition);
+        if (e)
+            FQ_WARN(NULL, "commit %s [%d] @%" PRId64 ": %s%s", tp->topic, (int)tp->partition,
+                    tp->offset, rd_kafka_err2str(e), p ? ": will commit again" : "");
+        if (p)
+            fq_part_committed(p, tp->offset, !e, now);
     }
+}
+
+/* Collects the offsets owed to the group; NULL when none. */
+static rd_kafka_topic_partition_list_t *owed_offsets(fq_worker_t *w)
+{
+    int64_t now = fq_time_mono_ms();
+    rd_kafka_topic_partition_list_t *list = NULL;
+    for (size_t i = 0; i < w->parts.n; i++) {
+        fq_part_t *p = &w->parts.v[i];
+        int64_t target = fq_part_commit_target(p, !part_busy(w, p), now);
+        if (target < 0)
+            continue;
+        if (!list)
+            list = rd_kafka_topic_partition_list_new(4);
+        rd_kafka_topic_partition_list_add(list, p->topic, p->partition)->offset = target;
+        p->pending++;
+    }
+    return list;
+}
+
+/* Sends what is owed without waiting: durable messages' offsets, and end offsets past
+ * transaction markers for partitions read to their end. */
+static void commit_owed(fq_worker_t *w)
+{
+    rd_kafka_queue_poll_callback(w->commitq, 0);
+    rd_kafka_topic_partition_list_t *list = owed_offsets(w);
+    if (!list)
+        return;
+    rd_kafka_resp_err_t err = rd_kafka_commit_queue(w->rk, list, w->commitq, commit_cb, w);
+    if (err) /* not sent: answer it ourselves so the partitions try again */
+        commit_cb(w->rk, err, list, w);
     rd_kafka_topic_partition_list_destroy(list);
+}
+
+/* Waits until the partition's asynchronous commits are answered, so a transactional offset
+ * commit that follows is appended after them (the coordinator keeps the later one). */
+static bool commits_settled(fq_worker_t *w, const char *topic, int32_t partition)
+{
+    int64_t until = fq_time_mono_ms() + COMMIT_WAIT_MS;
+    for (;;) {
+        const fq_part_t *p = part_of(w, topic, partition);
+        if (!p || !p->pending)
+            return true;
+        if (fq_time_mono_ms() >= until)
+            return false;
+        rd_kafka_queue_poll_callback(w->commitq, 50);
+    }
 }
 
 /* ---- librdkafka callbacks ---- */
@@ -323,13 +362,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     fq_worker_t *w = opaque;
     bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    w->last_assign = fq_time_mono_ms();
-    w->drained_since = 0;
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        w->assigned_once = true;
         for (int i = 0; i < parts->cnt; i++)
-            part_add(w, parts->elems[i].topic, parts->elems[i].partition);
+            if (!fq_parts_add(&w->parts, parts->elems[i].topic, parts->elems[i].partition))
+                FQ_ERROR(NULL, "out of memory tracking partition %s [%d]", parts->elems[i].topic,
+                         (int)parts->elems[i].partition);
         if (cooperative) {
             rd_kafka_error_t *error = rd_kafka_incremental_assign(rk, parts);
             if (error) {
@@ -342,31 +380,59 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         /* A partition we paused, lost and got back may still carry librdkafka's pause flag:
          * start every new one from "not paused", then pause what needs it. */
         rd_kafka_resume_partitions(rk, parts);
-        FQ_INFO(NULL, "assigned %d partition(s), %zu in total", parts->cnt, w->nparts);
+        FQ_INFO(NULL, "assigned %d partition(s), %zu in total", parts->cnt, w->parts.n);
         /* New partitions must not start fetching while a message is in flight. */
         apply_pause(w);
         return;
     }
 
     /* Revoked or lost: an in-flight message of such a partition is abandoned without a commit;
-     * the new owner replays it (idempotent, done items are skipped). */
+     * the new owner replays it (idempotent, done items are skipped). What is durable is
+     * committed first, so the new owner starts after it (not when lost: the generation is
+     * gone and the commit would be refused). */
+    bool lost = rd_kafka_assignment_lost(rk);
     for (int i = 0; i < parts->cnt; i++) {
         const char *topic = parts->elems[i].topic;
         int32_t partition = parts->elems[i].partition;
-        if (w->cur && !w->cur->abandoned && w->cur->rkm->partition == partition &&
-            strcmp(w->cur->topic, topic) == 0) {
+        if (w->cur && !w->cur->abandoned && same_partition(w->cur->rkm, topic, partition)) {
             w->cur->abandoned = true;
             w->cur->cancel = 1;
             FQ_WARN(NULL, "partition %s [%d] revoked with a message in flight: abandoned", topic,
                     (int)partition);
         }
-        if (w->next && w->next->partition == partition &&
-            strcmp(rd_kafka_topic_name(w->next->rkt), topic) == 0) {
+        if (w->next && same_partition(w->next, topic, partition)) {
             rd_kafka_message_destroy(w->next); /* never started: the new owner reads it */
             w->next = NULL;
         }
-        part_remove(w, topic, partition);
     }
+    if (!lost) {
+        rd_kafka_queue_poll_callback(w->commitq, 0);
+        for (int i = 0; i < parts->cnt; i++) {
+            fq_part_t *p = part_of(w, parts->elems[i].topic, parts->elems[i].partition);
+            if (p)
+                p->retry_mono = 0; /* last chance: do not wait out a retry delay */
+        }
+        rd_kafka_topic_partition_list_t *owed = rd_kafka_topic_partition_list_new(parts->cnt);
+        for (int i = 0; i < parts->cnt; i++) {
+            fq_part_t *p = part_of(w, parts->elems[i].topic, parts->elems[i].partition);
+            int64_t target = p ? fq_part_commit_target(p, !part_busy(w, p), fq_time_mono_ms())
+                               : -1;
+            if (target < 0 && p && p->pending && p->want > p->committed)
+                target = p->want; /* an unanswered commit may be refused: send it once more */
+            if (target >= 0) {
+                rd_kafka_topic_partition_list_add(owed, p->topic, p->partition)->offset = target;
+                p->pending++;
+            }
+        }
+        if (owed->cnt) {
+            rd_kafka_resp_err_t cerr = rd_kafka_commit_queue(rk, owed, NULL, commit_cb, w);
+            if (cerr)
+                FQ_WARN(NULL, "commit of revoked partitions: %s", rd_kafka_err2str(cerr));
+        }
+        rd_kafka_topic_partition_list_destroy(owed);
+    }
+    for (int i = 0; i < parts->cnt; i++)
+        fq_parts_remove(&w->parts, parts->elems[i].topic, parts->elems[i].partition);
     if (cooperative) {
         rd_kafka_error_t *error = rd_kafka_incremental_unassign(rk, parts);
         if (error) {
@@ -376,8 +442,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     } else {
         rd_kafka_assign(rk, NULL);
     }
-    FQ_INFO(NULL, "revoked %d partition(s)%s, %zu left", parts->cnt,
-            rd_kafka_assignment_lost(rk) ? " (lost)" : "", w->nparts);
+    FQ_INFO(NULL, "revoked %d partition(s)%s, %zu left", parts->cnt, lost ? " (lost)" : "",
+            w->parts.n);
 }
 
 static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
@@ -515,6 +581,34 @@ static rd_kafka_t *new_consumer(fq_worker_t *w, char *errstr, size_t errstr_size
     return rk;
 }
 
+/* The dependencies every item needs, checked by the prober thread: the database (or the
+ * hooks' stand-in) and the Kafka cluster. Runs off the loop's thread with its own connection. */
+static fq_error_t *probe_dependencies(void *opaque)
+{
+    fq_worker_t *w = opaque;
+    fq_error_t *err = NULL;
+    if (w->hooks.probe)
+        err = w->hooks.probe(w->hooks.ctx);
+    else
+        err = fq_store_ping(w->probe_store);
+    if (err)
+        return err;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t kerr = rd_kafka_metadata(w->rkp, 0, NULL, &md, PROBE_FAST_MS * 2);
+    if (kerr)
+        return fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_OUTAGE, "kafka: no broker answers: %s",
+                            rd_kafka_err2str(kerr));
+    rd_kafka_metadata_destroy(md);
+    return NULL;
+}
+
+static fq_error_t *hooks_process(void *opaque, const fq_item_t *item, int attempt,
+                                 const volatile int *cancel, fq_outcome_t *out)
+{
+    const fq_worker_hooks_t *h = opaque;
+    return h->process(h->ctx, item, attempt, cancel, out);
+}
+
 fq_worker_t *fq_worker_new(const fq_config_t *cfg, const fq_worker_opts_t *opts, char *errstr,
                            size_t errstr_size)
 {
@@ -525,22 +619,30 @@ fq_worker_t *fq_worker_new(const fq_config_t *cfg, const fq_worker_opts_t *opts,
     }
     w->cfg = cfg;
     w->opts = *opts;
+    if (opts->hooks)
+        w->hooks = *opts->hooks;
     w->metrics = opts->metrics;
     fq_breaker_init(&w->breaker, BREAKER_K, BREAKER_WINDOW_MS);
     w->rng = (uint64_t)fq_time_now_ms() ^ ((uint64_t)getpid() << 32) ^ 0x5DEECE66DULL;
     snprintf(w->txn_id, sizeof(w->txn_id), "frameq-%s-%s", cfg->worker_id,
              fq_role_name(opts->role));
     /* Hidden benchmark knob: FRAMEQ_COMMIT_EMPTY=txn commits clean messages transactionally
-     * as well; the default commits them with a synchronous consumer commit. */
+     * as well; the default commits them with an asynchronous consumer commit. */
     const char *ce = getenv("FRAMEQ_COMMIT_EMPTY");
     w->commit_empty_txn = ce && strcmp(ce, "txn") == 0;
 
-    w->store = fq_store_new(cfg->database_url);
-    if (!w->store) {
-        snprintf(errstr, errstr_size, "DATABASE_URL: cannot create a store");
-        goto fail;
+    if (!w->hooks.process) {
+        w->store = fq_store_new(cfg->database_url);
+        w->probe_store = fq_store_new(cfg->database_url);
+        if (!w->store || !w->probe_store) {
+            snprintf(errstr, errstr_size, "DATABASE_URL: cannot create a store");
+            goto fail;
+        }
+        w->pool = fq_pool_new(cfg, cfg->worker_concurrency, true, errstr, errstr_size);
+    } else {
+        w->pool = fq_pool_new_with(cfg->worker_concurrency, hooks_process, &w->hooks, errstr,
+                                   errstr_size);
     }
-    w->pool = fq_pool_new(cfg, cfg->worker_concurrency, true, errstr, errstr_size);
     if (!w->pool)
         goto fail;
     w->rkp = new_producer(w, errstr, errstr_size);
@@ -549,6 +651,11 @@ fq_worker_t *fq_worker_new(const fq_config_t *cfg, const fq_worker_opts_t *opts,
     w->rk = new_consumer(w, errstr, errstr_size);
     if (!w->rk)
         goto fail;
+    w->commitq = rd_kafka_queue_new(w->rk);
+    if (!w->commitq) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
     return w;
 
 fail:
@@ -560,10 +667,17 @@ void fq_worker_destroy(fq_worker_t *w)
 {
     if (!w)
         return;
-    if (w->next)
+    fq_prober_stop(w->prober); /* it uses rkp and probe_store */
+    if (w->next) {
         rd_kafka_message_destroy(w->next);
+        w->next = NULL; /* closing runs the rebalance callback, which looks at it */
+    }
     if (w->rk) {
         rd_kafka_consumer_close(w->rk);
+        if (w->commitq) {
+            rd_kafka_queue_poll_callback(w->commitq, 0);
+            rd_kafka_queue_destroy(w->commitq);
+        }
         rd_kafka_destroy(w->rk);
     }
     if (w->rkp) {
@@ -575,60 +689,84 @@ void fq_worker_destroy(fq_worker_t *w)
     }
     fq_pool_destroy(w->pool);
     fq_store_destroy(w->store);
-    for (size_t i = 0; i < w->nparts; i++)
-        free(w->parts[i].topic);
-    free(w->parts);
+    fq_store_destroy(w->probe_store);
+    fq_parts_clear(&w->parts);
     free(w);
 }
 
 /* ---- outage and circuit breaker ---- */
 
-static void enter_outage(fq_worker_t *w, const char *reason)
+/* Pauses everything and turns not-ready. A probed outage ends with the first passing probe
+ * after it began; a breaker outage waits as well. An outage soon after the last one waits
+ * longer each time, so a cause the probes cannot see does not make the worker flap. */
+static void enter_outage(fq_worker_t *w, outage_kind_t kind, const char *reason)
 {
-    if (w->outage == OUTAGE_NONE) {
-        w->outage_backoff_ms = OUTAGE_MIN_MS;
+    int64_t now = fq_time_mono_ms();
+    if (!w->outage) {
+        bool recurs = w->outage_ended && now - w->outage_ended < OUTAGE_RECUR_MS;
+        if (!recurs)
+            w->outage_wait_ms = kind == OUTAGE_BREAKER ? OUTAGE_MIN_MS : 0;
+        else if (w->outage_wait_ms < OUTAGE_MIN_MS)
+            w->outage_wait_ms = OUTAGE_MIN_MS;
+        else
+            w->outage_wait_ms = w->outage_wait_ms * 2 > OUTAGE_MAX_MS ? OUTAGE_MAX_MS
+                                                                      : w->outage_wait_ms * 2;
         snprintf(w->outage_reason, sizeof(w->outage_reason), "%s", reason);
-        FQ_WARN(NULL, "outage: pausing consumption, retrying in %" PRId64 " ms: %s",
-                w->outage_backoff_ms, reason);
+        FQ_WARN(NULL, "outage: pausing consumption until the dependencies answer%s: %s",
+                w->outage_wait_ms ? " and a wait is over" : "", reason);
         set_ready(w, false, reason);
         M_SET(w, "frameq_circuit_open", 1.0, NULL);
-    } else {
-        w->outage_backoff_ms *= 2;
-        if (w->outage_backoff_ms > OUTAGE_MAX_MS)
-            w->outage_backoff_ms = OUTAGE_MAX_MS;
-        FQ_DEBUG(NULL, "outage persists, next probe in %" PRId64 " ms: %s", w->outage_backoff_ms,
-                 reason);
     }
-    w->outage = OUTAGE_PAUSED;
-    w->outage_until = fq_time_mono_ms() + w->outage_backoff_ms;
+    w->outage = true;
+    w->outage_kind = kind;
+    w->outage_until = now + w->outage_wait_ms;
+    if (w->prober) {
+        fq_probe_result_t r;
+        fq_prober_result(w->prober, &r);
+        w->outage_probe_seq = r.seq;
+        fq_prober_hurry(w->prober);
+    }
     apply_pause(w);
 }
 
 static void leave_outage(fq_worker_t *w)
 {
-    if (w->outage == OUTAGE_NONE)
+    if (!w->outage)
         return;
     FQ_INFO(NULL, "outage over: consuming again (was: %s)", w->outage_reason);
-    w->outage = OUTAGE_NONE;
+    w->outage = false;
+    w->outage_ended = fq_time_mono_ms();
     fq_breaker_close(&w->breaker);
     set_ready(w, true, NULL);
     M_SET(w, "frameq_circuit_open", 0.0, NULL);
+    apply_pause(w);
 }
 
-/* Called when a paused outage is due for a probe: the database is checked directly (it is
- * needed for every item); anything else is probed by consuming the abandoned message again. */
-static void probe_outage(fq_worker_t *w)
+/* Acts on the prober's latest answer: a failed probe pauses a worker that is not paused yet
+ * (an idle worker turns not-ready without needing a message); a passing probe newer than the
+ * outage ends it once its wait is over. */
+static void follow_probes(fq_worker_t *w)
 {
-    fq_error_t *err = fq_store_ping(w->store);
-    if (err) {
-        char reason[600];
-        snprintf(reason, sizeof(reason), "database: %s", fq_error_message(err));
-        fq_error_destroy(err);
-        enter_outage(w, reason);
+    if (!w->prober)
+        return;
+    fq_probe_result_t r;
+    fq_prober_result(w->prober, &r);
+    if (r.seq == 0)
+        return;
+    bool fresh = r.seq != w->probe_seen;
+    w->probe_seen = r.seq;
+    if (!r.ok) {
+        if (fresh && (!w->outage || w->outage_kind != OUTAGE_PROBED)) {
+            char reason[600];
+            snprintf(reason, sizeof(reason), "probe: %s", r.reason);
+            w->outage = false; /* a breaker outage becomes a probed one */
+            enter_outage(w, OUTAGE_PROBED, reason);
+            w->outage_probe_seq = r.seq;
+        }
         return;
     }
-    w->outage = OUTAGE_PROBING;
-    apply_pause(w);
+    if (w->outage && r.seq > w->outage_probe_seq && fq_time_mono_ms() >= w->outage_until)
+        leave_outage(w);
 }
 
 /* ---- messages ---- */
@@ -749,6 +887,11 @@ static fin_rc_t commit_txn(fq_worker_t *w, msg_t *m, size_t nrouted)
 {
     const fq_config_t *cfg = w->cfg;
     rd_kafka_error_t *error;
+    if (!commits_settled(w, m->topic, m->rkm->partition)) {
+        FQ_WARN(NULL, "commit %s [%d]: no answer from the group coordinator within %d ms",
+                m->topic, (int)m->rkm->partition, COMMIT_WAIT_MS);
+        return FIN_OUTAGE;
+    }
     if (w->txn_dirty) {
         fin_rc_t rc = txn_abort(w);
         if (rc != FIN_OK)
@@ -849,9 +992,15 @@ static fin_rc_t commit_txn(fq_worker_t *w, msg_t *m, size_t nrouted)
         /* hdrs now owned by the message */
     }
 
+    /* The offset after the message, or the partition's end when the consumer already read
+     * to it: that skips the markers of transactions, so lag reads 0 when drained. */
+    int64_t target = m->rkm->offset + 1;
+    const fq_part_t *p = part_of(w, m->topic, m->rkm->partition);
+    if (p && p->next == target && p->expect < 0 && p->eof_at > target &&
+        !(w->next && same_partition(w->next, m->topic, m->rkm->partition)))
+        target = p->eof_at;
     rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(offsets, m->topic, m->rkm->partition)->offset =
-        m->rkm->offset + 1;
+    rd_kafka_topic_partition_list_add(offsets, m->topic, m->rkm->partition)->offset = target;
     rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(w->rk);
     error = rd_kafka_send_offsets_to_transaction(w->rkp, offsets, cgmd, TXN_TIMEOUT_MS);
     rd_kafka_consumer_group_metadata_destroy(cgmd);
@@ -861,8 +1010,14 @@ static fin_rc_t commit_txn(fq_worker_t *w, msg_t *m, size_t nrouted)
 
     for (int tries = 0;; tries++) {
         error = rd_kafka_commit_transaction(w->rkp, TXN_TIMEOUT_MS);
-        if (!error)
+        if (!error) {
+            fq_part_t *q = part_of(w, m->topic, m->rkm->partition);
+            if (q) {
+                fq_part_durable(q, target);
+                fq_part_committed(q, target, true, fq_time_mono_ms());
+            }
             return FIN_OK;
+        }
         if (rd_kafka_error_is_retriable(error) && tries < 3 && !rd_kafka_error_is_fatal(error)) {
             FQ_WARN(NULL, "commit transaction: %s: retrying", rd_kafka_error_string(error));
             rd_kafka_error_destroy(error);
@@ -872,31 +1027,17 @@ static fin_rc_t commit_txn(fq_worker_t *w, msg_t *m, size_t nrouted)
     }
 }
 
-/* A message with nothing to route: a plain synchronous consumer commit. */
+/* A message with nothing to route: its offset is committed asynchronously with the consumer;
+ * a refused commit is sent again (commit_owed), and a replay after a crash is harmless (every
+ * item of it is done, and done items are skipped). */
 static fin_rc_t commit_plain(fq_worker_t *w, msg_t *m)
 {
-    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(offsets, m->topic, m->rkm->partition)->offset =
-        m->rkm->offset + 1;
-    rd_kafka_resp_err_t err = rd_kafka_commit(w->rk, offsets, 0);
-    if (!err && offsets->elems[0].err)
-        err = offsets->elems[0].err;
-    rd_kafka_topic_partition_list_destroy(offsets);
-    switch (err) {
-    case RD_KAFKA_RESP_ERR_NO_ERROR:
-        return FIN_OK;
-    case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS:
-    case RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION:
-    case RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID:
-    case RD_KAFKA_RESP_ERR__STATE:
-        FQ_WARN(NULL, "commit %s [%d]: %s: the message will be replayed", m->topic,
-                (int)m->rkm->partition, rd_kafka_err2str(err));
-        return FIN_REPLAY;
-    default:
-        FQ_WARN(NULL, "commit %s [%d]: %s", m->topic, (int)m->rkm->partition,
-                rd_kafka_err2str(err));
-        return FIN_OUTAGE;
-    }
+    fq_part_t *p = part_of(w, m->topic, m->rkm->partition);
+    if (!p)
+        return FIN_REPLAY; /* revoked meanwhile: its new owner replays it */
+    fq_part_durable(p, m->rkm->offset + 1);
+    commit_owed(w);
+    return FIN_OK;
 }
 
 /* Everything of the message has an outcome: decide, record, publish, commit. */
@@ -944,8 +1085,11 @@ static fin_rc_t finish_message(fq_worker_t *w, msg_t *m)
     }
     /* The breaker makes this message an outage only if it is still open after all of its
      * items: one item getting through in the same message proves the dependency works. */
-    if (!reason[0] && breaker_reason[0] && w->breaker.open)
+    outage_kind_t kind = OUTAGE_PROBED;
+    if (!reason[0] && breaker_reason[0] && w->breaker.open) {
         snprintf(reason, sizeof(reason), "%s", breaker_reason);
+        kind = OUTAGE_BREAKER;
+    }
     if (reason[0]) {
         rc = FIN_OUTAGE;
         goto done;
@@ -958,7 +1102,11 @@ static fin_rc_t finish_message(fq_worker_t *w, msg_t *m)
             continue;
         fq_store_origin_t origin = {cfg->worker_id, m->topic, m->rkm->partition, m->rkm->offset};
         fq_error_t *serr =
-            fq_store_record_error(w->store, e->item, e->attempt, e->err, e->route.status, &origin);
+            w->hooks.record_error
+                ? w->hooks.record_error(w->hooks.ctx, e->item, e->attempt, e->err,
+                                        e->route.status, &origin)
+                : fq_store_record_error(w->store, e->item, e->attempt, e->err, e->route.status,
+                                        &origin);
         if (serr) {
             snprintf(reason, sizeof(reason), "database: %s", fq_error_message(serr));
             fq_error_destroy(serr);
@@ -988,15 +1136,13 @@ done:
         FQ_DEBUG(NULL, "message %s [%d] @%" PRId64 " committed (%zu routed, %" PRId64 " ms)",
                  m->topic, (int)m->rkm->partition, m->rkm->offset, nrouted,
                  fq_time_mono_ms() - m->t0);
-        if (w->outage == OUTAGE_PROBING)
-            leave_outage(w);
         break;
     case FIN_REPLAY:
         seek_back(w, m->topic, m->rkm->partition, m->rkm->offset);
         break;
     case FIN_OUTAGE:
         seek_back(w, m->topic, m->rkm->partition, m->rkm->offset);
-        enter_outage(w, reason);
+        enter_outage(w, kind, reason);
         break;
     case FIN_FATAL:
         break;
@@ -1043,7 +1189,7 @@ static void start_message(fq_worker_t *w, rd_kafka_message_t *rkm)
         int64_t now = fq_time_now_ms();
         if (not_before > now) {
             /* Not due: rewind to it and pause only this partition until it is. */
-            part_t *p = part_find(w, m->topic, rkm->partition);
+            fq_part_t *p = part_of(w, m->topic, rkm->partition);
             seek_back(w, m->topic, rkm->partition, rkm->offset);
             if (p)
                 p->due_ms = not_before;
@@ -1136,24 +1282,42 @@ oom:
 
 static void handle_event(fq_worker_t *w, rd_kafka_message_t *rkm)
 {
+    const char *topic = rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "";
+    fq_part_t *p = rkm->rkt ? part_of(w, topic, rkm->partition) : NULL;
     if (rkm->err) {
         if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            part_t *p = part_find(w, rd_kafka_topic_name(rkm->rkt), rkm->partition);
             if (p)
-                p->eof = true;
+                fq_part_eof(p, rkm->offset);
         } else {
             FQ_WARN(NULL, "consumer: %s", rd_kafka_message_errstr(rkm));
         }
         rd_kafka_message_destroy(rkm);
         return;
     }
-    const char *topic = rd_kafka_topic_name(rkm->rkt);
-    part_t *p = part_find(w, topic, rkm->partition);
-    if (p) {
-        p->eof = false;
-        p->next = rkm->offset + 1; /* a give-back below seeks it to rkm->offset again */
+    if (!p) {
+        /* Delivered after its partition was revoked: the new owner reads it. */
+        rd_kafka_message_destroy(rkm);
+        return;
     }
-    if ((w->cur && w->next) || w->stopping || w->outage == OUTAGE_PAUSED) {
+    switch (fq_part_take(p, rkm->offset)) {
+    case FQ_TAKE:
+        break;
+    case FQ_TAKE_STALE:
+        /* Fetched before our rewind landed. If the rewind seems lost (a seek can time out in a
+         * rebalance), issue it again. */
+        FQ_DEBUG(NULL, "%s [%d] @%" PRId64 ": dropped, waiting for the rewind to %" PRId64, topic,
+                 (int)rkm->partition, rkm->offset, p->expect);
+        if (fq_time_mono_ms() - p->seek_mono >= RESEEK_MS) {
+            p->seek_mono = fq_time_mono_ms();
+            seek_async(w, topic, rkm->partition, p->expect);
+        }
+        rd_kafka_message_destroy(rkm);
+        return;
+    case FQ_TAKE_REPEAT:
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    if ((w->cur && w->next) || w->stopping || w->outage) {
         /* Fetched before the pause took effect: give it back, it is not ours to run yet. */
         seek_back(w, topic, rkm->partition, rkm->offset);
         rd_kafka_message_destroy(rkm);
@@ -1168,36 +1332,42 @@ static void handle_event(fq_worker_t *w, rd_kafka_message_t *rkm)
     start_message(w, rkm);
 }
 
-/* A fallback for the end-of-partition event, which librdkafka reports once per offset: after a
- * partition was rewound and replayed up to the same end, the event may not come again. The
- * cached high watermark (from the last fetch) tells the same for non-transactional topics. */
-static bool at_high_watermark(fq_worker_t *w, const part_t *p)
+/* Nothing of this worker is running, held, waiting or owed to the group. */
+static bool idle(const fq_worker_t *w)
 {
-    int64_t lo = -1, hi = -1;
-    if (rd_kafka_get_watermark_offsets(w->rk, p->topic, p->partition, &lo, &hi) || hi < 0)
+    if (w->cur || w->next || w->outage)
         return false;
-    rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(pos, p->topic, p->partition);
-    bool at_end = rd_kafka_position(w->rk, pos) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-                  pos->elems[0].offset >= 0 && pos->elems[0].offset >= hi;
-    rd_kafka_topic_partition_list_destroy(pos);
-    return at_end;
-}
-
-/* --once: every assigned partition at its end, nothing running or waiting, for a while. */
-static bool drained(fq_worker_t *w, int64_t now)
-{
-    if (!w->assigned_once || w->cur || w->next || w->outage == OUTAGE_PAUSED ||
-        now - w->last_assign < ONCE_QUIET_MS)
-        return false;
-    for (size_t i = 0; i < w->nparts; i++) {
-        part_t *p = &w->parts[i];
-        if (p->due_ms)
-            return false;
-        if (!p->eof && !at_high_watermark(w, p))
+    for (size_t i = 0; i < w->parts.n; i++) {
+        const fq_part_t *p = &w->parts.v[i];
+        if (p->due_ms || p->pending || p->expect >= 0 || p->want > p->committed)
             return false;
     }
     return true;
+}
+
+/* --once: the whole group is done with this role's topics — every partition's committed
+ * offset at its end (a retry waiting for its time is uncommitted, so it counts as work), read
+ * from the group coordinator, not from what this worker happens to hold (DESIGN §6). */
+static bool group_drained(fq_worker_t *w)
+{
+    const char *topics[2];
+    size_t n = 0;
+    if (w->opts.role != FQ_ROLE_RETRY)
+        topics[n++] = w->cfg->kafka_topic;
+    if (w->opts.role != FQ_ROLE_MAIN)
+        topics[n++] = w->cfg->kafka_retry_topic;
+    fq_lag_t lag;
+    char why[512];
+    if (fq_lag_read(w->rk, topics, n, LAG_TIMEOUT_MS, &lag, why, sizeof(why))) {
+        FQ_DEBUG(NULL, "--once: group lag not read: %s", why);
+        return false;
+    }
+    bool done = lag.total == 0;
+    if (!done)
+        FQ_DEBUG(NULL, "--once: group lag %" PRId64 " over %zu partition(s)", lag.total,
+                 lag.count);
+    fq_lag_clear(&lag);
+    return done;
 }
 
 static int init_transactions(fq_worker_t *w)
@@ -1262,6 +1432,21 @@ int fq_worker_run(fq_worker_t *w)
 
     warm_up_producer(w);
 
+    /* Dependencies first: a worker whose database is down must not take a message. */
+    w->prober = fq_prober_start(probe_dependencies, w, PROBE_IDLE_MS, PROBE_FAST_MS);
+    if (!w->prober) {
+        FQ_ERROR(NULL, "cannot start the dependency prober thread");
+        return FQ_EXIT_FATAL;
+    }
+    for (int64_t until = fq_time_mono_ms() + 3 * PROBE_FAST_MS;
+         fq_time_mono_ms() < until && !*w->opts.stop;) {
+        fq_probe_result_t r;
+        fq_prober_result(w->prober, &r);
+        if (r.seq)
+            break;
+        usleep(10 * 1000);
+    }
+
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(2);
     if (w->opts.role != FQ_ROLE_RETRY)
         rd_kafka_topic_partition_list_add(topics, cfg->kafka_topic, RD_KAFKA_PARTITION_UA);
@@ -1274,13 +1459,15 @@ int fq_worker_run(fq_worker_t *w)
         return FQ_EXIT_FATAL;
     }
     set_ready(w, true, NULL);
-    w->last_assign = fq_time_mono_ms();
+    follow_probes(w);
 
     while (!w->fatal) {
         int64_t mono = fq_time_mono_ms();
         if (w->metrics)
             fq_metrics_heartbeat(w->metrics, 30000);
         rd_kafka_poll(w->rkp, 0);
+        commit_owed(w);
+        follow_probes(w);
 
         if (*w->opts.stop && !w->stopping) {
             w->stopping = true;
@@ -1306,7 +1493,7 @@ int fq_worker_run(fq_worker_t *w)
                 msg_t *m = w->cur;
                 fin_rc_t rc = finish_message(w, m);
                 w->cur = NULL;
-                if (rc != FIN_OK || w->stopping || w->outage == OUTAGE_PAUSED)
+                if (rc != FIN_OK || w->stopping || w->outage)
                     drop_next(w, m);
                 msg_destroy(m);
                 if (w->next) {
@@ -1319,39 +1506,38 @@ int fq_worker_run(fq_worker_t *w)
             continue;
         }
 
-        if (w->outage == OUTAGE_PAUSED && mono >= w->outage_until)
-            probe_outage(w);
         apply_pause(w); /* resumes retry partitions that became due */
 
         int timeout = POLL_MS;
         int64_t now = fq_time_now_ms();
-        for (size_t i = 0; i < w->nparts; i++)
-            if (w->parts[i].due_ms && w->parts[i].due_ms - now < timeout)
-                timeout = (int)(w->parts[i].due_ms - now);
+        for (size_t i = 0; i < w->parts.n; i++)
+            if (w->parts.v[i].due_ms && w->parts.v[i].due_ms - now < timeout)
+                timeout = (int)(w->parts.v[i].due_ms - now);
         if (timeout < 1)
             timeout = 1;
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, timeout);
         if (rkm) {
             handle_event(w, rkm);
-            w->drained_since = 0;
             continue;
         }
-        if (w->opts.once) {
-            mono = fq_time_mono_ms();
-            if (!drained(w, mono)) {
-                w->drained_since = 0;
-            } else if (!w->drained_since) {
-                w->drained_since = mono;
-            } else if (mono - w->drained_since >= ONCE_QUIET_MS) {
-                if (w->outage == OUTAGE_PROBING)
-                    leave_outage(w);
-                FQ_INFO(NULL, "drained: every partition at its end (%ld message(s) to the DLQ)",
+        mono = fq_time_mono_ms();
+        if (w->opts.once && idle(w) && mono - w->drain_checked >= DRAIN_CHECK_MS) {
+            w->drain_checked = mono;
+            if (group_drained(w)) {
+                FQ_INFO(NULL, "drained: the group's committed offsets are at the end of every "
+                              "partition (%ld message(s) to the DLQ from this worker)",
                         w->dlq_sent);
                 break;
             }
         }
     }
 
+    /* Durable offsets not answered yet: give them a moment (closing commits the rest). */
+    int64_t until = fq_time_mono_ms() + 5000;
+    commit_owed(w);
+    for (size_t i = 0; i < w->parts.n && fq_time_mono_ms() < until; i++)
+        while (w->parts.v[i].pending && fq_time_mono_ms() < until)
+            rd_kafka_queue_poll_callback(w->commitq, 50);
     set_ready(w, false, "stopped");
     if (w->fatal)
         return FQ_EXIT_FATAL;

@@ -1,0 +1,118 @@
+#include "fq_parts.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A failed commit is sent again after this long (it is usually a rebalance in progress). */
+#define COMMIT_RETRY_MS 1000
+
+fq_part_t *fq_parts_find(fq_parts_t *t, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (t->v[i].partition == partition && strcmp(t->v[i].topic, topic) == 0)
+            return &t->v[i];
+    return NULL;
+}
+
+fq_part_t *fq_parts_add(fq_parts_t *t, const char *topic, int32_t partition)
+{
+    fq_part_t *p = fq_parts_find(t, topic, partition);
+    if (p)
+        return p;
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        fq_part_t *v = realloc(t->v, cap * sizeof(*v));
+        if (!v)
+            return NULL;
+        t->v = v;
+        t->cap = cap;
+    }
+    char *name = strdup(topic);
+    if (!name)
+        return NULL;
+    p = &t->v[t->n++];
+    *p = (fq_part_t){
+        .topic = name,
+        .partition = partition,
+        .next = -1,
+        .expect = -1,
+        .eof_at = -1,
+        .want = -1,
+        .committed = -1,
+    };
+    return p;
+}
+
+void fq_parts_remove(fq_parts_t *t, const char *topic, int32_t partition)
+{
+    fq_part_t *p = fq_parts_find(t, topic, partition);
+    if (!p)
+        return;
+    free(p->topic);
+    *p = t->v[--t->n];
+}
+
+void fq_parts_clear(fq_parts_t *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->v[i].topic);
+    free(t->v);
+    memset(t, 0, sizeof(*t));
+}
+
+fq_take_t fq_part_take(fq_part_t *p, int64_t offset)
+{
+    if (p->expect >= 0) {
+        if (offset != p->expect)
+            return FQ_TAKE_STALE;
+        p->expect = -1;
+    } else if (p->next >= 0 && offset < p->next) {
+        return FQ_TAKE_REPEAT;
+    }
+    p->next = offset + 1;
+    p->eof_at = -1;
+    return FQ_TAKE;
+}
+
+void fq_part_rewind(fq_part_t *p, int64_t offset, int64_t now_mono)
+{
+    p->expect = offset;
+    p->next = offset;
+    p->eof_at = -1;
+    p->seek_mono = now_mono;
+}
+
+void fq_part_eof(fq_part_t *p, int64_t offset)
+{
+    if (p->expect >= 0 || (p->next >= 0 && offset < p->next))
+        return;
+    p->eof_at = offset;
+}
+
+void fq_part_durable(fq_part_t *p, int64_t offset)
+{
+    if (offset > p->want)
+        p->want = offset;
+}
+
+int64_t fq_part_commit_target(const fq_part_t *p, bool idle, int64_t now_mono)
+{
+    if (p->pending || now_mono < p->retry_mono)
+        return -1;
+    int64_t target = p->want;
+    if (idle && p->expect < 0 && p->eof_at > target)
+        target = p->eof_at;
+    return target > p->committed ? target : -1;
+}
+
+void fq_part_committed(fq_part_t *p, int64_t offset, bool ok, int64_t now_mono)
+{
+    if (p->pending > 0)
+        p->pending--;
+    if (!ok) {
+        p->retry_mono = now_mono + COMMIT_RETRY_MS;
+        return;
+    }
+    if (offset > p->committed)
+        p->committed = offset;
+}

@@ -1,0 +1,519 @@
+/* The worker core (consumer/worker.c) as a fleet, against librdkafka's mock cluster: several
+ * workers of one group in threads of this process, the item work replaced by hooks (no
+ * services), faults injected with rd_kafka_mock_push_request_errors and broker/coordinator
+ * changes. Each test asserts the offsets and messages that result.
+ *
+ * What the mock cannot show: it keeps no transactional offset commits and writes no transaction
+ * markers (its TxnOffsetCommit and EndTxn handlers only answer), so aborted records stay visible
+ * and routed messages never move the group's offsets. Exactly-once routing and lag past markers
+ * are proven against the real broker (tests/chaos fleet scenario, test_kafka); here the tests
+ * assert what the worker does: which offsets it commits, what it runs again, that it goes on. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "fq_config.h"
+#include "fq_lag.h"
+#include "fq_log.h"
+#include "fq_test_env.h"
+#include "fq_worker.h"
+
+/* Kafka protocol API keys (rdkafka_mock.h takes them as numbers). */
+#define API_END_TXN           26
+#define API_TXN_OFFSET_COMMIT 28
+
+#define WAIT_MS     60000
+#define MAX_ITEMS   512
+#define MAX_WORKERS 4
+
+/* ---- item work stand-in: the code names what happens ---- */
+
+typedef struct item_stat {
+    char code[64];
+    int runs, ok, cancelled, recorded;
+} item_stat_t;
+
+typedef struct harness {
+    rd_kafka_t *mrk; /* owns the mock cluster */
+    rd_kafka_mock_cluster_t *mc;
+    char brokers[256];
+    char topic[96], retry[128], dlq[128], group[128];
+    pthread_mutex_t lock;
+    item_stat_t items[MAX_ITEMS];
+    int nitems;
+    atomic_int release;      /* "slow" items run until this is set (or they are cancelled) */
+    atomic_int slow_running; /* "slow" items running now */
+    atomic_int probe_fail;   /* the non-Kafka probe fails while set */
+} harness_t;
+
+static harness_t H;
+
+static item_stat_t *stat_of(const char *code)
+{
+    for (int i = 0; i < H.nitems; i++)
+        if (strcmp(H.items[i].code, code) == 0)
+            return &H.items[i];
+    assert_true(H.nitems < MAX_ITEMS);
+    item_stat_t *s = &H.items[H.nitems++];
+    memset(s, 0, sizeof(*s));
+    snprintf(s->code, sizeof(s->code), "%s", code);
+    return s;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static fq_error_t *hook_process(void *ctx, const fq_item_t *item, int attempt,
+                                const volatile int *cancel, fq_outcome_t *out)
+{
+    pthread_mutex_lock(&H.lock);
+    stat_of(item->code)->runs++;
+    pthread_mutex_unlock(&H.lock);
+    bool cancelled = false;
+    if (strncmp(item->code, "slow", 4) == 0) {
+        atomic_fetch_add(&H.slow_running, 1);
+        while (!atomic_load(&H.release) && !(cancel && *cancel))
+            sleep_ms(5);
+        cancelled = !atomic_load(&H.release);
+        atomic_fetch_sub(&H.slow_running, 1);
+    } else if (strncmp(item->code, "ok", 2) == 0) {
+        sleep_ms(10); /* long enough for rebalances to land mid-message */
+    }
+    pthread_mutex_lock(&H.lock);
+    item_stat_t *s = stat_of(item->code);
+    if (cancelled)
+        s->cancelled++;
+    else if (strncmp(item->code, "perm", 4) != 0)
+        s->ok++;
+    pthread_mutex_unlock(&H.lock);
+    if (cancelled)
+        return fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "cancelled");
+    if (strncmp(item->code, "perm", 4) == 0)
+        return fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, "HTTP 404 (test)");
+    memset(out, 0, sizeof(*out));
+    out->info.frame_count = 1;
+    return NULL;
+}
+
+static fq_error_t *hook_record(void *ctx, const fq_item_t *item, int attempt, const fq_error_t *err,
+                               const char *status, const fq_store_origin_t *origin)
+{
+    pthread_mutex_lock(&H.lock);
+    stat_of(item->code)->recorded++;
+    pthread_mutex_unlock(&H.lock);
+    return NULL;
+}
+
+static fq_error_t *hook_probe(void *ctx)
+{
+    if (atomic_load(&H.probe_fail))
+        return fq_error_new(FQ_STAGE_STORE, FQ_CLASS_OUTAGE, "database: down (test)");
+    return NULL;
+}
+
+static const fq_worker_hooks_t hooks = {
+    .process = hook_process,
+    .record_error = hook_record,
+    .probe = hook_probe,
+};
+
+static int stat_get(const char *code, int which)
+{
+    pthread_mutex_lock(&H.lock);
+    item_stat_t *s = stat_of(code);
+    int v = which == 0 ? s->runs : which == 1 ? s->ok : which == 2 ? s->cancelled : s->recorded;
+    pthread_mutex_unlock(&H.lock);
+    return v;
+}
+
+/* ---- cluster, topics, messages ---- */
+
+static void cluster_up(int partitions)
+{
+    memset(&H, 0, sizeof(H));
+    pthread_mutex_init(&H.lock, NULL);
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    assert_int_equal(rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr)), 0);
+    H.mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    assert_non_null(H.mrk);
+    H.mc = rd_kafka_mock_cluster_new(H.mrk, 3);
+    assert_non_null(H.mc);
+    snprintf(H.brokers, sizeof(H.brokers), "%s", rd_kafka_mock_cluster_bootstraps(H.mc));
+    fq_test_unique_name("mock", H.topic, sizeof(H.topic));
+    snprintf(H.retry, sizeof(H.retry), "%s.retry", H.topic);
+    snprintf(H.dlq, sizeof(H.dlq), "%s.dlq", H.topic);
+    snprintf(H.group, sizeof(H.group), "%s-group", H.topic);
+    assert_int_equal(rd_kafka_mock_topic_create(H.mc, H.topic, partitions, 1), 0);
+    assert_int_equal(rd_kafka_mock_topic_create(H.mc, H.retry, partitions, 1), 0);
+    assert_int_equal(rd_kafka_mock_topic_create(H.mc, H.dlq, 1, 1), 0);
+}
+
+static void cluster_down(void)
+{
+    rd_kafka_mock_cluster_destroy(H.mc);
+    rd_kafka_destroy(H.mrk);
+    pthread_mutex_destroy(&H.lock);
+}
+
+static rd_kafka_t *client(rd_kafka_type_t type, const char *group)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    assert_int_equal(
+        rd_kafka_conf_set(conf, "bootstrap.servers", H.brokers, errstr, sizeof(errstr)), 0);
+    assert_int_equal(rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof(errstr)), 0);
+    if (group) {
+        assert_int_equal(rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)), 0);
+        assert_int_equal(
+            rd_kafka_conf_set(conf, "isolation.level", "read_committed", errstr, sizeof(errstr)),
+            0);
+    }
+    rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
+    assert_non_null(rk);
+    return rk;
+}
+
+/* Produces one batch of the given codes to partition. */
+static void produce_batch(int32_t partition, const char *const *codes, size_t n)
+{
+    char value[4096];
+    size_t len = (size_t)snprintf(value, sizeof(value), "{\"schema\":\"frameq.batch.v1\",\"items\":[");
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(value + len, sizeof(value) - len,
+                                "%s{\"platform\":\"mock\",\"code\":\"%s\"}", i ? "," : "", codes[i]);
+    len += (size_t)snprintf(value + len, sizeof(value) - len, "]}");
+    rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, NULL);
+    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(H.topic), RD_KAFKA_V_PARTITION(partition),
+                                       RD_KAFKA_V_VALUE(value, len),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    assert_int_equal(rd_kafka_flush(rk, 10000), 0);
+    rd_kafka_destroy(rk);
+}
+
+/* The group's lag over the main and retry topics (what KEDA reads); -1 when not readable. */
+static int64_t group_lag(void)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, H.group);
+    const char *topics[] = {H.topic, H.retry};
+    fq_lag_t lag;
+    char why[512];
+    int64_t total = -1;
+    if (fq_lag_read(rk, topics, 2, 5000, &lag, why, sizeof(why)) == 0) {
+        total = lag.total;
+        fq_lag_clear(&lag);
+    }
+    rd_kafka_destroy(rk);
+    return total;
+}
+
+/* Messages in topic, read from the start. */
+static int count_messages(const char *topic, int partitions)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, "counter");
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(partitions);
+    int64_t total = 0;
+    for (int p = 0; p < partitions; p++) {
+        int64_t lo = 0, hi = 0;
+        assert_int_equal(rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 5000), 0);
+        total += hi - lo;
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    rd_kafka_destroy(rk);
+    return (int)total;
+}
+
+/* ---- workers in threads ---- */
+
+typedef struct wthread {
+    pthread_t thread;
+    fq_config_t *cfg;
+    fq_worker_t *w;
+    volatile sig_atomic_t stop;
+    atomic_int finished;
+    int rc;
+} wthread_t;
+
+static void *run_worker(void *opaque)
+{
+    wthread_t *t = opaque;
+    t->rc = fq_worker_run(t->w);
+    atomic_store(&t->finished, 1);
+    return NULL;
+}
+
+static void cfg_set(fq_config_t *cfg, const char *name, const char *value)
+{
+    char err[512];
+    if (fq_config_set(cfg, name, value, FQ_ORIGIN_FLAG, err, sizeof(err)) != 0)
+        fail_msg("%s=%s: %s", name, value, err);
+}
+
+static void worker_start(wthread_t *t, const char *id, bool once)
+{
+    memset(t, 0, sizeof(*t));
+    t->cfg = fq_config_new();
+    assert_non_null(t->cfg);
+    char err[512];
+    int argc = 1;
+    char *argv[] = {(char *)"test_worker_mock", NULL};
+    assert_int_equal(fq_config_load(t->cfg, &argc, argv, err, sizeof(err)), 0);
+    cfg_set(t->cfg, "KAFKA_BROKERS", H.brokers);
+    cfg_set(t->cfg, "KAFKA_TOPIC", H.topic);
+    cfg_set(t->cfg, "KAFKA_RETRY_TOPIC", H.retry);
+    cfg_set(t->cfg, "KAFKA_DLQ_TOPIC", H.dlq);
+    cfg_set(t->cfg, "KAFKA_GROUP_ID", H.group);
+    cfg_set(t->cfg, "WORKER_ID", id);
+    cfg_set(t->cfg, "WORKER_CONCURRENCY", "2");
+    cfg_set(t->cfg, "RETRY_BACKOFF_MS", "10");
+    cfg_set(t->cfg, "RETRY_BACKOFF_MAX_MS", "20");
+    cfg_set(t->cfg, "SHUTDOWN_GRACE_MS", "2000");
+    cfg_set(t->cfg, "KAFKA_CONFIG_SESSION_TIMEOUT_MS", "6000");
+    cfg_set(t->cfg, "KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS", "300");
+    fq_worker_opts_t opts = {.role = FQ_ROLE_ALL, .once = once, .stop = &t->stop, .hooks = &hooks};
+    t->w = fq_worker_new(t->cfg, &opts, err, sizeof(err));
+    if (!t->w)
+        fail_msg("worker %s: %s", id, err);
+    assert_int_equal(pthread_create(&t->thread, NULL, run_worker, t), 0);
+}
+
+/* Waits until the worker's run returns (--once) within WAIT_MS; fails the test otherwise. */
+static int worker_join(wthread_t *t, bool stop)
+{
+    if (stop)
+        t->stop = 1;
+    for (int waited = 0; !atomic_load(&t->finished); waited += 20) {
+        if (waited >= WAIT_MS) {
+            t->stop = 1; /* let the thread end so the process can */
+            pthread_join(t->thread, NULL);
+            fail_msg("a worker did not exit within %d ms", WAIT_MS);
+        }
+        sleep_ms(20);
+    }
+    pthread_join(t->thread, NULL);
+    fq_worker_destroy(t->w);
+    fq_config_destroy(t->cfg);
+    return t->rc;
+}
+
+/* Polls cond() every 20 ms for up to WAIT_MS. */
+static bool wait_for(bool (*cond)(void))
+{
+    for (int waited = 0; waited < WAIT_MS; waited += 20) {
+        if (cond())
+            return true;
+        sleep_ms(20);
+    }
+    return cond();
+}
+
+static bool lag_is_zero(void)
+{
+    return group_lag() == 0;
+}
+
+static int want_runs;
+static bool total_ok_reached(void)
+{
+    pthread_mutex_lock(&H.lock);
+    int ok = 0;
+    for (int i = 0; i < H.nitems; i++)
+        ok += H.items[i].ok > 0;
+    pthread_mutex_unlock(&H.lock);
+    return ok >= want_runs;
+}
+
+static bool slow_running(void)
+{
+    return atomic_load(&H.slow_running) > 0;
+}
+
+/* ---- tests ---- */
+
+/* N `--once` workers started together and one started late all exit, and only when the
+ * group's committed offsets are at the end of every partition: none exits because it holds no
+ * partition while another worker's join or leave moves them. */
+static void test_once_fleet_drains_for_the_group(void **state)
+{
+    cluster_up(4);
+    char codes[120][16];
+    for (int i = 0; i < 120; i++)
+        snprintf(codes[i], sizeof(codes[i]), "ok%03d", i);
+    for (int b = 0; b < 40; b++) {
+        const char *batch[3] = {codes[b * 3], codes[b * 3 + 1], codes[b * 3 + 2]};
+        produce_batch(b % 4, batch, 3);
+    }
+    wthread_t w[3];
+    worker_start(&w[0], "once-a", true);
+    worker_start(&w[1], "once-b", true);
+    want_runs = 30;
+    assert_true(wait_for(total_ok_reached));
+    worker_start(&w[2], "once-late", true); /* joins while work flows: a rebalance */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(worker_join(&w[i], false), 0);
+    for (int i = 0; i < 120; i++)
+        if (stat_get(codes[i], 1) < 1)
+            fail_msg("item %s never completed, yet every --once worker exited", codes[i]);
+    assert_int_equal(group_lag(), 0);
+    cluster_down();
+}
+
+/* A partition revoked while its message runs: the message is abandoned without a commit and
+ * replayed by the new owner; everything ends committed at the end. */
+static void test_rebalance_in_the_middle_of_a_message(void **state)
+{
+    cluster_up(2);
+    const char *b0[] = {"slow-a", "ok-a"};
+    const char *b1[] = {"slow-b", "ok-b"};
+    produce_batch(0, b0, 2);
+    produce_batch(1, b1, 2);
+    wthread_t a, b;
+    worker_start(&a, "reb-a", false);
+    assert_true(wait_for(slow_running));
+    worker_start(&b, "reb-b", false); /* takes one partition from a, mid-message */
+    want_runs = 0;
+    /* Let the group settle with the message still running, then let it finish. */
+    for (int waited = 0; waited < WAIT_MS && stat_get("slow-a", 2) + stat_get("slow-b", 2) == 0 &&
+                         atomic_load(&H.slow_running) < 2;
+         waited += 20)
+        sleep_ms(20);
+    atomic_store(&H.release, 1);
+    want_runs = 4;
+    assert_true(wait_for(total_ok_reached));
+    assert_true(wait_for(lag_is_zero));
+    assert_int_equal(worker_join(&a, true), 0);
+    assert_int_equal(worker_join(&b, true), 0);
+    /* Nothing lost; a message abandoned by a ran again at b. */
+    const char *all[] = {"slow-a", "ok-a", "slow-b", "ok-b"};
+    for (int i = 0; i < 4; i++)
+        assert_true(stat_get(all[i], 1) >= 1);
+    /* Either the running message's partition moved (it was cancelled and ran again at b) or
+     * the held one's did (dropped unstarted, run once at b): no message ran twice otherwise,
+     * and a message runs as a whole (both of its items). */
+    assert_int_equal(stat_get("slow-a", 0), 1 + stat_get("slow-a", 2));
+    assert_int_equal(stat_get("slow-b", 0), 1 + stat_get("slow-b", 2));
+    assert_int_equal(stat_get("ok-a", 0), stat_get("slow-a", 0));
+    assert_int_equal(stat_get("ok-b", 0), stat_get("slow-b", 0));
+    assert_int_equal(count_messages(H.dlq, 1), 0);
+    assert_int_equal(count_messages(H.retry, 2), 0);
+    cluster_down();
+}
+
+/* A transaction that fails at EndTxn or TxnOffsetCommit is aborted and its message replayed:
+ * the failed item is recorded again under the same attempt (idempotent) and routed again; the
+ * worker goes on and commits the clean message after it. */
+static void txn_error_replays(int16_t apikey, rd_kafka_resp_err_t err)
+{
+    cluster_up(1);
+    rd_kafka_mock_push_request_errors(H.mc, apikey, 1, err);
+    const char *b0[] = {"perm-1", "ok-1"};
+    const char *b1[] = {"ok-2"};
+    produce_batch(0, b0, 2);
+    produce_batch(0, b1, 1);
+    wthread_t a;
+    worker_start(&a, "txn", false);
+    want_runs = 2;
+    assert_true(wait_for(total_ok_reached));
+    /* ok-2's message is clean: its plain commit moves the group to the end. */
+    assert_true(wait_for(lag_is_zero));
+    assert_int_equal(worker_join(&a, true), 0);
+    assert_int_equal(stat_get("perm-1", 0), 2);
+    assert_int_equal(stat_get("perm-1", 3), 2);
+    /* Two DLQ records: the aborted one stays visible in the mock (no markers). */
+    assert_int_equal(count_messages(H.dlq, 1), 2);
+    cluster_down();
+}
+
+static void test_end_txn_error_replays(void **state)
+{
+    txn_error_replays(API_END_TXN, RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID);
+}
+
+static void test_txn_offset_commit_error_replays(void **state)
+{
+    txn_error_replays(API_TXN_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION);
+}
+
+/* The group coordinator moves to another broker, then its broker goes down for a while, as
+ * work flows: nothing is lost, the worker never exits, and the group ends at the end. */
+static void test_coordinator_goes_away(void **state)
+{
+    cluster_up(2);
+    rd_kafka_mock_coordinator_set(H.mc, "group", H.group, 1);
+    char codes[40][16];
+    for (int i = 0; i < 40; i++)
+        snprintf(codes[i], sizeof(codes[i]), "ok-c%02d", i);
+    for (int b = 0; b < 20; b++) {
+        const char *batch[2] = {codes[b * 2], codes[b * 2 + 1]};
+        produce_batch(b % 2, batch, 2);
+    }
+    wthread_t a;
+    worker_start(&a, "coord", false);
+    want_runs = 6;
+    assert_true(wait_for(total_ok_reached));
+    rd_kafka_mock_coordinator_set(H.mc, "group", H.group, 2);
+    want_runs = 14;
+    assert_true(wait_for(total_ok_reached));
+    rd_kafka_mock_broker_set_down(H.mc, 2);
+    sleep_ms(3000); /* the fault's duration, not a wait for a condition */
+    rd_kafka_mock_broker_set_up(H.mc, 2);
+    want_runs = 40;
+    assert_true(wait_for(total_ok_reached));
+    assert_true(wait_for(lag_is_zero));
+    assert_false(atomic_load(&a.finished));
+    assert_int_equal(worker_join(&a, true), 0);
+    cluster_down();
+}
+
+/* An idle worker whose database probe fails pauses (nothing runs), and consumes again as soon
+ * as the probe passes, with no message needed to notice either. */
+static void test_probe_pauses_and_resumes_an_idle_worker(void **state)
+{
+    cluster_up(1);
+    wthread_t a;
+    atomic_store(&H.probe_fail, 1);
+    worker_start(&a, "probe", false);
+    const char *b0[] = {"ok-p"};
+    produce_batch(0, b0, 1);
+    sleep_ms(3000); /* the outage's duration: the item must not run during it */
+    assert_int_equal(stat_get("ok-p", 0), 0);
+    atomic_store(&H.probe_fail, 0);
+    want_runs = 1;
+    assert_true(wait_for(total_ok_reached));
+    assert_true(wait_for(lag_is_zero));
+    assert_int_equal(worker_join(&a, true), 0);
+    cluster_down();
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]); /* e.g. "test_rebalance*" */
+    fq_log_init("test_worker_mock", "mock", "json", getenv("FQ_TEST_LOG") ? "debug" : "error");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_once_fleet_drains_for_the_group),
+        cmocka_unit_test(test_rebalance_in_the_middle_of_a_message),
+        cmocka_unit_test(test_end_txn_error_replays),
+        cmocka_unit_test(test_txn_offset_commit_error_replays),
+        cmocka_unit_test(test_coordinator_goes_away),
+        cmocka_unit_test(test_probe_pauses_and_resumes_an_idle_worker),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
