@@ -70,10 +70,11 @@ else
 fi
 N_WORKERS=3
 SCALE_EVERY_S=3
-FLEET_MAX=4      # fleet: workers at most
-READY_LIMIT_S=10 # DESIGN §3: /readyz 200 within seconds after an outage ends
-READY_WAIT_S=40  # how long the time-to-200 is measured before it counts as never
-ONCE_LATE_S=5    # the late --once worker starts this long after the first three
+FLEET_MAX=4       # fleet: workers at most
+FLEET_OUTAGE_S=20 # fleet: PostgreSQL's outage; longer than a probe backoff of 1+2+4+8 s
+READY_LIMIT_S=10  # DESIGN §3: /readyz 200 within seconds after an outage ends
+READY_WAIT_S=40   # how long the time-to-200 is measured before it counts as never
+ONCE_LATE_S=5     # the late --once worker starts this long after the first three
 
 ch_require_env S3_ENDPOINT AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
 ch_init chaos
@@ -385,7 +386,7 @@ fleet_outage() {
     ENQ=$((ENQ + $(wc -l <"$SDIR/wave4")))
     # The rebalance must hit workers that know about the outage: wait until one says so.
     local noticed=
-    while [[ -z $noticed ]] && ((SECONDS - t_stop < OUTAGE_S)); do
+    while [[ -z $noticed ]] && ((SECONDS - t_stop < FLEET_OUTAGE_S)); do
         for i in $(fleet_live); do
             port=$(worker_port "$i") || continue
             code=$(readyz "$port")
@@ -394,7 +395,7 @@ fleet_outage() {
         [[ -n $noticed ]] || sleep 0.2
     done
     if [[ -z $noticed ]]; then
-        why+=("outage: no worker reported not-ready within ${OUTAGE_S}s of the PostgreSQL stop (no work in flight?)")
+        why+=("outage: no worker reported not-ready within ${FLEET_OUTAGE_S}s of the PostgreSQL stop (no work in flight?)")
     else
         fleet_note "$noticed not ready: the outage is seen"
     fi
@@ -402,7 +403,7 @@ fleet_outage() {
     fleet_note "SIGTERM w2 during the outage, gone after $STOP_TOOK"
     start_worker 3
     fleet_note "w3 joins during the outage: w0 and w1 give up partitions to it"
-    while ((SECONDS - t_stop < OUTAGE_S)); do
+    while ((SECONDS - t_stop < FLEET_OUTAGE_S)); do
         sleep 0.2 # the outage's length is the input
     done
     start_service postgres
@@ -448,6 +449,13 @@ fleet_outage() {
     else
         why+=("outage phase: only $TERMINAL of $ENQ items terminal after ${DRAIN_TIMEOUT_S}s")
     fi
+    # Nothing flows now: a worker that lost the message it was holding when the outage began
+    # has none left to prove the database back; it must be ready anyway (DESIGN §3).
+    for i in $(fleet_live); do
+        code=$(readyz "${ports[i]}")
+        [[ $code == 200 ]] ||
+            why+=("readyz: w$i answers $code with no work left, $((SECONDS - t_stop - FLEET_OUTAGE_S)) s after the outage: $(curl -s --max-time 1 "http://127.0.0.1:${ports[i]}/readyz" | head -c 200)")
+    done
 }
 
 # Phase 3: the long-running workers leave; a --once fleet (3 together, 1 late) drains fresh
