@@ -2,29 +2,31 @@
 # run.sh [--short|--long] [--keep] [scenario...] — chaos scenarios against the real workers.
 #
 # Scenarios: sigkill kafka-restart pg-stop s3-stop rolling-sigterm fleet (default: all, in that
-# order). Each of the first five: 3 workers (`consumer`, one WORKER_ID each, one group) on fresh topics
-# (chaos.<scenario>.<run>.jobs, 6 partitions) and a throwaway database; items mix good clips in
-# S3, retriable ones on the fault server (/flaky/1, /flaky/2: succeed within MAX_RETRIES;
-# /500: exhaust their retries), and permanent failures (missing object -> 404, corrupt bytes).
-# The fault is injected while work flows; the run waits until every item is done/dead in
-# PostgreSQL (or a timeout), stops the workers, drains with `consumer --once`, then runs
-# check_invariants.sh and compares the dead items with the set designed to die: an outage of
-# Kafka, PostgreSQL or S3 must burn no item.
+# order). Each of the first five: 3 workers (`consumer`, one WORKER_ID each, one group) on fresh
+# topics (chaos.<scenario>.<run>.jobs, 6 partitions) and a throwaway database; items mix good
+# clips in S3, retriable ones on the fault server (/flaky/1, /flaky/2: succeed within
+# MAX_RETRIES; /500: exhaust their retries), and permanent failures (missing object -> 404,
+# corrupt bytes). The fault is injected while work flows; the run waits until every item is
+# done/dead in PostgreSQL (or a timeout), stops the workers, drains with `consumer --once`, then
+# runs check_invariants.sh and compares the dead items with the set designed to die: an outage
+# of Kafka, PostgreSQL or S3 must burn no item.
 #
-# fleet (DESIGN §3, §6: a fleet, not one worker): (1) autoscale — 4 workers of one group while
-# items flow, an autoscaler SIGTERMs them down to one and starts them back up to 4 every
-# SCALE_EVERY_S; (2) outage — 3 workers with work in flight, PostgreSQL stopped for OUTAGE_S, a
-# rebalance inside the outage (one worker SIGTERMed, a new one joins); after PostgreSQL returns,
-# every live worker's /readyz must answer 200 within READY_LIMIT_S; (3) a --once fleet — 3
-# `consumer --once` started together, one more ONCE_LATE_S later, on fresh work with retries
-# waiting: each must exit by itself within ONCE_TIMEOUT_S with every item terminal. At the end
-# every worker process has exited and fq_lag (end offset - committed offset, as KEDA reads it)
-# is 0 on every partition of the main and retry topics. Each failed check is one line.
+# fleet (DESIGN §3, §6: a fleet, not one worker), same items and checks, in three phases:
+# (1) autoscale: 4 workers of one group while items flow; every SCALE_EVERY_S an autoscaler
+# SIGTERMs them down to one and starts them back up to 4 (each SIGTERM: exit 0). (2) outage:
+# 3 workers, PostgreSQL stopped for FLEET_OUTAGE_S with work in flight, a rebalance inside the
+# outage (one worker SIGTERMed, a new one joins); every live worker's /readyz must answer 200
+# within READY_LIMIT_S of PostgreSQL's return, and again once no work is left. (3) a --once
+# fleet: 3 `consumer --once` started together, one more ONCE_LATE_S later, on fresh work with
+# retries; each must exit by itself within ONCE_TIMEOUT_S, every item terminal. At the end every
+# worker process has exited and fq_lag (end offset - committed offset, as KEDA reads it) is 0 on
+# every partition of the main and retry topics. Each failed check prints one line with numbers.
 #
 # Prints one row per scenario: scenario items done dead lost dup drain_s verdict, and exits 1 if
 # any scenario failed. Needs the local stack (deploy/local/up; . .stack/env) and FQ_BUILD_DIR
-# (a build with consumer and producer; default <repo>/build). Stops and restarts the shared
-# stack's services: colleagues' tests see the outages too.
+# (a build with consumer, producer and fq_lag; default <repo>/build). Stops and restarts the
+# stack's services (deploy/local/down|up with this environment): run it on a private stack
+# (FRAMEQ_STATE_DIR and the FRAMEQ_*_PORT overrides exported) beside colleagues.
 set -euo pipefail
 export LC_ALL=C # sort and join must agree on one order
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -38,7 +40,7 @@ for arg in "$@"; do
     --keep) export CH_KEEP=1 ;;
     sigkill | kafka-restart | pg-stop | s3-stop | rolling-sigterm | fleet) scenarios+=("$arg") ;;
     -h | --help)
-        sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -77,6 +79,9 @@ READY_WAIT_S=40   # how long the time-to-200 is measured before it counts as nev
 ONCE_LATE_S=5     # the late --once worker starts this long after the first three
 
 ch_require_env S3_ENDPOINT AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+if [[ " ${scenarios[*]} " == *" fleet "* ]]; then
+    [[ -x $CH_BUILD/fq_lag ]] || ch_fail "fleet needs fq_lag (a test tool target) in $CH_BUILD"
+fi
 ch_init chaos
 CH_ADMIN_URL=$DATABASE_URL
 ADMIN_URL=$DATABASE_URL
