@@ -566,5 +566,14 @@ export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 export FRAMEQ_STATE_DIR=$FQ_STATE
 EOF
     tls_env_lines >>"$tmp"
+    # A stack on other ports: whoever sources this env and runs up/down (the chaos scenarios)
+    # must address the same servers.
+    local v
+    for v in FRAMEQ_KAFKA_PORT FRAMEQ_KAFKA_CONTROLLER_PORT FRAMEQ_KAFKA_SSL_PORT FRAMEQ_PG_PORT \
+        FRAMEQ_S3_PORT; do
+        if [[ -n ${!v:-} ]]; then
+            printf 'export %s=%s\n' "$v" "${!v}" >>"$tmp"
+        fi
+    done
     mv "$tmp" "$FQ_STATE/env"
 }

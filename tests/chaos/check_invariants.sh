@@ -66,8 +66,14 @@ only "$work/dead" >"$work/e_dead"
 only "$work/dlq_keys" >"$work/e_dlq"
 cat "$work/e_done" "$work/e_dlq" | sort -u >"$work/terminal"
 comm -23 "$work/enqueued" "$work/terminal" >"$work/lost"
-awk '$2 > 1 {print $1 " dlq_messages=" $2}' "$work/dlq_counts" |
-    sort | join - "$work/enqueued" 2>/dev/null >"$work/dead_twice" || true
+# Both inputs are sorted in one locale (LC_ALL=C); --check-order turns an unsorted input into a
+# tool error instead of silently missing pairs.
+if ! awk '$2 > 1 {print $1 " dlq_messages=" $2}' "$work/dlq_counts" | sort |
+    join --check-order - "$work/enqueued" >"$work/dead_twice" 2>"$work/join_err"; then
+    echo "check_invariants: joining DLQ counts with the enqueued items failed:" \
+        "$(head -c 300 "$work/join_err")" >&2
+    exit 2
+fi
 comm -12 "$work/e_done" "$work/e_dlq" >"$work/done_and_dead"
 comm -23 "$work/e_dlq" "$work/e_dead" | comm -23 - "$work/e_done" >"$work/dlq_without_dead"
 comm -23 "$work/e_dead" "$work/e_dlq" >"$work/dead_without_dlq"

@@ -161,12 +161,13 @@ ch_produce_raw() {
     kcat "${args[@]}" "$2" || ch_fail "kcat could not produce $2 to $1"
 }
 
-# ch_dlq_json: every committed DLQ message as one kcat JSON line (valid UTF-8).
+# ch_dlq_json: every committed DLQ message as one kcat JSON line (valid UTF-8). A DLQ that
+# cannot be read fails the test: an empty answer would pass every check on it.
 ch_dlq_json() {
-    kcat -b "$KAFKA_BROKERS" -X isolation.level=read_committed -C -t "$KAFKA_DLQ_TOPIC" -o beginning -e -q -J \
-        -X isolation.level=read_committed 2>/dev/null |
+    kcat -b "$KAFKA_BROKERS" -X isolation.level=read_committed -C -t "$KAFKA_DLQ_TOPIC" \
+        -o beginning -e -q -J 2>"$CH_TMP/dlq_read.err" |
         python3 -c 'import sys; sys.stdout.write(sys.stdin.buffer.read().decode("utf-8", "replace"))' ||
-        true
+        ch_fail "reading the DLQ $KAFKA_DLQ_TOPIC failed: $(head -c 300 "$CH_TMP/dlq_read.err")"
 }
 
 # ch_run_checker ITEMS_FILE: tests/chaos/check_invariants.sh with this run's topics and DB.

@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
 # run.sh [--short|--long] [--keep] [scenario...] — chaos scenarios against the real workers.
 #
-# Scenarios: sigkill kafka-restart pg-stop s3-stop rolling-sigterm (default: all, in that order).
-# Each: 3 workers (`consumer`, one WORKER_ID each, one group) on fresh topics
-# (chaos.<scenario>.<run>.jobs, 6 partitions) and a throwaway database; items mix good clips in
-# S3, retriable ones on the fault server (/flaky/1, /flaky/2: succeed within MAX_RETRIES;
-# /500: exhaust their retries), and permanent failures (missing object -> 404, corrupt bytes).
-# The fault is injected while work flows; the run waits until every item is done/dead in
-# PostgreSQL (or a timeout), stops the workers, drains with `consumer --once`, then runs
-# check_invariants.sh and compares the dead items with the set designed to die: an outage of
-# Kafka, PostgreSQL or S3 must burn no item.
+# Scenarios: sigkill kafka-restart pg-stop s3-stop rolling-sigterm fleet (default: all, in that
+# order). Each of the first five: 3 workers (`consumer`, one WORKER_ID each, one group) on fresh
+# topics (chaos.<scenario>.<run>.jobs, 6 partitions) and a throwaway database; items mix good
+# clips in S3, retriable ones on the fault server (/flaky/1, /flaky/2: succeed within
+# MAX_RETRIES; /500: exhaust their retries), and permanent failures (missing object -> 404,
+# corrupt bytes). The fault is injected while work flows; the run waits until every item is
+# done/dead in PostgreSQL (or a timeout), stops the workers, drains with `consumer --once`, then
+# runs check_invariants.sh and compares the dead items with the set designed to die: an outage
+# of Kafka, PostgreSQL or S3 must burn no item.
+#
+# fleet (DESIGN §3, §6: a fleet, not one worker), same items and checks, in three phases:
+# (1) autoscale: 4 workers of one group while items flow; every SCALE_EVERY_S an autoscaler
+# SIGTERMs them down to one and starts them back up to 4 (each SIGTERM: exit 0). (2) outage:
+# 3 workers, PostgreSQL stopped for FLEET_OUTAGE_S with work in flight, a rebalance inside the
+# outage (one worker SIGTERMed, a new one joins); every live worker's /readyz must answer 200
+# within READY_LIMIT_S of PostgreSQL's return, and again once no work is left. (3) a --once
+# fleet: 3 `consumer --once` started together, one more ONCE_LATE_S later, on fresh work with
+# retries; each must exit by itself within ONCE_TIMEOUT_S, every item terminal. At the end every
+# worker process has exited and fq_lag (end offset - committed offset, as KEDA reads it) is 0 on
+# every partition of the main and retry topics. Each failed check prints one line with numbers.
 #
 # Prints one row per scenario: scenario items done dead lost dup drain_s verdict, and exits 1 if
 # any scenario failed. Needs the local stack (deploy/local/up; . .stack/env) and FQ_BUILD_DIR
-# (a build with consumer and producer; default <repo>/build). Stops and restarts the shared
-# stack's services: colleagues' tests see the outages too.
+# (a build with consumer, producer and fq_lag; default <repo>/build). Stops and restarts the
+# stack's services (deploy/local/down|up with this environment): run it on a private stack
+# (FRAMEQ_STATE_DIR and the FRAMEQ_*_PORT overrides exported) beside colleagues.
 set -euo pipefail
 export LC_ALL=C # sort and join must agree on one order
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,18 +38,18 @@ for arg in "$@"; do
     --short) mode=short ;;
     --long) mode=long ;;
     --keep) export CH_KEEP=1 ;;
-    sigkill | kafka-restart | pg-stop | s3-stop | rolling-sigterm) scenarios+=("$arg") ;;
+    sigkill | kafka-restart | pg-stop | s3-stop | rolling-sigterm | fleet) scenarios+=("$arg") ;;
     -h | --help)
-        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
-        echo "usage: $0 [--short|--long] [--keep] [sigkill|kafka-restart|pg-stop|s3-stop|rolling-sigterm ...]" >&2
+        echo "usage: $0 [--short|--long] [--keep] [sigkill|kafka-restart|pg-stop|s3-stop|rolling-sigterm|fleet ...]" >&2
         exit 2
         ;;
     esac
 done
-((${#scenarios[@]})) || scenarios=(sigkill kafka-restart pg-stop s3-stop rolling-sigterm)
+((${#scenarios[@]})) || scenarios=(sigkill kafka-restart pg-stop s3-stop rolling-sigterm fleet)
 
 if [[ $mode == short ]]; then
     N_ITEMS=${CHAOS_ITEMS:-60}
@@ -46,17 +58,30 @@ if [[ $mode == short ]]; then
     MAX_KILLS=5
     ROLLS=3
     DRAIN_TIMEOUT_S=${CHAOS_DRAIN_TIMEOUT_S:-150}
+    SCALE_STEPS=(3 2 1 2 3 4) # fleet: the autoscaler's targets, one per SCALE_EVERY_S
+    ONCE_TIMEOUT_S=120
 else
-    N_ITEMS=${CHAOS_ITEMS:-300}
+    N_ITEMS=${CHAOS_ITEMS:-1000}
     OUTAGE_S=20
     KILL_EVERY_S=4
     MAX_KILLS=15
     ROLLS=6
-    DRAIN_TIMEOUT_S=${CHAOS_DRAIN_TIMEOUT_S:-300}
+    DRAIN_TIMEOUT_S=${CHAOS_DRAIN_TIMEOUT_S:-600}
+    SCALE_STEPS=(3 2 1 2 3 4 3 2 1 2 3 4)
+    ONCE_TIMEOUT_S=300
 fi
 N_WORKERS=3
+SCALE_EVERY_S=3
+FLEET_MAX=4       # fleet: workers at most
+FLEET_OUTAGE_S=20 # fleet: PostgreSQL's outage; longer than a probe backoff of 1+2+4+8 s
+READY_LIMIT_S=10  # DESIGN §3: /readyz 200 within seconds after an outage ends
+READY_WAIT_S=40   # how long the time-to-200 is measured before it counts as never
+ONCE_LATE_S=5     # the late --once worker starts this long after the first three
 
 ch_require_env S3_ENDPOINT AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+if [[ " ${scenarios[*]} " == *" fleet "* ]]; then
+    [[ -x $CH_BUILD/fq_lag ]] || ch_fail "fleet needs fq_lag (a test tool target) in $CH_BUILD"
+fi
 ch_init chaos
 CH_ADMIN_URL=$DATABASE_URL
 ADMIN_URL=$DATABASE_URL
@@ -94,7 +119,9 @@ make_items() {
     : >"$dir/expect"
     : >"$dir/good.codes"
     : >"$dir/corrupt.codes"
-    : >"$dir/wave0" && : >"$dir/wave1" && : >"$dir/wave2"
+    for ((i = 0; i < N_WAVES; i++)); do
+        : >"$dir/wave$i"
+    done
     for ((i = 0; i < n; i++)); do
         code=$(printf 'c%05d' "$i")
         url=
@@ -110,7 +137,7 @@ make_items() {
             printf '{"platform":"chaos","code":"%s","video_url":"%s"}\n' "$code" "$url"
         else
             printf '{"platform":"chaos","code":"%s"}\n' "$code"
-        fi | tee -a "$dir/wave$((i * 3 / n))" >>"$dir/items.ndjson"
+        fi | tee -a "$dir/wave$((i * N_WAVES / n))" >>"$dir/items.ndjson"
         echo "chaos:$code $class" >>"$dir/expect"
         case $class in
         good) echo "$code" >>"$dir/good.codes" ;;
@@ -124,17 +151,23 @@ make_items() {
 
 # --- workers ----------------------------------------------------------------------------------
 W_PID=()
+W_STARTS=()
+ALL_PIDS=() # every worker process of the scenario, to prove at the end that each one exited
 start_worker() {
     local i=$1
-    WORKER_ID="chaos-$SCN-$CH_RUN-w$i" "$CH_BUILD/consumer" 2>>"$SDIR/w$i.log" &
+    WORKER_ID="chaos-$SCN-$CH_RUN-w$i" METRICS_ADDR=$W_METRICS "$CH_BUILD/consumer" \
+        2>>"$SDIR/w$i.log" &
     W_PID[i]=$!
+    W_STARTS[i]=$((${W_STARTS[i]:-0} + 1))
+    ALL_PIDS+=("$!")
 }
 stop_workers() { # SIGTERM all, wait for each (SIGKILL after 40 s); non-zero exits to bad_exits
     local i n rc
-    for ((i = 0; i < N_WORKERS; i++)); do
-        [[ -n ${W_PID[i]:-} ]] && kill -TERM "${W_PID[i]}" 2>/dev/null || true
+    for i in "${!W_PID[@]}"; do
+        # A worker already gone is no error here: wait below reports how it ended.
+        [[ -z ${W_PID[i]:-} ]] || kill -TERM "${W_PID[i]}" 2>/dev/null || :
     done
-    for ((i = 0; i < N_WORKERS; i++)); do
+    for i in "${!W_PID[@]}"; do
         [[ -n ${W_PID[i]:-} ]] || continue
         for ((n = 0; n < 400; n++)); do
             kill -0 "${W_PID[i]}" 2>/dev/null || break
@@ -236,32 +269,282 @@ wave_at() {
     esac
 }
 
-# --- one scenario -----------------------------------------------------------------------------
-ROWS=()
-FAILED=0
-run_scenario() {
-    SCN=$1
-    SDIR="$CH_TMP/$SCN"
-    mkdir -p "$SDIR"
-    S3_PREFIX="chaos/$CH_RUN/$SCN"
-    FAULT_STATE=0
-    FAULT_DONE=0
-    NEXT_FAULT_T=$((2 + KILL_EVERY_S))
-    W_PID=()
-    local why=() verdict=PASS
+# --- fleet ------------------------------------------------------------------------------------
+# fleet_note TEXT: one line of the scenario's story (printed under its row).
+fleet_note() { echo "t=$((SECONDS - T0))s $*" >>"$SDIR/faults.log"; }
 
-    export DATABASE_URL=$ADMIN_URL
-    CH_DB=
-    ch_db "${SCN//-/_}"
-    ch_topics "chaos.$SCN.$CH_RUN" 6
-    export SOURCE_URL_TEMPLATE="s3://frameq-videos/$S3_PREFIX/{platform}/{code}.mp4"
-    export FRAMES_URL_TEMPLATE="s3://frameq-frames/$S3_PREFIX/{platform}/{code}/{index}.jpg"
-    make_items "$SDIR"
+# stop_worker SLOT WHEN: SIGTERM, wait up to 40 s (then SIGKILL); DESIGN §3: exit 0.
+stop_worker() {
+    local i=$1 n rc=0
+    kill -TERM "${W_PID[i]}" 2>/dev/null || : # already gone: wait reports how it ended
+    for ((n = 0; n < 400; n++)); do
+        kill -0 "${W_PID[i]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ((n == 400)); then
+        kill -KILL "${W_PID[i]}" 2>/dev/null || :
+        echo "w$i still running 40 s after SIGTERM ($2)" >>"$SDIR/bad_exits"
+    fi
+    wait "${W_PID[i]}" 2>/dev/null || rc=$?
+    ((rc == 0)) || echo "w$i exited $rc on SIGTERM ($2)" >>"$SDIR/bad_exits"
+    W_PID[i]=
+    STOP_TOOK="$((n / 10)).$((n % 10)) s, exit $rc"
+}
 
+fleet_live() { # the live slots, ascending, on one line
+    local i out=()
+    for i in "${!W_PID[@]}"; do
+        [[ -n ${W_PID[i]} ]] && out+=("$i")
+    done
+    echo "${out[*]}"
+}
+
+# fleet_scale_to N WHY: SIGTERMs the highest slots or starts the lowest free ones.
+fleet_scale_to() {
+    local want=$1 live i
+    read -ra live <<<"$(fleet_live)"
+    while ((${#live[@]} > want)); do
+        i=${live[-1]}
+        stop_worker "$i" "$2"
+        fleet_note "scale to $want: SIGTERM w$i, gone after $STOP_TOOK"
+        read -ra live <<<"$(fleet_live)"
+    done
+    for ((i = 0; ${#live[@]} < want && i < FLEET_MAX; i++)); do
+        if [[ -z ${W_PID[i]:-} ]]; then
+            start_worker "$i"
+            fleet_note "scale to $want: started w$i"
+            read -ra live <<<"$(fleet_live)"
+        fi
+    done
+}
+
+# worker_port SLOT: the /readyz port of the slot's live worker (METRICS_ADDR port 0: the worker
+# logs the port it bound); waits up to 10 s for the start's log line.
+worker_port() {
+    local i=$1 n
+    for ((n = 0; n < 100; n++)); do
+        if (($(grep -c 'metrics: serving' "$SDIR/w$i.log") >= W_STARTS[i])); then
+            grep -o 'metrics: serving[^"]*(port [0-9]*)' "$SDIR/w$i.log" | tail -n 1 |
+                sed 's/.*(port \([0-9]*\))/\1/'
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "w$i never logged its metrics port" >>"$SDIR/bad_exits"
+    return 1
+}
+
+readyz() { # PORT -> HTTP status of /readyz (000: no answer)
+    curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$1/readyz" || :
+}
+
+# wait_terminal WANT TIMEOUT_S: until WANT items are done or dead; TERMINAL holds the last count.
+wait_terminal() {
+    local deadline=$((SECONDS + $2))
+    while TERMINAL=$(terminal_count) && ((TERMINAL < $1 && SECONDS < deadline)); do
+        sleep 0.5
+    done
+    ((TERMINAL >= $1))
+}
+
+# Phase 1: an autoscaled group while items flow, some of them retried.
+fleet_autoscale() {
+    local step enq=0
+    fleet_scale_to "$FLEET_MAX" "start"
+    ch_enqueue "$SDIR/wave0"
+    enq=$(wc -l <"$SDIR/wave0")
+    local wave=1
+    for ((step = 0; step < ${#SCALE_STEPS[@]}; step++)); do
+        # The autoscaler's period: time is the input here, not a stand-in for a condition.
+        sleep "$SCALE_EVERY_S"
+        fleet_scale_to "${SCALE_STEPS[step]}" "autoscaler step $step"
+        if ((wave < 4 && step % 2 == 0)); then
+            ch_enqueue "$SDIR/wave$wave"
+            enq=$((enq + $(wc -l <"$SDIR/wave$wave")))
+            fleet_note "wave $wave enqueued ($enq items so far) with $(fleet_live | wc -w) worker(s)"
+            wave=$((wave + 1))
+        fi
+    done
+    while ((wave < 4)); do
+        ch_enqueue "$SDIR/wave$wave"
+        enq=$((enq + $(wc -l <"$SDIR/wave$wave")))
+        wave=$((wave + 1))
+    done
+    if wait_terminal "$enq" "$DRAIN_TIMEOUT_S"; then
+        fleet_note "autoscale phase drained: $TERMINAL/$enq terminal"
+    else
+        why+=("autoscale phase: only $TERMINAL of $enq items terminal after ${DRAIN_TIMEOUT_S}s")
+    fi
+    ENQ=$enq
+}
+
+# Phase 2: PostgreSQL stops under 3 workers with work in flight; a rebalance inside the outage;
+# then every live worker's /readyz must be 200 within READY_LIMIT_S of PostgreSQL's return.
+fleet_outage() {
+    fleet_scale_to 3 "before the outage"
+    local i port live code
+    STOPPED=postgres
+    stop_service postgres
+    local t_stop=$SECONDS
+    fleet_note "postgres stopped under w$(fleet_live | sed 's/ /, w/g')"
+    ch_enqueue "$SDIR/wave4"
+    ENQ=$((ENQ + $(wc -l <"$SDIR/wave4")))
+    # The rebalance must hit workers that know about the outage: wait until one says so.
+    local noticed=
+    while [[ -z $noticed ]] && ((SECONDS - t_stop < FLEET_OUTAGE_S)); do
+        for i in $(fleet_live); do
+            port=$(worker_port "$i") || continue
+            code=$(readyz "$port")
+            [[ $code == 503 ]] && noticed="w$i"
+        done
+        [[ -n $noticed ]] || sleep 0.2
+    done
+    if [[ -z $noticed ]]; then
+        why+=("outage: no worker reported not-ready within ${FLEET_OUTAGE_S}s of the PostgreSQL stop (no work in flight?)")
+    else
+        fleet_note "$noticed not ready: the outage is seen"
+    fi
+    stop_worker 2 "during the PostgreSQL outage"
+    fleet_note "SIGTERM w2 during the outage, gone after $STOP_TOOK"
+    start_worker 3
+    fleet_note "w3 joins during the outage: w0 and w1 give up partitions to it"
+    while ((SECONDS - t_stop < FLEET_OUTAGE_S)); do
+        sleep 0.2 # the outage's length is the input
+    done
+    start_service postgres
+    STOPPED=
+    local t_up
+    t_up=$(date +%s%N)
+    fleet_note "postgres started again after $((SECONDS - t_stop)) s"
+    # Time to /readyz 200 per live worker, measured from PostgreSQL's return.
+    read -ra live <<<"$(fleet_live)"
+    local -A ready_ms=()
+    local ports=() pending=${#live[@]} elapsed
+    for i in "${live[@]}"; do
+        ports[i]=$(worker_port "$i") || ports[i]=0
+    done
+    while ((pending > 0)); do
+        elapsed=$((($(date +%s%N) - t_up) / 1000000))
+        ((elapsed <= READY_WAIT_S * 1000)) || break
+        pending=0
+        for i in "${live[@]}"; do
+            [[ -n ${ready_ms[$i]:-} ]] && continue
+            if [[ $(readyz "${ports[i]}") == 200 ]]; then
+                ready_ms[$i]=$elapsed
+            else
+                pending=$((pending + 1))
+            fi
+        done
+        ((pending == 0)) || sleep 0.2
+    done
+    local report=()
+    for i in "${live[@]}"; do
+        if [[ -z ${ready_ms[$i]:-} ]]; then
+            report+=("w$i never (>${READY_WAIT_S}s, /readyz $(readyz "${ports[i]}"))")
+            why+=("readyz: w$i not ready ${READY_WAIT_S}s after PostgreSQL returned (limit ${READY_LIMIT_S}s); last answer: $(curl -s --max-time 1 "http://127.0.0.1:${ports[i]}/readyz" | head -c 200)")
+        else
+            report+=("w$i $((ready_ms[$i] / 1000)).$(printf '%03d' $((ready_ms[$i] % 1000)))s")
+            ((ready_ms[$i] <= READY_LIMIT_S * 1000)) ||
+                why+=("readyz: w$i took $((ready_ms[$i] / 1000)) s to be ready after PostgreSQL returned (limit ${READY_LIMIT_S}s)")
+        fi
+    done
+    fleet_note "readyz 200 after PostgreSQL returned: ${report[*]}"
+    if wait_terminal "$ENQ" "$DRAIN_TIMEOUT_S"; then
+        fleet_note "outage phase drained: $TERMINAL/$ENQ terminal"
+    else
+        why+=("outage phase: only $TERMINAL of $ENQ items terminal after ${DRAIN_TIMEOUT_S}s")
+    fi
+    # Nothing flows now: a worker that lost the message it was holding when the outage began
+    # has none left to prove the database back; it must be ready anyway (DESIGN §3).
+    for i in $(fleet_live); do
+        code=$(readyz "${ports[i]}")
+        [[ $code == 200 ]] ||
+            why+=("readyz: w$i answers $code with no work left, $((SECONDS - t_stop - FLEET_OUTAGE_S)) s after the outage: $(curl -s --max-time 1 "http://127.0.0.1:${ports[i]}/readyz" | head -c 200)")
+    done
+}
+
+# Phase 3: the long-running workers leave; a --once fleet (3 together, 1 late) drains fresh
+# work with retries waiting. Each must exit by itself, leaving nothing.
+fleet_once() {
+    stop_workers
+    fleet_note "all long-running workers stopped"
+    ch_enqueue "$SDIR/wave5"
+    ENQ=$((ENQ + $(wc -l <"$SDIR/wave5")))
+    local k pids=() started=() exited=() rcs=() t_once=$SECONDS
+    for k in 0 1 2 3; do
+        if ((k == 3)); then
+            sleep "$ONCE_LATE_S" # "started late" is the input
+        fi
+        WORKER_ID="chaos-$SCN-$CH_RUN-once$k" METRICS_ADDR=off "$CH_BUILD/consumer" --once \
+            2>>"$SDIR/once$k.log" &
+        pids[k]=$!
+        started[k]=$((SECONDS - t_once))
+        ALL_PIDS+=("$!")
+    done
+    fleet_note "--once fleet: once0-2 started together, once3 ${ONCE_LATE_S}s later"
+    local pending=4
+    while ((pending > 0 && SECONDS - t_once < ONCE_TIMEOUT_S)); do
+        pending=0
+        for k in 0 1 2 3; do
+            [[ -n ${exited[k]:-} ]] && continue
+            if kill -0 "${pids[k]}" 2>/dev/null; then
+                pending=$((pending + 1))
+            else
+                rcs[k]=0
+                wait "${pids[k]}" || rcs[k]=$?
+                exited[k]=$((SECONDS - t_once))
+            fi
+        done
+        ((pending == 0)) || sleep 0.2
+    done
+    local report=()
+    for k in 0 1 2 3; do
+        if [[ -z ${exited[k]:-} ]]; then
+            report+=("once$k still running")
+            why+=("--once: once$k (started at ${started[k]}s) still running after ${ONCE_TIMEOUT_S}s: $(tail -n 1 "$SDIR/once$k.log" | cut -c1-200)")
+            kill -KILL "${pids[k]}" 2>/dev/null || :
+            wait "${pids[k]}" 2>/dev/null || :
+        else
+            report+=("once$k exit ${rcs[k]} at ${exited[k]}s")
+            # Exit 1: something went to the DLQ during its run (this wave has items designed to die).
+            [[ ${rcs[k]} == 0 || ${rcs[k]} == 1 ]] || why+=("--once: once$k exited ${rcs[k]}")
+        fi
+    done
+    fleet_note "--once fleet: ${report[*]}"
+    TERMINAL=$(terminal_count)
+    ((TERMINAL == ENQ)) ||
+        why+=("--once fleet left work: $TERMINAL of $ENQ items terminal when the last worker had exited")
+}
+
+# After the scenario: every worker process gone, and the group's lag 0 everywhere.
+fleet_final_checks() {
+    local pid alive=0
+    for pid in "${ALL_PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null && alive=$((alive + 1))
+    done
+    ((alive == 0)) || why+=("$alive worker process(es) still running at the end")
+    local rc=0
+    "$CH_BUILD/fq_lag" "$KAFKA_TOPIC" "$KAFKA_RETRY_TOPIC" >"$SDIR/lag" 2>"$SDIR/lag.err" || rc=$?
+    case $rc in
+    0) fleet_note "lag 0 on all $(wc -l <"$SDIR/lag") partitions of the main and retry topics" ;;
+    1) why+=("lag (end - committed) not 0 on $(awk '$5 != 0' "$SDIR/lag" | wc -l) partition(s): $(awk '$5 != 0 {printf "%s[%s] end=%s committed=%s lag=%s; ", $1, $2, $3, $4, $5}' "$SDIR/lag")") ;;
+    *) why+=("fq_lag failed ($rc): $(head -c 300 "$SDIR/lag.err")") ;;
+    esac
+}
+
+run_fleet() {
+    fleet_autoscale
+    fleet_outage
+    fleet_once
+    fleet_final_checks
+}
+
+# The five single-fault scenarios: 3 workers, the fault injected while the waves flow, then
+# a drain by one `consumer --once`.
+run_faults() {
     start_worker 0
     start_worker 1
     start_worker 2
-    T0=$SECONDS
     # Work arrives in three waves, the later ones once the fault is under way (wave_at), so
     # the fault meets work in flight however fast the workers are.
     ch_enqueue "$SDIR/wave0"
@@ -285,7 +568,6 @@ run_scenario() {
         fi
         sleep 0.5
     done
-    local drain_s=$((SECONDS - T0))
     restore_stack
     ((drained)) || why+=("not drained after ${DRAIN_TIMEOUT_S}s ($n/$N_ITEMS terminal)")
 
@@ -295,22 +577,68 @@ run_scenario() {
         2>>"$SDIR/once.log" || rc=$?
     # --once exits 1 when something went to the DLQ during its run: only a leftover would.
     [[ $rc == 0 || $rc == 1 ]] || why+=("consumer --once exited $rc")
+}
 
-    local check
-    check=$(CHECK_QUIET=0 ch_run_checker "$SDIR/items.ndjson" 2>&1) || why+=("invariants violated")
+# --- one scenario -----------------------------------------------------------------------------
+ROWS=()
+FAILED=0
+run_scenario() {
+    SCN=$1
+    SDIR="$CH_TMP/$SCN"
+    mkdir -p "$SDIR"
+    S3_PREFIX="chaos/$CH_RUN/$SCN"
+    FAULT_STATE=0
+    FAULT_DONE=0
+    NEXT_FAULT_T=$((2 + KILL_EVERY_S))
+    W_PID=()
+    W_STARTS=()
+    ALL_PIDS=()
+    local why=() verdict=PASS
+    if [[ $SCN == fleet ]]; then
+        N_WAVES=6 W_METRICS=127.0.0.1:0 # waves 0-3 autoscale, 4 outage, 5 --once fleet
+    else
+        N_WAVES=3 W_METRICS=off
+    fi
+
+    export DATABASE_URL=$ADMIN_URL
+    CH_DB=
+    ch_db "${SCN//-/_}"
+    ch_topics "chaos.$SCN.$CH_RUN" 6
+    export SOURCE_URL_TEMPLATE="s3://frameq-videos/$S3_PREFIX/{platform}/{code}.mp4"
+    export FRAMES_URL_TEMPLATE="s3://frameq-frames/$S3_PREFIX/{platform}/{code}/{index}.jpg"
+    make_items "$SDIR"
+    : >"$SDIR/faults.log"
+
+    T0=$SECONDS
+    if [[ $SCN == fleet ]]; then
+        run_fleet
+    else
+        run_faults
+    fi
+    local drain_s=$((SECONDS - T0))
+
+    local check crc=0
+    check=$(CHECK_QUIET=0 ch_run_checker "$SDIR/items.ndjson" 2>&1) || crc=$?
     echo "$check" >"$SDIR/check.out"
+    case $crc in
+    0) ;;
+    1) why+=("invariants violated") ;;
+    *) why+=("check_invariants.sh could not check (exit $crc): $(tail -n 2 <<<"$check" | tr '\n' ' ')") ;;
+    esac
     local summary done_n dead_n lost dup
-    summary=$(grep '^items=' <<<"$check" || true)
+    summary=$(sed -n '/^items=/p' <<<"$check")
     done_n=$(sed -n 's/.* done=\([0-9]*\).*/\1/p' <<<"$summary")
     dead_n=$(sed -n 's/.* dead=\([0-9]*\).*/\1/p' <<<"$summary")
     lost=$(sed -n 's/.* lost=\([0-9]*\).*/\1/p' <<<"$summary")
-    dup=$(($(sed -n 's/.* dead_twice=\([0-9]*\).*/\1/p' <<<"$summary") + \
-        $(sed -n 's/.* done_and_dead=\([0-9]*\).*/\1/p' <<<"$summary")))
+    dup=$(sed -n 's/.* dead_twice=\([0-9]*\) done_and_dead=\([0-9]*\).*/\1 + \2/p' <<<"$summary")
+    [[ -n $dup ]] && dup=$((dup))
 
     # Outcomes against the design: good and flaky items done, the rest dead.
     ch_sql "SELECT platform || ':' || code || ' ' || status FROM extraction_items" |
         sort >"$SDIR/status"
-    sort "$SDIR/expect" | join - "$SDIR/status" >"$SDIR/joined" || true
+    # Every designed item, with its status or "missing" (-a 1): a lost item counts as not done.
+    sort "$SDIR/expect" | join -a 1 -e missing -o 0,1.2,2.2 --check-order - "$SDIR/status" \
+        >"$SDIR/joined"
     awk '($2 == "good" || $2 == "flaky") && $3 != "done" {print $1 " (" $2 ") " $3}' \
         "$SDIR/joined" >"$SDIR/burned"
     awk '($2 != "good" && $2 != "flaky") && $3 != "dead" {print $1 " (" $2 ") " $3}' \
@@ -320,12 +648,19 @@ run_scenario() {
 
     # No DLQ message may blame an outage; each must carry the reason of its class.
     ch_dlq_json >"$SDIR/dlq.json"
-    python3 - "$SDIR/dlq.json" "$SDIR/expect" >"$SDIR/dlq_bad" <<'EOF' || true
+    local ports
+    ports=$(printf '%s\n' "$KAFKA_BROKERS" "$ADMIN_URL" "$S3_ENDPOINT" |
+        sed -n 's/.*:\([0-9][0-9]*\)\(\/.*\)\{0,1\}$/\1/p' | paste -sd'|')
+    python3 - "$SDIR/dlq.json" "$SDIR/expect" "$ports" >"$SDIR/dlq_bad" <<'EOF' ||
 import json, re, sys
 expect = dict(l.split() for l in open(sys.argv[2]))
 want = {"missing": "permanent", "corrupt": "permanent", "exhaust": "max-retries"}
+# The stack's ports (Kafka, PostgreSQL, S3) in an error name a dependency, not the item.
+ports = [re.escape(p) for p in sys.argv[3].split("|") if p]
+if len(ports) != 3:
+    sys.exit("expected the ports of Kafka, PostgreSQL and S3, got %r" % sys.argv[3])
 outage = re.compile(r"refused|could not connect|connection|closed|terminat|shut ?down|"
-                    r"database|postgres|libpq|kafka|broker|transaction|55432|19092|17070|"
+                    r"database|postgres|libpq|kafka|broker|transaction|" + "|".join(ports) + "|"
                     r"timed? ?out|unavailable|resolve", re.I)
 for line in open(sys.argv[1]):
     if not line.startswith("{"):
@@ -341,6 +676,7 @@ for line in open(sys.argv[1]):
     if outage.search(err) or want.get(cls) != reason:
         print("%s (%s) reason=%s error=%s" % (key, cls, reason, err[:200]))
 EOF
+        why+=("the DLQ reason check could not run (python exit $?)")
     [[ -s $SDIR/bad_exits ]] && why+=("$(head -3 "$SDIR/bad_exits" | tr '\n' ';')")
     [[ -s $SDIR/dlq_bad ]] && why+=("$(wc -l <"$SDIR/dlq_bad") DLQ message(s) blaming an outage or with the wrong reason: $(head -2 "$SDIR/dlq_bad" | tr '\n' ';')")
 
@@ -356,9 +692,9 @@ EOF
         for w in "${why[@]}"; do
             echo "    - $w"
         done
-        grep '^VIOLATION' <<<"$check" | sed 's/^/    /' || true
+        sed -n 's/^VIOLATION/    VIOLATION/p' <<<"$check"
     fi
-    sed 's/^/    fault: /' "$SDIR/faults.log" 2>/dev/null || true
+    sed 's/^/    fault: /' "$SDIR/faults.log"
     # The database goes now; the topics stay (small, and useful after a failure).
     psql "$ADMIN_URL" -qAtc "DROP DATABASE IF EXISTS $CH_DB WITH (FORCE)" >/dev/null 2>&1 || true
     CH_DB=

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CTest entry (label chaos): the short version of every chaos scenario (run.sh --short), each
-# with ~60 items, 3 workers and its fault; fails when a scenario breaks an invariant, burns an
-# item during an outage or does not drain. Needs the local stack and FQ_BUILD_DIR (set by CTest).
+# with ~60 items and its fault (3 workers; fleet: an autoscaled group, an outage with a
+# rebalance, a --once fleet); fails when a scenario breaks an invariant, burns an item during an
+# outage, does not drain, leaves lag, or a worker is not ready in time or does not exit. Needs the
+# local stack and FQ_BUILD_DIR (set by CTest). It stops and starts the stack's services.
 set -euo pipefail
 exec bash "$(dirname "${BASH_SOURCE[0]}")/run.sh" --short \
-    sigkill kafka-restart pg-stop s3-stop rolling-sigterm
+    sigkill kafka-restart pg-stop s3-stop rolling-sigterm fleet

@@ -47,8 +47,8 @@ cq_expect_eq "exit codes after SIGTERM" "$rc1,$rc2" "0,0"
 
 cq_expect_eq "done items" "$(cq_sql "SELECT count(*) FROM extraction_items WHERE status='done'")" "$n"
 cq_expect_eq "frame rows (one per item)" "$(cq_sql "SELECT count(*) || '/' || count(DISTINCT item_id) FROM extraction_frames")" "$n/$n"
-d1=$(grep -c '"outcome":"done"' "$CQ_TMP/w1.log" || true)
-d2=$(grep -c '"outcome":"done"' "$CQ_TMP/w2.log" || true)
+d1=$(awk '/"outcome":"done"/ { n++ } END { print n + 0 }' "$CQ_TMP/w1.log")
+d2=$(awk '/"outcome":"done"/ { n++ } END { print n + 0 }' "$CQ_TMP/w2.log")
 cq_say "worker 1 did $d1 item(s), worker 2 did $d2"
 ((d1 > 0 && d2 > 0)) || cq_fail "one worker did nothing ($d1, $d2)"
 cq_expect_eq "'done' outcomes across both workers" "$((d1 + d2))" "$n"

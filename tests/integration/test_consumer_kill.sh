@@ -32,15 +32,25 @@ for p in 0 1 2; do
 done
 total=24
 
+done_count() { awk '/"outcome":"done"/ { n++ } END { print n + 0 }' "$CQ_TMP/first.log"; }
 cq_consumer_bg first
 first=$CQ_LAST_PID
-for i in $(seq 300); do
-    [[ $(grep -c '"outcome":"done"' "$CQ_TMP/first.log" 2>/dev/null || true) -ge 3 ]] && break
+done_n=0
+for ((i = 0; i < 300; i++)); do
+    done_n=$(done_count)
+    ((done_n >= 3)) && break
+    kill -0 "$first" 2>/dev/null || break
     sleep 0.1
 done
+((done_n >= 3)) || cq_fail "the first worker finished $done_n item(s) in 30 s: no kill mid-run"
 kill -KILL "$first"
-wait "$first" 2>/dev/null || true
-cq_say "killed after $(grep -c '"outcome":"done"' "$CQ_TMP/first.log" || true) item(s) done; states: $(cq_sql "SELECT string_agg(status || '=' || n, ' ') FROM (SELECT status, count(*) n FROM extraction_items GROUP BY status) s")"
+rc=0
+wait "$first" 2>/dev/null || rc=$?
+cq_expect_eq "first worker's end (killed by the SIGKILL)" "$rc" 137
+left=$(cq_sql "SELECT $total - count(*) FILTER (WHERE status IN ('done', 'dead')) FROM extraction_items")
+cq_say "killed after $(done_count) item(s) done; states: $(cq_sql "SELECT string_agg(status || '=' || n, ' ') FROM (SELECT status, count(*) n FROM extraction_items GROUP BY status) s")"
+# Mid-run: work was left for the restarted worker.
+((left > 0)) || cq_fail "the kill landed after the run: all $total items were already terminal"
 
 rc=0
 cq_consumer second --once || rc=$?

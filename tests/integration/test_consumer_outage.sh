@@ -32,8 +32,18 @@ cut_at=$(date +%s)
 cq_say "database cut off"
 cq_produce 1 "$(cq_batch "$(cq_item o o03)" "$(cq_item o o04)" "$(cq_item o o05)")"
 cq_produce 2 "$(cq_batch "$(cq_item o o06)" "$(cq_item o o07)")"
-sleep 20
-grep -q '"msg":"outage: pausing' "$CQ_TMP/worker.log" || cq_fail "no outage logged while the database was away"
+# The worker must notice (its items need the database); then the database stays away for the
+# rest of the 20 s, the outage's length being the input here.
+for ((i = 0; i < 200; i++)); do
+    grep -q '"msg":"outage: pausing' "$CQ_TMP/worker.log" && break
+    sleep 0.1
+done
+grep -q '"msg":"outage: pausing' "$CQ_TMP/worker.log" ||
+    cq_fail "no outage logged within 20 s of cutting the database off"
+cq_say "outage noticed after $(($(date +%s) - cut_at)) s"
+while (($(date +%s) - cut_at < 20)); do
+    sleep 0.5
+done
 cq_expect_eq "retry messages during the outage" "$(cq_count "$KAFKA_RETRY_TOPIC")" 0
 cq_expect_eq "DLQ messages during the outage" "$(cq_count "$KAFKA_DLQ_TOPIC")" 0
 

@@ -67,7 +67,7 @@ cq_expect_eq "always-failing item" "$(cq_sql "SELECT status, attempts FROM extra
 cq_expect_eq "always-failing error rows" "$(cq_sql "SELECT count(*) FROM extraction_errors e JOIN extraction_items i ON i.id=e.item_id WHERE i.code='always'")" 4
 
 # --- permanent (404): straight to the DLQ
-cq_expect_eq "404 retry messages" "$(grep -c '"key":"t:gone"' "$CQ_TMP/retry.jsonl" || true)" 0
+cq_expect_eq "404 retry messages" "$(awk '/"key":"t:gone"/ { n++ } END { print n + 0 }' "$CQ_TMP/retry.jsonl")" 0
 line=$(grep '"key":"t:gone"' "$CQ_TMP/dlq.jsonl")
 cq_expect_eq "404 DLQ reason" "$(cq_header "$line" frameq-dlq-reason)" permanent
 cq_expect_eq "404 DLQ attempt" "$(cq_header "$line" frameq-attempt)" 1

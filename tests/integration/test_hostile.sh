@@ -163,12 +163,14 @@ check "no row for an invalid code" \
 
 # Raw bytes of every DLQ message (one partition), with their headers.
 kcat -b "$KAFKA_BROKERS" -X isolation.level=read_committed -C -t "$KAFKA_DLQ_TOPIC" -p 0 -o beginning -e -q \
-    -X isolation.level=read_committed -f '%o %S\n' >"$CH_TMP/dlq.index" 2>/dev/null || true
+    -f '%o %S\n' >"$CH_TMP/dlq.index" 2>"$CH_TMP/kcat.err" ||
+    ch_fail "reading the DLQ's offsets failed: $(head -c 300 "$CH_TMP/kcat.err")"
 ch_dlq_json >"$CH_TMP/dlq.json"
 mkdir -p "$CH_TMP/dlq"
 while read -r off size; do
     kcat -b "$KAFKA_BROKERS" -X isolation.level=read_committed -C -t "$KAFKA_DLQ_TOPIC" -p 0 -o "$off" -c 1 -e -q \
-        -X isolation.level=read_committed -f '%s' >"$CH_TMP/dlq/$off" 2>/dev/null || true
+        -f '%s' >"$CH_TMP/dlq/$off" 2>"$CH_TMP/kcat.err" ||
+        ch_fail "reading DLQ message $off failed: $(head -c 300 "$CH_TMP/kcat.err")"
 done <"$CH_TMP/dlq.index"
 
 # header OFFSET NAME
@@ -298,9 +300,13 @@ check "invariants: $(ch_run_checker "$CH_TMP/checked.ndjson" 2>&1 | tail -1)" \
 # The worker stops cleanly on SIGTERM.
 kill -TERM "$worker"
 rc=0
-timeout 30 tail --pid="$worker" -f /dev/null || true
-wait "$worker" || rc=$?
-check "worker exits 0 on SIGTERM (got $rc)" test "$rc" = 0
+if timeout 30 tail --pid="$worker" -f /dev/null; then
+    wait "$worker" || rc=$?
+    check "worker exits 0 on SIGTERM (got $rc)" test "$rc" = 0
+else
+    check "worker exits within 30 s of SIGTERM" false
+    kill -KILL "$worker"
+fi
 
 if ((${#fails[@]})); then
     ch_fail "${#fails[@]} hostile-input check(s) failed"

@@ -96,7 +96,7 @@ for c in "${cases[@]}"; do
     read -r name want_rc field <<<"$c"
     rc=0
     ch_run_checker "$CH_TMP/$name.items" >"$CH_TMP/$name.out" 2>&1 || rc=$?
-    summary=$(grep '^items=' "$CH_TMP/$name.out" || true)
+    summary=$(sed -n '/^items=/p' "$CH_TMP/$name.out")
     ok=1
     [[ $rc == "$want_rc" ]] || ok=0
     [[ -n $summary ]] || ok=0

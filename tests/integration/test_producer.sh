@@ -39,8 +39,26 @@ read_topic() {
     kcat -b "$B" -C -t "$1" -e -q -J -X isolation.level=read_committed
 }
 
+# Messages in a topic. A failed read fails the test: "0" from a broken read would pass checks.
 count_topic() {
-    read_topic "$1" | grep -c . || true
+    local n
+    n=$(read_topic "$1" | awk 'END { print NR }') || fail "reading topic $1 failed"
+    echo "$n"
+}
+
+# until_midway PID TOPIC: waits until the redrive PID has committed a first chunk to TOPIC;
+# fails unless it is still running with fewer than 100 committed, i.e. mid-way.
+until_midway() {
+    local n got=0
+    for ((n = 0; n < 200; n++)); do
+        got=$(count_topic "$2")
+        ((got > 0)) && break
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    ((got > 0 && got < 100)) && kill -0 "$1" 2>/dev/null ||
+        fail "not mid-way: the redrive had committed $got of 100 to $2 and is$(kill -0 "$1" 2>/dev/null || printf ' not') running"
+    echo "mid-way: $got of 100 committed"
 }
 
 step() {
@@ -239,10 +257,15 @@ for i in $(seq 1 100); do
 done | kcat -b "$B" -P -t "$KAFKA_TOPIC.dlq" -K $'\t' -H frameq-dlq-reason=permanent
 "$producer" redrive --rate 20 >"$work/f1.out" 2>"$work/f1.err" &
 slow=$!
-sleep 3 # let the slow one commit a chunk or two; the outcome must not depend on this
+# The second starts while the slow one is mid-way (a chunk committed, more to go), so they overlap.
+until_midway "$slow" "$KAFKA_TOPIC"
 "$producer" redrive >"$work/f2.out" 2>"$work/f2.err" || fail "second redrive: $(cat "$work/f2.err")"
-wait "$slow" || true # fenced: exits 1 (or 0 if it finished first)
+rc=0
+wait "$slow" || rc=$?
 cat "$work/f1.out" "$work/f2.out"
+# Fenced by the newer one: the older exits 1 and says why.
+[ "$rc" = 1 ] || fail "the older redrive was not fenced: exit $rc: $(cat "$work/f1.out" "$work/f1.err")"
+grep -qi "fenc" "$work/f1.err" || fail "the older redrive exited 1 without a fencing error: $(cat "$work/f1.err")"
 counts=$(read_topic "$KAFKA_TOPIC" | jq -r '.payload | fromjson | .items[0].code' | sort |
     uniq -c | awk '{ print $1 }' | sort | uniq -c | tr -s ' ')
 [ "$counts" = " 100 1" ] || fail "after concurrent redrives: '$counts' (count of codes x times)"
@@ -255,9 +278,11 @@ for i in $(seq 1 100); do
 done | kcat -b "$B" -P -t "$KAFKA_TOPIC.dlq" -K $'\t' -H frameq-dlq-reason=permanent
 "$producer" redrive --rate 20 >/dev/null 2>&1 &
 victim=$!
-sleep 3 # somewhere mid-way, likely inside an open transaction; any moment must do
+until_midway "$victim" "$KAFKA_TOPIC"
 kill -KILL "$victim"
-wait "$victim" || true
+rc=0
+wait "$victim" || rc=$?
+[ "$rc" = 137 ] || fail "the SIGKILL did not land: the redrive exited $rc"
 out=$("$producer" redrive 2>/dev/null) || fail "redrive after the kill failed"
 echo "$out"
 counts=$(read_topic "$KAFKA_TOPIC" | jq -r '.payload | fromjson | .items[0].code' | sort |

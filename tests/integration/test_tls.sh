@@ -102,7 +102,9 @@ kw="hostaddr=127.0.0.1 port=${hostport##*:} dbname=$db user=${userinfo%%:*} pass
 kw="$kw sslmode=verify-full sslrootcert=$FRAMEQ_TLS_CA"
 check "host=localhost hostaddr=127.0.0.1 verifies (control)" \
     test "$(ssl_of_session "host=localhost $kw")" = t
-ssl_of_session "host=wrong.example $kw" >"$tmp/psql-wrong-host.log" || true
+rc=0
+ssl_of_session "host=wrong.example $kw" >"$tmp/psql-wrong-host.log" || rc=$?
+LOG="$tmp/psql-wrong-host.log" check "psql to host=wrong.example fails (got $rc)" test "$rc" -ne 0
 LOG="$tmp/psql-wrong-host.log" check "host=wrong.example hostaddr=127.0.0.1 fails: the name is checked" \
     grep -qi 'does not match host name "wrong.example"' "$tmp/psql-wrong-host.log"
 rc=0

@@ -175,18 +175,22 @@ cq_consumer_bg() {
     CQ_PIDS+=("$CQ_LAST_PID")
 }
 
-# cq_read TOPIC: every committed message as one kcat JSON line (headers included).
+# cq_read TOPIC: every committed message as one kcat JSON line (headers included). A topic that
+# cannot be read fails the test: an empty answer would pass every "nothing there" check.
 cq_read() {
     # Raw (malformed) payloads need not be UTF-8: lines are made valid text here; compare
     # raw bytes with kcat -f '%s' instead.
-    kcat -b "$KAFKA_BROKERS" -C -t "$1" -e -q -J -X isolation.level=read_committed 2>/dev/null |
+    kcat -b "$KAFKA_BROKERS" -C -t "$1" -e -q -J -X isolation.level=read_committed \
+        2>"$CQ_TMP/read.err" |
         python3 -c 'import sys; sys.stdout.write(sys.stdin.buffer.read().decode("utf-8", "replace"))' ||
-        true
+        cq_fail "reading topic $1 failed: $(head -c 300 "$CQ_TMP/read.err")"
 }
 
 # cq_count TOPIC: committed messages in the topic.
 cq_count() {
-    cq_read "$1" | grep -c '^{' || true
+    local n
+    n=$(cq_read "$1" | awk '/^\{/ { n++ } END { print n + 0 }') || cq_fail "counting topic $1"
+    echo "$n"
 }
 
 # cq_uncommitted TOPIC...: messages a fresh member of the group would still get (0 when the
@@ -196,7 +200,8 @@ cq_uncommitted() {
     for t in "$@"; do
         c=$(timeout 60 kcat -b "$KAFKA_BROKERS" -G "$KAFKA_GROUP_ID" -X enable.auto.commit=false \
             -X auto.offset.reset=earliest -X isolation.level=read_committed -e -q -f '%o\n' "$t" \
-            2>/dev/null | grep -c . || true)
+            2>"$CQ_TMP/uncommitted.err" | awk 'END { print NR }') ||
+            cq_fail "reading $t as group $KAFKA_GROUP_ID failed (or took 60 s): $(head -c 300 "$CQ_TMP/uncommitted.err")"
         n=$((n + c))
     done
     echo "$n"
