@@ -17,15 +17,15 @@
 typedef struct fq_part {
     char *topic;
     int32_t partition;
-    bool paused;       /**< as last applied to librdkafka */
-    int64_t due_ms;    /**< retry topic: paused until this epoch ms; 0 = not waiting */
-    int64_t next;      /**< offset wanted next (after the last one taken); -1 = none taken */
-    int64_t expect;    /**< a rewind to this offset is on its way; -1 = none */
-    int64_t seek_mono; /**< when that rewind was (re)issued */
-    int64_t eof_at;    /**< end offset reported with nothing taken since; -1 = unknown */
-    int64_t want;      /**< highest offset that may be committed; -1 = none */
-    int64_t committed; /**< highest offset the coordinator confirmed from us; -1 = none */
-    int pending;       /**< asynchronous commits not answered yet */
+    bool paused;        /**< as last applied to librdkafka */
+    int64_t due_ms;     /**< retry topic: paused until this epoch ms; 0 = not waiting */
+    int64_t next;       /**< offset wanted next (after the last one taken); -1 = none taken */
+    int64_t expect;     /**< a rewind to this offset is on its way; -1 = none */
+    int64_t seek_mono;  /**< when that rewind was (re)issued */
+    int64_t eof_at;     /**< end offset reported with nothing taken since; -1 = unknown */
+    int64_t want;       /**< highest offset that may be committed; -1 = none */
+    int64_t committed;  /**< highest offset the coordinator confirmed from us; -1 = none */
+    int pending;        /**< asynchronous commits not answered yet */
     int64_t retry_mono; /**< a failed commit is retried from then on */
 } fq_part_t;
 

@@ -10,7 +10,8 @@ static int add_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
 {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     if (!rkt) {
-        snprintf(errstr, errstr_size, "topic %s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
+        snprintf(errstr, errstr_size, "topic %s: %s", topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
         return -1;
     }
     const struct rd_kafka_metadata *md = NULL;

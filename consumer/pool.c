@@ -47,9 +47,9 @@ static void *pool_thread(void *opaque)
 
         int64_t t0 = fq_time_mono_ms();
         fq_outcome_t out = {0};
-        fq_error_t *err = pool->process
-                              ? pool->process(pool->process_ctx, job->item, job->attempt, cancel, &out)
-                              : fq_pipeline_process(pl, job->item, job->attempt, cancel, &out);
+        fq_error_t *err =
+            pool->process ? pool->process(pool->process_ctx, job->item, job->attempt, cancel, &out)
+                          : fq_pipeline_process(pl, job->item, job->attempt, cancel, &out);
         double ms = (double)(fq_time_mono_ms() - t0);
 
         pthread_mutex_lock(&pool->lock);

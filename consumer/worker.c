@@ -86,12 +86,12 @@ struct fq_worker {
     const fq_config_t *cfg;
     fq_worker_opts_t opts;
     fq_worker_hooks_t hooks;
-    rd_kafka_t *rk;           /* consumer */
-    rd_kafka_t *rkp;          /* transactional producer */
+    rd_kafka_t *rk;            /* consumer */
+    rd_kafka_t *rkp;           /* transactional producer */
     rd_kafka_queue_t *commitq; /* answers of asynchronous offset commits */
-    rd_kafka_topic_t *rkt[2]; /* retry and DLQ topics on rkp (metadata kept warm) */
-    fq_store_t *store;        /* the loop's connection (error rows) */
-    fq_store_t *probe_store;  /* the prober thread's connection */
+    rd_kafka_topic_t *rkt[2];  /* retry and DLQ topics on rkp (metadata kept warm) */
+    fq_store_t *store;         /* the loop's connection (error rows) */
+    fq_store_t *probe_store;   /* the prober thread's connection */
     fq_prober_t *prober;
     fq_pool_t *pool;
     fq_metrics_t *metrics;
@@ -415,8 +415,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_topic_partition_list_t *owed = rd_kafka_topic_partition_list_new(parts->cnt);
         for (int i = 0; i < parts->cnt; i++) {
             fq_part_t *p = part_of(w, parts->elems[i].topic, parts->elems[i].partition);
-            int64_t target = p ? fq_part_commit_target(p, !part_busy(w, p), fq_time_mono_ms())
-                               : -1;
+            int64_t target = p ? fq_part_commit_target(p, !part_busy(w, p), fq_time_mono_ms()) : -1;
             if (target < 0 && p && p->pending && p->want > p->committed)
                 target = p->want; /* an unanswered commit may be refused: send it once more */
             if (target >= 0) {
@@ -709,8 +708,8 @@ static void enter_outage(fq_worker_t *w, outage_kind_t kind, const char *reason)
         else if (w->outage_wait_ms < OUTAGE_MIN_MS)
             w->outage_wait_ms = OUTAGE_MIN_MS;
         else
-            w->outage_wait_ms = w->outage_wait_ms * 2 > OUTAGE_MAX_MS ? OUTAGE_MAX_MS
-                                                                      : w->outage_wait_ms * 2;
+            w->outage_wait_ms =
+                w->outage_wait_ms * 2 > OUTAGE_MAX_MS ? OUTAGE_MAX_MS : w->outage_wait_ms * 2;
         snprintf(w->outage_reason, sizeof(w->outage_reason), "%s", reason);
         FQ_WARN(NULL, "outage: pausing consumption until the dependencies answer%s: %s",
                 w->outage_wait_ms ? " and a wait is over" : "", reason);
@@ -888,8 +887,8 @@ static fin_rc_t commit_txn(fq_worker_t *w, msg_t *m, size_t nrouted)
     const fq_config_t *cfg = w->cfg;
     rd_kafka_error_t *error;
     if (!commits_settled(w, m->topic, m->rkm->partition)) {
-        FQ_WARN(NULL, "commit %s [%d]: no answer from the group coordinator within %d ms",
-                m->topic, (int)m->rkm->partition, COMMIT_WAIT_MS);
+        FQ_WARN(NULL, "commit %s [%d]: no answer from the group coordinator within %d ms", m->topic,
+                (int)m->rkm->partition, COMMIT_WAIT_MS);
         return FIN_OUTAGE;
     }
     if (w->txn_dirty) {
@@ -1101,12 +1100,11 @@ static fin_rc_t finish_message(fq_worker_t *w, msg_t *m)
         if (!e->route.status || !e->item || !e->keyed)
             continue;
         fq_store_origin_t origin = {cfg->worker_id, m->topic, m->rkm->partition, m->rkm->offset};
-        fq_error_t *serr =
-            w->hooks.record_error
-                ? w->hooks.record_error(w->hooks.ctx, e->item, e->attempt, e->err,
-                                        e->route.status, &origin)
-                : fq_store_record_error(w->store, e->item, e->attempt, e->err, e->route.status,
-                                        &origin);
+        fq_error_t *serr = w->hooks.record_error
+                               ? w->hooks.record_error(w->hooks.ctx, e->item, e->attempt, e->err,
+                                                       e->route.status, &origin)
+                               : fq_store_record_error(w->store, e->item, e->attempt, e->err,
+                                                       e->route.status, &origin);
         if (serr) {
             snprintf(reason, sizeof(reason), "database: %s", fq_error_message(serr));
             fq_error_destroy(serr);
@@ -1364,8 +1362,7 @@ static bool group_drained(fq_worker_t *w)
     }
     bool done = lag.total == 0;
     if (!done)
-        FQ_DEBUG(NULL, "--once: group lag %" PRId64 " over %zu partition(s)", lag.total,
-                 lag.count);
+        FQ_DEBUG(NULL, "--once: group lag %" PRId64 " over %zu partition(s)", lag.total, lag.count);
     fq_lag_clear(&lag);
     return done;
 }
@@ -1524,8 +1521,9 @@ int fq_worker_run(fq_worker_t *w)
         if (w->opts.once && idle(w) && mono - w->drain_checked >= DRAIN_CHECK_MS) {
             w->drain_checked = mono;
             if (group_drained(w)) {
-                FQ_INFO(NULL, "drained: the group's committed offsets are at the end of every "
-                              "partition (%ld message(s) to the DLQ from this worker)",
+                FQ_INFO(NULL,
+                        "drained: the group's committed offsets are at the end of every "
+                        "partition (%ld message(s) to the DLQ from this worker)",
                         w->dlq_sent);
                 break;
             }

@@ -194,13 +194,16 @@ static rd_kafka_t *client(rd_kafka_type_t type, const char *group)
 static void produce_batch(int32_t partition, const char *const *codes, size_t n)
 {
     char value[4096];
-    size_t len = (size_t)snprintf(value, sizeof(value), "{\"schema\":\"frameq.batch.v1\",\"items\":[");
+    size_t len =
+        (size_t)snprintf(value, sizeof(value), "{\"schema\":\"frameq.batch.v1\",\"items\":[");
     for (size_t i = 0; i < n; i++)
-        len += (size_t)snprintf(value + len, sizeof(value) - len,
-                                "%s{\"platform\":\"mock\",\"code\":\"%s\"}", i ? "," : "", codes[i]);
+        len +=
+            (size_t)snprintf(value + len, sizeof(value) - len,
+                             "%s{\"platform\":\"mock\",\"code\":\"%s\"}", i ? "," : "", codes[i]);
     len += (size_t)snprintf(value + len, sizeof(value) - len, "]}");
     rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, NULL);
-    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(H.topic), RD_KAFKA_V_PARTITION(partition),
+    assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(H.topic),
+                                       RD_KAFKA_V_PARTITION(partition),
                                        RD_KAFKA_V_VALUE(value, len),
                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
                      0);
