@@ -9,11 +9,11 @@
 #include "fq_store.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "fq_log.h"
@@ -55,7 +55,6 @@ enum {
     ST_SELECT_ITEM,
     ST_DONE_ITEM,
     ST_DONE_FRAMES,
-    ST_DONE_PRUNE,
     ST_ERROR_ITEM,
     ST_ERROR_ROW,
     ST_SET_STATUS,
@@ -96,19 +95,22 @@ static const struct {
                       " duration_ms = $3::bigint, width = $4::int, height = $5::int,"
                       " done_at = now(), last_error = NULL, updated_at = now()"
                       " WHERE id = $1::bigint"},
-    /* $1 id, then one array per column: a single round trip for any number of frames. */
+    /* $1 id, $2 the frames as one JSON array of objects (store_frames_json): one round trip
+     * and one parse of the JSON for any number of frames, no value quoted by hand. Upserts
+     * the frames and deletes the rows of an earlier run with more frames; the two touch
+     * disjoint rows, so the DELETE need not see the INSERT's effects (it does not). */
     [ST_DONE_FRAMES] = {"fq_done_frames",
-                        "INSERT INTO extraction_frames"
+                        "WITH f AS MATERIALIZED (SELECT * FROM json_to_recordset($2::json)"
+                        " AS f(idx int, pts_ms bigint, url text, width int, height int,"
+                        " bytes int)),"
+                        " ins AS (INSERT INTO extraction_frames"
                         " (item_id, idx, pts_ms, url, width, height, bytes)"
-                        " SELECT $1::bigint, f.idx, f.pts_ms, f.url, f.width, f.height, f.bytes"
-                        " FROM unnest($2::int[], $3::bigint[], $4::text[], $5::int[], $6::int[],"
-                        " $7::int[]) AS f(idx, pts_ms, url, width, height, bytes)"
+                        " SELECT $1::bigint, idx, pts_ms, url, width, height, bytes FROM f"
                         " ON CONFLICT (item_id, idx) DO UPDATE SET pts_ms = EXCLUDED.pts_ms,"
                         " url = EXCLUDED.url, width = EXCLUDED.width,"
-                        " height = EXCLUDED.height, bytes = EXCLUDED.bytes"},
-    /* $1 id, $2 the indexes just written: rows of an earlier run with more frames go. */
-    [ST_DONE_PRUNE] = {"fq_done_prune", "DELETE FROM extraction_frames WHERE item_id = $1::bigint"
-                                        " AND NOT (idx = ANY ($2::int[]))"},
+                        " height = EXCLUDED.height, bytes = EXCLUDED.bytes)"
+                        " DELETE FROM extraction_frames WHERE item_id = $1::bigint"
+                        " AND idx <> ALL (ARRAY(SELECT idx FROM f))"},
     /* $1 platform, $2 code, $3 status, $4 attempt, $5 last_error. A done item keeps its
      * status and last_error; the attempt count still never goes down. */
     [ST_ERROR_ITEM] = {"fq_error_item",
@@ -249,61 +251,37 @@ static char *store_uri_password(const char *conninfo)
     return strndup(colon + 1, (size_t)(at - colon - 1));
 }
 
-/* A growable string for array literals. */
-typedef struct store_buf {
-    char *data;
-    size_t len, cap;
-    bool oom;
-} store_buf_t;
-
-static void store_buf_add(store_buf_t *b, const char *s, size_t n)
+/* The frames as the JSON text fq_done_frames reads: [{"idx":0,"pts_ms":0,"url":"...",
+ * "width":320,"height":180,"bytes":1000},...]. NULL with why on a URL that is not UTF-8 (JSON
+ * cannot carry it) or out of memory. */
+static char *store_frames_json(const fq_stored_frame_t *frames, size_t count, char *why,
+                               size_t why_size)
 {
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (b->len + n + 1 > cap)
-            cap *= 2;
-        char *data = realloc(b->data, cap);
-        if (!data) {
-            b->oom = true;
-            return;
+    char *text = NULL;
+    json_t *arr = json_array();
+    if (!arr)
+        goto oom;
+    for (size_t i = 0; i < count; i++) {
+        const fq_stored_frame_t *f = &frames[i];
+        json_t *url = f->url ? json_string(f->url) : json_null();
+        if (!url) {
+            snprintf(why, why_size, "frame %d: url is not valid UTF-8", f->index);
+            goto done;
         }
-        b->data = data;
-        b->cap = cap;
+        json_t *o = json_pack("{s:i, s:I, s:o, s:i, s:i, s:i}", "idx", f->index, "pts_ms",
+                              (json_int_t)f->pts_ms, "url", url, "width", f->width, "height",
+                              f->height, "bytes", f->bytes);
+        if (!o || json_array_append_new(arr, o) != 0)
+            goto oom;
     }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void store_buf_addf(store_buf_t *b, const char *fmt, ...) FQ_PRINTF(2, 3);
-static void store_buf_addf(store_buf_t *b, const char *fmt, ...)
-{
-    char tmp[32];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        store_buf_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
-
-/* Appends one element of a text[] literal: NULL unquoted, anything else double-quoted with
- * '"' and '\' backslash-escaped (array_in's rules), so commas, braces and spaces survive. */
-static void store_array_text(store_buf_t *b, const char *s)
-{
-    if (!s) {
-        store_buf_add(b, "NULL", 4);
-        return;
-    }
-    store_buf_add(b, "\"", 1);
-    for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            store_buf_add(b, "\\", 1);
-        store_buf_add(b, p, 1);
-    }
-    store_buf_add(b, "\"", 1);
+    text = json_dumps(arr, JSON_COMPACT);
+    if (text)
+        goto done;
+oom:
+    snprintf(why, why_size, "out of memory building %zu frame rows", count);
+done:
+    json_decref(arr);
+    return text;
 }
 
 /* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates, nothing
@@ -673,7 +651,7 @@ typedef struct done_ctx {
     int64_t item_id;
     const fq_media_info_t *info;
     size_t count;
-    const char *arrays[6]; /* idx, pts_ms, url, width, height, bytes */
+    const char *frames_json;
 } done_ctx_t;
 
 static store_kind_t done_body(fq_store_t *store, void *ctx)
@@ -704,15 +682,8 @@ static store_kind_t done_body(fq_store_t *store, void *ctx)
         snprintf(store->msg, sizeof(store->msg), "mark_done: item %s does not exist", id);
         return store_abort(store, STORE_FAILED);
     }
-    if (c->count > 0) {
-        const char *frame_params[] = {id,           c->arrays[0], c->arrays[1], c->arrays[2],
-                                      c->arrays[3], c->arrays[4], c->arrays[5]};
-        kind = store_exec(store, ST_DONE_FRAMES, 7, frame_params, NULL);
-        if (kind != STORE_OK)
-            return store_abort(store, kind);
-    }
-    const char *prune_params[] = {id, c->arrays[0]};
-    kind = store_exec(store, ST_DONE_PRUNE, 2, prune_params, NULL);
+    const char *frame_params[] = {id, c->frames_json};
+    kind = store_exec(store, ST_DONE_FRAMES, 2, frame_params, NULL);
     if (kind != STORE_OK)
         return store_abort(store, kind);
     kind = store_command(store, "COMMIT", "mark_done commit");
@@ -722,36 +693,14 @@ static store_kind_t done_body(fq_store_t *store, void *ctx)
 fq_error_t *fq_store_mark_done(fq_store_t *store, int64_t item_id, const fq_media_info_t *info,
                                const fq_stored_frame_t *frames, size_t count)
 {
-    /* Build the six array literals once, outside the (possibly repeated) transaction. */
-    store_buf_t bufs[6] = {{0}};
-    for (int a = 0; a < 6; a++)
-        store_buf_add(&bufs[a], "{", 1);
-    for (size_t i = 0; i < count; i++) {
-        const fq_stored_frame_t *f = &frames[i];
-        const char *sep = i ? "," : "";
-        store_buf_addf(&bufs[0], "%s%d", sep, f->index);
-        store_buf_addf(&bufs[1], "%s%" PRId64, sep, f->pts_ms);
-        store_buf_add(&bufs[2], sep, strlen(sep));
-        store_array_text(&bufs[2], f->url);
-        store_buf_addf(&bufs[3], "%s%d", sep, f->width);
-        store_buf_addf(&bufs[4], "%s%d", sep, f->height);
-        store_buf_addf(&bufs[5], "%s%d", sep, f->bytes);
-    }
-    fq_error_t *err = NULL;
-    done_ctx_t c = {.item_id = item_id, .info = info, .count = count};
-    for (int a = 0; a < 6; a++) {
-        store_buf_add(&bufs[a], "}", 1);
-        if (bufs[a].oom) {
-            err = fq_error_new(FQ_STAGE_STORE, FQ_CLASS_RETRIABLE,
-                               "mark_done: out of memory building %zu frame rows", count);
-            goto done;
-        }
-        c.arrays[a] = bufs[a].data;
-    }
-    err = store_run(store, done_body, &c);
-done:
-    for (int a = 0; a < 6; a++)
-        free(bufs[a].data);
+    /* Built once, outside the (possibly repeated) transaction. */
+    char why[128];
+    char *json = store_frames_json(frames, count, why, sizeof(why));
+    if (!json)
+        return fq_error_new(FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, "mark_done: %s", why);
+    done_ctx_t c = {.item_id = item_id, .info = info, .count = count, .frames_json = json};
+    fq_error_t *err = store_run(store, done_body, &c);
+    free(json);
     return err;
 }
 

@@ -219,7 +219,7 @@ static void test_begin_item_attempts(void **state)
     }
 }
 
-/* Frame i of a run: the URL has the characters an array literal must escape. */
+/* Frame i of a run: the URL has characters that hand-made SQL or JSON quoting gets wrong. */
 static void make_frames(fq_stored_frame_t *frames, char (*urls)[128], size_t n, int run)
 {
     for (size_t i = 0; i < n; i++) {

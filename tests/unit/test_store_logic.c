@@ -1,5 +1,5 @@
 /* Unit tests of the store's pure logic: SQLSTATE classification, error codes, message
- * cleaning (one line, no password), array literals, version formatting, argument checks.
+ * cleaning (one line, no password), the frames JSON, version formatting, argument checks.
  * No server is needed: the store's static helpers are reached by including its source. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -138,47 +138,58 @@ static void test_uri_password(void **state)
     }
 }
 
-static void test_array_text(void **state)
+/* The frames JSON read back by jansson: values and awkward URLs arrive intact. */
+static void test_frames_json(void **state)
 {
     (void)state;
-    static const struct {
-        const char *in;
-        const char *want;
-    } cases[] = {
-        {NULL, "NULL"},
-        {"", "\"\""},
-        {"s3://frameq-frames/ig/ABC/0.jpg", "\"s3://frameq-frames/ig/ABC/0.jpg\""},
-        {"a,b{c}d e", "\"a,b{c}d e\""},
-        {"quote\"back\\slash", "\"quote\\\"back\\\\slash\""},
-        {"NULL", "\"NULL\""}, /* quoted, so it stays the text NULL */
+    char url0[] = "s3://frameq-frames/ig/ABC/0.jpg";
+    char url1[] = "a,b{c}d e \"quote\" back\\slash NULL caf\xc3\xa9";
+    const fq_stored_frame_t frames[] = {
+        {.index = 0, .pts_ms = 0, .width = 320, .height = 180, .bytes = 1000, .url = url0},
+        {.index = 7,
+         .pts_ms = 9007199254740993LL,
+         .width = 1,
+         .height = 2,
+         .bytes = 3,
+         .url = url1},
+        {.index = 8, .pts_ms = -1, .width = 0, .height = 0, .bytes = 0, .url = NULL},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        store_buf_t b = {0};
-        store_array_text(&b, cases[i].in);
-        assert_false(b.oom);
-        assert_string_equal(b.data, cases[i].want);
-        free(b.data);
+    char why[128] = "";
+    char *text = store_frames_json(frames, 3, why, sizeof(why));
+    assert_non_null(text);
+    json_error_t jerr;
+    json_t *arr = json_loads(text, 0, &jerr);
+    assert_non_null(arr);
+    assert_int_equal(json_array_size(arr), 3);
+    for (size_t i = 0; i < 3; i++) {
+        json_int_t idx, pts_ms, width, height, bytes;
+        json_t *url = NULL;
+        assert_int_equal(json_unpack(json_array_get(arr, i), "{s:I, s:I, s:o, s:I, s:I, s:I !}",
+                                     "idx", &idx, "pts_ms", &pts_ms, "url", &url, "width", &width,
+                                     "height", &height, "bytes", &bytes),
+                         0);
+        assert_int_equal(idx, frames[i].index);
+        assert_int_equal(pts_ms, frames[i].pts_ms);
+        assert_int_equal(width, frames[i].width);
+        assert_int_equal(height, frames[i].height);
+        assert_int_equal(bytes, frames[i].bytes);
+        if (frames[i].url)
+            assert_string_equal(json_string_value(url), frames[i].url);
+        else
+            assert_true(json_is_null(url));
     }
-}
+    json_decref(arr);
+    free(text);
 
-static void test_buf_grows(void **state)
-{
-    (void)state;
-    store_buf_t b = {0};
-    for (int i = 0; i < 5000; i++)
-        store_buf_addf(&b, "%s%d", i ? "," : "", i);
-    assert_false(b.oom);
-    /* spot-check the start, the end and the total length */
-    assert_memory_equal(b.data, "0,1,2,3", 7);
-    size_t want = 0;
-    for (int i = 0; i < 5000; i++) {
-        char tmp[16];
-        want += (size_t)snprintf(tmp, sizeof(tmp), "%d", i) + (i ? 1 : 0);
-    }
-    assert_int_equal(b.len, want);
-    assert_int_equal(strlen(b.data), want);
-    assert_string_equal(b.data + b.len - 4, "4999");
-    free(b.data);
+    text = store_frames_json(NULL, 0, why, sizeof(why));
+    assert_string_equal(text, "[]");
+    free(text);
+
+    /* A URL that is not UTF-8 cannot travel as JSON: refused, and the error says which. */
+    char bad[] = "file:///x/\xff.jpg";
+    const fq_stored_frame_t one = {.index = 4, .url = bad};
+    assert_null(store_frames_json(&one, 1, why, sizeof(why)));
+    assert_string_equal(why, "frame 4: url is not valid UTF-8");
 }
 
 static void test_utf8_clean(void **state)
@@ -308,8 +319,7 @@ int main(void)
         cmocka_unit_test(test_sqlstate_code),
         cmocka_unit_test(test_clean_message),
         cmocka_unit_test(test_uri_password),
-        cmocka_unit_test(test_array_text),
-        cmocka_unit_test(test_buf_grows),
+        cmocka_unit_test(test_frames_json),
         cmocka_unit_test(test_utf8_clean),
         cmocka_unit_test(test_format_version),
         cmocka_unit_test(test_new_reads_password),
