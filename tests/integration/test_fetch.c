@@ -31,6 +31,7 @@
 #include "fq_http.h"
 #include "fq_test_env.h"
 #include "fq_test_fault.h"
+#include "fq_test_error.h"
 
 #define SMALL_BYTES (200 * 1000)  /* served as v.mp4 */
 #define LARGE_BYTES (1536 * 1024) /* served as large.mp4: over the limit */
@@ -83,11 +84,8 @@ static fq_config_t test_config(void)
         .allowed_source_hosts = "127.0.0.1",
         .max_video_bytes = LIMIT_BYTES,
         .http_timeout_ms = 3000,
-        .s3_endpoint = getenv("S3_ENDPOINT"),
-        .s3_region = getenv("S3_REGION") ? getenv("S3_REGION") : "us-east-1",
-        .aws_access_key_id = getenv("AWS_ACCESS_KEY_ID"),
-        .aws_secret_access_key = getenv("AWS_SECRET_ACCESS_KEY"),
     };
+    fq_test_s3_settings(&cfg);
     return cfg;
 }
 
@@ -263,9 +261,7 @@ static void test_redirect_to_disallowed_host_is_never_contacted(void **state)
              g.port, g.port);
     fq_source_t src;
     fq_error_t *err = fetch_url(fetch, url, &src);
-    assert_non_null(err);
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_VALIDATE);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
+    fq_test_assert_error(err, FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT, FQ_TEST_ANY);
     assert_non_null(
         strstr(fq_error_message(err), "redirect host localhost is not in ALLOWED_SOURCE_HOSTS"));
     fq_error_destroy(err);
@@ -292,9 +288,7 @@ static void test_flaky_then_works(void **state)
     fq_source_t src;
     for (int attempt = 1; attempt <= 2; attempt++) {
         fq_error_t *err = fetch_url(fetch, url, &src);
-        assert_non_null(err);
-        assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);
-        assert_int_equal(fq_error_code(err), 500);
+        fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_RETRIABLE, 500);
         fq_error_destroy(err);
     }
     fq_error_t *err = fetch_url(fetch, url, &src);
@@ -315,10 +309,7 @@ static void test_connection_refused_is_retriable(void **state)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v.mp4", port);
     fq_source_t src;
     fq_error_t *err = fetch_url(fetch, url, &src);
-    assert_non_null(err);
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_FETCH);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);
-    assert_int_equal(fq_error_code(err), CURLE_COULDNT_CONNECT);
+    fq_test_assert_error(err, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, CURLE_COULDNT_CONNECT);
     fq_error_destroy(err);
     fq_fetch_destroy(fetch);
 }
@@ -337,10 +328,7 @@ static void test_unreachable_template_source_is_outage(void **state)
     fq_item_t item = {.platform = "test", .code = "v"};
     fq_source_t src;
     fq_error_t *err = fq_fetch_open(fetch, &item, &src);
-    assert_non_null(err);
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_FETCH);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_OUTAGE);
-    assert_int_equal(fq_error_code(err), CURLE_COULDNT_CONNECT);
+    fq_test_assert_error(err, FQ_STAGE_FETCH, FQ_CLASS_OUTAGE, CURLE_COULDNT_CONNECT);
     fq_error_destroy(err);
 
     char url[128];
@@ -398,21 +386,10 @@ static void test_file_source_only_when_allowed(void **state)
 
 /* ---- S3 ------------------------------------------------------------------------------ */
 
-static void require_s3_env(void)
-{
-    static const char *const names[] = {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID",
-                                        "AWS_SECRET_ACCESS_KEY"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (!getenv(names[i]) || !*getenv(names[i]))
-            fail_msg("%s is not set: start the stack (deploy/local/up) and source .stack/env",
-                     names[i]);
-    }
-}
-
 static void test_s3_source(void **state)
 {
     (void)state;
-    require_s3_env();
+    fq_test_s3_require();
     fq_config_t cfg = test_config();
     cfg.allowed_source_hosts = "frameq-videos";
     char key[128];
@@ -437,10 +414,7 @@ static void test_s3_source(void **state)
     /* Through the template too, and a missing key is a permanent 404 (NoSuchKey). */
     snprintf(url, sizeof(url), "s3://frameq-videos/itest/missing-%ld.mp4", (long)getpid());
     err = fetch_url(fetch, url, &src);
-    assert_non_null(err);
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_FETCH);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
-    assert_int_equal(fq_error_code(err), 404);
+    fq_test_assert_error(err, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, 404);
     fprintf(stderr, "  missing key -> %s\n", fq_error_message(err));
     fq_error_destroy(err);
     fq_fetch_destroy(fetch);
@@ -452,8 +426,7 @@ static void test_s3_source(void **state)
     err = fetch_url(fetch, url, &src);
     assert_non_null(err);
     fprintf(stderr, "  wrong secret -> %s\n", fq_error_message(err));
-    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
-    assert_int_equal(fq_error_code(err), 403);
+    fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_PERMANENT, 403);
     assert_non_null(strstr(fq_error_message(err), "S3 authentication failed (HTTP 403"));
     assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));
     fq_error_destroy(err);

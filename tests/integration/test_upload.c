@@ -31,6 +31,7 @@
 #include "fq_upload.h"
 #include "fq_test_env.h"
 #include "fq_test_fault.h"
+#include "fq_test_error.h"
 
 #define MAX_FRAMES 16
 
@@ -64,27 +65,13 @@ static void make_frames(void)
     }
 }
 
-static void require_s3_env(void)
-{
-    static const char *const names[] = {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID",
-                                        "AWS_SECRET_ACCESS_KEY"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (!getenv(names[i]) || !*getenv(names[i]))
-            fail_msg("%s is not set: start the stack (deploy/local/up) and source .stack/env",
-                     names[i]);
-    }
-}
-
 static fq_config_t test_config(const char *tmpl)
 {
     fq_config_t cfg = {
         .frames_url_template = (char *)tmpl,
         .http_timeout_ms = 5000,
-        .s3_endpoint = getenv("S3_ENDPOINT"),
-        .s3_region = getenv("S3_REGION") ? getenv("S3_REGION") : "us-east-1",
-        .aws_access_key_id = getenv("AWS_ACCESS_KEY_ID"),
-        .aws_secret_access_key = getenv("AWS_SECRET_ACCESS_KEY"),
     };
+    fq_test_s3_settings(&cfg);
     return cfg;
 }
 
@@ -165,10 +152,11 @@ static char *read_whole(const char *path, size_t *len)
     return buf;
 }
 
-static void check_local_frames(const char *dir, int n)
+/* dir/00000.jpg .. hold exactly the n frames handed over. */
+static void check_frame_files(const char *dir, int n)
 {
     for (int i = 0; i < n; i++) {
-        char path[512];
+        char path[600];
         snprintf(path, sizeof(path), "%s/%05d.jpg", dir, i);
         size_t len;
         char *data = read_whole(path, &len);
@@ -176,6 +164,11 @@ static void check_local_frames(const char *dir, int n)
         assert_memory_equal(data, g.jpeg[i], len);
         free(data);
     }
+}
+
+static void check_local_frames(const char *dir, int n)
+{
+    check_frame_files(dir, n);
     char path[512];
     snprintf(path, sizeof(path), "%s/manifest.json", dir);
     size_t len;
@@ -322,15 +315,7 @@ static void test_http_put(void **state)
         fail_msg("http upload: %s", fq_error_message(err));
     char dir[512];
     snprintf(dir, sizeof(dir), "%s/uploads/itest/put", g.www);
-    for (int i = 0; i < MAX_FRAMES; i++) {
-        char path[600];
-        snprintf(path, sizeof(path), "%s/%05d.jpg", dir, i);
-        size_t len;
-        char *data = read_whole(path, &len);
-        assert_int_equal(len, g.size[i]);
-        assert_memory_equal(data, g.jpeg[i], len);
-        free(data);
-    }
+    check_frame_files(dir, MAX_FRAMES);
     char path[600], prefix[128];
     snprintf(path, sizeof(path), "%s/manifest.json", dir);
     snprintf(prefix, sizeof(prefix), "http://127.0.0.1:%d/upload/itest/put/", g.port);
@@ -356,9 +341,7 @@ static void test_http_failures(void **state)
     fq_upload_t *up = run_item(&cfg, "e500", 1, &err);
     assert_non_null(err);
     fprintf(stderr, "  500 -> %s: %s\n", fq_class_name(fq_error_class(err)), fq_error_message(err));
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_UPLOAD);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);
-    assert_int_equal(fq_error_code(err), 500);
+    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_RETRIABLE, 500);
     assert_int_equal(fq_test_fault_count(g.port, "/put500/itest/e500/0.jpg"), 3);
     size_t count;
     fq_upload_frames(up, &count);
@@ -374,8 +357,7 @@ static void test_http_failures(void **state)
     up = run_item(&cfg, "e403", 1, &err);
     assert_non_null(err);
     fprintf(stderr, "  403 -> %s: %s\n", fq_class_name(fq_error_class(err)), fq_error_message(err));
-    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
-    assert_int_equal(fq_error_code(err), 403);
+    fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_PERMANENT, 403);
     assert_non_null(strstr(fq_error_message(err), "REFUSED"));
     assert_int_equal(fq_test_fault_count(g.port, "/put403/itest/e403/0.jpg"), 1);
     fq_error_destroy(err);
@@ -389,9 +371,7 @@ static void test_http_failures(void **state)
     assert_non_null(err);
     fprintf(stderr, "  down -> %s: %s\n", fq_class_name(fq_error_class(err)),
             fq_error_message(err));
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_UPLOAD);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_OUTAGE);
-    assert_int_equal(fq_error_code(err), CURLE_COULDNT_CONNECT);
+    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE, CURLE_COULDNT_CONNECT);
     fq_error_destroy(err);
     fq_upload_destroy(up);
 }
@@ -401,7 +381,7 @@ static void test_http_failures(void **state)
 static void test_s3_roundtrip(void **state)
 {
     (void)state;
-    require_s3_env();
+    fq_test_s3_require();
     char tmpl[256], code[64];
     snprintf(code, sizeof(code), "s3-%ld-%ld", (long)getpid(), (long)time(NULL));
     snprintf(tmpl, sizeof(tmpl), "s3://frameq-frames/itest/{platform}/{code}/{index:05}.jpg");
@@ -456,7 +436,7 @@ static void test_s3_roundtrip(void **state)
 static void test_s3_failures(void **state)
 {
     (void)state;
-    require_s3_env();
+    fq_test_s3_require();
     fq_config_t cfg = test_config("s3://frameq-frames/itest/{platform}/{code}/{index}.jpg");
     cfg.aws_secret_access_key = "definitely-wrong-secret";
     fq_error_t *err;
@@ -464,9 +444,7 @@ static void test_s3_failures(void **state)
     assert_non_null(err);
     fprintf(stderr, "  wrong secret -> %s: %s\n", fq_class_name(fq_error_class(err)),
             fq_error_message(err));
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_UPLOAD);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
-    assert_int_equal(fq_error_code(err), 403);
+    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_PERMANENT, 403);
     assert_non_null(strstr(fq_error_message(err), "S3 authentication failed"));
     assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));
     fq_error_destroy(err);

@@ -50,3 +50,11 @@ char *fq_test_conninfo_for(const char *url, const char *dbname, const char *app)
     PQconninfoFree(opts);
     return out;
 }
+
+PGresult *fq_test_pg_query(PGconn *pg, const char *sql, int n, const char *const *params)
+{
+    PGresult *res = PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(res));
+    return res;
+}
