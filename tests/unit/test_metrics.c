@@ -576,7 +576,8 @@ static void test_http_connection_limit(void **state)
         assert_non_null(strstr(buf, " 200 "));
     }
     int extra = client_connect(port); /* the kernel completes the handshake: backlog */
-    send_all(extra, "GET /readyz HTTP/1.0\r\n\r\n", 26);
+    static const char req10[] = "GET /readyz HTTP/1.0\r\n\r\n";
+    send_all(extra, req10, strlen(req10));
     struct pollfd p = {.fd = extra, .events = POLLIN};
     assert_int_equal(poll(&p, 1, 300), 0); /* not served while every slot is held */
     for (int i = 0; i < FQ_METRICS_HTTP_MAX_CONNS; i++)
