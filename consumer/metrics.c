@@ -218,41 +218,55 @@ static char *labels_from_va(va_list ap, bool histogram)
     return sb.buf;
 }
 
-/* Binary search; *pos receives the insertion point when not found. */
-static family_t *find_family(const fq_metrics_t *m, const char *name, size_t *pos)
+/* Binary search over n entries sorted by the string key_at(arr, i): the index of key, or of
+ * where it would be inserted (then *found is false). */
+static size_t sorted_search(const void *arr, size_t n, const char *(*key_at)(const void *, size_t),
+                            const char *key, bool *found)
 {
-    size_t lo = 0, hi = m->n_families;
+    size_t lo = 0, hi = n;
+    *found = false;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(m->families[mid]->name, name);
-        if (c == 0)
-            return m->families[mid];
+        int c = strcmp(key_at(arr, mid), key);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
         if (c < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
+    return lo;
+}
+
+static const char *family_name_at(const void *arr, size_t i)
+{
+    return ((family_t *const *)arr)[i]->name;
+}
+
+static const char *series_labels_at(const void *arr, size_t i)
+{
+    return ((series_t *const *)arr)[i]->labels;
+}
+
+/* *pos receives the insertion point when not found. */
+static family_t *find_family(const fq_metrics_t *m, const char *name, size_t *pos)
+{
+    bool found;
+    size_t i = sorted_search(m->families, m->n_families, family_name_at, name, &found);
     if (pos)
-        *pos = lo;
-    return NULL;
+        *pos = i;
+    return found ? m->families[i] : NULL;
 }
 
 static series_t *find_series(const family_t *f, const char *labels, size_t *pos)
 {
-    size_t lo = 0, hi = f->n_series;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(f->series[mid]->labels, labels);
-        if (c == 0)
-            return f->series[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    bool found;
+    size_t i = sorted_search(f->series, f->n_series, series_labels_at, labels, &found);
     if (pos)
-        *pos = lo;
-    return NULL;
+        *pos = i;
+    return found ? f->series[i] : NULL;
 }
 
 /* Finds or creates the series; takes ownership of labels either way. Lock held. */
