@@ -30,25 +30,8 @@ typedef struct fixture {
 
 static void create_db(fixture_t *fx, const char *tag, char *dbname, size_t size)
 {
-    snprintf(dbname, size, "fq_test_%s_%d_%08lx", tag, (int)getpid(), (unsigned long)random());
-    char sql[128];
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", dbname);
-    PGresult *res = PQexec(fx->admin, sql);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(res));
-    PQclear(res);
-}
-
-static int drop_db(fixture_t *fx, const char *dbname)
-{
-    char sql[128];
-    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
-    PGresult *res = PQexec(fx->admin, sql);
-    int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
-    if (rc)
-        fprintf(stderr, "%s: %s\n", sql, PQresultErrorMessage(res));
-    PQclear(res);
-    return rc;
+    if (fq_test_pg_create_db(fx->admin, tag, dbname, size) != 0)
+        fail_msg("cannot create a database for the test (see above)");
 }
 
 /* Runs a statement expected to fail; returns its SQLSTATE ("" when it succeeded). */
@@ -65,25 +48,14 @@ static void expect_sqlstate(PGconn *pg, const char *sql, int n, const char *cons
 
 static int group_setup(void **state)
 {
-    const char *url = getenv("DATABASE_URL");
-    if (!url || !*url) {
-        fprintf(stderr, "DATABASE_URL is not set: start the stack (deploy/local/up) and source "
-                        ".stack/env before running integration tests\n");
-        return -1;
-    }
     if (fq_migrations_count == 0) {
         fprintf(stderr, "no migrations are embedded (deploy/migrations/*.sql)\n");
         return -1;
     }
     fixture_t *fx = calloc(1, sizeof(*fx));
     *state = fx;
-    fx->url = url;
-    fx->admin = PQconnectdb(url);
-    if (PQstatus(fx->admin) != CONNECTION_OK) {
-        fprintf(stderr, "cannot connect to DATABASE_URL: %s\n", PQerrorMessage(fx->admin));
-        return -1;
-    }
-    return 0;
+    fx->admin = fq_test_pg_admin(&fx->url);
+    return fx->admin ? 0 : -1;
 }
 
 static int group_teardown(void **state)
@@ -94,7 +66,7 @@ static int group_teardown(void **state)
     int rc = 0;
     PQfinish(fx->pg);
     if (fx->dbname[0])
-        rc = drop_db(fx, fx->dbname);
+        rc = fq_test_pg_drop_db(fx->admin, fx->dbname);
     PQfinish(fx->admin);
     free(fx->conninfo);
     free(fx);
@@ -376,7 +348,7 @@ static void test_concurrent_migrators(void **state)
         PQclear(res);
         PQfinish(pg);
         free(conninfo);
-        drop_db(fx, dbname);
+        fq_test_pg_drop_db(fx->admin, dbname);
         if (!ok)
             fail_msg("round %d: migrator 1 applied %d (%s), migrator 2 applied %d (%s); want "
                      "%zu in all, each version once",

@@ -37,32 +37,13 @@ typedef struct fixture {
 
 static int group_setup(void **state)
 {
-    const char *url = getenv("DATABASE_URL");
-    if (!url || !*url) {
-        fprintf(stderr, "DATABASE_URL is not set: start the stack (deploy/local/up) and source "
-                        ".stack/env before running integration tests\n");
-        return -1;
-    }
     fixture_t *fx = calloc(1, sizeof(*fx));
     *state = fx; /* from here the teardown cleans up, also after a failed setup */
-    snprintf(fx->dbname, sizeof(fx->dbname), "fq_test_store_%d_%08lx", (int)getpid(),
-             (unsigned long)random());
     snprintf(fx->app, sizeof(fx->app), "fq-test-store-%d", (int)getpid());
-    fx->admin = PQconnectdb(url);
-    if (PQstatus(fx->admin) != CONNECTION_OK) {
-        fprintf(stderr, "cannot connect to DATABASE_URL: %s\n", PQerrorMessage(fx->admin));
+    const char *url = NULL;
+    fx->admin = fq_test_pg_admin(&url);
+    if (!fx->admin || fq_test_pg_create_db(fx->admin, "store", fx->dbname, sizeof(fx->dbname)) != 0)
         return -1;
-    }
-    char sql[128];
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", fx->dbname);
-    PGresult *res = PQexec(fx->admin, sql);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        fprintf(stderr, "%s: %s\n", sql, PQresultErrorMessage(res));
-        PQclear(res);
-        fx->dbname[0] = '\0'; /* nothing to drop */
-        return -1;
-    }
-    PQclear(res);
     char *checker = fq_test_conninfo_for(url, fx->dbname, "fq-test-checker");
     fx->pg = PQconnectdb(checker);
     free(checker);
@@ -86,15 +67,8 @@ static int group_teardown(void **state)
     fq_store_destroy(fx->store);
     PQfinish(fx->pg);
     int rc = 0;
-    if (fx->dbname[0] && PQstatus(fx->admin) == CONNECTION_OK) {
-        char sql[128];
-        snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", fx->dbname);
-        PGresult *res = PQexec(fx->admin, sql);
-        rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
-        if (rc)
-            fprintf(stderr, "%s: %s\n", sql, PQresultErrorMessage(res));
-        PQclear(res);
-    }
+    if (fx->dbname[0] && fx->admin)
+        rc = fq_test_pg_drop_db(fx->admin, fx->dbname);
     PQfinish(fx->admin);
     free(fx->conninfo);
     free(fx);
