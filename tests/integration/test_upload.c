@@ -36,10 +36,7 @@
 #define MAX_FRAMES 16
 
 static struct {
-    char dir[128];
-    char www[192];
-    pid_t server;
-    int port;
+    fq_test_site_t site;
     uint8_t *jpeg[MAX_FRAMES];
     size_t size[MAX_FRAMES];
 } g;
@@ -185,19 +182,8 @@ static int group_setup(void **state)
 {
     (void)state;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    snprintf(g.dir, sizeof(g.dir), "/tmp/fq-itest-upload-XXXXXX");
-    if (!mkdtemp(g.dir))
+    if (fq_test_site_start(&g.site, "upload") != 0)
         return -1;
-    snprintf(g.www, sizeof(g.www), "%s/www", g.dir);
-    if (mkdir(g.www, 0700) != 0)
-        return -1;
-    char port_file[256];
-    snprintf(port_file, sizeof(port_file), "%s/port", g.dir);
-    g.port = fq_test_fault_start(g.www, port_file, &g.server);
-    if (g.port <= 0) {
-        fprintf(stderr, "cannot start tests/tools/fault_server.py\n");
-        return -1;
-    }
     make_frames();
     return 0;
 }
@@ -205,11 +191,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    fq_test_fault_stop(g.server);
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g.dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", g.dir);
+    fq_test_site_stop(&g.site);
     for (int i = 0; i < MAX_FRAMES; i++)
         free(g.jpeg[i]);
     curl_global_cleanup();
@@ -222,8 +204,8 @@ static void test_file_absolute(void **state)
 {
     (void)state;
     char tmpl[256], dir[256];
-    snprintf(tmpl, sizeof(tmpl), "file://%s/frames/{platform}/{code}/{index:05}.jpg", g.dir);
-    snprintf(dir, sizeof(dir), "%s/frames/itest/abs", g.dir);
+    snprintf(tmpl, sizeof(tmpl), "file://%s/frames/{platform}/{code}/{index:05}.jpg", g.site.dir);
+    snprintf(dir, sizeof(dir), "%s/frames/itest/abs", g.site.dir);
     fq_config_t cfg = test_config(tmpl);
     fq_error_t *err;
     fq_upload_t *up = run_item(&cfg, "abs", 7, &err);
@@ -259,7 +241,7 @@ static void test_file_relative(void **state)
     (void)state;
     char cwd[512];
     assert_non_null(getcwd(cwd, sizeof(cwd)));
-    assert_int_equal(chdir(g.dir), 0);
+    assert_int_equal(chdir(g.site.dir), 0);
     fq_config_t cfg = test_config("file://./rel/{platform}/{code}/{index}.jpg");
     fq_error_t *err;
     fq_upload_t *up = run_item(&cfg, "rel", 3, &err);
@@ -267,7 +249,7 @@ static void test_file_relative(void **state)
     if (err)
         fail_msg("relative file upload: %s", fq_error_message(err));
     char path[512];
-    snprintf(path, sizeof(path), "%s/rel/itest/rel/2.jpg", g.dir);
+    snprintf(path, sizeof(path), "%s/rel/itest/rel/2.jpg", g.site.dir);
     size_t len;
     char *data = read_whole(path, &len);
     assert_int_equal(len, g.size[2]);
@@ -306,7 +288,7 @@ static void test_http_put(void **state)
     (void)state;
     char tmpl[256];
     snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/upload/{platform}/{code}/{index:05}.jpg",
-             g.port);
+             g.site.port);
     fq_config_t cfg = test_config(tmpl);
     fq_error_t *err;
     /* More frames than the window of transfers in flight. */
@@ -314,11 +296,11 @@ static void test_http_put(void **state)
     if (err)
         fail_msg("http upload: %s", fq_error_message(err));
     char dir[512];
-    snprintf(dir, sizeof(dir), "%s/uploads/itest/put", g.www);
+    snprintf(dir, sizeof(dir), "%s/uploads/itest/put", g.site.www);
     check_frame_files(dir, MAX_FRAMES);
     char path[600], prefix[128];
     snprintf(path, sizeof(path), "%s/manifest.json", dir);
-    snprintf(prefix, sizeof(prefix), "http://127.0.0.1:%d/upload/itest/put/", g.port);
+    snprintf(prefix, sizeof(prefix), "http://127.0.0.1:%d/upload/itest/put/", g.site.port);
     size_t len;
     char *text = read_whole(path, &len);
     check_manifest(text, "put", MAX_FRAMES, prefix);
@@ -335,14 +317,14 @@ static void test_http_failures(void **state)
     char tmpl[256];
     /* 500: retried quickly inside the call, then retriable. */
     snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/put500/{platform}/{code}/{index}.jpg",
-             g.port);
+             g.site.port);
     fq_config_t cfg = test_config(tmpl);
     fq_error_t *err;
     fq_upload_t *up = run_item(&cfg, "e500", 1, &err);
     assert_non_null(err);
     fprintf(stderr, "  500 -> %s: %s\n", fq_class_name(fq_error_class(err)), fq_error_message(err));
     fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_RETRIABLE, 500);
-    assert_int_equal(fq_test_fault_count(g.port, "/put500/itest/e500/0.jpg"), 3);
+    assert_int_equal(fq_test_fault_count(g.site.port, "/put500/itest/e500/0.jpg"), 3);
     size_t count;
     fq_upload_frames(up, &count);
     assert_int_equal(count, 0); /* nothing counts as stored after a failure */
@@ -352,14 +334,14 @@ static void test_http_failures(void **state)
 
     /* 403: a misconfiguration, permanent, not retried. */
     snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/put403/{platform}/{code}/{index}.jpg",
-             g.port);
+             g.site.port);
     cfg = test_config(tmpl);
     up = run_item(&cfg, "e403", 1, &err);
     assert_non_null(err);
     fprintf(stderr, "  403 -> %s: %s\n", fq_class_name(fq_error_class(err)), fq_error_message(err));
     fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_PERMANENT, 403);
     assert_non_null(strstr(fq_error_message(err), "REFUSED"));
-    assert_int_equal(fq_test_fault_count(g.port, "/put403/itest/e403/0.jpg"), 1);
+    assert_int_equal(fq_test_fault_count(g.site.port, "/put403/itest/e403/0.jpg"), 1);
     fq_error_destroy(err);
     fq_upload_destroy(up);
 
