@@ -1,7 +1,7 @@
 /* frameq metrics and health endpoint (METRICS_ADDR): /metrics in Prometheus text format,
  * /healthz (the consume loop is alive), /readyz (assigned, dependencies reachable, circuit
- * closed). All functions are thread-safe. Metric and label names are fixed strings chosen by
- * the caller; label values are escaped here. */
+ * closed), served by libmicrohttpd (GET and HEAD). All functions are thread-safe. Metric and label
+ * names are fixed strings chosen by the caller; label values are escaped here. */
 #ifndef FQ_METRICS_H
 #define FQ_METRICS_H
 

@@ -24,6 +24,8 @@ typedef enum fq_role {
 #define FQ_EXIT_DLQ   1 /**< --once: something went to the DLQ; or start-up failure */
 #define FQ_EXIT_USAGE 2 /**< configuration error */
 #define FQ_EXIT_FATAL 3 /**< fatal Kafka error (fenced producer, ...): restart the process */
+/** consumer --migrate/--process/--process-file: the work failed (the code of FQ_EXIT_DLQ). */
+#define FQ_EXIT_FAILED FQ_EXIT_DLQ
 
 /**
  * Stand-ins for the item work, for tests of the worker core without services (e.g. against

@@ -1,5 +1,6 @@
 /* consumer: the frameq worker program (DESIGN §6). */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,36 +28,80 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
+/* Program options. --config and -X are read by fq_config_load (the configuration layers),
+ * which removes them from argv before getopt_long sees the rest; they are listed here for
+ * --help only. */
+enum {
+    OPT_ROLE = 256,
+    OPT_ONCE,
+    OPT_MIGRATE,
+    OPT_PROCESS,
+    OPT_PROCESS_FILE,
+    OPT_NO_DB,
+    OPT_PRINT_CONFIG,
+    OPT_VERSION,
+    OPT_HELP = 'h',
+    OPT_CONFIG_LAYER = 0,
+};
+
+static const struct {
+    const char *name; /* long option; "-X" for the one short config flag */
+    int has_arg;
+    int id;
+    const char *arg;  /* the value's name in --help */
+    const char *help; /* "\n" starts an indented continuation line */
+} options[] = {
+    {"role", required_argument, OPT_ROLE, "main|retry|all", "topics to consume (default all)"},
+    {"once", no_argument, OPT_ONCE, NULL,
+     "drain: exit when no due work is left; exit 1 if anything\nwent to the DLQ during the "
+     "run"},
+    {"migrate", no_argument, OPT_MIGRATE, NULL, "apply the database schema and exit"},
+    {"process", required_argument, OPT_PROCESS, "ITEM_JSON",
+     "run one item through the pipeline (attempt 1) without\nKafka, print the outcome as JSON; "
+     "exit 0 done, 1 failed,\n2 bad item"},
+    {"process-file", required_argument, OPT_PROCESS_FILE, "FILE",
+     "run every item of FILE (one item JSON per line, '-' for\nstdin) on WORKER_CONCURRENCY "
+     "threads without Kafka; prints\na JSON summary (for benchmarks); exit 0 all done, 1 not"},
+    {"no-db", no_argument, OPT_NO_DB, NULL, "with --process/--process-file: no database"},
+    {"print-config", no_argument, OPT_PRINT_CONFIG, NULL,
+     "print the effective configuration and exit"},
+    {"version", no_argument, OPT_VERSION, NULL, "print versions and exit"},
+    {"help", no_argument, OPT_HELP, NULL, "this text"},
+    {"config", required_argument, OPT_CONFIG_LAYER, "FILE", "KEY=VALUE settings file"},
+    {"-X", required_argument, OPT_CONFIG_LAYER, "prop=val", "any librdkafka property"},
+};
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
 static void print_usage(FILE *out)
 {
+    fprintf(out, "usage: consumer [OPTIONS]\n"
+                 "\n"
+                 "Consumes frameq batches from KAFKA_TOPIC and items from KAFKA_RETRY_TOPIC, "
+                 "extracts\n"
+                 "frames, records results in PostgreSQL, routes failures to the retry topic or "
+                 "DLQ.\n"
+                 "\n"
+                 "Program options:\n");
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        char flag[64];
+        snprintf(flag, sizeof(flag), "%s%s%s%s", options[i].name[0] == '-' ? "" : "--",
+                 options[i].name, options[i].arg ? " " : "", options[i].arg ? options[i].arg : "");
+        fprintf(out, "  %-23s", flag);
+        for (const char *line = options[i].help; line;) {
+            const char *nl = strchr(line, '\n');
+            fprintf(out, " %.*s\n", nl ? (int)(nl - line) : (int)strlen(line), line);
+            line = nl ? nl + 1 : NULL;
+            if (line)
+                fprintf(out, "%25s", "");
+        }
+    }
     fprintf(out,
-            "usage: consumer [OPTIONS]\n"
             "\n"
-            "Consumes frameq batches from KAFKA_TOPIC and items from KAFKA_RETRY_TOPIC, extracts\n"
-            "frames, records results in PostgreSQL, routes failures to the retry topic or DLQ.\n"
+            "Exit codes: %d ok, %d something went to the DLQ (--once) or failed, %d usage or\n"
+            "configuration error, %d fatal Kafka error (restart the process).\n"
             "\n"
-            "Program options:\n"
-            "  --role main|retry|all   topics to consume (default all)\n"
-            "  --once                  drain: exit when no due work is left; exit 1 if anything\n"
-            "                          went to the DLQ during the run\n"
-            "  --migrate               apply the database schema and exit\n"
-            "  --process ITEM_JSON     run one item through the pipeline (attempt 1) without\n"
-            "                          Kafka, print the outcome as JSON; exit 0 done, 1 failed,\n"
-            "                          2 bad item\n"
-            "  --process-file FILE     run every item of FILE (one item JSON per line, '-' for\n"
-            "                          stdin) on WORKER_CONCURRENCY threads without Kafka; prints\n"
-            "                          a JSON summary (for benchmarks); exit 0 all done, 1 not\n"
-            "  --no-db                 with --process/--process-file: no database\n"
-            "  --print-config          print the effective configuration and exit\n"
-            "  --version               print versions and exit\n"
-            "  --help                  this text\n"
-            "  --config FILE           KEY=VALUE settings file\n"
-            "  -X prop=val             any librdkafka property\n"
-            "\n"
-            "Exit codes: 0 ok, 1 something went to the DLQ (--once) or failed, 2 usage or\n"
-            "configuration error, 3 fatal Kafka error (restart the process).\n"
-            "\n"
-            "Settings (environment variable, flag, default):\n");
+            "Settings (environment variable, flag, default):\n",
+            FQ_EXIT_OK, FQ_EXIT_DLQ, FQ_EXIT_USAGE, FQ_EXIT_FATAL);
     fq_config_print_help(out);
 }
 
@@ -73,10 +118,10 @@ static void print_version(FILE *out)
 static int run_migrate(const fq_config_t *cfg)
 {
     fq_store_t *store = fq_store_new(cfg->database_url);
-    int applied = 0, rc = 1;
+    int applied = 0, rc = FQ_EXIT_FAILED;
     if (!store) {
         fprintf(stderr, "consumer: --migrate: cannot create a store\n");
-        return 1;
+        return FQ_EXIT_FAILED;
     }
     fq_error_t *err = fq_store_migrate(store, &applied);
     if (err) {
@@ -86,7 +131,7 @@ static int run_migrate(const fq_config_t *cfg)
     }
     int version = fq_migrations_count ? fq_migrations[fq_migrations_count - 1].version : 0;
     printf("schema at version %d (applied %d)\n", version, applied);
-    rc = 0;
+    rc = FQ_EXIT_OK;
 done:
     fq_store_destroy(store);
     return rc;
@@ -98,7 +143,7 @@ static int run_process(const fq_config_t *cfg, const char *json, bool with_db)
     char errstr[512];
     fq_pipeline_t *pl = NULL;
     fq_outcome_t out = {0};
-    int rc = 2;
+    int rc = FQ_EXIT_USAGE; /* a bad item */
     fq_error_t *err = fq_item_decode(json, strlen(json), &item);
     if (err) {
         fprintf(stderr, "consumer: --process: %s\n", fq_error_message(err));
@@ -116,7 +161,7 @@ static int run_process(const fq_config_t *cfg, const char *json, bool with_db)
     if (js)
         printf("%s\n", js);
     free(js);
-    rc = err ? 1 : 0;
+    rc = err ? FQ_EXIT_FAILED : FQ_EXIT_OK;
     fq_error_destroy(err);
 done:
     fq_pipeline_destroy(pl);
@@ -135,10 +180,10 @@ static int run_process_file(const fq_config_t *cfg, const char *path, bool with_
     size_t line_cap = 0;
     fq_pool_t *pool = NULL;
     char errstr[512];
-    int rc = 2;
+    int rc = FQ_EXIT_USAGE; /* unreadable file or a bad item */
     if (!in) {
         fprintf(stderr, "consumer: --process-file %s: %s\n", path, strerror(errno));
-        return 2;
+        return FQ_EXIT_USAGE;
     }
     ssize_t len;
     while ((len = getline(&line, &line_cap, in)) >= 0) {
@@ -190,7 +235,7 @@ static int run_process_file(const fq_config_t *cfg, const char *path, bool with_
     printf("{\"items\":%zu,\"done\":%zu,\"failed\":%zu,\"seconds\":%.3f,\"items_per_s\":%.2f,"
            "\"concurrency\":%d}\n",
            n, done, failed, secs, secs > 0 ? (double)n / secs : 0.0, cfg->worker_concurrency);
-    rc = failed ? 1 : 0;
+    rc = failed ? FQ_EXIT_FAILED : FQ_EXIT_OK;
 done:
     fq_pool_destroy(pool);
     for (size_t i = 0; jobs && i < n; i++)
@@ -217,11 +262,11 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             print_usage(stdout);
-            return 0;
+            return FQ_EXIT_OK;
         }
         if (strcmp(argv[i], "--version") == 0) {
             print_version(stdout);
-            return 0;
+            return FQ_EXIT_OK;
         }
     }
 
@@ -238,42 +283,62 @@ int main(int argc, char **argv)
     fq_role_t role = FQ_ROLE_ALL;
     bool once = false, migrate = false, no_db = false, print_config = false;
     const char *process = NULL, *process_file = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = NULL;
-        if (strncmp(a, "--role=", 7) == 0) {
-            val = a + 7;
-        } else if (strcmp(a, "--role") == 0 && i + 1 < argc) {
-            val = argv[++i];
-        } else if (strcmp(a, "--once") == 0) {
+    struct option longopts[N_OPTIONS + 1];
+    size_t n_longopts = 0;
+    for (size_t i = 0; i < N_OPTIONS; i++)
+        if (options[i].id != OPT_CONFIG_LAYER)
+            longopts[n_longopts++] =
+                (struct option){options[i].name, options[i].has_arg, NULL, options[i].id};
+    longopts[n_longopts] = (struct option){0};
+    /* getopt permutes: options may stand in any order; our own messages, not getopt's. */
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_ROLE:
+            if (fq_role_parse(optarg, &role) != 0) {
+                fprintf(stderr, "consumer: --role: '%s' is not main, retry or all\n", optarg);
+                goto done;
+            }
+            break;
+        case OPT_ONCE:
             once = true;
-            continue;
-        } else if (strcmp(a, "--migrate") == 0) {
+            break;
+        case OPT_MIGRATE:
             migrate = true;
-            continue;
-        } else if (strcmp(a, "--no-db") == 0) {
+            break;
+        case OPT_PROCESS:
+            process = optarg;
+            break;
+        case OPT_PROCESS_FILE:
+            process_file = optarg;
+            break;
+        case OPT_NO_DB:
             no_db = true;
-            continue;
-        } else if (strcmp(a, "--print-config") == 0) {
+            break;
+        case OPT_PRINT_CONFIG:
             print_config = true;
-            continue;
-        } else if (strcmp(a, "--process") == 0 && i + 1 < argc) {
-            process = argv[++i];
-            continue;
-        } else if (strncmp(a, "--process=", 10) == 0) {
-            process = a + 10;
-            continue;
-        } else if (strcmp(a, "--process-file") == 0 && i + 1 < argc) {
-            process_file = argv[++i];
-            continue;
-        } else {
-            fprintf(stderr, "consumer: %s: unknown option or missing value (see --help)\n", a);
+            break;
+        case OPT_HELP: /* usually answered above; here when abbreviated ("--he") */
+            print_usage(stdout);
+            rc = FQ_EXIT_OK;
+            goto done;
+        case OPT_VERSION:
+            print_version(stdout);
+            rc = FQ_EXIT_OK;
+            goto done;
+        case ':':
+            fprintf(stderr, "consumer: %s: needs a value (see --help)\n", argv[optind - 1]);
+            goto done;
+        default:
+            fprintf(stderr, "consumer: %s: unknown option (see --help)\n", argv[optind - 1]);
             goto done;
         }
-        if (fq_role_parse(val, &role) != 0) {
-            fprintf(stderr, "consumer: --role: '%s' is not main, retry or all\n", val);
-            goto done;
-        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "consumer: %s: unexpected argument (see --help)\n", argv[optind]);
+        goto done;
     }
 
     if (fq_log_init("consumer", cfg->worker_id, cfg->log_format, cfg->log_level) != 0) {
@@ -282,7 +347,7 @@ int main(int argc, char **argv)
     }
     if (print_config) {
         fq_config_print(cfg, stdout);
-        rc = 0;
+        rc = FQ_EXIT_OK;
         goto done;
     }
     if (migrate) {
@@ -309,7 +374,7 @@ int main(int argc, char **argv)
     metrics = fq_metrics_new();
     if (!metrics) {
         fprintf(stderr, "consumer: out of memory\n");
-        rc = FQ_EXIT_DLQ;
+        rc = FQ_EXIT_FAILED;
         goto done;
     }
     fq_worker_declare_metrics(metrics);

@@ -115,7 +115,7 @@ fq_class_t fq_http_class_for_curl(CURLcode rc);
 fq_error_t *fq_http_status_error(fq_stage_t stage, fq_class_t klass, long status,
                                  const char *safe_url, const char *body, size_t len) FQ_WARN_UNUSED;
 
-/** @brief Hex SHA-256 (64 chars + NUL) of data. */
+/** @brief Hex SHA-256 (64 chars + NUL) of data (libcrypto); "" (logged) if libcrypto fails. */
 void fq_sha256_hex(const void *data, size_t len, char out[65]);
 
 #endif

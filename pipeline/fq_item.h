@@ -93,7 +93,7 @@ struct json_t;
 /** @brief "object", "array", "string", "number", "boolean" or "null", for error messages. */
 const char *fq_json_type_name(const struct json_t *v);
 
-/** @brief A random RFC 4122 version-4 UUID, 36 chars + NUL, from /dev/urandom. */
+/** @brief A random RFC 4122 version-4 UUID, 36 lowercase chars + NUL (libuuid). */
 void fq_uuid4(char out[37]);
 
 #endif

@@ -7,15 +7,12 @@
  */
 #include "fq_item.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <unistd.h>
 
 #include <jansson.h>
+#include <uuid/uuid.h>
 
 /* A batch is an object holding an array of objects: depth 3. Unknown item fields may nest a
  * little (forward compatibility) but nothing legitimate comes near 32. */
@@ -531,41 +528,7 @@ char *fq_batch_encode(const char *batch_id, const char *enqueued_at, const fq_it
 
 void fq_uuid4(char out[37])
 {
-    unsigned char r[16];
-    size_t got = 0;
-    while (got < sizeof(r)) {
-        ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    if (got < sizeof(r)) {
-        /* getrandom(2) missing (old kernel, seccomp): read the same pool through the device. */
-        int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-        while (fd >= 0 && got < sizeof(r)) {
-            ssize_t n = read(fd, r + got, sizeof(r) - got);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break;
-            got += (size_t)n;
-        }
-        if (fd >= 0)
-            close(fd);
-        if (got < sizeof(r))
-            abort(); /* no entropy at all: ids would collide, better stop loudly */
-    }
-    r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* version 4 */
-    r[8] = (unsigned char)((r[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[r[i] >> 4];
-        out[o++] = hex[r[i] & 0x0f];
-    }
-    out[o] = '\0';
+    uuid_t id;
+    uuid_generate_random(id);
+    uuid_unparse_lower(id, out);
 }

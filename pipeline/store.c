@@ -7,13 +7,14 @@
  * after a COMMIT whose acknowledgement was lost, leaves the same rows.
  */
 #include "fq_store.h"
+#include "fq_store_internal.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "fq_log.h"
@@ -39,15 +40,6 @@ static const char *const store_connect_defaults[][2] = {
 /* pg_advisory_xact_lock key serialising migrators: the bytes of "frameq". */
 #define STORE_MIGRATE_LOCK "112641446864241"
 
-/* What a failure means for the caller of store_run(). */
-typedef enum store_kind {
-    STORE_OK = 0,
-    STORE_BROKEN,    /**< connection lost or unusable: reset and run again once, then outage */
-    STORE_TRANSIENT, /**< serialization failure / deadlock: run again once, then retriable */
-    STORE_OUTAGE,    /**< the server works but cannot serve anyone (disk full ...): outage */
-    STORE_FAILED,    /**< this statement failed (constraint ...): retriable, no retry here */
-} store_kind_t;
-
 /* Prepared statements, prepared once per connection. Parameters carry every value. */
 enum {
     ST_PING = 0,
@@ -55,7 +47,6 @@ enum {
     ST_SELECT_ITEM,
     ST_DONE_ITEM,
     ST_DONE_FRAMES,
-    ST_DONE_PRUNE,
     ST_ERROR_ITEM,
     ST_ERROR_ROW,
     ST_SET_STATUS,
@@ -96,19 +87,22 @@ static const struct {
                       " duration_ms = $3::bigint, width = $4::int, height = $5::int,"
                       " done_at = now(), last_error = NULL, updated_at = now()"
                       " WHERE id = $1::bigint"},
-    /* $1 id, then one array per column: a single round trip for any number of frames. */
+    /* $1 id, $2 the frames as one JSON array of objects (fq_store_frames_json): one round trip
+     * and one parse of the JSON for any number of frames, no value quoted by hand. Upserts
+     * the frames and deletes the rows of an earlier run with more frames; the two touch
+     * disjoint rows, so the DELETE need not see the INSERT's effects (it does not). */
     [ST_DONE_FRAMES] = {"fq_done_frames",
-                        "INSERT INTO extraction_frames"
+                        "WITH f AS MATERIALIZED (SELECT * FROM json_to_recordset($2::json)"
+                        " AS f(idx int, pts_ms bigint, url text, width int, height int,"
+                        " bytes int)),"
+                        " ins AS (INSERT INTO extraction_frames"
                         " (item_id, idx, pts_ms, url, width, height, bytes)"
-                        " SELECT $1::bigint, f.idx, f.pts_ms, f.url, f.width, f.height, f.bytes"
-                        " FROM unnest($2::int[], $3::bigint[], $4::text[], $5::int[], $6::int[],"
-                        " $7::int[]) AS f(idx, pts_ms, url, width, height, bytes)"
+                        " SELECT $1::bigint, idx, pts_ms, url, width, height, bytes FROM f"
                         " ON CONFLICT (item_id, idx) DO UPDATE SET pts_ms = EXCLUDED.pts_ms,"
                         " url = EXCLUDED.url, width = EXCLUDED.width,"
-                        " height = EXCLUDED.height, bytes = EXCLUDED.bytes"},
-    /* $1 id, $2 the indexes just written: rows of an earlier run with more frames go. */
-    [ST_DONE_PRUNE] = {"fq_done_prune", "DELETE FROM extraction_frames WHERE item_id = $1::bigint"
-                                        " AND NOT (idx = ANY ($2::int[]))"},
+                        " height = EXCLUDED.height, bytes = EXCLUDED.bytes)"
+                        " DELETE FROM extraction_frames WHERE item_id = $1::bigint"
+                        " AND idx <> ALL (ARRAY(SELECT idx FROM f))"},
     /* $1 platform, $2 code, $3 status, $4 attempt, $5 last_error. A done item keeps its
      * status and last_error; the attempt count still never goes down. */
     [ST_ERROR_ITEM] = {"fq_error_item",
@@ -139,18 +133,18 @@ static const struct {
                        " WHERE extraction_items.status <> 'done'"},
 };
 
-/* ---- pure helpers (unit-tested through tests/unit/test_store.c) ---- */
+/* ---- pure helpers (fq_store_internal.h; unit-tested in tests/unit/test_store_logic.c) ---- */
 
 /* Classifies a failed command from its SQLSTATE (NULL or "" when libpq had none) and
  * whether the connection is still usable. */
-static store_kind_t store_kind_for(const char *sqlstate, bool conn_ok)
+fq_store_kind_t fq_store_kind_for(const char *sqlstate, bool conn_ok)
 {
     if (!conn_ok)
-        return STORE_BROKEN;
+        return FQ_STORE_BROKEN;
     if (!sqlstate || strlen(sqlstate) != 5)
-        return STORE_FAILED; /* a client-side failure on a healthy connection */
+        return FQ_STORE_FAILED; /* a client-side failure on a healthy connection */
     if (strncmp(sqlstate, "08", 2) == 0)
-        return STORE_BROKEN; /* connection exception */
+        return FQ_STORE_BROKEN; /* connection exception */
     static const char *const broken[] = {
         "57P01", /* admin_shutdown: pg_terminate_backend, smart/fast shutdown */
         "57P02", /* crash_shutdown */
@@ -160,9 +154,9 @@ static store_kind_t store_kind_for(const char *sqlstate, bool conn_ok)
     };
     for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++)
         if (strcmp(sqlstate, broken[i]) == 0)
-            return STORE_BROKEN;
+            return FQ_STORE_BROKEN;
     if (strcmp(sqlstate, "40001") == 0 || strcmp(sqlstate, "40P01") == 0)
-        return STORE_TRANSIENT;
+        return FQ_STORE_TRANSIENT;
     /* No item can succeed on this database: insufficient resources (disk full, out of
      * memory, too many connections), system errors (I/O), operator intervention other than
      * the above, authorization, a missing database or schema, and class 42 (undefined table
@@ -172,15 +166,15 @@ static store_kind_t store_kind_for(const char *sqlstate, bool conn_ok)
     static const char *const outage_classes[] = {"53", "58", "28", "3D", "3F", "42"};
     for (size_t i = 0; i < sizeof(outage_classes) / sizeof(outage_classes[0]); i++)
         if (strncmp(sqlstate, outage_classes[i], 2) == 0)
-            return STORE_OUTAGE;
+            return FQ_STORE_OUTAGE;
     if (strncmp(sqlstate, "57P", 3) == 0)
-        return STORE_OUTAGE;
-    return STORE_FAILED;
+        return FQ_STORE_OUTAGE;
+    return FQ_STORE_FAILED;
 }
 
 /* PostgreSQL's own packing of a SQLSTATE into an int (6 bits per character), so
  * fq_error_code carries it and a caller can compare without parsing the message. */
-static int store_sqlstate_code(const char *sqlstate)
+int fq_store_sqlstate_code(const char *sqlstate)
 {
     if (!sqlstate || strlen(sqlstate) != 5)
         return 0;
@@ -212,7 +206,7 @@ static void store_scrub_one(char *buf, const char *secret)
 
 /* Makes a libpq message one line (its messages end in "\n" and may hold "\n\t" hints) and
  * removes the password, in case some message ever echoes it. */
-static void store_clean_message(char *buf, const char *password, const char *password_raw)
+void fq_store_clean_message(char *buf, const char *password, const char *password_raw)
 {
     for (char *p = buf; *p; p++)
         if (*p == '\n' || *p == '\t' || *p == '\r')
@@ -230,7 +224,7 @@ static void store_clean_message(char *buf, const char *password, const char *pas
 }
 
 /* The password as written in a postgres:// URI (user:PASSWORD@host), or NULL. */
-static char *store_uri_password(const char *conninfo)
+char *fq_store_uri_password(const char *conninfo)
 {
     const char *p = NULL;
     if (strncmp(conninfo, "postgresql://", 13) == 0)
@@ -249,61 +243,37 @@ static char *store_uri_password(const char *conninfo)
     return strndup(colon + 1, (size_t)(at - colon - 1));
 }
 
-/* A growable string for array literals. */
-typedef struct store_buf {
-    char *data;
-    size_t len, cap;
-    bool oom;
-} store_buf_t;
-
-static void store_buf_add(store_buf_t *b, const char *s, size_t n)
+/* The frames as the JSON text fq_done_frames reads: [{"idx":0,"pts_ms":0,"url":"...",
+ * "width":320,"height":180,"bytes":1000},...]. NULL with why on a URL that is not UTF-8 (JSON
+ * cannot carry it) or out of memory. */
+char *fq_store_frames_json(const fq_stored_frame_t *frames, size_t count, char *why,
+                           size_t why_size)
 {
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (b->len + n + 1 > cap)
-            cap *= 2;
-        char *data = realloc(b->data, cap);
-        if (!data) {
-            b->oom = true;
-            return;
+    char *text = NULL;
+    json_t *arr = json_array();
+    if (!arr)
+        goto oom;
+    for (size_t i = 0; i < count; i++) {
+        const fq_stored_frame_t *f = &frames[i];
+        json_t *url = f->url ? json_string(f->url) : json_null();
+        if (!url) {
+            snprintf(why, why_size, "frame %d: url is not valid UTF-8", f->index);
+            goto done;
         }
-        b->data = data;
-        b->cap = cap;
+        json_t *o = json_pack("{s:i, s:I, s:o, s:i, s:i, s:i}", "idx", f->index, "pts_ms",
+                              (json_int_t)f->pts_ms, "url", url, "width", f->width, "height",
+                              f->height, "bytes", f->bytes);
+        if (!o || json_array_append_new(arr, o) != 0)
+            goto oom;
     }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void store_buf_addf(store_buf_t *b, const char *fmt, ...) FQ_PRINTF(2, 3);
-static void store_buf_addf(store_buf_t *b, const char *fmt, ...)
-{
-    char tmp[32];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        store_buf_add(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
-
-/* Appends one element of a text[] literal: NULL unquoted, anything else double-quoted with
- * '"' and '\' backslash-escaped (array_in's rules), so commas, braces and spaces survive. */
-static void store_array_text(store_buf_t *b, const char *s)
-{
-    if (!s) {
-        store_buf_add(b, "NULL", 4);
-        return;
-    }
-    store_buf_add(b, "\"", 1);
-    for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            store_buf_add(b, "\\", 1);
-        store_buf_add(b, p, 1);
-    }
-    store_buf_add(b, "\"", 1);
+    text = json_dumps(arr, JSON_COMPACT);
+    if (text)
+        goto done;
+oom:
+    snprintf(why, why_size, "out of memory building %zu frame rows", count);
+done:
+    json_decref(arr);
+    return text;
 }
 
 /* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates, nothing
@@ -343,7 +313,7 @@ static size_t store_utf8_len(const unsigned char *p)
 /* A copy of s (NULL stays NULL) with every byte that is not part of valid UTF-8 replaced by
  * '?'. Error messages quote servers, files and FFmpeg, and are cut at 1 KiB, possibly inside
  * a character: PostgreSQL would reject such text and the failure could never be recorded. */
-static char *store_utf8_clean(const char *s)
+char *fq_store_utf8_clean(const char *s)
 {
     if (!s)
         return NULL;
@@ -363,7 +333,7 @@ static char *store_utf8_clean(const char *s)
 }
 
 /* "15.4" from 150004; "9.6.5" from 90605 (the pre-10 numbering). */
-static void store_format_version(int v, char *buf, size_t size)
+void fq_store_format_version(int v, char *buf, size_t size)
 {
     if (v >= 100000)
         snprintf(buf, size, "%d.%d", v / 10000, v % 10000);
@@ -379,12 +349,12 @@ static void store_notice(void *arg, const char *message)
     /* libpq would print notices on stderr, breaking the JSON log lines. */
     char buf[STORE_MSG_MAX];
     snprintf(buf, sizeof(buf), "%s", message);
-    store_clean_message(buf, NULL, NULL);
+    fq_store_clean_message(buf, NULL, NULL);
     FQ_DEBUG(NULL, "postgresql notice: %s", buf);
 }
 
 /* Records the failure of the last command (res may be NULL) and classifies it. */
-static store_kind_t store_fail(fq_store_t *store, const PGresult *res, const char *what)
+static fq_store_kind_t store_fail(fq_store_t *store, const PGresult *res, const char *what)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
@@ -395,15 +365,15 @@ static store_kind_t store_fail(fq_store_t *store, const PGresult *res, const cha
         text = store->conn ? PQerrorMessage(store->conn) : "no connection";
     snprintf(store->sqlstate, sizeof(store->sqlstate), "%s", state ? state : "");
     snprintf(store->msg, sizeof(store->msg), "%s: %s", what, text);
-    store_clean_message(store->msg, store->password, store->password_raw);
+    fq_store_clean_message(store->msg, store->password, store->password_raw);
     bool ok = store->conn && PQstatus(store->conn) == CONNECTION_OK;
-    store_kind_t kind = store_kind_for(store->sqlstate, ok);
-    if (kind == STORE_BROKEN)
+    fq_store_kind_t kind = fq_store_kind_for(store->sqlstate, ok);
+    if (kind == FQ_STORE_BROKEN)
         store->need_reset = true;
     return kind;
 }
 
-static store_kind_t store_connect(fq_store_t *store)
+static fq_store_kind_t store_connect(fq_store_t *store)
 {
     if (store->conninfo_bad) {
         /* libpq's parse errors quote pieces of the string, which may be the password. */
@@ -411,7 +381,7 @@ static store_kind_t store_connect(fq_store_t *store)
                  "connect: DATABASE_URL is not a valid libpq "
                  "connection string or URI");
         store->sqlstate[0] = '\0';
-        return STORE_BROKEN;
+        return FQ_STORE_BROKEN;
     }
     if (store->conn && !store->need_reset && PQstatus(store->conn) == CONNECTION_OK)
         goto idle;
@@ -435,59 +405,60 @@ static store_kind_t store_connect(fq_store_t *store)
         if (!store->conn) {
             snprintf(store->msg, sizeof(store->msg), "connect: out of memory");
             store->sqlstate[0] = '\0';
-            return STORE_BROKEN;
+            return FQ_STORE_BROKEN;
         }
         PQsetNoticeProcessor(store->conn, store_notice, NULL);
     }
     if (PQstatus(store->conn) != CONNECTION_OK) {
         store_fail(store, NULL, "connect");
         store->need_reset = true;
-        return STORE_BROKEN;
+        return FQ_STORE_BROKEN;
     }
 idle:
     if (PQtransactionStatus(store->conn) != PQTRANS_IDLE) {
         /* A previous call died between BEGIN and COMMIT/ROLLBACK. */
         PGresult *res = PQexec(store->conn, "ROLLBACK");
-        store_kind_t kind =
-            PQresultStatus(res) == PGRES_COMMAND_OK ? STORE_OK : store_fail(store, res, "rollback");
+        fq_store_kind_t kind = PQresultStatus(res) == PGRES_COMMAND_OK
+                                   ? FQ_STORE_OK
+                                   : store_fail(store, res, "rollback");
         PQclear(res);
-        if (kind != STORE_OK)
+        if (kind != FQ_STORE_OK)
             return kind;
     }
-    return STORE_OK;
+    return FQ_STORE_OK;
 }
 
-typedef store_kind_t (*store_body_t)(fq_store_t *store, void *ctx);
+typedef fq_store_kind_t (*store_body_t)(fq_store_t *store, void *ctx);
 
 /* Runs body on a live connection; a broken connection is reset and the body run once more
  * (it is idempotent). Returns NULL or the classified error. */
 static fq_error_t *store_run(fq_store_t *store, store_body_t body, void *ctx)
 {
-    store_kind_t kind = STORE_OK;
+    fq_store_kind_t kind = FQ_STORE_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
         store->sqlstate[0] = '\0';
         store->msg[0] = '\0';
         bool was_up = store->conn && !store->need_reset && PQstatus(store->conn) == CONNECTION_OK;
         kind = store_connect(store);
-        if (kind == STORE_OK)
+        if (kind == FQ_STORE_OK)
             kind = body(store, ctx);
-        if (kind == STORE_OK)
+        if (kind == FQ_STORE_OK)
             return NULL;
-        if ((kind != STORE_BROKEN && kind != STORE_TRANSIENT) || store->conninfo_bad)
+        if ((kind != FQ_STORE_BROKEN && kind != FQ_STORE_TRANSIENT) || store->conninfo_bad)
             break;
         /* A connection that was fine and broke is worth a warning; failing to connect while
          * the database is down is the caller's outage to report, once, not ours per probe. */
         if (attempt == 0)
             fq_log(was_up ? FQ_LOG_WARN : FQ_LOG_DEBUG, NULL, "postgresql: %s; %s", store->msg,
-                   kind == STORE_BROKEN ? "reconnecting" : "retrying");
+                   kind == FQ_STORE_BROKEN ? "reconnecting" : "retrying");
     }
     fq_error_t *err;
     switch (kind) {
-    case STORE_BROKEN:
+    case FQ_STORE_BROKEN:
         err =
             fq_error_new(FQ_STAGE_STORE, FQ_CLASS_OUTAGE, "PostgreSQL unreachable: %s", store->msg);
         break;
-    case STORE_OUTAGE:
+    case FQ_STORE_OUTAGE:
         err = fq_error_new(
             FQ_STAGE_STORE, FQ_CLASS_OUTAGE, "PostgreSQL unavailable: %s (SQLSTATE %s)%s",
             store->msg, store->sqlstate,
@@ -502,22 +473,22 @@ static fq_error_t *store_run(fq_store_t *store, store_body_t body, void *ctx)
             err = fq_error_new(FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, "%s", store->msg);
         break;
     }
-    fq_error_set_code(err, store_sqlstate_code(store->sqlstate));
+    fq_error_set_code(err, fq_store_sqlstate_code(store->sqlstate));
     return err;
 }
 
 /* Executes a prepared statement; *res receives the result on success (caller clears). */
-static store_kind_t store_exec(fq_store_t *store, int st, int n, const char *const *params,
-                               PGresult **out)
+static fq_store_kind_t store_exec(fq_store_t *store, int st, int n, const char *const *params,
+                                  PGresult **out)
 {
     if (!store->prepared[st]) {
         /* Prepared on first use, not at connect: --migrate runs before the tables exist. */
         PGresult *prep = PQprepare(store->conn, statements[st].name, statements[st].sql, 0, NULL);
-        store_kind_t kind = PQresultStatus(prep) == PGRES_COMMAND_OK
-                                ? STORE_OK
-                                : store_fail(store, prep, statements[st].name);
+        fq_store_kind_t kind = PQresultStatus(prep) == PGRES_COMMAND_OK
+                                   ? FQ_STORE_OK
+                                   : store_fail(store, prep, statements[st].name);
         PQclear(prep);
-        if (kind != STORE_OK)
+        if (kind != FQ_STORE_OK)
             return kind;
         store->prepared[st] = true;
     }
@@ -528,27 +499,27 @@ static store_kind_t store_exec(fq_store_t *store, int st, int n, const char *con
             *out = res;
         else
             PQclear(res);
-        return STORE_OK;
+        return FQ_STORE_OK;
     }
-    store_kind_t kind = store_fail(store, res, statements[st].name);
+    fq_store_kind_t kind = store_fail(store, res, statements[st].name);
     PQclear(res);
     return kind;
 }
 
 /* Runs a plain command (BEGIN/COMMIT/ROLLBACK, migrations: no values in them). */
-static store_kind_t store_command(fq_store_t *store, const char *sql, const char *what)
+static fq_store_kind_t store_command(fq_store_t *store, const char *sql, const char *what)
 {
     PGresult *res = PQexec(store->conn, sql);
     ExecStatusType status = PQresultStatus(res);
-    store_kind_t kind = (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
-                            ? STORE_OK
-                            : store_fail(store, res, what);
+    fq_store_kind_t kind = (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
+                               ? FQ_STORE_OK
+                               : store_fail(store, res, what);
     PQclear(res);
     return kind;
 }
 
 /* Ends a transaction whose body failed with kind; keeps the body's error. */
-static store_kind_t store_abort(fq_store_t *store, store_kind_t kind)
+static fq_store_kind_t store_abort(fq_store_t *store, fq_store_kind_t kind)
 {
     if (store->conn && PQstatus(store->conn) == CONNECTION_OK &&
         PQtransactionStatus(store->conn) != PQTRANS_IDLE) {
@@ -583,7 +554,7 @@ fq_store_t *fq_store_new(const char *conninfo)
         PQconninfoFree(opts);
     }
     PQfreemem(errmsg);
-    store->password_raw = store_uri_password(store->conninfo);
+    store->password_raw = fq_store_uri_password(store->conninfo);
     return store;
 }
 
@@ -604,7 +575,7 @@ void fq_store_destroy(fq_store_t *store)
     free(store);
 }
 
-static store_kind_t ping_body(fq_store_t *store, void *ctx)
+static fq_store_kind_t ping_body(fq_store_t *store, void *ctx)
 {
     (void)ctx;
     return store_exec(store, ST_PING, 0, NULL, NULL);
@@ -622,37 +593,37 @@ typedef struct begin_ctx {
     bool already_done;
 } begin_ctx_t;
 
-static store_kind_t begin_body(fq_store_t *store, void *ctx)
+static fq_store_kind_t begin_body(fq_store_t *store, void *ctx)
 {
     begin_ctx_t *c = ctx;
     char attempt[16];
     snprintf(attempt, sizeof(attempt), "%d", c->attempt);
     const char *params[] = {c->item->platform, c->item->code, attempt};
     PGresult *res = NULL;
-    store_kind_t kind = store_exec(store, ST_BEGIN, 3, params, &res);
-    if (kind != STORE_OK)
+    fq_store_kind_t kind = store_exec(store, ST_BEGIN, 3, params, &res);
+    if (kind != FQ_STORE_OK)
         return kind;
     if (PQntuples(res) == 1) {
         c->item_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         c->already_done = false;
         PQclear(res);
-        return STORE_OK;
+        return FQ_STORE_OK;
     }
     PQclear(res);
     /* The upsert's WHERE skipped the row: it exists and is done. */
     kind = store_exec(store, ST_SELECT_ITEM, 2, params, &res);
-    if (kind != STORE_OK)
+    if (kind != FQ_STORE_OK)
         return kind;
     if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 1), "done") != 0) {
         snprintf(store->msg, sizeof(store->msg), "begin_item: item %s:%s changed concurrently",
                  c->item->platform, c->item->code);
         PQclear(res);
-        return STORE_TRANSIENT;
+        return FQ_STORE_TRANSIENT;
     }
     c->item_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     c->already_done = true;
     PQclear(res);
-    return STORE_OK;
+    return FQ_STORE_OK;
 }
 
 fq_error_t *fq_store_begin_item(fq_store_t *store, const fq_item_t *item, int attempt,
@@ -673,10 +644,10 @@ typedef struct done_ctx {
     int64_t item_id;
     const fq_media_info_t *info;
     size_t count;
-    const char *arrays[6]; /* idx, pts_ms, url, width, height, bytes */
+    const char *frames_json;
 } done_ctx_t;
 
-static store_kind_t done_body(fq_store_t *store, void *ctx)
+static fq_store_kind_t done_body(fq_store_t *store, void *ctx)
 {
     done_ctx_t *c = ctx;
     char id[24], count[24], duration[24], width[16], height[16];
@@ -691,67 +662,38 @@ static store_kind_t done_body(fq_store_t *store, void *ctx)
         item_params[3] = width;
         item_params[4] = height;
     }
-    store_kind_t kind = store_command(store, "BEGIN", "mark_done");
-    if (kind != STORE_OK)
+    fq_store_kind_t kind = store_command(store, "BEGIN", "mark_done");
+    if (kind != FQ_STORE_OK)
         return kind;
     PGresult *res = NULL;
     kind = store_exec(store, ST_DONE_ITEM, 5, item_params, &res);
-    if (kind != STORE_OK)
+    if (kind != FQ_STORE_OK)
         return store_abort(store, kind);
     bool found = strcmp(PQcmdTuples(res), "1") == 0;
     PQclear(res);
     if (!found) {
         snprintf(store->msg, sizeof(store->msg), "mark_done: item %s does not exist", id);
-        return store_abort(store, STORE_FAILED);
+        return store_abort(store, FQ_STORE_FAILED);
     }
-    if (c->count > 0) {
-        const char *frame_params[] = {id,           c->arrays[0], c->arrays[1], c->arrays[2],
-                                      c->arrays[3], c->arrays[4], c->arrays[5]};
-        kind = store_exec(store, ST_DONE_FRAMES, 7, frame_params, NULL);
-        if (kind != STORE_OK)
-            return store_abort(store, kind);
-    }
-    const char *prune_params[] = {id, c->arrays[0]};
-    kind = store_exec(store, ST_DONE_PRUNE, 2, prune_params, NULL);
-    if (kind != STORE_OK)
+    const char *frame_params[] = {id, c->frames_json};
+    kind = store_exec(store, ST_DONE_FRAMES, 2, frame_params, NULL);
+    if (kind != FQ_STORE_OK)
         return store_abort(store, kind);
     kind = store_command(store, "COMMIT", "mark_done commit");
-    return kind == STORE_OK ? STORE_OK : store_abort(store, kind);
+    return kind == FQ_STORE_OK ? FQ_STORE_OK : store_abort(store, kind);
 }
 
 fq_error_t *fq_store_mark_done(fq_store_t *store, int64_t item_id, const fq_media_info_t *info,
                                const fq_stored_frame_t *frames, size_t count)
 {
-    /* Build the six array literals once, outside the (possibly repeated) transaction. */
-    store_buf_t bufs[6] = {{0}};
-    for (int a = 0; a < 6; a++)
-        store_buf_add(&bufs[a], "{", 1);
-    for (size_t i = 0; i < count; i++) {
-        const fq_stored_frame_t *f = &frames[i];
-        const char *sep = i ? "," : "";
-        store_buf_addf(&bufs[0], "%s%d", sep, f->index);
-        store_buf_addf(&bufs[1], "%s%" PRId64, sep, f->pts_ms);
-        store_buf_add(&bufs[2], sep, strlen(sep));
-        store_array_text(&bufs[2], f->url);
-        store_buf_addf(&bufs[3], "%s%d", sep, f->width);
-        store_buf_addf(&bufs[4], "%s%d", sep, f->height);
-        store_buf_addf(&bufs[5], "%s%d", sep, f->bytes);
-    }
-    fq_error_t *err = NULL;
-    done_ctx_t c = {.item_id = item_id, .info = info, .count = count};
-    for (int a = 0; a < 6; a++) {
-        store_buf_add(&bufs[a], "}", 1);
-        if (bufs[a].oom) {
-            err = fq_error_new(FQ_STAGE_STORE, FQ_CLASS_RETRIABLE,
-                               "mark_done: out of memory building %zu frame rows", count);
-            goto done;
-        }
-        c.arrays[a] = bufs[a].data;
-    }
-    err = store_run(store, done_body, &c);
-done:
-    for (int a = 0; a < 6; a++)
-        free(bufs[a].data);
+    /* Built once, outside the (possibly repeated) transaction. */
+    char why[128];
+    char *json = fq_store_frames_json(frames, count, why, sizeof(why));
+    if (!json)
+        return fq_error_new(FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, "mark_done: %s", why);
+    done_ctx_t c = {.item_id = item_id, .info = info, .count = count, .frames_json = json};
+    fq_error_t *err = store_run(store, done_body, &c);
+    free(json);
     return err;
 }
 
@@ -761,15 +703,15 @@ typedef struct error_ctx {
                             partition, offset */
 } error_ctx_t;
 
-static store_kind_t error_body(fq_store_t *store, void *ctx)
+static fq_store_kind_t error_body(fq_store_t *store, void *ctx)
 {
     error_ctx_t *c = ctx;
-    store_kind_t kind = store_command(store, "BEGIN", "record_error");
-    if (kind != STORE_OK)
+    fq_store_kind_t kind = store_command(store, "BEGIN", "record_error");
+    if (kind != FQ_STORE_OK)
         return kind;
     PGresult *res = NULL;
     kind = store_exec(store, ST_ERROR_ITEM, 5, c->item, &res);
-    if (kind != STORE_OK)
+    if (kind != FQ_STORE_OK)
         return store_abort(store, kind);
     char id[24];
     snprintf(id, sizeof(id), "%s", PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
@@ -777,10 +719,10 @@ static store_kind_t error_body(fq_store_t *store, void *ctx)
     c->row[0] = id;
     kind = store_exec(store, ST_ERROR_ROW, 9, c->row, NULL);
     c->row[0] = NULL;
-    if (kind != STORE_OK)
+    if (kind != FQ_STORE_OK)
         return store_abort(store, kind);
     kind = store_command(store, "COMMIT", "record_error commit");
-    return kind == STORE_OK ? STORE_OK : store_abort(store, kind);
+    return kind == FQ_STORE_OK ? FQ_STORE_OK : store_abort(store, kind);
 }
 
 fq_error_t *fq_store_record_error(fq_store_t *store, const fq_item_t *item, int attempt,
@@ -795,9 +737,9 @@ fq_error_t *fq_store_record_error(fq_store_t *store, const fq_item_t *item, int 
     char attempt_s[16], partition[16], offset[24];
     snprintf(attempt_s, sizeof(attempt_s), "%d", attempt);
     const char *topic_raw = origin ? origin->topic : NULL;
-    char *message = store_utf8_clean(err ? fq_error_message(err) : NULL);
-    char *worker = store_utf8_clean(origin ? origin->worker : NULL);
-    char *topic = store_utf8_clean(topic_raw);
+    char *message = fq_store_utf8_clean(err ? fq_error_message(err) : NULL);
+    char *worker = fq_store_utf8_clean(origin ? origin->worker : NULL);
+    char *topic = fq_store_utf8_clean(topic_raw);
     if ((err && !message) || (origin && origin->worker && !worker) || (topic_raw && !topic)) {
         result = fq_error_new(FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, "record_error: out of memory");
         goto done;
@@ -824,7 +766,7 @@ typedef struct status_ctx {
     const char *params[3];
 } status_ctx_t;
 
-static store_kind_t status_body(fq_store_t *store, void *ctx)
+static fq_store_kind_t status_body(fq_store_t *store, void *ctx)
 {
     status_ctx_t *c = ctx;
     return store_exec(store, ST_SET_STATUS, 3, c->params, NULL);
@@ -853,36 +795,36 @@ typedef struct migrate_ctx {
 
 /* Creates the bookkeeping table under the lock: two concurrent CREATE TABLE IF NOT EXISTS
  * can still collide on the catalog's unique index. */
-static store_kind_t migrate_bootstrap_body(fq_store_t *store, void *ctx)
+static fq_store_kind_t migrate_bootstrap_body(fq_store_t *store, void *ctx)
 {
     (void)ctx;
-    store_kind_t kind = store_command(store, "BEGIN", "migrate");
-    if (kind == STORE_OK)
+    fq_store_kind_t kind = store_command(store, "BEGIN", "migrate");
+    if (kind == FQ_STORE_OK)
         kind = store_command(store, "SELECT pg_advisory_xact_lock(" STORE_MIGRATE_LOCK ")",
                              "migrate lock");
-    if (kind == STORE_OK)
+    if (kind == FQ_STORE_OK)
         kind = store_command(store,
                              "CREATE TABLE IF NOT EXISTS frameq_schema_migrations ("
                              " version int PRIMARY KEY, name text NOT NULL,"
                              " applied_at timestamptz NOT NULL DEFAULT now())",
                              "migrate bootstrap");
-    if (kind == STORE_OK)
+    if (kind == FQ_STORE_OK)
         kind = store_command(store, "COMMIT", "migrate commit");
-    return kind == STORE_OK ? STORE_OK : store_abort(store, kind);
+    return kind == FQ_STORE_OK ? FQ_STORE_OK : store_abort(store, kind);
 }
 
-static store_kind_t migrate_one_body(fq_store_t *store, void *ctx)
+static fq_store_kind_t migrate_one_body(fq_store_t *store, void *ctx)
 {
     migrate_ctx_t *c = ctx;
     char version[16];
     snprintf(version, sizeof(version), "%d", c->migration->version);
     const char *params[] = {version, c->migration->name};
     c->ran = false;
-    store_kind_t kind = store_command(store, "BEGIN", "migrate");
-    if (kind == STORE_OK)
+    fq_store_kind_t kind = store_command(store, "BEGIN", "migrate");
+    if (kind == FQ_STORE_OK)
         kind = store_command(store, "SELECT pg_advisory_xact_lock(" STORE_MIGRATE_LOCK ")",
                              "migrate lock");
-    if (kind != STORE_OK)
+    if (kind != FQ_STORE_OK)
         return store_abort(store, kind);
     /* Re-check under the lock: a concurrent migrator may have applied it while we waited. */
     PGresult *res =
@@ -896,25 +838,25 @@ static store_kind_t migrate_one_body(fq_store_t *store, void *ctx)
     bool applied = PQntuples(res) > 0;
     PQclear(res);
     if (applied)
-        return store_abort(store, STORE_OK);
+        return store_abort(store, FQ_STORE_OK);
     char what[96];
     snprintf(what, sizeof(what), "migration %s", c->migration->name);
     kind = store_command(store, c->migration->sql, what);
-    if (kind != STORE_OK)
+    if (kind != FQ_STORE_OK)
         return store_abort(store, kind);
     res = PQexecParams(store->conn,
                        "INSERT INTO frameq_schema_migrations (version, name) VALUES ($1::int, $2)",
                        2, NULL, params, NULL, NULL, 0);
-    kind = PQresultStatus(res) == PGRES_COMMAND_OK ? STORE_OK
+    kind = PQresultStatus(res) == PGRES_COMMAND_OK ? FQ_STORE_OK
                                                    : store_fail(store, res, "migrate record");
     PQclear(res);
-    if (kind != STORE_OK)
+    if (kind != FQ_STORE_OK)
         return store_abort(store, kind);
     kind = store_command(store, "COMMIT", "migrate commit");
-    if (kind != STORE_OK)
+    if (kind != FQ_STORE_OK)
         return store_abort(store, kind);
     c->ran = true;
-    return STORE_OK;
+    return FQ_STORE_OK;
 }
 
 fq_error_t *fq_store_migrate(fq_store_t *store, int *applied)
@@ -937,6 +879,21 @@ fq_error_t *fq_store_migrate(fq_store_t *store, int *applied)
 const char *fq_store_libpq_version(void)
 {
     static _Thread_local char buf[32];
-    store_format_version(PQlibVersion(), buf, sizeof(buf));
+    fq_store_format_version(PQlibVersion(), buf, sizeof(buf));
     return buf;
+}
+
+bool fq_store_connected(const fq_store_t *store)
+{
+    return store && store->conn;
+}
+
+bool fq_store_conninfo_bad(const fq_store_t *store)
+{
+    return store && store->conninfo_bad;
+}
+
+const char *fq_store_password(const fq_store_t *store)
+{
+    return store ? store->password : NULL;
 }

@@ -27,6 +27,12 @@ rc() { local r=0; "$@" >"$CQ_TMP/out" 2>"$CQ_TMP/err" || r=$?; echo "$r"; }
 cq_expect_eq "--role bogus exit" "$(rc "$c" --role bogus --print-config)" 2
 grep -q "role" "$CQ_TMP/err" || cq_fail "--role error does not say why"
 cq_expect_eq "unknown flag exit" "$(rc "$c" --frobnicate)" 2
+grep -q -- "--frobnicate: unknown option" "$CQ_TMP/err" || cq_fail "unknown flag not named: $(cat "$CQ_TMP/err")"
+cq_expect_eq "--role without value exit" "$(rc "$c" --print-config --role)" 2
+grep -q -- "--role: needs a value" "$CQ_TMP/err" || cq_fail "missing value not named: $(cat "$CQ_TMP/err")"
+cq_expect_eq "stray argument exit" "$(rc "$c" --print-config stray)" 2
+grep -q "stray: unexpected argument" "$CQ_TMP/err" || cq_fail "stray argument not named: $(cat "$CQ_TMP/err")"
+cq_expect_eq "--role=retry exit" "$(rc "$c" --role=retry --print-config)" 0
 cq_expect_eq "MAX_RETRIES=abc exit" "$(MAX_RETRIES=abc rc "$c" --print-config)" 2
 grep -q "MAX_RETRIES" "$CQ_TMP/err" || cq_fail "config error does not name MAX_RETRIES: $(cat "$CQ_TMP/err")"
 cq_expect_eq "--print-config exit" "$(DATABASE_URL=postgresql://u:hunter2@db/x rc "$c" --print-config)" 0
@@ -44,6 +50,13 @@ cq_expect_eq "--process done status" "$(python3 -c 'import json,sys; d=json.load
 [[ -f $CQ_TMP/frames/cli/one/0.jpg ]] || cq_fail "--process wrote no frame"
 cq_expect_eq "--process missing source exit" "$(rc "$c" --no-db --process '{"platform":"cli","code":"none"}')" 1
 cq_expect_eq "--process failure JSON" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["status"], d["stage"], d["class"])' "$CQ_TMP/out")" "failed fetch permanent"
+cq_expect_eq "--process=ITEM exit" "$(rc "$c" --no-db '--process={"platform":"cli","code":"one"}')" 0
+printf '%s\n' '{"platform":"cli","code":"one"}' '{"platform":"cli","code":"none"}' >"$CQ_TMP/items"
+for form in "--process-file=$CQ_TMP/items" "--process-file $CQ_TMP/items"; do
+    # shellcheck disable=SC2086 # the second form is two words on purpose
+    cq_expect_eq "$form exit" "$(rc "$c" --no-db $form)" 1
+    cq_expect_eq "$form summary" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["items"], d["done"], d["failed"])' "$CQ_TMP/out")" "2 1 1"
+done
 cq_expect_eq "--process bad item exit" "$(rc "$c" --no-db --process '{"platform":"cli","code":"a/b"}')" 2
 cq_expect_eq "--process not JSON exit" "$(rc "$c" --no-db --process 'nope')" 2
 cq_say "PASS"

@@ -31,17 +31,15 @@
 #include "fq_http.h"
 #include "fq_test_env.h"
 #include "fq_test_fault.h"
+#include "fq_test_error.h"
 
 #define SMALL_BYTES (200 * 1000)  /* served as v.mp4 */
 #define LARGE_BYTES (1536 * 1024) /* served as large.mp4: over the limit */
 #define LIMIT_BYTES (1024 * 1024) /* MAX_VIDEO_BYTES in these tests */
 
 static struct {
-    char dir[128];
-    char www[192];
+    fq_test_site_t site;
     char tmpdir[192];
-    pid_t server;
-    int port;
     unsigned char *small;
 } g;
 
@@ -68,14 +66,6 @@ static int count_open_fds(void)
     return fq_test_count_dir_entries("/proc/self/fd") - 1; /* the DIR's own fd */
 }
 
-static void remove_tree(const char *path)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", path);
-}
-
 static fq_config_t test_config(void)
 {
     fq_config_t cfg = {
@@ -83,11 +73,8 @@ static fq_config_t test_config(void)
         .allowed_source_hosts = "127.0.0.1",
         .max_video_bytes = LIMIT_BYTES,
         .http_timeout_ms = 3000,
-        .s3_endpoint = getenv("S3_ENDPOINT"),
-        .s3_region = getenv("S3_REGION") ? getenv("S3_REGION") : "us-east-1",
-        .aws_access_key_id = getenv("AWS_ACCESS_KEY_ID"),
-        .aws_secret_access_key = getenv("AWS_SECRET_ACCESS_KEY"),
     };
+    fq_test_s3_settings(&cfg);
     return cfg;
 }
 
@@ -123,12 +110,10 @@ static int group_setup(void **state)
 {
     (void)state;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    snprintf(g.dir, sizeof(g.dir), "/tmp/fq-itest-fetch-XXXXXX");
-    if (!mkdtemp(g.dir))
+    if (fq_test_site_start(&g.site, "fetch") != 0)
         return -1;
-    snprintf(g.www, sizeof(g.www), "%s/www", g.dir);
-    snprintf(g.tmpdir, sizeof(g.tmpdir), "%s/tmp", g.dir);
-    if (mkdir(g.www, 0700) != 0 || mkdir(g.tmpdir, 0700) != 0)
+    snprintf(g.tmpdir, sizeof(g.tmpdir), "%s/tmp", g.site.dir);
+    if (mkdir(g.tmpdir, 0700) != 0)
         return -1;
     g.small = malloc(SMALL_BYTES);
     unsigned char *large = malloc(LARGE_BYTES);
@@ -137,17 +122,11 @@ static int group_setup(void **state)
     fill_pattern(g.small, SMALL_BYTES, 1);
     fill_pattern(large, LARGE_BYTES, 2);
     char path[256];
-    snprintf(path, sizeof(path), "%s/v.mp4", g.www);
+    snprintf(path, sizeof(path), "%s/v.mp4", g.site.www);
     write_file(path, g.small, SMALL_BYTES);
-    snprintf(path, sizeof(path), "%s/large.mp4", g.www);
+    snprintf(path, sizeof(path), "%s/large.mp4", g.site.www);
     write_file(path, large, LARGE_BYTES);
     free(large);
-    snprintf(path, sizeof(path), "%s/port", g.dir);
-    g.port = fq_test_fault_start(g.www, path, &g.server);
-    if (g.port <= 0) {
-        fprintf(stderr, "cannot start tests/tools/fault_server.py\n");
-        return -1;
-    }
     /* Downloads land in a private TMPDIR, so leftovers can be counted. */
     setenv("TMPDIR", g.tmpdir, 1);
     return 0;
@@ -156,8 +135,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    fq_test_fault_stop(g.server);
-    remove_tree(g.dir);
+    fq_test_site_stop(&g.site);
     free(g.small);
     curl_global_cleanup();
     return 0;
@@ -212,7 +190,7 @@ static void test_fault_paths(void **state)
     for (size_t i = 0; i < sizeof(fault_cases) / sizeof(fault_cases[0]); i++) {
         const fault_case_t *c = &fault_cases[i];
         char url[512];
-        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", g.port, c->path);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", g.site.port, c->path);
         fq_source_t src;
         fq_error_t *err = fetch_url(fetch, url, &src);
         if (c->ok) {
@@ -243,9 +221,9 @@ static void test_fault_paths(void **state)
         fq_error_destroy(err);
     }
     /* A chain of 4 redirects: 3 are followed, the 4th target is never requested. */
-    assert_int_equal(fq_test_fault_count(g.port, "/redirect/4/v4.mp4"), 1);
-    assert_int_equal(fq_test_fault_count(g.port, "/redirect/1/v4.mp4"), 1);
-    assert_int_equal(fq_test_fault_count(g.port, "/ok/v4.mp4"), 0);
+    assert_int_equal(fq_test_fault_count(g.site.port, "/redirect/4/v4.mp4"), 1);
+    assert_int_equal(fq_test_fault_count(g.site.port, "/redirect/1/v4.mp4"), 1);
+    assert_int_equal(fq_test_fault_count(g.site.port, "/ok/v4.mp4"), 0);
     fq_fetch_destroy(fetch);
     assert_int_equal(fq_test_count_dir_entries(g.tmpdir), 0);
     assert_int_equal(count_open_fds(), fds_before);
@@ -260,16 +238,14 @@ static void test_redirect_to_disallowed_host_is_never_contacted(void **state)
     char url[512];
     snprintf(url, sizeof(url),
              "http://127.0.0.1:%d/redirect-to/http%%3A%%2F%%2Flocalhost%%3A%d%%2Fok%%2Fnever.mp4",
-             g.port, g.port);
+             g.site.port, g.site.port);
     fq_source_t src;
     fq_error_t *err = fetch_url(fetch, url, &src);
-    assert_non_null(err);
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_VALIDATE);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
+    fq_test_assert_error(err, FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT, FQ_TEST_ANY);
     assert_non_null(
         strstr(fq_error_message(err), "redirect host localhost is not in ALLOWED_SOURCE_HOSTS"));
     fq_error_destroy(err);
-    assert_int_equal(fq_test_fault_count(g.port, "/ok/never.mp4"), 0);
+    assert_int_equal(fq_test_fault_count(g.site.port, "/ok/never.mp4"), 0);
     /* The same target is fetched once it is allowed: the refusal above was the allow-list. */
     cfg.allowed_source_hosts = "127.0.0.1,localhost";
     fq_fetch_t *open_fetch = new_fetch(&cfg);
@@ -277,7 +253,7 @@ static void test_redirect_to_disallowed_host_is_never_contacted(void **state)
     assert_non_null(err); /* never.mp4 does not exist: 404 from the server itself */
     assert_int_equal(fq_error_code(err), 404);
     fq_error_destroy(err);
-    assert_int_equal(fq_test_fault_count(g.port, "/ok/never.mp4"), 1);
+    assert_int_equal(fq_test_fault_count(g.site.port, "/ok/never.mp4"), 1);
     fq_fetch_destroy(open_fetch);
     fq_fetch_destroy(fetch);
 }
@@ -288,13 +264,11 @@ static void test_flaky_then_works(void **state)
     fq_config_t cfg = test_config();
     fq_fetch_t *fetch = new_fetch(&cfg);
     char url[512];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/flaky/2/fetch-flaky/v.mp4", g.port);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/flaky/2/fetch-flaky/v.mp4", g.site.port);
     fq_source_t src;
     for (int attempt = 1; attempt <= 2; attempt++) {
         fq_error_t *err = fetch_url(fetch, url, &src);
-        assert_non_null(err);
-        assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);
-        assert_int_equal(fq_error_code(err), 500);
+        fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_RETRIABLE, 500);
         fq_error_destroy(err);
     }
     fq_error_t *err = fetch_url(fetch, url, &src);
@@ -315,10 +289,7 @@ static void test_connection_refused_is_retriable(void **state)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v.mp4", port);
     fq_source_t src;
     fq_error_t *err = fetch_url(fetch, url, &src);
-    assert_non_null(err);
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_FETCH);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);
-    assert_int_equal(fq_error_code(err), CURLE_COULDNT_CONNECT);
+    fq_test_assert_error(err, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, CURLE_COULDNT_CONNECT);
     fq_error_destroy(err);
     fq_fetch_destroy(fetch);
 }
@@ -337,10 +308,7 @@ static void test_unreachable_template_source_is_outage(void **state)
     fq_item_t item = {.platform = "test", .code = "v"};
     fq_source_t src;
     fq_error_t *err = fq_fetch_open(fetch, &item, &src);
-    assert_non_null(err);
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_FETCH);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_OUTAGE);
-    assert_int_equal(fq_error_code(err), CURLE_COULDNT_CONNECT);
+    fq_test_assert_error(err, FQ_STAGE_FETCH, FQ_CLASS_OUTAGE, CURLE_COULDNT_CONNECT);
     fq_error_destroy(err);
 
     char url[128];
@@ -357,7 +325,7 @@ static void test_template_source(void **state)
     (void)state;
     fq_config_t cfg = test_config();
     char tmpl[256];
-    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/ok/{code}.mp4", g.port);
+    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/ok/{code}.mp4", g.site.port);
     cfg.source_url_template = tmpl;
     cfg.allowed_source_hosts = ""; /* the template's host needs no listing */
     fq_fetch_t *fetch = new_fetch(&cfg);
@@ -375,7 +343,7 @@ static void test_file_source_only_when_allowed(void **state)
 {
     (void)state;
     char url[256];
-    snprintf(url, sizeof(url), "file://%s/v.mp4", g.www);
+    snprintf(url, sizeof(url), "file://%s/v.mp4", g.site.www);
     fq_config_t cfg = test_config();
     fq_fetch_t *fetch = new_fetch(&cfg);
     fq_source_t src;
@@ -398,21 +366,10 @@ static void test_file_source_only_when_allowed(void **state)
 
 /* ---- S3 ------------------------------------------------------------------------------ */
 
-static void require_s3_env(void)
-{
-    static const char *const names[] = {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID",
-                                        "AWS_SECRET_ACCESS_KEY"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (!getenv(names[i]) || !*getenv(names[i]))
-            fail_msg("%s is not set: start the stack (deploy/local/up) and source .stack/env",
-                     names[i]);
-    }
-}
-
 static void test_s3_source(void **state)
 {
     (void)state;
-    require_s3_env();
+    fq_test_s3_require();
     fq_config_t cfg = test_config();
     cfg.allowed_source_hosts = "frameq-videos";
     char key[128];
@@ -437,10 +394,7 @@ static void test_s3_source(void **state)
     /* Through the template too, and a missing key is a permanent 404 (NoSuchKey). */
     snprintf(url, sizeof(url), "s3://frameq-videos/itest/missing-%ld.mp4", (long)getpid());
     err = fetch_url(fetch, url, &src);
-    assert_non_null(err);
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_FETCH);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
-    assert_int_equal(fq_error_code(err), 404);
+    fq_test_assert_error(err, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, 404);
     fprintf(stderr, "  missing key -> %s\n", fq_error_message(err));
     fq_error_destroy(err);
     fq_fetch_destroy(fetch);
@@ -452,8 +406,7 @@ static void test_s3_source(void **state)
     err = fetch_url(fetch, url, &src);
     assert_non_null(err);
     fprintf(stderr, "  wrong secret -> %s\n", fq_error_message(err));
-    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
-    assert_int_equal(fq_error_code(err), 403);
+    fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_PERMANENT, 403);
     assert_non_null(strstr(fq_error_message(err), "S3 authentication failed (HTTP 403"));
     assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));
     fq_error_destroy(err);

@@ -17,6 +17,7 @@
 
 #include "fq_migrations.h"
 #include "fq_store.h"
+#include "fq_test_error.h"
 #include "fq_test_pg.h"
 
 typedef struct fixture {
@@ -29,33 +30,8 @@ typedef struct fixture {
 
 static void create_db(fixture_t *fx, const char *tag, char *dbname, size_t size)
 {
-    snprintf(dbname, size, "fq_test_%s_%d_%08lx", tag, (int)getpid(), (unsigned long)random());
-    char sql[128];
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", dbname);
-    PGresult *res = PQexec(fx->admin, sql);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(res));
-    PQclear(res);
-}
-
-static int drop_db(fixture_t *fx, const char *dbname)
-{
-    char sql[128];
-    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
-    PGresult *res = PQexec(fx->admin, sql);
-    int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
-    if (rc)
-        fprintf(stderr, "%s: %s\n", sql, PQresultErrorMessage(res));
-    PQclear(res);
-    return rc;
-}
-
-static PGresult *query(PGconn *pg, const char *sql, int n, const char *const *params)
-{
-    PGresult *res = PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(res));
-    return res;
+    if (fq_test_pg_create_db(fx->admin, tag, dbname, size) != 0)
+        fail_msg("cannot create a database for the test (see above)");
 }
 
 /* Runs a statement expected to fail; returns its SQLSTATE ("" when it succeeded). */
@@ -70,37 +46,16 @@ static void expect_sqlstate(PGconn *pg, const char *sql, int n, const char *cons
     PQclear(res);
 }
 
-static void assert_ok(fq_error_t *err)
-{
-    if (err) {
-        char msg[1200];
-        snprintf(msg, sizeof(msg), "%s", fq_error_message(err));
-        fq_error_destroy(err);
-        fail_msg("unexpected error: %s", msg);
-    }
-}
-
 static int group_setup(void **state)
 {
-    const char *url = getenv("DATABASE_URL");
-    if (!url || !*url) {
-        fprintf(stderr, "DATABASE_URL is not set: start the stack (deploy/local/up) and source "
-                        ".stack/env before running integration tests\n");
-        return -1;
-    }
     if (fq_migrations_count == 0) {
         fprintf(stderr, "no migrations are embedded (deploy/migrations/*.sql)\n");
         return -1;
     }
     fixture_t *fx = calloc(1, sizeof(*fx));
     *state = fx;
-    fx->url = url;
-    fx->admin = PQconnectdb(url);
-    if (PQstatus(fx->admin) != CONNECTION_OK) {
-        fprintf(stderr, "cannot connect to DATABASE_URL: %s\n", PQerrorMessage(fx->admin));
-        return -1;
-    }
-    return 0;
+    fx->admin = fq_test_pg_admin(&fx->url);
+    return fx->admin ? 0 : -1;
 }
 
 static int group_teardown(void **state)
@@ -111,7 +66,7 @@ static int group_teardown(void **state)
     int rc = 0;
     PQfinish(fx->pg);
     if (fx->dbname[0])
-        rc = drop_db(fx, fx->dbname);
+        rc = fq_test_pg_drop_db(fx->admin, fx->dbname);
     PQfinish(fx->admin);
     free(fx->conninfo);
     free(fx);
@@ -130,38 +85,36 @@ static void test_migrate_once(void **state)
     int64_t id = 0;
     bool done = true;
     fq_error_t *err = fq_store_begin_item(store, &item, 1, &id, &done);
-    assert_non_null(err);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_OUTAGE);
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_STORE);
+    fq_test_assert_error(err, FQ_STAGE_STORE, FQ_CLASS_OUTAGE, FQ_TEST_ANY);
     if (!strstr(fq_error_message(err), "42P01") || !strstr(fq_error_message(err), "--migrate"))
         fail_msg("unexpected message: %s", fq_error_message(err));
     fq_error_destroy(err);
 
     int applied = -1;
-    assert_ok(fq_store_migrate(store, &applied));
+    fq_test_assert_ok(fq_store_migrate(store, &applied));
     assert_int_equal(applied, fq_migrations_count);
     /* the same store now works: the failed statement was not remembered as prepared */
-    assert_ok(fq_store_begin_item(store, &item, 1, &id, &done));
+    fq_test_assert_ok(fq_store_begin_item(store, &item, 1, &id, &done));
     assert_true(id > 0);
     assert_false(done);
     applied = -1;
-    assert_ok(fq_store_migrate(store, &applied));
+    fq_test_assert_ok(fq_store_migrate(store, &applied));
     assert_int_equal(applied, 0);
     fq_store_destroy(store);
 
     /* a new store (another worker starting) finds nothing to do either */
     store = fq_store_new(fx->conninfo);
     applied = -1;
-    assert_ok(fq_store_migrate(store, &applied));
+    fq_test_assert_ok(fq_store_migrate(store, &applied));
     assert_int_equal(applied, 0);
     fq_store_destroy(store);
 
     fx->pg = PQconnectdb(fx->conninfo);
     assert_int_equal(PQstatus(fx->pg), CONNECTION_OK);
-    PGresult *res = query(fx->pg,
-                          "SELECT version, name, applied_at IS NOT NULL"
-                          " FROM frameq_schema_migrations ORDER BY version",
-                          0, NULL);
+    PGresult *res = fq_test_pg_query(fx->pg,
+                                     "SELECT version, name, applied_at IS NOT NULL"
+                                     " FROM frameq_schema_migrations ORDER BY version",
+                                     0, NULL);
     assert_int_equal(PQntuples(res), fq_migrations_count);
     for (size_t i = 0; i < fq_migrations_count; i++) {
         assert_int_equal(atoi(PQgetvalue(res, (int)i, 0)), fq_migrations[i].version);
@@ -218,12 +171,13 @@ static void test_schema_columns(void **state)
         {"extraction_items", "width", "integer", "YES"},
     };
     size_t n = sizeof(want) / sizeof(want[0]);
-    PGresult *res = query(fx->pg,
-                          "SELECT table_name, column_name, data_type, is_nullable"
-                          " FROM information_schema.columns WHERE table_schema = 'public'"
-                          " AND table_name IN ('extraction_items', 'extraction_errors',"
-                          " 'extraction_frames') ORDER BY table_name, column_name",
-                          0, NULL);
+    PGresult *res =
+        fq_test_pg_query(fx->pg,
+                         "SELECT table_name, column_name, data_type, is_nullable"
+                         " FROM information_schema.columns WHERE table_schema = 'public'"
+                         " AND table_name IN ('extraction_items', 'extraction_errors',"
+                         " 'extraction_frames') ORDER BY table_name, column_name",
+                         0, NULL);
     for (int r = 0; r < PQntuples(res) && (size_t)r < n; r++) {
         const char *got[] = {PQgetvalue(res, r, 0), PQgetvalue(res, r, 1), PQgetvalue(res, r, 2),
                              PQgetvalue(res, r, 3)};
@@ -237,11 +191,12 @@ static void test_schema_columns(void **state)
     PQclear(res);
 
     /* ids come from sequences (bigserial) */
-    res = query(fx->pg,
-                "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'"
-                " AND column_name = 'id' AND column_default LIKE 'nextval(%'"
-                " AND table_name IN ('extraction_items', 'extraction_errors')",
-                0, NULL);
+    res = fq_test_pg_query(
+        fx->pg,
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public'"
+        " AND column_name = 'id' AND column_default LIKE 'nextval(%'"
+        " AND table_name IN ('extraction_items', 'extraction_errors')",
+        0, NULL);
     assert_string_equal(PQgetvalue(res, 0, 0), "2");
     PQclear(res);
 }
@@ -261,20 +216,20 @@ static void test_schema_constraints(void **state)
         "extraction_items u platform,code",
     };
     size_t n = sizeof(want) / sizeof(want[0]);
-    PGresult *res =
-        query(fx->pg,
-              "SELECT c.conrelid::regclass::text || ' ' || c.contype::text || ' ' ||"
-              " (SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM unnest(c.conkey)"
-              "  WITH ORDINALITY AS k(attnum, ord) JOIN pg_attribute a"
-              "  ON a.attrelid = c.conrelid AND a.attnum = k.attnum) ||"
-              " CASE WHEN c.contype = 'f' THEN ' -> ' || c.confrelid::regclass::text || '(' ||"
-              " (SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM unnest(c.confkey)"
-              "  WITH ORDINALITY AS k(attnum, ord) JOIN pg_attribute a"
-              "  ON a.attrelid = c.confrelid AND a.attnum = k.attnum) || ')' ELSE '' END AS d"
-              " FROM pg_constraint c WHERE c.contype IN ('p', 'u', 'f')"
-              " AND c.conrelid::regclass::text IN ('extraction_items', 'extraction_errors',"
-              " 'extraction_frames') ORDER BY d",
-              0, NULL);
+    PGresult *res = fq_test_pg_query(
+        fx->pg,
+        "SELECT c.conrelid::regclass::text || ' ' || c.contype::text || ' ' ||"
+        " (SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM unnest(c.conkey)"
+        "  WITH ORDINALITY AS k(attnum, ord) JOIN pg_attribute a"
+        "  ON a.attrelid = c.conrelid AND a.attnum = k.attnum) ||"
+        " CASE WHEN c.contype = 'f' THEN ' -> ' || c.confrelid::regclass::text || '(' ||"
+        " (SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM unnest(c.confkey)"
+        "  WITH ORDINALITY AS k(attnum, ord) JOIN pg_attribute a"
+        "  ON a.attrelid = c.confrelid AND a.attnum = k.attnum) || ')' ELSE '' END AS d"
+        " FROM pg_constraint c WHERE c.contype IN ('p', 'u', 'f')"
+        " AND c.conrelid::regclass::text IN ('extraction_items', 'extraction_errors',"
+        " 'extraction_frames') ORDER BY d",
+        0, NULL);
     for (int r = 0; r < PQntuples(res) && (size_t)r < n; r++)
         assert_string_equal(PQgetvalue(res, r, 0), want[r]);
     assert_int_equal(PQntuples(res), n);
@@ -292,7 +247,7 @@ static void test_status_check(void **state)
         char code[32];
         snprintf(code, sizeof(code), "check-%zu", i);
         const char *params[] = {code, valid[i]};
-        PQclear(query(fx->pg, sql, 2, params));
+        PQclear(fq_test_pg_query(fx->pg, sql, 2, params));
     }
     static const char *const invalid[] = {"bogus", "DONE", ""};
     for (size_t i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++) {
@@ -317,22 +272,23 @@ static void test_foreign_keys(void **state)
                     " VALUES (-1, 0, 0, 'file://x')",
                     0, NULL, "23503");
     /* and with an existing item both succeed; a second error row for the attempt does not */
-    PGresult *res = query(fx->pg,
-                          "INSERT INTO extraction_items (platform, code) VALUES ('test', 'fk')"
-                          " RETURNING id",
-                          0, NULL);
+    PGresult *res =
+        fq_test_pg_query(fx->pg,
+                         "INSERT INTO extraction_items (platform, code) VALUES ('test', 'fk')"
+                         " RETURNING id",
+                         0, NULL);
     char id[24];
     snprintf(id, sizeof(id), "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
     const char *params[] = {id};
     const char *err_sql = "INSERT INTO extraction_errors (item_id, attempt, stage, error_class)"
                           " VALUES ($1::bigint, 1, 'fetch', 'retriable')";
-    PQclear(query(fx->pg, err_sql, 1, params));
+    PQclear(fq_test_pg_query(fx->pg, err_sql, 1, params));
     expect_sqlstate(fx->pg, err_sql, 1, params, "23505");
-    PQclear(query(fx->pg,
-                  "INSERT INTO extraction_frames (item_id, idx, pts_ms, url)"
-                  " VALUES ($1::bigint, 0, 0, 'file://x')",
-                  1, params));
+    PQclear(fq_test_pg_query(fx->pg,
+                             "INSERT INTO extraction_frames (item_id, idx, pts_ms, url)"
+                             " VALUES ($1::bigint, 0, 0, 'file://x')",
+                             1, params));
 }
 
 typedef struct racer {
@@ -392,7 +348,7 @@ static void test_concurrent_migrators(void **state)
         PQclear(res);
         PQfinish(pg);
         free(conninfo);
-        drop_db(fx, dbname);
+        fq_test_pg_drop_db(fx->admin, dbname);
         if (!ok)
             fail_msg("round %d: migrator 1 applied %d (%s), migrator 2 applied %d (%s); want "
                      "%zu in all, each version once",

@@ -20,25 +20,16 @@
 #include <curl/curl.h>
 
 #include "fq_http.h"
+#include "fq_test_env.h"
+#include "fq_test_error.h"
 
 #define BUCKET "frameq-frames"
 
 static fq_config_t stack_config(void)
 {
-    static const char *const names[] = {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID",
-                                        "AWS_SECRET_ACCESS_KEY"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (!getenv(names[i]) || !*getenv(names[i]))
-            fail_msg("%s is not set: start the stack (deploy/local/up) and source .stack/env",
-                     names[i]);
-    }
-    fq_config_t cfg = {
-        .s3_endpoint = getenv("S3_ENDPOINT"),
-        .s3_region = getenv("S3_REGION") ? getenv("S3_REGION") : "us-east-1",
-        .aws_access_key_id = getenv("AWS_ACCESS_KEY_ID"),
-        .aws_secret_access_key = getenv("AWS_SECRET_ACCESS_KEY"),
-        .http_timeout_ms = 10000,
-    };
+    fq_test_s3_require();
+    fq_config_t cfg = {.http_timeout_ms = 10000};
+    fq_test_s3_settings(&cfg);
     return cfg;
 }
 
@@ -184,9 +175,7 @@ static void test_bad_credentials(void **state)
             assert_true(status == 403 || status == 404);
         else
             assert_int_equal(status, 403);
-        assert_int_equal(fq_error_code(err), (int)status);
-        assert_int_equal(fq_error_stage(err), FQ_STAGE_UPLOAD);
-        assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
+        fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_PERMANENT, (int)status);
         assert_non_null(strstr(fq_error_message(err), "S3 authentication failed (HTTP 40"));
         assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));
         fq_error_destroy(err);

@@ -22,6 +22,8 @@
 
 #include "fq_migrations.h"
 #include "fq_store.h"
+#include "fq_test_env.h"
+#include "fq_test_error.h"
 #include "fq_test_pg.h"
 
 typedef struct fixture {
@@ -33,52 +35,15 @@ typedef struct fixture {
     fq_store_t *store;
 } fixture_t;
 
-static const char *database_url(void)
-{
-    const char *url = getenv("DATABASE_URL");
-    if (!url || !*url)
-        fail_msg("DATABASE_URL is not set: start the stack (deploy/local/up) and source "
-                 ".stack/env before running integration tests");
-    return url;
-}
-
-/* Runs a query with text parameters and returns its result (caller clears). */
-static PGresult *query(PGconn *pg, const char *sql, int n, const char *const *params)
-{
-    PGresult *res = PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(res));
-    return res;
-}
-
 static int group_setup(void **state)
 {
-    const char *url = getenv("DATABASE_URL");
-    if (!url || !*url) {
-        fprintf(stderr, "DATABASE_URL is not set: start the stack (deploy/local/up) and source "
-                        ".stack/env before running integration tests\n");
-        return -1;
-    }
     fixture_t *fx = calloc(1, sizeof(*fx));
     *state = fx; /* from here the teardown cleans up, also after a failed setup */
-    snprintf(fx->dbname, sizeof(fx->dbname), "fq_test_store_%d_%08lx", (int)getpid(),
-             (unsigned long)random());
     snprintf(fx->app, sizeof(fx->app), "fq-test-store-%d", (int)getpid());
-    fx->admin = PQconnectdb(url);
-    if (PQstatus(fx->admin) != CONNECTION_OK) {
-        fprintf(stderr, "cannot connect to DATABASE_URL: %s\n", PQerrorMessage(fx->admin));
+    const char *url = NULL;
+    fx->admin = fq_test_pg_admin(&url);
+    if (!fx->admin || fq_test_pg_create_db(fx->admin, "store", fx->dbname, sizeof(fx->dbname)) != 0)
         return -1;
-    }
-    char sql[128];
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", fx->dbname);
-    PGresult *res = PQexec(fx->admin, sql);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        fprintf(stderr, "%s: %s\n", sql, PQresultErrorMessage(res));
-        PQclear(res);
-        fx->dbname[0] = '\0'; /* nothing to drop */
-        return -1;
-    }
-    PQclear(res);
     char *checker = fq_test_conninfo_for(url, fx->dbname, "fq-test-checker");
     fx->pg = PQconnectdb(checker);
     free(checker);
@@ -102,15 +67,8 @@ static int group_teardown(void **state)
     fq_store_destroy(fx->store);
     PQfinish(fx->pg);
     int rc = 0;
-    if (fx->dbname[0] && PQstatus(fx->admin) == CONNECTION_OK) {
-        char sql[128];
-        snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", fx->dbname);
-        PGresult *res = PQexec(fx->admin, sql);
-        rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
-        if (rc)
-            fprintf(stderr, "%s: %s\n", sql, PQresultErrorMessage(res));
-        PQclear(res);
-    }
+    if (fx->dbname[0] && fx->admin)
+        rc = fq_test_pg_drop_db(fx->admin, fx->dbname);
     PQfinish(fx->admin);
     free(fx->conninfo);
     free(fx);
@@ -136,13 +94,13 @@ typedef struct item_row {
 static bool get_item(fixture_t *fx, const fq_item_t *item, item_row_t *row)
 {
     const char *params[] = {item->platform, item->code};
-    PGresult *res = query(fx->pg,
-                          "SELECT id, status, attempts, coalesce(frame_count::text, ''),"
-                          " coalesce(duration_ms::text, ''), coalesce(width::text, ''),"
-                          " coalesce(height::text, ''), coalesce(last_error, ''),"
-                          " done_at IS NOT NULL, last_error IS NULL"
-                          " FROM extraction_items WHERE platform = $1 AND code = $2",
-                          2, params);
+    PGresult *res = fq_test_pg_query(fx->pg,
+                                     "SELECT id, status, attempts, coalesce(frame_count::text, ''),"
+                                     " coalesce(duration_ms::text, ''), coalesce(width::text, ''),"
+                                     " coalesce(height::text, ''), coalesce(last_error, ''),"
+                                     " done_at IS NOT NULL, last_error IS NULL"
+                                     " FROM extraction_items WHERE platform = $1 AND code = $2",
+                                     2, params);
     bool found = PQntuples(res) == 1;
     if (found) {
         memset(row, 0, sizeof(*row));
@@ -166,26 +124,16 @@ static int count_rows(fixture_t *fx, const char *sql, int64_t item_id)
     char id[24];
     snprintf(id, sizeof(id), "%lld", (long long)item_id);
     const char *params[] = {id};
-    PGresult *res = query(fx->pg, sql, 1, params);
+    PGresult *res = fq_test_pg_query(fx->pg, sql, 1, params);
     int n = atoi(PQgetvalue(res, 0, 0));
     PQclear(res);
     return n;
 }
 
-static void assert_ok(fq_error_t *err)
-{
-    if (err) {
-        char msg[1200];
-        snprintf(msg, sizeof(msg), "%s", fq_error_message(err));
-        fq_error_destroy(err);
-        fail_msg("unexpected error: %s", msg);
-    }
-}
-
 static void test_env_present(void **state)
 {
     (void)state;
-    assert_non_null(database_url());
+    assert_non_null(fq_test_env_require("DATABASE_URL"));
 }
 
 static void test_begin_item_attempts(void **state)
@@ -194,7 +142,7 @@ static void test_begin_item_attempts(void **state)
     fq_item_t item = new_item("begin");
     int64_t id = 0, id2 = 0;
     bool done = true;
-    assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
     assert_true(id > 0);
     assert_false(done);
     item_row_t row;
@@ -210,7 +158,7 @@ static void test_begin_item_attempts(void **state)
     } steps[] = {{2, "2"}, {1, "2"}, {3, "3"}};
     for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
         done = true;
-        assert_ok(fq_store_begin_item(fx->store, &item, steps[i].attempt, &id2, &done));
+        fq_test_assert_ok(fq_store_begin_item(fx->store, &item, steps[i].attempt, &id2, &done));
         assert_int_equal(id2, id);
         assert_false(done);
         assert_true(get_item(fx, &item, &row));
@@ -219,7 +167,7 @@ static void test_begin_item_attempts(void **state)
     }
 }
 
-/* Frame i of a run: the URL has the characters an array literal must escape. */
+/* Frame i of a run: the URL has characters that hand-made SQL or JSON quoting gets wrong. */
 static void make_frames(fq_stored_frame_t *frames, char (*urls)[128], size_t n, int run)
 {
     for (size_t i = 0; i < n; i++) {
@@ -238,10 +186,11 @@ static void check_frames(fixture_t *fx, int64_t id, const fq_stored_frame_t *fra
     char sid[24];
     snprintf(sid, sizeof(sid), "%lld", (long long)id);
     const char *params[] = {sid};
-    PGresult *res = query(fx->pg,
-                          "SELECT idx, pts_ms, url, width, height, bytes FROM extraction_frames"
-                          " WHERE item_id = $1::bigint ORDER BY idx",
-                          1, params);
+    PGresult *res =
+        fq_test_pg_query(fx->pg,
+                         "SELECT idx, pts_ms, url, width, height, bytes FROM extraction_frames"
+                         " WHERE item_id = $1::bigint ORDER BY idx",
+                         1, params);
     assert_int_equal(PQntuples(res), n);
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(atoi(PQgetvalue(res, (int)i, 0)), frames[i].index);
@@ -260,13 +209,13 @@ static void test_mark_done(void **state)
     fq_item_t item = new_item("done");
     int64_t id = 0;
     bool done = true;
-    assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
 
     fq_stored_frame_t frames[3];
     char urls[3][128];
     make_frames(frames, urls, 3, 1);
     fq_media_info_t info = {.duration_ms = 2500, .width = 640, .height = 360};
-    assert_ok(fq_store_mark_done(fx->store, id, &info, frames, 3));
+    fq_test_assert_ok(fq_store_mark_done(fx->store, id, &info, frames, 3));
     item_row_t row;
     assert_true(get_item(fx, &item, &row));
     assert_string_equal(row.status, "done");
@@ -281,7 +230,7 @@ static void test_mark_done(void **state)
     /* a re-run with fewer, different frames replaces the rows */
     make_frames(frames, urls, 2, 2);
     info.duration_ms = 2000;
-    assert_ok(fq_store_mark_done(fx->store, id, &info, frames, 2));
+    fq_test_assert_ok(fq_store_mark_done(fx->store, id, &info, frames, 2));
     assert_true(get_item(fx, &item, &row));
     assert_string_equal(row.frame_count, "2");
     assert_string_equal(row.duration_ms, "2000");
@@ -290,7 +239,7 @@ static void test_mark_done(void **state)
     /* a done item is not begun again */
     int64_t id2 = 0;
     done = false;
-    assert_ok(fq_store_begin_item(fx->store, &item, 2, &id2, &done));
+    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 2, &id2, &done));
     assert_true(done);
     assert_int_equal(id2, id);
     assert_true(get_item(fx, &item, &row));
@@ -304,12 +253,12 @@ static void test_mark_done_many_frames(void **state)
     fq_item_t item = new_item("many");
     int64_t id = 0;
     bool done = true;
-    assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
     enum { N = 1000 }; /* MAX_FRAMES default */
     fq_stored_frame_t *frames = calloc(N, sizeof(*frames));
     char(*urls)[128] = calloc(N, sizeof(*urls));
     make_frames(frames, urls, N, 3);
-    assert_ok(fq_store_mark_done(fx->store, id, NULL, frames, N));
+    fq_test_assert_ok(fq_store_mark_done(fx->store, id, NULL, frames, N));
     check_frames(fx, id, frames, N);
     item_row_t row;
     assert_true(get_item(fx, &item, &row));
@@ -323,12 +272,10 @@ static void test_mark_done_missing_item(void **state)
 {
     fixture_t *fx = *state;
     fq_error_t *err = fq_store_mark_done(fx->store, -42, NULL, NULL, 0);
-    assert_non_null(err);
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_STORE);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);
+    fq_test_assert_error(err, FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, FQ_TEST_ANY);
     fq_error_destroy(err);
     /* the store is still usable afterwards (the transaction was rolled back) */
-    assert_ok(fq_store_ping(fx->store));
+    fq_test_assert_ok(fq_store_ping(fx->store));
 }
 
 static void test_record_error_idempotent(void **state)
@@ -337,23 +284,24 @@ static void test_record_error_idempotent(void **state)
     fq_item_t item = new_item("err");
     int64_t id = 0;
     bool done = true;
-    assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
     fq_error_t *cause = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "HTTP 503 from source");
     fq_store_origin_t origin = {
         .worker = "w-1", .topic = "extraction.jobs", .partition = 2, .offset = 12345};
     for (int i = 0; i < 2; i++)
-        assert_ok(fq_store_record_error(fx->store, &item, 1, cause, "retrying", &origin));
+        fq_test_assert_ok(fq_store_record_error(fx->store, &item, 1, cause, "retrying", &origin));
     fq_error_destroy(cause);
     assert_int_equal(
         count_rows(fx, "SELECT count(*) FROM extraction_errors WHERE item_id = $1::bigint", id), 1);
     char sid[24];
     snprintf(sid, sizeof(sid), "%lld", (long long)id);
     const char *params[] = {sid};
-    PGresult *res = query(fx->pg,
-                          "SELECT attempt, stage, error_class, message, worker, kafka_topic,"
-                          " kafka_partition, kafka_offset FROM extraction_errors"
-                          " WHERE item_id = $1::bigint",
-                          1, params);
+    PGresult *res =
+        fq_test_pg_query(fx->pg,
+                         "SELECT attempt, stage, error_class, message, worker, kafka_topic,"
+                         " kafka_partition, kafka_offset FROM extraction_errors"
+                         " WHERE item_id = $1::bigint",
+                         1, params);
     static const char *const want[] = {
         "1", "fetch", "retriable", "HTTP 503 from source", "w-1", "extraction.jobs", "2", "12345"};
     for (int c = 0; c < 8; c++)
@@ -367,7 +315,7 @@ static void test_record_error_idempotent(void **state)
 
     /* the next attempt adds a row and moves attempts up */
     cause = fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT, "no video stream");
-    assert_ok(fq_store_record_error(fx->store, &item, 2, cause, "dead", NULL));
+    fq_test_assert_ok(fq_store_record_error(fx->store, &item, 2, cause, "dead", NULL));
     fq_error_destroy(cause);
     assert_int_equal(
         count_rows(fx, "SELECT count(*) FROM extraction_errors WHERE item_id = $1::bigint", id), 2);
@@ -394,7 +342,7 @@ static void test_record_error_invalid_utf8(void **state)
     fq_error_t *cause = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "%s", big);
     assert_int_equal(strlen(fq_error_message(cause)), FQ_ERROR_MESSAGE_MAX);
     fq_store_origin_t origin = {.worker = "w-\xc3", .topic = "t", .partition = 0, .offset = 1};
-    assert_ok(fq_store_record_error(fx->store, &item, 1, cause, "retrying", &origin));
+    fq_test_assert_ok(fq_store_record_error(fx->store, &item, 1, cause, "retrying", &origin));
     fq_error_destroy(cause);
     item_row_t row;
     assert_true(get_item(fx, &item, &row));
@@ -416,17 +364,17 @@ static void test_record_error_leaves_done(void **state)
     fq_item_t item = new_item("donedead");
     int64_t id = 0;
     bool done = true;
-    assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
-    assert_ok(fq_store_mark_done(fx->store, id, NULL, NULL, 0));
+    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    fq_test_assert_ok(fq_store_mark_done(fx->store, id, NULL, NULL, 0));
     fq_error_t *cause = fq_error_new(FQ_STAGE_UPLOAD, FQ_CLASS_RETRIABLE, "late failure");
-    assert_ok(fq_store_record_error(fx->store, &item, 2, cause, "dead", NULL));
+    fq_test_assert_ok(fq_store_record_error(fx->store, &item, 2, cause, "dead", NULL));
     fq_error_destroy(cause);
     item_row_t row;
     assert_true(get_item(fx, &item, &row));
     assert_string_equal(row.status, "done");
     assert_true(row.last_error_null);
     /* and set_status (redrive) does not send it back to work */
-    assert_ok(fq_store_set_status(fx->store, item.platform, item.code, "queued"));
+    fq_test_assert_ok(fq_store_set_status(fx->store, item.platform, item.code, "queued"));
     assert_true(get_item(fx, &item, &row));
     assert_string_equal(row.status, "done");
 }
@@ -437,7 +385,7 @@ static void test_record_error_creates_item(void **state)
     fq_item_t item = new_item("fresh");
     fq_error_t *cause = fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT, "video_url: bad");
     fq_store_origin_t origin = {.worker = "w-2", .topic = NULL};
-    assert_ok(fq_store_record_error(fx->store, &item, 1, cause, "dead", &origin));
+    fq_test_assert_ok(fq_store_record_error(fx->store, &item, 1, cause, "dead", &origin));
     fq_error_destroy(cause);
     item_row_t row;
     assert_true(get_item(fx, &item, &row));
@@ -462,15 +410,13 @@ static void test_constraint_violation_is_retriable(void **state)
     int64_t id = 0;
     bool done = false;
     fq_error_t *err = fq_store_begin_item(fx->store, &item, 1, &id, &done);
-    assert_non_null(err);
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_STORE);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);
+    fq_test_assert_error(err, FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, FQ_TEST_ANY);
     if (!strstr(fq_error_message(err), "SQLSTATE 23514"))
         fail_msg("no SQLSTATE in: %s", fq_error_message(err));
     /* PostgreSQL's MAKE_SQLSTATE('2','3','5','1','4') */
     assert_int_equal(fq_error_code(err), 2 + (3 << 6) + (5 << 12) + (1 << 18) + (4 << 24));
     fq_error_destroy(err);
-    assert_ok(fq_store_ping(fx->store));
+    fq_test_assert_ok(fq_store_ping(fx->store));
 }
 
 static void test_set_status(void **state)
@@ -479,15 +425,15 @@ static void test_set_status(void **state)
     fq_item_t item = new_item("status");
     item_row_t row;
     assert_false(get_item(fx, &item, &row));
-    assert_ok(fq_store_set_status(fx->store, item.platform, item.code, "queued"));
+    fq_test_assert_ok(fq_store_set_status(fx->store, item.platform, item.code, "queued"));
     assert_true(get_item(fx, &item, &row));
     assert_string_equal(row.status, "queued");
     fq_error_t *cause = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, "HTTP 404");
-    assert_ok(fq_store_record_error(fx->store, &item, 1, cause, "dead", NULL));
+    fq_test_assert_ok(fq_store_record_error(fx->store, &item, 1, cause, "dead", NULL));
     fq_error_destroy(cause);
     assert_true(get_item(fx, &item, &row));
     assert_string_equal(row.status, "dead");
-    assert_ok(fq_store_set_status(fx->store, item.platform, item.code, "queued"));
+    fq_test_assert_ok(fq_store_set_status(fx->store, item.platform, item.code, "queued"));
     assert_true(get_item(fx, &item, &row));
     assert_string_equal(row.status, "queued");
     assert_string_equal(row.attempts, "1");
@@ -566,10 +512,10 @@ static void test_connect_timeout_default(void **state)
 static int backend_pid(fixture_t *fx)
 {
     const char *params[] = {fx->app};
-    PGresult *res = query(fx->pg,
-                          "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
-                          " AND datname = current_database()",
-                          1, params);
+    PGresult *res = fq_test_pg_query(fx->pg,
+                                     "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
+                                     " AND datname = current_database()",
+                                     1, params);
     int pid = PQntuples(res) == 1 ? atoi(PQgetvalue(res, 0, 0)) : -PQntuples(res);
     PQclear(res);
     return pid;
@@ -578,7 +524,7 @@ static int backend_pid(fixture_t *fx)
 static void test_reconnects_after_terminate(void **state)
 {
     fixture_t *fx = *state;
-    assert_ok(fq_store_ping(fx->store));
+    fq_test_assert_ok(fq_store_ping(fx->store));
     int pid = backend_pid(fx);
     assert_true(pid > 0);
     char spid[16];
@@ -586,14 +532,15 @@ static void test_reconnects_after_terminate(void **state)
     const char *params[] = {spid};
     /* PostgreSQL 14+: waits up to 5 s until the backend is gone, so the store's next call
      * really meets a dead connection. */
-    PGresult *res = query(fx->pg, "SELECT pg_terminate_backend($1::int, 5000)", 1, params);
+    PGresult *res =
+        fq_test_pg_query(fx->pg, "SELECT pg_terminate_backend($1::int, 5000)", 1, params);
     assert_string_equal(PQgetvalue(res, 0, 0), "t");
     PQclear(res);
 
     fq_item_t item = new_item("reconnect");
     int64_t id = 0;
     bool done = true;
-    assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
     assert_true(id > 0);
     int pid2 = backend_pid(fx);
     assert_true(pid2 > 0);
@@ -601,13 +548,13 @@ static void test_reconnects_after_terminate(void **state)
 
     /* and again in the middle of work: the transactional mark_done survives it too */
     snprintf(spid, sizeof(spid), "%d", pid2);
-    res = query(fx->pg, "SELECT pg_terminate_backend($1::int, 5000)", 1, params);
+    res = fq_test_pg_query(fx->pg, "SELECT pg_terminate_backend($1::int, 5000)", 1, params);
     assert_string_equal(PQgetvalue(res, 0, 0), "t");
     PQclear(res);
     fq_stored_frame_t frames[2];
     char urls[2][128];
     make_frames(frames, urls, 2, 4);
-    assert_ok(fq_store_mark_done(fx->store, id, NULL, frames, 2));
+    fq_test_assert_ok(fq_store_mark_done(fx->store, id, NULL, frames, 2));
     check_frames(fx, id, frames, 2);
 }
 
@@ -633,11 +580,12 @@ static int wait_for_blocked_backend(fixture_t *fx, int not_pid)
     snprintf(snot, sizeof(snot), "%d", not_pid);
     const char *params[] = {fx->app, snot};
     for (int i = 0; i < 1000; i++) {
-        PGresult *res = query(fx->pg,
-                              "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
-                              " AND datname = current_database() AND wait_event_type = 'Lock'"
-                              " AND pid <> $2::int",
-                              2, params);
+        PGresult *res =
+            fq_test_pg_query(fx->pg,
+                             "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
+                             " AND datname = current_database() AND wait_event_type = 'Lock'"
+                             " AND pid <> $2::int",
+                             2, params);
         int pid = PQntuples(res) == 1 ? atoi(PQgetvalue(res, 0, 0)) : 0;
         PQclear(res);
         if (pid > 0)
@@ -656,19 +604,20 @@ static void test_reconnects_mid_transaction(void **state)
     fq_item_t item = new_item("midtx");
     int64_t id = 0;
     bool done = true;
-    assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
     char sid[24];
     snprintf(sid, sizeof(sid), "%lld", (long long)id);
 
     /* a second connection of the test holds the item's row lock */
-    char *locker_ci = fq_test_conninfo_for(database_url(), fx->dbname, "fq-test-locker");
+    char *locker_ci =
+        fq_test_conninfo_for(fq_test_env_require("DATABASE_URL"), fx->dbname, "fq-test-locker");
     PGconn *locker = PQconnectdb(locker_ci);
     free(locker_ci);
     assert_int_equal(PQstatus(locker), CONNECTION_OK);
-    PQclear(query(locker, "BEGIN", 0, NULL));
+    PQclear(fq_test_pg_query(locker, "BEGIN", 0, NULL));
     const char *params[] = {sid};
-    PQclear(query(locker, "SELECT 1 FROM extraction_items WHERE id = $1::bigint FOR UPDATE", 1,
-                  params));
+    PQclear(fq_test_pg_query(
+        locker, "SELECT 1 FROM extraction_items WHERE id = $1::bigint FOR UPDATE", 1, params));
 
     fq_stored_frame_t frames[5];
     char urls[5][128];
@@ -681,16 +630,17 @@ static void test_reconnects_mid_transaction(void **state)
     char spid[16];
     snprintf(spid, sizeof(spid), "%d", pid);
     const char *kill_params[] = {spid};
-    PGresult *res = query(fx->pg, "SELECT pg_terminate_backend($1::int, 5000)", 1, kill_params);
+    PGresult *res =
+        fq_test_pg_query(fx->pg, "SELECT pg_terminate_backend($1::int, 5000)", 1, kill_params);
     assert_string_equal(PQgetvalue(res, 0, 0), "t");
     PQclear(res);
     /* the retry, on a new connection, blocks on the same lock until we let go */
     int pid2 = wait_for_blocked_backend(fx, pid);
     assert_int_not_equal(pid2, pid);
-    PQclear(query(locker, "ROLLBACK", 0, NULL));
+    PQclear(fq_test_pg_query(locker, "ROLLBACK", 0, NULL));
     pthread_join(thread, NULL);
     PQfinish(locker);
-    assert_ok(call.err);
+    fq_test_assert_ok(call.err);
 
     item_row_t row;
     assert_true(get_item(fx, &item, &row));

@@ -31,14 +31,12 @@
 #include "fq_upload.h"
 #include "fq_test_env.h"
 #include "fq_test_fault.h"
+#include "fq_test_error.h"
 
 #define MAX_FRAMES 16
 
 static struct {
-    char dir[128];
-    char www[192];
-    pid_t server;
-    int port;
+    fq_test_site_t site;
     uint8_t *jpeg[MAX_FRAMES];
     size_t size[MAX_FRAMES];
 } g;
@@ -64,27 +62,13 @@ static void make_frames(void)
     }
 }
 
-static void require_s3_env(void)
-{
-    static const char *const names[] = {"S3_ENDPOINT", "AWS_ACCESS_KEY_ID",
-                                        "AWS_SECRET_ACCESS_KEY"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (!getenv(names[i]) || !*getenv(names[i]))
-            fail_msg("%s is not set: start the stack (deploy/local/up) and source .stack/env",
-                     names[i]);
-    }
-}
-
 static fq_config_t test_config(const char *tmpl)
 {
     fq_config_t cfg = {
         .frames_url_template = (char *)tmpl,
         .http_timeout_ms = 5000,
-        .s3_endpoint = getenv("S3_ENDPOINT"),
-        .s3_region = getenv("S3_REGION") ? getenv("S3_REGION") : "us-east-1",
-        .aws_access_key_id = getenv("AWS_ACCESS_KEY_ID"),
-        .aws_secret_access_key = getenv("AWS_SECRET_ACCESS_KEY"),
     };
+    fq_test_s3_settings(&cfg);
     return cfg;
 }
 
@@ -165,10 +149,11 @@ static char *read_whole(const char *path, size_t *len)
     return buf;
 }
 
-static void check_local_frames(const char *dir, int n)
+/* dir/00000.jpg .. hold exactly the n frames handed over. */
+static void check_frame_files(const char *dir, int n)
 {
     for (int i = 0; i < n; i++) {
-        char path[512];
+        char path[600];
         snprintf(path, sizeof(path), "%s/%05d.jpg", dir, i);
         size_t len;
         char *data = read_whole(path, &len);
@@ -176,6 +161,11 @@ static void check_local_frames(const char *dir, int n)
         assert_memory_equal(data, g.jpeg[i], len);
         free(data);
     }
+}
+
+static void check_local_frames(const char *dir, int n)
+{
+    check_frame_files(dir, n);
     char path[512];
     snprintf(path, sizeof(path), "%s/manifest.json", dir);
     size_t len;
@@ -192,19 +182,8 @@ static int group_setup(void **state)
 {
     (void)state;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    snprintf(g.dir, sizeof(g.dir), "/tmp/fq-itest-upload-XXXXXX");
-    if (!mkdtemp(g.dir))
+    if (fq_test_site_start(&g.site, "upload") != 0)
         return -1;
-    snprintf(g.www, sizeof(g.www), "%s/www", g.dir);
-    if (mkdir(g.www, 0700) != 0)
-        return -1;
-    char port_file[256];
-    snprintf(port_file, sizeof(port_file), "%s/port", g.dir);
-    g.port = fq_test_fault_start(g.www, port_file, &g.server);
-    if (g.port <= 0) {
-        fprintf(stderr, "cannot start tests/tools/fault_server.py\n");
-        return -1;
-    }
     make_frames();
     return 0;
 }
@@ -212,11 +191,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    fq_test_fault_stop(g.server);
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g.dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", g.dir);
+    fq_test_site_stop(&g.site);
     for (int i = 0; i < MAX_FRAMES; i++)
         free(g.jpeg[i]);
     curl_global_cleanup();
@@ -229,8 +204,8 @@ static void test_file_absolute(void **state)
 {
     (void)state;
     char tmpl[256], dir[256];
-    snprintf(tmpl, sizeof(tmpl), "file://%s/frames/{platform}/{code}/{index:05}.jpg", g.dir);
-    snprintf(dir, sizeof(dir), "%s/frames/itest/abs", g.dir);
+    snprintf(tmpl, sizeof(tmpl), "file://%s/frames/{platform}/{code}/{index:05}.jpg", g.site.dir);
+    snprintf(dir, sizeof(dir), "%s/frames/itest/abs", g.site.dir);
     fq_config_t cfg = test_config(tmpl);
     fq_error_t *err;
     fq_upload_t *up = run_item(&cfg, "abs", 7, &err);
@@ -266,7 +241,7 @@ static void test_file_relative(void **state)
     (void)state;
     char cwd[512];
     assert_non_null(getcwd(cwd, sizeof(cwd)));
-    assert_int_equal(chdir(g.dir), 0);
+    assert_int_equal(chdir(g.site.dir), 0);
     fq_config_t cfg = test_config("file://./rel/{platform}/{code}/{index}.jpg");
     fq_error_t *err;
     fq_upload_t *up = run_item(&cfg, "rel", 3, &err);
@@ -274,7 +249,7 @@ static void test_file_relative(void **state)
     if (err)
         fail_msg("relative file upload: %s", fq_error_message(err));
     char path[512];
-    snprintf(path, sizeof(path), "%s/rel/itest/rel/2.jpg", g.dir);
+    snprintf(path, sizeof(path), "%s/rel/itest/rel/2.jpg", g.site.dir);
     size_t len;
     char *data = read_whole(path, &len);
     assert_int_equal(len, g.size[2]);
@@ -313,7 +288,7 @@ static void test_http_put(void **state)
     (void)state;
     char tmpl[256];
     snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/upload/{platform}/{code}/{index:05}.jpg",
-             g.port);
+             g.site.port);
     fq_config_t cfg = test_config(tmpl);
     fq_error_t *err;
     /* More frames than the window of transfers in flight. */
@@ -321,19 +296,11 @@ static void test_http_put(void **state)
     if (err)
         fail_msg("http upload: %s", fq_error_message(err));
     char dir[512];
-    snprintf(dir, sizeof(dir), "%s/uploads/itest/put", g.www);
-    for (int i = 0; i < MAX_FRAMES; i++) {
-        char path[600];
-        snprintf(path, sizeof(path), "%s/%05d.jpg", dir, i);
-        size_t len;
-        char *data = read_whole(path, &len);
-        assert_int_equal(len, g.size[i]);
-        assert_memory_equal(data, g.jpeg[i], len);
-        free(data);
-    }
+    snprintf(dir, sizeof(dir), "%s/uploads/itest/put", g.site.www);
+    check_frame_files(dir, MAX_FRAMES);
     char path[600], prefix[128];
     snprintf(path, sizeof(path), "%s/manifest.json", dir);
-    snprintf(prefix, sizeof(prefix), "http://127.0.0.1:%d/upload/itest/put/", g.port);
+    snprintf(prefix, sizeof(prefix), "http://127.0.0.1:%d/upload/itest/put/", g.site.port);
     size_t len;
     char *text = read_whole(path, &len);
     check_manifest(text, "put", MAX_FRAMES, prefix);
@@ -350,16 +317,14 @@ static void test_http_failures(void **state)
     char tmpl[256];
     /* 500: retried quickly inside the call, then retriable. */
     snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/put500/{platform}/{code}/{index}.jpg",
-             g.port);
+             g.site.port);
     fq_config_t cfg = test_config(tmpl);
     fq_error_t *err;
     fq_upload_t *up = run_item(&cfg, "e500", 1, &err);
     assert_non_null(err);
     fprintf(stderr, "  500 -> %s: %s\n", fq_class_name(fq_error_class(err)), fq_error_message(err));
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_UPLOAD);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_RETRIABLE);
-    assert_int_equal(fq_error_code(err), 500);
-    assert_int_equal(fq_test_fault_count(g.port, "/put500/itest/e500/0.jpg"), 3);
+    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_RETRIABLE, 500);
+    assert_int_equal(fq_test_fault_count(g.site.port, "/put500/itest/e500/0.jpg"), 3);
     size_t count;
     fq_upload_frames(up, &count);
     assert_int_equal(count, 0); /* nothing counts as stored after a failure */
@@ -369,15 +334,14 @@ static void test_http_failures(void **state)
 
     /* 403: a misconfiguration, permanent, not retried. */
     snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/put403/{platform}/{code}/{index}.jpg",
-             g.port);
+             g.site.port);
     cfg = test_config(tmpl);
     up = run_item(&cfg, "e403", 1, &err);
     assert_non_null(err);
     fprintf(stderr, "  403 -> %s: %s\n", fq_class_name(fq_error_class(err)), fq_error_message(err));
-    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
-    assert_int_equal(fq_error_code(err), 403);
+    fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_PERMANENT, 403);
     assert_non_null(strstr(fq_error_message(err), "REFUSED"));
-    assert_int_equal(fq_test_fault_count(g.port, "/put403/itest/e403/0.jpg"), 1);
+    assert_int_equal(fq_test_fault_count(g.site.port, "/put403/itest/e403/0.jpg"), 1);
     fq_error_destroy(err);
     fq_upload_destroy(up);
 
@@ -389,9 +353,7 @@ static void test_http_failures(void **state)
     assert_non_null(err);
     fprintf(stderr, "  down -> %s: %s\n", fq_class_name(fq_error_class(err)),
             fq_error_message(err));
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_UPLOAD);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_OUTAGE);
-    assert_int_equal(fq_error_code(err), CURLE_COULDNT_CONNECT);
+    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE, CURLE_COULDNT_CONNECT);
     fq_error_destroy(err);
     fq_upload_destroy(up);
 }
@@ -401,7 +363,7 @@ static void test_http_failures(void **state)
 static void test_s3_roundtrip(void **state)
 {
     (void)state;
-    require_s3_env();
+    fq_test_s3_require();
     char tmpl[256], code[64];
     snprintf(code, sizeof(code), "s3-%ld-%ld", (long)getpid(), (long)time(NULL));
     snprintf(tmpl, sizeof(tmpl), "s3://frameq-frames/itest/{platform}/{code}/{index:05}.jpg");
@@ -456,7 +418,7 @@ static void test_s3_roundtrip(void **state)
 static void test_s3_failures(void **state)
 {
     (void)state;
-    require_s3_env();
+    fq_test_s3_require();
     fq_config_t cfg = test_config("s3://frameq-frames/itest/{platform}/{code}/{index}.jpg");
     cfg.aws_secret_access_key = "definitely-wrong-secret";
     fq_error_t *err;
@@ -464,9 +426,7 @@ static void test_s3_failures(void **state)
     assert_non_null(err);
     fprintf(stderr, "  wrong secret -> %s: %s\n", fq_class_name(fq_error_class(err)),
             fq_error_message(err));
-    assert_int_equal(fq_error_stage(err), FQ_STAGE_UPLOAD);
-    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
-    assert_int_equal(fq_error_code(err), 403);
+    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_PERMANENT, 403);
     assert_non_null(strstr(fq_error_message(err), "S3 authentication failed"));
     assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));
     fq_error_destroy(err);

@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include "fq_config.h"
+
 /**
  * @brief Returns the value of environment variable @p name, or fails the current cmocka test
  *        (or exits 1 outside a test) with a message that says how to get the stack.
@@ -32,5 +34,13 @@ int fq_test_kafka_create_topic(const char *brokers, const char *topic, int parti
 
 /** @brief Entries of directory @p path other than "." and "..", or -1 when it cannot be read. */
 int fq_test_count_dir_entries(const char *path);
+
+/** @brief Fails the current test unless the stack's S3 settings (S3_ENDPOINT, AWS_ACCESS_KEY_ID,
+ *         AWS_SECRET_ACCESS_KEY) are in the environment. */
+void fq_test_s3_require(void);
+
+/** @brief Sets cfg's S3 endpoint, region (S3_REGION, default us-east-1) and keys from the
+ *         environment; unset ones stay NULL. */
+void fq_test_s3_settings(fq_config_t *cfg);
 
 #endif /* FQ_TEST_ENV_H */

@@ -26,4 +26,24 @@ int fq_test_fault_count(int port, const char *path);
  *         refused. Fails the current cmocka test when none can be found. */
 int fq_test_closed_port(void);
 
+/** A private temporary directory whose www/ the fault server serves. */
+typedef struct fq_test_site {
+    char dir[128]; /**< /tmp/fq-itest-<tag>-XXXXXX; removed by fq_test_site_stop */
+    char www[192]; /**< dir/www: what the server serves (uploads land in www/uploads) */
+    pid_t server;
+    int port;
+} fq_test_site_t;
+
+/** @brief Makes site->dir and site->www and starts the fault server on www (for group setups).
+ * @return 0, or -1 with a message on stderr. */
+int fq_test_site_start(fq_test_site_t *site, const char *tag);
+
+/** @brief Stops the server and removes site->dir with everything below it; a zeroed site is a
+ *         no-op. */
+void fq_test_site_stop(fq_test_site_t *site);
+
+/** @brief Removes path and everything below it (nftw, no shell); 0, or -1 with a message on
+ *         stderr. */
+int fq_test_remove_tree(const char *path);
+
 #endif /* FQ_TEST_FAULT_H */

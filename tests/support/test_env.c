@@ -132,3 +132,18 @@ int fq_test_count_dir_entries(const char *path)
     closedir(d);
     return n;
 }
+
+void fq_test_s3_require(void)
+{
+    fq_test_env_require("S3_ENDPOINT");
+    fq_test_env_require("AWS_ACCESS_KEY_ID");
+    fq_test_env_require("AWS_SECRET_ACCESS_KEY");
+}
+
+void fq_test_s3_settings(fq_config_t *cfg)
+{
+    cfg->s3_endpoint = getenv("S3_ENDPOINT");
+    cfg->s3_region = getenv("S3_REGION") ? getenv("S3_REGION") : "us-east-1";
+    cfg->aws_access_key_id = getenv("AWS_ACCESS_KEY_ID");
+    cfg->aws_secret_access_key = getenv("AWS_SECRET_ACCESS_KEY");
+}

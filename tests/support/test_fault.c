@@ -9,6 +9,8 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <errno.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -142,4 +145,57 @@ int fq_test_closed_port(void)
     if (port <= 0)
         fail_msg("cannot find a free loopback port");
     return port;
+}
+
+int fq_test_site_start(fq_test_site_t *site, const char *tag)
+{
+    memset(site, 0, sizeof(*site));
+    snprintf(site->dir, sizeof(site->dir), "/tmp/fq-itest-%s-XXXXXX", tag);
+    if (!mkdtemp(site->dir)) {
+        fprintf(stderr, "mkdtemp %s: %s\n", site->dir, strerror(errno));
+        site->dir[0] = '\0';
+        return -1;
+    }
+    snprintf(site->www, sizeof(site->www), "%s/www", site->dir);
+    if (mkdir(site->www, 0700) != 0) {
+        fprintf(stderr, "mkdir %s: %s\n", site->www, strerror(errno));
+        return -1;
+    }
+    char port_file[256];
+    snprintf(port_file, sizeof(port_file), "%s/port", site->dir);
+    site->port = fq_test_fault_start(site->www, port_file, &site->server);
+    if (site->port <= 0) {
+        fprintf(stderr, "cannot start tests/tools/fault_server.py\n");
+        return -1;
+    }
+    return 0;
+}
+
+void fq_test_site_stop(fq_test_site_t *site)
+{
+    fq_test_fault_stop(site->server);
+    site->server = 0;
+    if (site->dir[0])
+        fq_test_remove_tree(site->dir);
+    site->dir[0] = '\0';
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)type;
+    (void)ftw;
+    if (remove(path) != 0)
+        fprintf(stderr, "cannot remove %s: %s\n", path, strerror(errno));
+    return 0; /* go on: remove as much as possible */
+}
+
+int fq_test_remove_tree(const char *path)
+{
+    /* Depth first (children before their directory), not following symlinks. */
+    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT) {
+        fprintf(stderr, "cannot remove %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return access(path, F_OK) == 0 ? -1 : 0;
 }

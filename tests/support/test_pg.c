@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* libpq key=value quoting: 'value' with \ and ' escaped. */
 static void append_kv(char **out, size_t *len, const char *key, const char *val)
@@ -49,4 +50,60 @@ char *fq_test_conninfo_for(const char *url, const char *dbname, const char *app)
         append_kv(&out, &len, "application_name", app);
     PQconninfoFree(opts);
     return out;
+}
+
+PGresult *fq_test_pg_query(PGconn *pg, const char *sql, int n, const char *const *params)
+{
+    PGresult *res = PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(res));
+    return res;
+}
+
+PGconn *fq_test_pg_admin(const char **url)
+{
+    const char *u = getenv("DATABASE_URL");
+    if (!u || !*u) {
+        fprintf(stderr, "DATABASE_URL is not set: start the stack (deploy/local/up) and source "
+                        ".stack/env before running integration tests\n");
+        return NULL;
+    }
+    PGconn *admin = PQconnectdb(u);
+    if (PQstatus(admin) != CONNECTION_OK) {
+        fprintf(stderr, "cannot connect to DATABASE_URL: %s\n", PQerrorMessage(admin));
+        PQfinish(admin);
+        return NULL;
+    }
+    if (url)
+        *url = u;
+    return admin;
+}
+
+/* One statement on admin; -1 with the message on stderr when it fails. */
+static int admin_command(PGconn *admin, const char *sql)
+{
+    PGresult *res = PQexec(admin, sql);
+    int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
+    if (rc)
+        fprintf(stderr, "%s: %s\n", sql, PQresultErrorMessage(res));
+    PQclear(res);
+    return rc;
+}
+
+int fq_test_pg_create_db(PGconn *admin, const char *tag, char *dbname, size_t size)
+{
+    snprintf(dbname, size, "fq_test_%s_%d_%08lx", tag, (int)getpid(), (unsigned long)random());
+    char sql[160];
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", dbname);
+    if (admin_command(admin, sql) == 0)
+        return 0;
+    dbname[0] = '\0'; /* nothing to drop */
+    return -1;
+}
+
+int fq_test_pg_drop_db(PGconn *admin, const char *dbname)
+{
+    char sql[160];
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
+    return admin_command(admin, sql);
 }

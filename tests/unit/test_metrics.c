@@ -1,5 +1,6 @@
-/* Unit tests for consumer/metrics.c: the exposition text (exact), label handling,
- * concurrency, and the HTTP endpoint on 127.0.0.1:0 (real sockets, no other services). */
+/* Unit tests for consumer/metrics.c and metrics_http.c: the exposition text (exact), label
+ * handling, concurrency, and the HTTP endpoint on 127.0.0.1:0 (real sockets, no other
+ * services). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "fq_metrics.h"
+#include "fq_metrics_http.h"
 
 /* A client that never hangs the test: every receive gives up after this long and the
  * test fails with a message instead of blocking ctest. */
@@ -342,17 +344,23 @@ static response_t request_raw(int port, const char *req, size_t len)
     const char *sep = strstr(r.raw, "\r\n\r\n");
     assert_non_null(sep);
     r.body = sep + 4;
-    /* Content-Length matches the body actually sent */
+    /* Content-Length matches the body actually sent; a HEAD answer has the length of the
+     * body a GET would get, and no body. */
     const char *cl = strstr(r.raw, "Content-Length: ");
     assert_non_null(cl);
-    assert_int_equal(strtoul(cl + 16, NULL, 10), strlen(r.body));
+    if (strncmp(req, "HEAD ", 5) == 0)
+        assert_string_equal(r.body, "");
+    else
+        assert_int_equal(strtoul(cl + 16, NULL, 10), strlen(r.body));
     return r;
 }
 
 static response_t get(int port, const char *path)
 {
     char req[256];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n", path);
+    int n =
+        snprintf(req, sizeof(req),
+                 "GET %s HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\nConnection: close\r\n\r\n", path);
     return request_raw(port, req, (size_t)n);
 }
 
@@ -457,18 +465,23 @@ static void test_http_errors(void **state)
     static const char post[] = "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n";
     response_t r = request_raw(port, post, strlen(post));
     assert_int_equal(r.status, 405);
-    assert_non_null(strstr(r.raw, "\r\nAllow: GET\r\n"));
+    assert_non_null(strstr(r.raw, "\r\nAllow: GET, HEAD\r\n"));
     free(r.raw);
 
     static const char head[] = "HEAD /healthz HTTP/1.0\r\n\r\n";
     r = request_raw(port, head, strlen(head));
-    assert_int_equal(r.status, 405);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(r.raw, "\r\nContent-Length: 6\r\n")); /* "stale\n" */
     free(r.raw);
 
-    static const char garbage[] = "hello\r\n\r\n";
-    r = request_raw(port, garbage, strlen(garbage));
-    assert_int_equal(r.status, 400);
-    free(r.raw);
+    /* Not HTTP: closed with nothing served (or a 400). */
+    int fd = client_connect(port);
+    send_all(fd, "hello\r\n\r\n", 9);
+    char *raw = recv_all(fd);
+    close(fd);
+    if (raw[0] && strncmp(raw, "HTTP/1.1 400 ", 13) != 0)
+        fail_msg("garbage request answered:\n%s", raw);
+    free(raw);
 
     /* HTTP/1.0 with bare newlines, as `printf ... | nc` sends */
     static const char bare[] = "GET /healthz HTTP/1.0\n\n";
@@ -482,7 +495,7 @@ static void test_http_errors(void **state)
     assert_non_null(big);
     memcpy(big, "GET /metrics HTTP/1.0\r\nX: ", 26);
     memset(big + 26, 'a', big_len - 26);
-    int fd = client_connect(port);
+    fd = client_connect(port);
     /* The server may close before reading everything; a failed send is fine here. */
     size_t off = 0;
     while (off < big_len) {
@@ -524,12 +537,12 @@ static void test_http_slow_client(void **state)
     struct pollfd p[2] = {{.fd = idle, .events = POLLIN}, {.fd = partial, .events = POLLIN}};
     assert_int_equal(poll(p, 2, 0), 0);
 
-    /* The idle clients are eventually answered 408 and closed, not kept forever. */
+    /* The idle clients are eventually closed (idle timeout), not kept forever. */
     char *raw = recv_all(idle);
-    assert_non_null(strstr(raw, "HTTP/1.0 408 "));
+    assert_string_equal(raw, "");
     free(raw);
     raw = recv_all(partial);
-    assert_non_null(strstr(raw, "HTTP/1.0 408 "));
+    assert_string_equal(raw, "");
     free(raw);
     close(idle);
     close(partial);
@@ -539,6 +552,41 @@ static void test_http_slow_client(void **state)
     expect(port, "/readyz", 200, "ready\n");
     fq_metrics_destroy(m);
     close(open_fd);
+}
+
+/* Past the connection limit a client waits in the backlog until a slot frees. */
+static void test_http_connection_limit(void **state)
+{
+    fq_metrics_t *m = serving();
+    int port = fq_metrics_port(m);
+    fq_metrics_set_ready(m, true, NULL);
+
+    int held[FQ_METRICS_HTTP_MAX_CONNS];
+    for (int i = 0; i < FQ_METRICS_HTTP_MAX_CONNS; i++)
+        held[i] = client_connect(port);
+    /* The server has taken every held connection once one request on each is answered;
+     * send on all, read each answer, keep the connections open (HTTP/1.1 keep-alive). */
+    static const char req[] = "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int i = 0; i < FQ_METRICS_HTTP_MAX_CONNS; i++) {
+        send_all(held[i], req, strlen(req));
+        char buf[512];
+        ssize_t n = recv(held[i], buf, sizeof(buf) - 1, 0);
+        assert_true(n > 0);
+        buf[n] = '\0';
+        assert_non_null(strstr(buf, " 200 "));
+    }
+    int extra = client_connect(port); /* the kernel completes the handshake: backlog */
+    static const char req10[] = "GET /readyz HTTP/1.0\r\n\r\n";
+    send_all(extra, req10, strlen(req10));
+    struct pollfd p = {.fd = extra, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 300), 0); /* not served while every slot is held */
+    for (int i = 0; i < FQ_METRICS_HTTP_MAX_CONNS; i++)
+        close(held[i]);
+    char *raw = recv_all(extra);
+    assert_non_null(strstr(raw, " 200 "));
+    free(raw);
+    close(extra);
+    fq_metrics_destroy(m);
 }
 
 static void test_serve_addresses(void **state)
@@ -583,7 +631,8 @@ int main(void)
         cmocka_unit_test(test_escaping),         cmocka_unit_test(test_label_sets),
         cmocka_unit_test(test_concurrent_adds),  cmocka_unit_test(test_http_metrics),
         cmocka_unit_test(test_http_health),      cmocka_unit_test(test_http_errors),
-        cmocka_unit_test(test_http_slow_client), cmocka_unit_test(test_serve_addresses),
+        cmocka_unit_test(test_http_slow_client), cmocka_unit_test(test_http_connection_limit),
+        cmocka_unit_test(test_serve_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,6 @@
 /* Unit tests of the store's pure logic: SQLSTATE classification, error codes, message
- * cleaning (one line, no password), array literals, version formatting, argument checks.
- * No server is needed: the store's static helpers are reached by including its source. */
+ * cleaning (one line, no password), the frames JSON, version formatting, argument checks.
+ * No server is needed: the helpers are declared in fq_store_internal.h. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,7 +8,12 @@
 
 #include <cmocka.h>
 
-#include "store.c"
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fq_store_internal.h"
 
 static void test_kind_for(void **state)
 {
@@ -16,42 +21,42 @@ static void test_kind_for(void **state)
     static const struct {
         const char *sqlstate;
         bool conn_ok;
-        store_kind_t want;
+        fq_store_kind_t want;
     } cases[] = {
-        {NULL, false, STORE_BROKEN},      /* connection dropped, no SQLSTATE */
-        {"", false, STORE_BROKEN},        /* same */
-        {"23505", false, STORE_BROKEN},   /* whatever the state, a dead connection is broken */
-        {NULL, true, STORE_FAILED},       /* client-side failure on a healthy connection */
-        {"", true, STORE_FAILED},         /* same */
-        {"2350", true, STORE_FAILED},     /* malformed SQLSTATE */
-        {"08006", true, STORE_BROKEN},    /* connection_failure */
-        {"08001", true, STORE_BROKEN},    /* unable to connect */
-        {"57P01", true, STORE_BROKEN},    /* admin_shutdown (pg_terminate_backend) */
-        {"57P02", true, STORE_BROKEN},    /* crash_shutdown */
-        {"57P03", true, STORE_BROKEN},    /* cannot_connect_now */
-        {"25006", true, STORE_BROKEN},    /* read-only: standby after failover */
-        {"26000", true, STORE_BROKEN},    /* prepared statement vanished */
-        {"40001", true, STORE_TRANSIENT}, /* serialization_failure */
-        {"40P01", true, STORE_TRANSIENT}, /* deadlock_detected */
-        {"53100", true, STORE_OUTAGE},    /* disk_full */
-        {"53300", true, STORE_OUTAGE},    /* too_many_connections */
-        {"58030", true, STORE_OUTAGE},    /* io_error */
-        {"57P04", true, STORE_OUTAGE},    /* database_dropped */
-        {"57014", true, STORE_FAILED},    /* query_canceled: statement timeout, this item */
-        {"23505", true, STORE_FAILED},    /* unique_violation */
-        {"23503", true, STORE_FAILED},    /* foreign_key_violation */
-        {"23514", true, STORE_FAILED},    /* check_violation */
-        {"22P02", true, STORE_FAILED},    /* invalid_text_representation */
-        {"42P01", true, STORE_OUTAGE},    /* undefined_table: schema not migrated */
-        {"42703", true, STORE_OUTAGE},    /* undefined_column: schema older than the code */
-        {"42501", true, STORE_OUTAGE},    /* insufficient_privilege: grants */
-        {"28P01", true, STORE_OUTAGE},    /* invalid_password */
-        {"3D000", true, STORE_OUTAGE},    /* invalid_catalog_name: no such database */
-        {"22001", true, STORE_FAILED},    /* string_data_right_truncation: a value */
-        {"23502", true, STORE_FAILED},    /* not_null_violation */
+        {NULL, false, FQ_STORE_BROKEN},      /* connection dropped, no SQLSTATE */
+        {"", false, FQ_STORE_BROKEN},        /* same */
+        {"23505", false, FQ_STORE_BROKEN},   /* whatever the state, a dead connection is broken */
+        {NULL, true, FQ_STORE_FAILED},       /* client-side failure on a healthy connection */
+        {"", true, FQ_STORE_FAILED},         /* same */
+        {"2350", true, FQ_STORE_FAILED},     /* malformed SQLSTATE */
+        {"08006", true, FQ_STORE_BROKEN},    /* connection_failure */
+        {"08001", true, FQ_STORE_BROKEN},    /* unable to connect */
+        {"57P01", true, FQ_STORE_BROKEN},    /* admin_shutdown (pg_terminate_backend) */
+        {"57P02", true, FQ_STORE_BROKEN},    /* crash_shutdown */
+        {"57P03", true, FQ_STORE_BROKEN},    /* cannot_connect_now */
+        {"25006", true, FQ_STORE_BROKEN},    /* read-only: standby after failover */
+        {"26000", true, FQ_STORE_BROKEN},    /* prepared statement vanished */
+        {"40001", true, FQ_STORE_TRANSIENT}, /* serialization_failure */
+        {"40P01", true, FQ_STORE_TRANSIENT}, /* deadlock_detected */
+        {"53100", true, FQ_STORE_OUTAGE},    /* disk_full */
+        {"53300", true, FQ_STORE_OUTAGE},    /* too_many_connections */
+        {"58030", true, FQ_STORE_OUTAGE},    /* io_error */
+        {"57P04", true, FQ_STORE_OUTAGE},    /* database_dropped */
+        {"57014", true, FQ_STORE_FAILED},    /* query_canceled: statement timeout, this item */
+        {"23505", true, FQ_STORE_FAILED},    /* unique_violation */
+        {"23503", true, FQ_STORE_FAILED},    /* foreign_key_violation */
+        {"23514", true, FQ_STORE_FAILED},    /* check_violation */
+        {"22P02", true, FQ_STORE_FAILED},    /* invalid_text_representation */
+        {"42P01", true, FQ_STORE_OUTAGE},    /* undefined_table: schema not migrated */
+        {"42703", true, FQ_STORE_OUTAGE},    /* undefined_column: schema older than the code */
+        {"42501", true, FQ_STORE_OUTAGE},    /* insufficient_privilege: grants */
+        {"28P01", true, FQ_STORE_OUTAGE},    /* invalid_password */
+        {"3D000", true, FQ_STORE_OUTAGE},    /* invalid_catalog_name: no such database */
+        {"22001", true, FQ_STORE_FAILED},    /* string_data_right_truncation: a value */
+        {"23502", true, FQ_STORE_FAILED},    /* not_null_violation */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        store_kind_t got = store_kind_for(cases[i].sqlstate, cases[i].conn_ok);
+        fq_store_kind_t got = fq_store_kind_for(cases[i].sqlstate, cases[i].conn_ok);
         if (got != cases[i].want)
             fail_msg("case %zu (%s, conn_ok=%d): got %d, want %d", i,
                      cases[i].sqlstate ? cases[i].sqlstate : "NULL", cases[i].conn_ok, got,
@@ -76,8 +81,8 @@ static void test_sqlstate_code(void **state)
         {"123", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        assert_int_equal(store_sqlstate_code(cases[i].sqlstate), cases[i].want);
-    assert_int_not_equal(store_sqlstate_code("23505"), store_sqlstate_code("23503"));
+        assert_int_equal(fq_store_sqlstate_code(cases[i].sqlstate), cases[i].want);
+    assert_int_not_equal(fq_store_sqlstate_code("23505"), fq_store_sqlstate_code("23503"));
 }
 
 static void test_clean_message(void **state)
@@ -105,7 +110,7 @@ static void test_clean_message(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char buf[256];
         snprintf(buf, sizeof(buf), "%s", cases[i].in);
-        store_clean_message(buf, cases[i].password, cases[i].password_raw);
+        fq_store_clean_message(buf, cases[i].password, cases[i].password_raw);
         assert_string_equal(buf, cases[i].want);
     }
 }
@@ -129,7 +134,7 @@ static void test_uri_password(void **state)
         {"", NULL},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char *got = store_uri_password(cases[i].conninfo);
+        char *got = fq_store_uri_password(cases[i].conninfo);
         if (cases[i].want)
             assert_non_null(got), assert_string_equal(got, cases[i].want);
         else if (got)
@@ -138,47 +143,58 @@ static void test_uri_password(void **state)
     }
 }
 
-static void test_array_text(void **state)
+/* The frames JSON read back by jansson: values and awkward URLs arrive intact. */
+static void test_frames_json(void **state)
 {
     (void)state;
-    static const struct {
-        const char *in;
-        const char *want;
-    } cases[] = {
-        {NULL, "NULL"},
-        {"", "\"\""},
-        {"s3://frameq-frames/ig/ABC/0.jpg", "\"s3://frameq-frames/ig/ABC/0.jpg\""},
-        {"a,b{c}d e", "\"a,b{c}d e\""},
-        {"quote\"back\\slash", "\"quote\\\"back\\\\slash\""},
-        {"NULL", "\"NULL\""}, /* quoted, so it stays the text NULL */
+    char url0[] = "s3://frameq-frames/ig/ABC/0.jpg";
+    char url1[] = "a,b{c}d e \"quote\" back\\slash NULL caf\xc3\xa9";
+    const fq_stored_frame_t frames[] = {
+        {.index = 0, .pts_ms = 0, .width = 320, .height = 180, .bytes = 1000, .url = url0},
+        {.index = 7,
+         .pts_ms = 9007199254740993LL,
+         .width = 1,
+         .height = 2,
+         .bytes = 3,
+         .url = url1},
+        {.index = 8, .pts_ms = -1, .width = 0, .height = 0, .bytes = 0, .url = NULL},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        store_buf_t b = {0};
-        store_array_text(&b, cases[i].in);
-        assert_false(b.oom);
-        assert_string_equal(b.data, cases[i].want);
-        free(b.data);
+    char why[128] = "";
+    char *text = fq_store_frames_json(frames, 3, why, sizeof(why));
+    assert_non_null(text);
+    json_error_t jerr;
+    json_t *arr = json_loads(text, 0, &jerr);
+    assert_non_null(arr);
+    assert_int_equal(json_array_size(arr), 3);
+    for (size_t i = 0; i < 3; i++) {
+        json_int_t idx, pts_ms, width, height, bytes;
+        json_t *url = NULL;
+        assert_int_equal(json_unpack(json_array_get(arr, i), "{s:I, s:I, s:o, s:I, s:I, s:I !}",
+                                     "idx", &idx, "pts_ms", &pts_ms, "url", &url, "width", &width,
+                                     "height", &height, "bytes", &bytes),
+                         0);
+        assert_int_equal(idx, frames[i].index);
+        assert_int_equal(pts_ms, frames[i].pts_ms);
+        assert_int_equal(width, frames[i].width);
+        assert_int_equal(height, frames[i].height);
+        assert_int_equal(bytes, frames[i].bytes);
+        if (frames[i].url)
+            assert_string_equal(json_string_value(url), frames[i].url);
+        else
+            assert_true(json_is_null(url));
     }
-}
+    json_decref(arr);
+    free(text);
 
-static void test_buf_grows(void **state)
-{
-    (void)state;
-    store_buf_t b = {0};
-    for (int i = 0; i < 5000; i++)
-        store_buf_addf(&b, "%s%d", i ? "," : "", i);
-    assert_false(b.oom);
-    /* spot-check the start, the end and the total length */
-    assert_memory_equal(b.data, "0,1,2,3", 7);
-    size_t want = 0;
-    for (int i = 0; i < 5000; i++) {
-        char tmp[16];
-        want += (size_t)snprintf(tmp, sizeof(tmp), "%d", i) + (i ? 1 : 0);
-    }
-    assert_int_equal(b.len, want);
-    assert_int_equal(strlen(b.data), want);
-    assert_string_equal(b.data + b.len - 4, "4999");
-    free(b.data);
+    text = fq_store_frames_json(NULL, 0, why, sizeof(why));
+    assert_string_equal(text, "[]");
+    free(text);
+
+    /* A URL that is not UTF-8 cannot travel as JSON: refused, and the error says which. */
+    char bad[] = "file:///x/\xff.jpg";
+    const fq_stored_frame_t one = {.index = 4, .url = bad};
+    assert_null(fq_store_frames_json(&one, 1, why, sizeof(why)));
+    assert_string_equal(why, "frame 4: url is not valid UTF-8");
 }
 
 static void test_utf8_clean(void **state)
@@ -201,12 +217,12 @@ static void test_utf8_clean(void **state)
         {"", ""},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char *got = store_utf8_clean(cases[i].in);
+        char *got = fq_store_utf8_clean(cases[i].in);
         assert_non_null(got);
         assert_string_equal(got, cases[i].want);
         free(got);
     }
-    assert_null(store_utf8_clean(NULL));
+    assert_null(fq_store_utf8_clean(NULL));
 }
 
 static void test_format_version(void **state)
@@ -219,11 +235,11 @@ static void test_format_version(void **state)
         {150004, "15.4"}, {150020, "15.20"}, {170000, "17.0"}, {90605, "9.6.5"}, {100001, "10.1"}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char buf[32];
-        store_format_version(cases[i].v, buf, sizeof(buf));
+        fq_store_format_version(cases[i].v, buf, sizeof(buf));
         assert_string_equal(buf, cases[i].want);
     }
     char want[32];
-    store_format_version(PQlibVersion(), want, sizeof(want));
+    fq_store_format_version(PQlibVersion(), want, sizeof(want));
     assert_string_equal(fq_store_libpq_version(), want);
 }
 
@@ -244,13 +260,14 @@ static void test_new_reads_password(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         fq_store_t *store = fq_store_new(cases[i].conninfo);
         assert_non_null(store);
-        assert_null(store->conn); /* lazy: nothing connects before the first call */
-        assert_int_equal(store->conninfo_bad, cases[i].bad);
-        if (cases[i].password)
-            assert_non_null(store->password),
-                assert_string_equal(store->password, cases[i].password);
-        else
-            assert_null(store->password);
+        assert_false(fq_store_connected(store)); /* lazy: nothing connects before the first call */
+        assert_int_equal(fq_store_conninfo_bad(store), cases[i].bad);
+        if (cases[i].password) {
+            assert_non_null(fq_store_password(store));
+            assert_string_equal(fq_store_password(store), cases[i].password);
+        } else {
+            assert_null(fq_store_password(store));
+        }
         fq_store_destroy(store);
     }
     fq_store_destroy(NULL);
@@ -297,7 +314,7 @@ static void test_status_checked_before_connecting(void **state)
         assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
         fq_error_destroy(err);
     }
-    assert_null(store->conn);
+    assert_false(fq_store_connected(store));
     fq_store_destroy(store);
 }
 
@@ -308,8 +325,7 @@ int main(void)
         cmocka_unit_test(test_sqlstate_code),
         cmocka_unit_test(test_clean_message),
         cmocka_unit_test(test_uri_password),
-        cmocka_unit_test(test_array_text),
-        cmocka_unit_test(test_buf_grows),
+        cmocka_unit_test(test_frames_json),
         cmocka_unit_test(test_utf8_clean),
         cmocka_unit_test(test_format_version),
         cmocka_unit_test(test_new_reads_password),
