@@ -470,7 +470,7 @@ fleet_once() {
     fleet_note "all long-running workers stopped"
     ch_enqueue "$SDIR/wave5"
     ENQ=$((ENQ + $(wc -l <"$SDIR/wave5")))
-    local k pids=() started=() exited=() rcs=() t_once=$SECONDS
+    local k pids=() started=() exited=() rcs=() left=() t_once=$SECONDS
     for k in 0 1 2 3; do
         if ((k == 3)); then
             sleep "$ONCE_LATE_S" # "started late" is the input
@@ -493,6 +493,9 @@ fleet_once() {
                 rcs[k]=0
                 wait "${pids[k]}" || rcs[k]=$?
                 exited[k]=$((SECONDS - t_once))
+                # DESIGN §6: --once exits when the whole group is drained, not when this worker
+                # holds nothing: at its exit no item may be waiting (retries included).
+                left[k]=$((ENQ - $(terminal_count)))
             fi
         done
         ((pending == 0)) || sleep 0.2
@@ -505,9 +508,11 @@ fleet_once() {
             kill -KILL "${pids[k]}" 2>/dev/null || :
             wait "${pids[k]}" 2>/dev/null || :
         else
-            report+=("once$k exit ${rcs[k]} at ${exited[k]}s")
+            report+=("once$k exit ${rcs[k]} at ${exited[k]}s (${left[k]} left)")
             # Exit 1: something went to the DLQ during its run (this wave has items designed to die).
             [[ ${rcs[k]} == 0 || ${rcs[k]} == 1 ]] || why+=("--once: once$k exited ${rcs[k]}")
+            ((left[k] == 0)) ||
+                why+=("--once: once$k (started at ${started[k]}s) exited at ${exited[k]}s while ${left[k]} item(s) of the group were not terminal")
         fi
     done
     fleet_note "--once fleet: ${report[*]}"
