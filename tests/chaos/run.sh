@@ -151,14 +151,18 @@ make_items() {
 
 # --- workers ----------------------------------------------------------------------------------
 W_PID=()
-W_STARTS=()
+W_PORT=() # fleet: each live worker's METRICS_ADDR port (/readyz)
 ALL_PIDS=() # every worker process of the scenario, to prove at the end that each one exited
 start_worker() {
     local i=$1
-    WORKER_ID="chaos-$SCN-$CH_RUN-w$i" METRICS_ADDR=$W_METRICS "$CH_BUILD/consumer" \
+    local metrics=off
+    if ((W_METRICS)); then
+        W_PORT[i]=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        metrics=127.0.0.1:${W_PORT[i]}
+    fi
+    WORKER_ID="chaos-$SCN-$CH_RUN-w$i" METRICS_ADDR=$metrics "$CH_BUILD/consumer" \
         2>>"$SDIR/w$i.log" &
     W_PID[i]=$!
-    W_STARTS[i]=$((${W_STARTS[i]:-0} + 1))
     ALL_PIDS+=("$!")
 }
 stop_workers() { # SIGTERM all, wait for each (SIGKILL after 40 s); non-zero exits to bad_exits
@@ -318,22 +322,6 @@ fleet_scale_to() {
     done
 }
 
-# worker_port SLOT: the /readyz port of the slot's live worker (METRICS_ADDR port 0: the worker
-# logs the port it bound); waits up to 10 s for the start's log line.
-worker_port() {
-    local i=$1 n
-    for ((n = 0; n < 100; n++)); do
-        if (($(grep -c 'metrics: serving' "$SDIR/w$i.log") >= W_STARTS[i])); then
-            grep -o 'metrics: serving[^"]*(port [0-9]*)' "$SDIR/w$i.log" | tail -n 1 |
-                sed 's/.*(port \([0-9]*\))/\1/'
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "w$i never logged its metrics port" >>"$SDIR/bad_exits"
-    return 1
-}
-
 readyz() { # PORT -> HTTP status of /readyz (000: no answer)
     curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$1/readyz" || :
 }
@@ -382,7 +370,7 @@ fleet_autoscale() {
 # then every live worker's /readyz must be 200 within READY_LIMIT_S of PostgreSQL's return.
 fleet_outage() {
     fleet_scale_to 3 "before the outage"
-    local i port live code
+    local i live code
     STOPPED=postgres
     stop_service postgres
     local t_stop=$SECONDS
@@ -393,8 +381,7 @@ fleet_outage() {
     local noticed=
     while [[ -z $noticed ]] && ((SECONDS - t_stop < FLEET_OUTAGE_S)); do
         for i in $(fleet_live); do
-            port=$(worker_port "$i") || continue
-            code=$(readyz "$port")
+            code=$(readyz "${W_PORT[i]}")
             [[ $code == 503 ]] && noticed="w$i"
         done
         [[ -n $noticed ]] || sleep 0.2
@@ -421,7 +408,7 @@ fleet_outage() {
     local -A ready_ms=()
     local ports=() pending=${#live[@]} elapsed
     for i in "${live[@]}"; do
-        ports[i]=$(worker_port "$i") || ports[i]=0
+        ports[i]=${W_PORT[i]}
     done
     while ((pending > 0)); do
         elapsed=$((($(date +%s%N) - t_up) / 1000000))
@@ -443,9 +430,11 @@ fleet_outage() {
             report+=("w$i never (>${READY_WAIT_S}s, /readyz $(readyz "${ports[i]}"))")
             why+=("readyz: w$i not ready ${READY_WAIT_S}s after PostgreSQL returned (limit ${READY_LIMIT_S}s); last answer: $(curl -s --max-time 1 "http://127.0.0.1:${ports[i]}/readyz" | head -c 200)")
         else
-            report+=("w$i $((ready_ms[$i] / 1000)).$(printf '%03d' $((ready_ms[$i] % 1000)))s")
+            local took
+            took="$((ready_ms[$i] / 1000)).$(printf '%03d' $((ready_ms[$i] % 1000)))"
+            report+=("w$i ${took}s")
             ((ready_ms[$i] <= READY_LIMIT_S * 1000)) ||
-                why+=("readyz: w$i took $((ready_ms[$i] / 1000)) s to be ready after PostgreSQL returned (limit ${READY_LIMIT_S}s)")
+                why+=("readyz: w$i took $took s to be ready after PostgreSQL returned (limit ${READY_LIMIT_S} s)")
         fi
     done
     fleet_note "readyz 200 after PostgreSQL returned: ${report[*]}"
@@ -596,13 +585,13 @@ run_scenario() {
     FAULT_DONE=0
     NEXT_FAULT_T=$((2 + KILL_EVERY_S))
     W_PID=()
-    W_STARTS=()
+    W_PORT=()
     ALL_PIDS=()
     local why=() verdict=PASS
     if [[ $SCN == fleet ]]; then
-        N_WAVES=6 W_METRICS=127.0.0.1:0 # waves 0-3 autoscale, 4 outage, 5 --once fleet
+        N_WAVES=6 W_METRICS=1 # waves 0-3 autoscale, 4 outage, 5 --once fleet
     else
-        N_WAVES=3 W_METRICS=off
+        N_WAVES=3 W_METRICS=0
     fi
 
     export DATABASE_URL=$ADMIN_URL
