@@ -201,9 +201,11 @@ fault_sigkill() { # $1 elapsed s, $2 terminal items
     fi
     # The next kill is due KILL_EVERY_S after the previous one finished (no catch-up bursts).
     if (($1 >= NEXT_FAULT_T)); then
-        local i=$((RANDOM % N_WORKERS))
-        kill -KILL "${W_PID[i]}" 2>/dev/null || true
-        wait "${W_PID[i]}" 2>/dev/null || true
+        local i=$((RANDOM % N_WORKERS)) rc=0
+        kill -KILL "${W_PID[i]}" 2>/dev/null || : # gone already: wait says how it ended
+        wait "${W_PID[i]}" 2>/dev/null || rc=$?
+        # 137: our SIGKILL landed on a running worker; anything else means it had died before.
+        ((rc == 137)) || echo "w$i had already exited $rc before its SIGKILL at t=${1}s" >>"$SDIR/bad_exits"
         echo "t=${1}s SIGKILL w$i at $2/$N_ITEMS" >>"$SDIR/faults.log"
         start_worker "$i"
         FAULT_STATE=$((FAULT_STATE + 1))
@@ -694,7 +696,14 @@ EOF
     CH_DB=
 }
 
-trap 'stop_workers; restore_stack; ch_cleanup' EXIT
+# An interrupted fleet may leave --once workers too: none survives the script.
+kill_leftovers() {
+    local pid
+    for pid in "${ALL_PIDS[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || : # most have exited already
+    done
+}
+trap 'stop_workers; kill_leftovers; restore_stack; ch_cleanup' EXIT
 mkdir -p "$CH_TMP/videos"
 ch_tiny "$CH_TMP/videos"
 head -c 50000 /dev/urandom >"$CH_TMP/videos/corrupt.mp4"
