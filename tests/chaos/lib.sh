@@ -7,6 +7,9 @@
 # (deploy/local/up, then `. .stack/env`); a test fails (never skips) without it.
 
 CH_SRC=${FQ_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+# The helpers shared with the consumer tests (fq_test_*).
+# shellcheck source=tests/support/consumer_lib.sh
+. "$CH_SRC/tests/support/consumer_lib.sh"
 CH_BUILD=${FQ_BUILD_DIR:-$CH_SRC/build}
 CH_PIDS=()
 CH_TOPICS=()
@@ -78,11 +81,9 @@ ch_init() {
 ch_db() {
     CH_ADMIN_URL=${CH_ADMIN_URL:-$DATABASE_URL}
     CH_DB="fqc_${1//[^a-z0-9]/_}_$CH_RUN"
-    psql "$CH_ADMIN_URL" -qAtc "CREATE DATABASE $CH_DB" >/dev/null ||
-        ch_fail "cannot create database $CH_DB through DATABASE_URL"
-    export DATABASE_URL="${CH_ADMIN_URL%/*}/$CH_DB"
-    "$CH_BUILD/consumer" --migrate >"$CH_TMP/migrate.log" 2>&1 ||
-        ch_fail "consumer --migrate on $CH_DB"
+    DATABASE_URL=$(fq_test_db "$CH_ADMIN_URL" "$CH_DB" "$CH_BUILD/consumer" "$CH_TMP/migrate.log") ||
+        ch_fail "cannot create and migrate database $CH_DB: $(tail -n 2 "$CH_TMP/migrate.log")"
+    export DATABASE_URL
 }
 
 ch_sql() { psql "$DATABASE_URL" -XqAt -v ON_ERROR_STOP=1 -c "$1"; }
@@ -106,10 +107,7 @@ ch_topics() {
 
 # ch_tiny DIR: the one-frame test clip, made at test time.
 ch_tiny() {
-    mkdir -p "$1"
-    ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
-        -i testsrc2=size=64x64:rate=1:duration=1 -frames:v 1 -c:v libx264 -preset ultrafast \
-        -pix_fmt yuv420p -f mp4 "$1/tiny.mp4" || ch_fail "ffmpeg could not make tiny.mp4"
+    fq_test_tiny "$1" || ch_fail "ffmpeg could not make tiny.mp4"
 }
 
 # ch_s3_put BUCKET/KEY FILE: one SigV4-signed PUT (the S3 server checks signatures).
@@ -135,16 +133,9 @@ ch_s3_put_many() {
 
 # ch_fault_server DIR: starts tests/tools/fault_server.py serving DIR; sets CH_HTTP.
 ch_fault_server() {
-    python3 "$CH_SRC/tests/tools/fault_server.py" --port 0 --dir "$1" \
-        --port-file "$CH_TMP/fault.port" >"$CH_TMP/fault_server.log" 2>&1 &
-    CH_PIDS+=($!)
-    local i
-    for i in $(seq 100); do
-        [[ -s $CH_TMP/fault.port ]] && break
-        sleep 0.1
-    done
-    [[ -s $CH_TMP/fault.port ]] || ch_fail "fault server did not start"
-    CH_HTTP="http://127.0.0.1:$(cat "$CH_TMP/fault.port")"
+    fq_test_fault_server "$1" "$CH_TMP" || ch_fail "fault server did not start"
+    CH_PIDS+=("$FQ_FAULT_PID")
+    CH_HTTP=$FQ_FAULT_HTTP
 }
 
 # ch_enqueue FILE: publishes the items of FILE with the real producer.

@@ -151,14 +151,18 @@ make_items() {
 
 # --- workers ----------------------------------------------------------------------------------
 W_PID=()
-W_STARTS=()
+W_PORT=() # fleet: each live worker's METRICS_ADDR port (/readyz)
 ALL_PIDS=() # every worker process of the scenario, to prove at the end that each one exited
 start_worker() {
     local i=$1
-    WORKER_ID="chaos-$SCN-$CH_RUN-w$i" METRICS_ADDR=$W_METRICS "$CH_BUILD/consumer" \
+    local metrics=off
+    if ((W_METRICS)); then
+        W_PORT[i]=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        metrics=127.0.0.1:${W_PORT[i]}
+    fi
+    WORKER_ID="chaos-$SCN-$CH_RUN-w$i" METRICS_ADDR=$metrics "$CH_BUILD/consumer" \
         2>>"$SDIR/w$i.log" &
     W_PID[i]=$!
-    W_STARTS[i]=$((${W_STARTS[i]:-0} + 1))
     ALL_PIDS+=("$!")
 }
 stop_workers() { # SIGTERM all, wait for each (SIGKILL after 40 s); non-zero exits to bad_exits
@@ -197,9 +201,11 @@ fault_sigkill() { # $1 elapsed s, $2 terminal items
     fi
     # The next kill is due KILL_EVERY_S after the previous one finished (no catch-up bursts).
     if (($1 >= NEXT_FAULT_T)); then
-        local i=$((RANDOM % N_WORKERS))
-        kill -KILL "${W_PID[i]}" 2>/dev/null || true
-        wait "${W_PID[i]}" 2>/dev/null || true
+        local i=$((RANDOM % N_WORKERS)) rc=0
+        kill -KILL "${W_PID[i]}" 2>/dev/null || : # gone already: wait says how it ended
+        wait "${W_PID[i]}" 2>/dev/null || rc=$?
+        # 137: our SIGKILL landed on a running worker; anything else means it had died before.
+        ((rc == 137)) || echo "w$i had already exited $rc before its SIGKILL at t=${1}s" >>"$SDIR/bad_exits"
         echo "t=${1}s SIGKILL w$i at $2/$N_ITEMS" >>"$SDIR/faults.log"
         start_worker "$i"
         FAULT_STATE=$((FAULT_STATE + 1))
@@ -318,22 +324,6 @@ fleet_scale_to() {
     done
 }
 
-# worker_port SLOT: the /readyz port of the slot's live worker (METRICS_ADDR port 0: the worker
-# logs the port it bound); waits up to 10 s for the start's log line.
-worker_port() {
-    local i=$1 n
-    for ((n = 0; n < 100; n++)); do
-        if (($(grep -c 'metrics: serving' "$SDIR/w$i.log") >= W_STARTS[i])); then
-            grep -o 'metrics: serving[^"]*(port [0-9]*)' "$SDIR/w$i.log" | tail -n 1 |
-                sed 's/.*(port \([0-9]*\))/\1/'
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "w$i never logged its metrics port" >>"$SDIR/bad_exits"
-    return 1
-}
-
 readyz() { # PORT -> HTTP status of /readyz (000: no answer)
     curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$1/readyz" || :
 }
@@ -382,7 +372,7 @@ fleet_autoscale() {
 # then every live worker's /readyz must be 200 within READY_LIMIT_S of PostgreSQL's return.
 fleet_outage() {
     fleet_scale_to 3 "before the outage"
-    local i port live code
+    local i live code
     STOPPED=postgres
     stop_service postgres
     local t_stop=$SECONDS
@@ -393,8 +383,7 @@ fleet_outage() {
     local noticed=
     while [[ -z $noticed ]] && ((SECONDS - t_stop < FLEET_OUTAGE_S)); do
         for i in $(fleet_live); do
-            port=$(worker_port "$i") || continue
-            code=$(readyz "$port")
+            code=$(readyz "${W_PORT[i]}")
             [[ $code == 503 ]] && noticed="w$i"
         done
         [[ -n $noticed ]] || sleep 0.2
@@ -421,7 +410,7 @@ fleet_outage() {
     local -A ready_ms=()
     local ports=() pending=${#live[@]} elapsed
     for i in "${live[@]}"; do
-        ports[i]=$(worker_port "$i") || ports[i]=0
+        ports[i]=${W_PORT[i]}
     done
     while ((pending > 0)); do
         elapsed=$((($(date +%s%N) - t_up) / 1000000))
@@ -443,9 +432,11 @@ fleet_outage() {
             report+=("w$i never (>${READY_WAIT_S}s, /readyz $(readyz "${ports[i]}"))")
             why+=("readyz: w$i not ready ${READY_WAIT_S}s after PostgreSQL returned (limit ${READY_LIMIT_S}s); last answer: $(curl -s --max-time 1 "http://127.0.0.1:${ports[i]}/readyz" | head -c 200)")
         else
-            report+=("w$i $((ready_ms[$i] / 1000)).$(printf '%03d' $((ready_ms[$i] % 1000)))s")
+            local took
+            took="$((ready_ms[$i] / 1000)).$(printf '%03d' $((ready_ms[$i] % 1000)))"
+            report+=("w$i ${took}s")
             ((ready_ms[$i] <= READY_LIMIT_S * 1000)) ||
-                why+=("readyz: w$i took $((ready_ms[$i] / 1000)) s to be ready after PostgreSQL returned (limit ${READY_LIMIT_S}s)")
+                why+=("readyz: w$i took $took s to be ready after PostgreSQL returned (limit ${READY_LIMIT_S} s)")
         fi
     done
     fleet_note "readyz 200 after PostgreSQL returned: ${report[*]}"
@@ -470,7 +461,7 @@ fleet_once() {
     fleet_note "all long-running workers stopped"
     ch_enqueue "$SDIR/wave5"
     ENQ=$((ENQ + $(wc -l <"$SDIR/wave5")))
-    local k pids=() started=() exited=() rcs=() t_once=$SECONDS
+    local k pids=() started=() exited=() rcs=() left=() t_once=$SECONDS
     for k in 0 1 2 3; do
         if ((k == 3)); then
             sleep "$ONCE_LATE_S" # "started late" is the input
@@ -493,6 +484,9 @@ fleet_once() {
                 rcs[k]=0
                 wait "${pids[k]}" || rcs[k]=$?
                 exited[k]=$((SECONDS - t_once))
+                # DESIGN §6: --once exits when the whole group is drained, not when this worker
+                # holds nothing: at its exit no item may be waiting (retries included).
+                left[k]=$((ENQ - $(terminal_count)))
             fi
         done
         ((pending == 0)) || sleep 0.2
@@ -505,9 +499,11 @@ fleet_once() {
             kill -KILL "${pids[k]}" 2>/dev/null || :
             wait "${pids[k]}" 2>/dev/null || :
         else
-            report+=("once$k exit ${rcs[k]} at ${exited[k]}s")
+            report+=("once$k exit ${rcs[k]} at ${exited[k]}s (${left[k]} left)")
             # Exit 1: something went to the DLQ during its run (this wave has items designed to die).
             [[ ${rcs[k]} == 0 || ${rcs[k]} == 1 ]] || why+=("--once: once$k exited ${rcs[k]}")
+            ((left[k] == 0)) ||
+                why+=("--once: once$k (started at ${started[k]}s) exited at ${exited[k]}s while ${left[k]} item(s) of the group were not terminal")
         fi
     done
     fleet_note "--once fleet: ${report[*]}"
@@ -591,13 +587,13 @@ run_scenario() {
     FAULT_DONE=0
     NEXT_FAULT_T=$((2 + KILL_EVERY_S))
     W_PID=()
-    W_STARTS=()
+    W_PORT=()
     ALL_PIDS=()
     local why=() verdict=PASS
     if [[ $SCN == fleet ]]; then
-        N_WAVES=6 W_METRICS=127.0.0.1:0 # waves 0-3 autoscale, 4 outage, 5 --once fleet
+        N_WAVES=6 W_METRICS=1 # waves 0-3 autoscale, 4 outage, 5 --once fleet
     else
-        N_WAVES=3 W_METRICS=off
+        N_WAVES=3 W_METRICS=0
     fi
 
     export DATABASE_URL=$ADMIN_URL
@@ -700,7 +696,14 @@ EOF
     CH_DB=
 }
 
-trap 'stop_workers; restore_stack; ch_cleanup' EXIT
+# An interrupted fleet may leave --once workers too: none survives the script.
+kill_leftovers() {
+    local pid
+    for pid in "${ALL_PIDS[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || : # most have exited already
+    done
+}
+trap 'stop_workers; kill_leftovers; restore_stack; ch_cleanup' EXIT
 mkdir -p "$CH_TMP/videos"
 ch_tiny "$CH_TMP/videos"
 head -c 50000 /dev/urandom >"$CH_TMP/videos/corrupt.mp4"

@@ -33,6 +33,7 @@ done
 total=24
 
 done_count() { awk '/"outcome":"done"/ { n++ } END { print n + 0 }' "$CQ_TMP/first.log"; }
+: >"$CQ_TMP/first.log" # the background worker opens it a moment later
 cq_consumer_bg first
 first=$CQ_LAST_PID
 done_n=0

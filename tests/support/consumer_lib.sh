@@ -2,6 +2,7 @@
 # Shared helpers for the consumer integration tests (tests/integration/test_consumer_*.sh).
 # Each test gets its own topics, consumer group, throwaway database and temp dir, so tests can
 # run next to each other on the shared local stack. Source it; then call cq_setup NAME.
+# The fq_test_* helpers are shared with tests/chaos/lib.sh (which sources this file).
 #
 # Needs the stack's environment (deploy/local/up, then `. .stack/env`): KAFKA_BROKERS and
 # DATABASE_URL; a test fails (never skips) without them.
@@ -24,6 +25,38 @@ cq_fail() {
 }
 
 cq_say() { echo "# $*" >&2; }
+
+# fq_test_tiny DIR: the one-frame test clip DIR/tiny.mp4, made at test time.
+fq_test_tiny() {
+    mkdir -p "$1"
+    ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
+        -i testsrc2=size=64x64:rate=1:duration=1 -frames:v 1 -c:v libx264 -preset ultrafast \
+        -pix_fmt yuv420p -f mp4 "$1/tiny.mp4"
+}
+
+# fq_test_fault_server DIR TMPDIR: starts tests/tools/fault_server.py serving DIR (its log and
+# port file in TMPDIR); sets FQ_FAULT_PID and FQ_FAULT_HTTP. Returns 1 if it did not start.
+fq_test_fault_server() {
+    python3 "$CQ_SRC/tests/tools/fault_server.py" --port 0 --dir "$1" \
+        --port-file "$2/fault.port" >"$2/fault_server.log" 2>&1 &
+    FQ_FAULT_PID=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $2/fault.port ]] && break
+        sleep 0.1
+    done
+    [[ -s $2/fault.port ]] || return 1
+    FQ_FAULT_HTTP="http://127.0.0.1:$(cat "$2/fault.port")"
+}
+
+# fq_test_db ADMIN_URL DB CONSUMER LOG: creates database DB next to ADMIN_URL's and migrates it
+# with CONSUMER --migrate; prints its URL. Returns 1 (the reason in LOG) on failure.
+fq_test_db() {
+    local url="${1%/*}/$2"
+    psql "$1" -qAtc "CREATE DATABASE $2" >"$4" 2>&1 || return 1
+    DATABASE_URL=$url "$3" --migrate >>"$4" 2>&1 || return 1
+    echo "$url"
+}
 
 cq_require_env() {
     local v missing=()
@@ -82,29 +115,19 @@ cq_setup() {
     # A throwaway database next to the stack's (role frameq has CREATEDB).
     CQ_ADMIN_URL=$DATABASE_URL
     CQ_DB="fqt_${name//[^a-z0-9]/_}_$$_$RANDOM"
-    psql "$CQ_ADMIN_URL" -qAtc "CREATE DATABASE $CQ_DB" >/dev/null ||
-        cq_fail "cannot create database $CQ_DB through DATABASE_URL"
-    export DATABASE_URL="${CQ_ADMIN_URL%/*}/$CQ_DB"
-    "$CQ_BUILD/consumer" --migrate >"$CQ_TMP/migrate.log" 2>&1 || cq_fail "consumer --migrate"
+    DATABASE_URL=$(fq_test_db "$CQ_ADMIN_URL" "$CQ_DB" "$CQ_BUILD/consumer" "$CQ_TMP/migrate.log") ||
+        cq_fail "cannot create and migrate database $CQ_DB through DATABASE_URL"
+    export DATABASE_URL
 
     # Videos, made at test time.
     mkdir -p "$CQ_TMP/videos" "$CQ_TMP/frames"
-    ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
-        -i testsrc2=size=64x64:rate=1:duration=1 -frames:v 1 -c:v libx264 -preset ultrafast \
-        -pix_fmt yuv420p -f mp4 "$CQ_TMP/videos/tiny.mp4" || cq_fail "ffmpeg could not make tiny.mp4"
+    fq_test_tiny "$CQ_TMP/videos" || cq_fail "ffmpeg could not make tiny.mp4"
 
     # The fault server serves the videos (and their failures).
-    python3 "$CQ_SRC/tests/tools/fault_server.py" --port 0 --dir "$CQ_TMP/videos" \
-        --port-file "$CQ_TMP/port" >"$CQ_TMP/fault_server.log" 2>&1 &
-    CQ_PIDS+=($!)
-    local i
-    for i in $(seq 100); do
-        [[ -s $CQ_TMP/port ]] && break
-        sleep 0.1
-    done
-    [[ -s $CQ_TMP/port ]] || cq_fail "fault server did not start"
-    CQ_PORT=$(cat "$CQ_TMP/port")
-    CQ_HTTP="http://127.0.0.1:$CQ_PORT"
+    fq_test_fault_server "$CQ_TMP/videos" "$CQ_TMP" || cq_fail "fault server did not start"
+    CQ_PIDS+=("$FQ_FAULT_PID")
+    CQ_HTTP=$FQ_FAULT_HTTP
+    CQ_PORT=${CQ_HTTP##*:}
     export SOURCE_URL_TEMPLATE="$CQ_HTTP/ok/{code}.mp4"
     export FRAMES_URL_TEMPLATE="file://$CQ_TMP/frames/{platform}/{code}/{index}.jpg"
 
