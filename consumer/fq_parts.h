@@ -61,9 +61,9 @@ void fq_part_eof(fq_part_t *p, int64_t offset);
 void fq_part_durable(fq_part_t *p, int64_t offset);
 
 /**
- * @brief The offset to commit now, or -1 when nothing is owed. idle: no message of the
- * partition is in flight or held, so a known end offset may be committed (it only skips
- * transaction markers and aborted records then).
+ * @brief The offset to commit now, or -1 when nothing is owed. A known end offset is committed
+ * (it only skips transaction markers and aborted records) when the partition is idle (no message
+ * of it in flight or held) and every message taken from it is durable.
  */
 int64_t fq_part_commit_target(const fq_part_t *p, bool idle, int64_t now_mono);
 

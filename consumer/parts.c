@@ -100,7 +100,9 @@ int64_t fq_part_commit_target(const fq_part_t *p, bool idle, int64_t now_mono)
     if (p->pending || now_mono < p->retry_mono)
         return -1;
     int64_t target = p->want;
-    if (idle && p->expect < 0 && p->eof_at > target)
+    /* The end offset only when every message taken is durable: one taken and not durable (in
+     * flight, or abandoned when its partition was revoked) must be read again by someone. */
+    if (idle && p->expect < 0 && p->want >= p->next && p->eof_at > target)
         target = p->eof_at;
     return target > p->committed ? target : -1;
 }

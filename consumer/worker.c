@@ -206,10 +206,11 @@ static bool same_partition(const rd_kafka_message_t *rkm, const char *topic, int
     return rkm->partition == partition && strcmp(rd_kafka_topic_name(rkm->rkt), topic) == 0;
 }
 
-/* A message of the partition is running or held: its end offset must not be committed. */
+/* A message of the partition is running (abandoned or not) or held: its end offset must not be
+ * committed. */
 static bool part_busy(const fq_worker_t *w, const fq_part_t *p)
 {
-    return (w->cur && !w->cur->abandoned && same_partition(w->cur->rkm, p->topic, p->partition)) ||
+    return (w->cur && same_partition(w->cur->rkm, p->topic, p->partition)) ||
            (w->next && same_partition(w->next, p->topic, p->partition));
 }
 

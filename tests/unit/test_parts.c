@@ -72,6 +72,22 @@ static void test_commit_never_passes_the_durable_offset(void **state)
     fq_parts_clear(&t);
 }
 
+/* Seen in a demo run: a message abandoned when its partition was revoked, then the end of the
+ * partition reported; committing that end would have skipped the message for its new owner. */
+static void test_end_not_committed_past_an_unfinished_message(void **state)
+{
+    fq_parts_t t = {0};
+    fq_part_t *p = fresh(&t);
+    assert_int_equal(fq_part_take(p, 0), FQ_TAKE); /* runs, then is abandoned: never durable */
+    fq_part_eof(p, 1);
+    assert_int_equal(p->eof_at, 1);
+    /* Even if the caller thinks the partition idle: message 0 is not durable. */
+    assert_int_equal(fq_part_commit_target(p, true, 0), -1);
+    fq_part_durable(p, 1);
+    assert_int_equal(fq_part_commit_target(p, true, 0), 1);
+    fq_parts_clear(&t);
+}
+
 static void test_commit_answers(void **state)
 {
     fq_parts_t t = {0};
@@ -114,6 +130,7 @@ int main(void)
         cmocka_unit_test(test_take_in_order_and_repeats),
         cmocka_unit_test(test_rewind_drops_stale_until_it_lands),
         cmocka_unit_test(test_commit_never_passes_the_durable_offset),
+        cmocka_unit_test(test_end_not_committed_past_an_unfinished_message),
         cmocka_unit_test(test_commit_answers),
         cmocka_unit_test(test_table),
     };
