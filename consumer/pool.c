@@ -77,7 +77,11 @@ static fq_pool_t *pool_new(const fq_config_t *cfg, int threads, bool with_db,
     }
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->work, NULL);
-    pthread_cond_init(&pool->done, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* a clock step must not stall the loop */
+    pthread_cond_init(&pool->done, &attr);
+    pthread_condattr_destroy(&attr);
     pool->process = process;
     pool->process_ctx = process_ctx;
     pool->threads = calloc((size_t)threads, sizeof(*pool->threads));
@@ -165,7 +169,7 @@ void fq_pool_submit(fq_pool_t *pool, fq_pool_job_t *jobs, size_t n, const volati
 bool fq_pool_wait(fq_pool_t *pool, int timeout_ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* the condition variable waits on this clock */
     ts.tv_sec += timeout_ms / 1000;
     ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
     if (ts.tv_nsec >= 1000000000L) {
