@@ -14,23 +14,31 @@
 #include "fq_error.h"
 
 #define FQ_URL_HOST_MAX 255
+#define FQ_URL_MAX      4096 /**< longest URL after libcurl's normalisation */
 
-/** The parts of a URL that checks need. Scheme and host are lowercased. */
+/** The parts of a URL that checks need, as libcurl's own parser (curl_url) reads it. */
 typedef struct fq_url_parts {
-    char scheme[16];                /**< "http", "https", "s3", "file", ... */
-    char host[FQ_URL_HOST_MAX + 1]; /**< without brackets for IPv6; "" for file:// */
+    char scheme[16];                /**< "http", "https", "s3", "file", ... (lowercase) */
+    char host[FQ_URL_HOST_MAX + 1]; /**< lowercase, without brackets for IPv6; "" for
+                                         file:///, "." for file://./ (relative) */
     int port;                       /**< -1 when absent */
-    bool has_userinfo;              /**< "user:pass@" present */
-    bool host_is_ip;                /**< IPv4 dotted quad or IPv6 literal */
-    size_t path_offset;             /**< where the path ("/...") starts in the URL */
+    bool has_userinfo;              /**< user, password or login options present */
+    bool host_is_ip;                /**< IPv4 (any numeric form) or IPv6 literal */
+    char url[FQ_URL_MAX + 1];       /**< the URL as libcurl reads it: what must be fetched */
+    size_t path_offset;             /**< where the path ("/...") starts in url */
 } fq_url_parts_t;
 
 /**
- * @brief Splits scheme://[userinfo@]host[:port]/path. Rejects control characters, spaces,
- * non-ASCII bytes, backslashes, a missing "://", and bad ports. 0, or -1 with errstr.
+ * @brief Parses a URL with curl_url() (CURLU_NON_SUPPORT_SCHEME, so s3:// too): the one URL
+ * parser for the allow-list, fetching and redirects, so no parser differential can carry a
+ * host past the check. Also rejects control characters, spaces, non-ASCII bytes,
+ * backslashes and port 0. file://./rel (relative) is accepted as ours. 0, or -1 with errstr.
  */
 int fq_url_parse(const char *url, fq_url_parts_t *parts, char *errstr,
                  size_t errstr_size) FQ_WARN_UNUSED;
+
+/** @brief 80 for http, 443 for https, -1 otherwise. */
+int fq_url_default_port(const char *scheme);
 
 /** @brief Copies url without userinfo and with any query string replaced by "?...", so it
  *  can be logged or put in an error message. Truncates to out_size. */
@@ -40,12 +48,15 @@ void fq_url_redact(const char *url, char *out, size_t out_size);
 typedef struct fq_allow fq_allow_t;
 
 /** @brief Builds an allow-list from comma lists (NULL schemes = "https,http,s3", NULL hosts =
- *  none). Hosts match exactly, case-insensitively; "*.example.com" matches any subdomain.
- *  Unknown schemes fail with errstr. */
+ *  none). Host entries are read by curl_url() like the URLs: "host" matches that host on any
+ *  port, "host:port" / "[v6]:port" only that port (a URL without a port has its scheme's
+ *  default), "*.example.com" any subdomain; matching is case-insensitive. Unknown schemes
+ *  or entries fail with errstr. */
 fq_allow_t *fq_allow_new(const char *schemes, const char *hosts, char *errstr, size_t errstr_size);
 void fq_allow_destroy(fq_allow_t *allow);
 
-/** @brief Adds one more allowed host (e.g. the source template's own host). 0 or -1 (OOM). */
+/** @brief Adds one more entry ("host", "host:port", "*.domain"). 0, -1 on OOM, -2 when the
+ *  entry is not one. */
 int fq_allow_add_host(fq_allow_t *allow, const char *host);
 
 /** @brief True when the scheme ("file", "s3", ...) is listed. */
@@ -54,8 +65,9 @@ bool fq_allow_scheme(const fq_allow_t *allow, const char *scheme);
 /**
  * @brief Checks a URL before anything connects to it. `what` names it in messages
  * ("video_url", "source URL", "redirect"). Refusals are stage validate, class permanent:
- * "video_url host 169.254.169.254 is not in ALLOWED_SOURCE_HOSTS". For s3:// the bucket is the
- * host; file:// has no host to check. parts may be NULL.
+ * "video_url host 169.254.169.254:80 is not in ALLOWED_SOURCE_HOSTS". For s3:// the bucket is
+ * the host; file:// has no host to check. parts may be NULL; when the URL is allowed,
+ * parts->url is what must be fetched.
  */
 fq_error_t *fq_allow_check(const fq_allow_t *allow, const char *url, const char *what,
                            fq_url_parts_t *parts) FQ_WARN_UNUSED;

@@ -65,7 +65,7 @@ static int file_path(const char *url, char *path, size_t path_size)
     fq_url_parts_t parts;
     if (fq_url_parse(url, &parts, NULL, 0) != 0 || strcmp(parts.scheme, "file") != 0)
         return -1;
-    const char *rest = url + parts.path_offset;
+    const char *rest = parts.url + parts.path_offset;
     int n;
     if (strcmp(parts.host, ".") == 0)
         n = snprintf(path, path_size, ".%s", rest);
