@@ -550,8 +550,11 @@ static fq_error_t *fetch_remote(fq_fetch_t *fetch, const char *url, const fq_url
             snprintf(current, sizeof(current), "%s", next_parts.url); /* the URL judged */
             continue;
         }
-        err = fq_http_status_error(FQ_STAGE_FETCH, fq_error_class_for_http_status(status), status,
-                                   safe_url, t->body, t->body_len);
+        /* Signed requests to the configured endpoint (s3://) report credential and clock
+         * refusals as an outage; a video_url's own 401/403 stays permanent. */
+        err = is_s3 ? fq_s3_status_error(FQ_STAGE_FETCH, status, safe_url, t->body, t->body_len)
+                    : fq_http_status_error(FQ_STAGE_FETCH, fq_error_class_for_http_status(status),
+                                           status, safe_url, t->body, t->body_len);
         if (t->retry_after[0]) {
             int64_t ms = fq_fetch_parse_retry_after(t->retry_after, fq_time_now_ms());
             if (ms > 0)

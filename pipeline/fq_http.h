@@ -127,6 +127,37 @@ fq_class_t fq_http_class_for_curl(CURLcode rc);
 fq_error_t *fq_http_status_error(fq_stage_t stage, fq_class_t klass, long status,
                                  const char *safe_url, const char *body, size_t len) FQ_WARN_UNUSED;
 
+/**
+ * @brief True when a signed S3 request was refused for our credentials or our clock, not for
+ * the object: 4xx with <Code> InvalidAccessKeyId, SignatureDoesNotMatch, ExpiredToken,
+ * InvalidToken, TokenRefreshRequired, RequestTimeTooSkewed, RequestExpired,
+ * AuthorizationHeaderMalformed, InvalidSignatureException, MissingSecurityHeader or
+ * XAdminUserNotFound. body/len is the (captured start of the) response body.
+ */
+bool fq_s3_credential_error(long status, const char *body, size_t len);
+
+/**
+ * @brief The error for a failed request signed for the configured S3 endpoint (fetch of an
+ * s3:// source, upload of an s3:// frame, fq_s3_request): class outage for credential and
+ * clock errors (DESIGN §3: a rotated key must not dead-letter every item), else by status as
+ * fq_error_class_for_http_status. Only for signed requests: a 401/403 from an item's own
+ * http(s) video_url stays permanent (fq_http_status_error).
+ */
+fq_error_t *fq_s3_status_error(fq_stage_t stage, long status, const char *safe_url,
+                               const char *body, size_t len) FQ_WARN_UNUSED;
+
+/**
+ * @brief Probes the configured S3 endpoint cheaply, for readiness: one signed GET of the key
+ * ".frameq-probe" in each s3:// bucket of FRAMES_URL_TEMPLATE and SOURCE_URL_TEMPLATE (the
+ * same bucket once). Blocks at most HTTP_TIMEOUT_MS (connect at most 10 s) per bucket.
+ * @return NULL when no template uses s3:// or the endpoint answered every probe with 2xx/404
+ * or another 4xx that is not about credentials (the credentials and clock were accepted);
+ * else an error of class FQ_CLASS_OUTAGE, stage upload, classified like the items' own
+ * requests: endpoint unreachable, 5xx/408/429, or a credential/clock refusal
+ * (fq_s3_credential_error; code = HTTP status or curl code). Caller destroys it.
+ */
+fq_error_t *fq_s3_probe(const fq_config_t *cfg) FQ_WARN_UNUSED;
+
 /** @brief Hex SHA-256 (64 chars + NUL) of data. */
 void fq_sha256_hex(const void *data, size_t len, char out[65]);
 

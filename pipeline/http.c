@@ -560,6 +560,40 @@ static bool s3_auth_code(const char *code)
     return false;
 }
 
+bool fq_s3_credential_error(long status, const char *body, size_t len)
+{
+    /* The answers to our key, our signature or our clock, not to the object: with them every
+     * signed request fails alike (a rotated key, a skewed clock, a wrong S3_REGION). */
+    static const char *const codes[] = {"InvalidAccessKeyId",
+                                        "SignatureDoesNotMatch",
+                                        "ExpiredToken",
+                                        "InvalidToken",
+                                        "TokenRefreshRequired",
+                                        "RequestTimeTooSkewed",
+                                        "RequestExpired",
+                                        "AuthorizationHeaderMalformed",
+                                        "InvalidSignatureException",
+                                        "MissingSecurityHeader",
+                                        "XAdminUserNotFound"};
+    char code[64];
+    if (status < 400 || status >= 500 || fq_s3_error_code(body, len, code, sizeof(code)) != 0)
+        return false;
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        if (strcmp(code, codes[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+fq_error_t *fq_s3_status_error(fq_stage_t stage, long status, const char *safe_url,
+                               const char *body, size_t len)
+{
+    bool credentials = fq_s3_credential_error(status, body, len);
+    return fq_http_status_error(
+        stage, credentials ? FQ_CLASS_OUTAGE : fq_error_class_for_http_status(status), status,
+        safe_url, body, len);
+}
+
 fq_error_t *fq_http_status_error(fq_stage_t stage, fq_class_t klass, long status,
                                  const char *safe_url, const char *body, size_t len)
 {
@@ -661,8 +695,7 @@ fq_error_t *fq_s3_request(const fq_config_t *cfg, fq_stage_t stage, const char *
             errbuf[0] ? errbuf : curl_easy_strerror(rc), (int)rc);
         fq_error_set_code(err, (int)rc);
     } else if (code < 200 || code >= 300) {
-        err = fq_http_status_error(stage, fq_error_class_for_http_status(code), code, safe, r.data,
-                                   r.len);
+        err = fq_s3_status_error(stage, code, safe, r.data, r.len);
     }
 done:
     if (status)
@@ -677,4 +710,42 @@ done:
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
     return err;
+}
+
+fq_error_t *fq_s3_probe(const fq_config_t *cfg)
+{
+    /* One signed GET per s3:// bucket the configuration uses, of a key nobody writes: 404
+     * NoSuchKey (or 2xx) proves the endpoint answers and accepts key, signature and clock. */
+    const char *templates[2] = {cfg->frames_url_template, cfg->source_url_template};
+    char probed[64] = "";
+    for (int i = 0; i < 2; i++) {
+        char bucket[64], key[8], sample[128];
+        if (!templates[i] || strncmp(templates[i], "s3://", 5) != 0)
+            continue;
+        /* The bucket never holds a placeholder (config checks it): any key will do. */
+        snprintf(sample, sizeof(sample), "s3://%.*s/x", (int)strcspn(templates[i] + 5, "/"),
+                 templates[i] + 5);
+        if (fq_s3_split(sample, bucket, sizeof(bucket), key, sizeof(key)) != 0 ||
+            strcmp(bucket, probed) == 0)
+            continue;
+        snprintf(probed, sizeof(probed), "%s", bucket);
+        long status = 0;
+        fq_error_t *err = fq_s3_request(cfg, FQ_STAGE_UPLOAD, "GET", bucket, ".frameq-probe", NULL,
+                                        0, &status, NULL, NULL, 4096);
+        if (!err || status == 404 || fq_error_class(err) == FQ_CLASS_PERMANENT) {
+            /* Answered, signature accepted. A 4xx not about credentials (AccessDenied on the
+             * probe key) is for the items to report: the endpoint knows us. */
+            fq_error_destroy(err);
+            continue;
+        }
+        if (fq_error_class(err) == FQ_CLASS_OUTAGE)
+            return err; /* unreachable, or refused our credentials or clock */
+        /* 5xx, 408, 429, a reset or a timeout: not serving. */
+        fq_error_t *outage = fq_error_new(FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE,
+                                          "S3 endpoint not serving: %s", fq_error_message(err));
+        fq_error_set_code(outage, fq_error_code(err));
+        fq_error_destroy(err);
+        return outage;
+    }
+    return NULL;
 }

@@ -291,6 +291,48 @@ static void test_s3_error_code(void **state)
     assert_string_equal(code, "A?b?c");
 }
 
+/* Credential and clock refusals of the configured endpoint are outages; the rest by status. */
+static void test_s3_status_classes(void **state)
+{
+    (void)state;
+    static const struct {
+        long status;
+        const char *code; /* NULL: no XML body */
+        fq_class_t klass;
+    } cases[] = {
+        {403, "SignatureDoesNotMatch", FQ_CLASS_OUTAGE},
+        {403, "InvalidAccessKeyId", FQ_CLASS_OUTAGE},
+        {400, "ExpiredToken", FQ_CLASS_OUTAGE},
+        {403, "RequestTimeTooSkewed", FQ_CLASS_OUTAGE},
+        {400, "AuthorizationHeaderMalformed", FQ_CLASS_OUTAGE},
+        {404, "XAdminUserNotFound", FQ_CLASS_OUTAGE},
+        {403, "AccessDenied", FQ_CLASS_PERMANENT},
+        {404, "NoSuchKey", FQ_CLASS_PERMANENT},
+        {403, NULL, FQ_CLASS_PERMANENT},
+        {503, "SlowDown", FQ_CLASS_RETRIABLE},
+        {500, "SignatureDoesNotMatch", FQ_CLASS_RETRIABLE}, /* not a 4xx: not about us */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char xml[256] = "";
+        if (cases[i].code)
+            snprintf(xml, sizeof(xml), "<Error><Code>%s</Code></Error>", cases[i].code);
+        fq_error_t *err =
+            fq_s3_status_error(FQ_STAGE_FETCH, cases[i].status, "s3://b/k", xml, strlen(xml));
+        if (fq_error_class(err) != cases[i].klass)
+            fail_msg("%ld %s: class %s, want %s", cases[i].status,
+                     cases[i].code ? cases[i].code : "(no body)",
+                     fq_class_name(fq_error_class(err)), fq_class_name(cases[i].klass));
+        assert_int_equal(fq_error_code(err), (int)cases[i].status);
+        fq_error_destroy(err);
+    }
+    /* The same answer from an item's own http(s) video_url is the item's business. */
+    const char *xml = "<Error><Code>SignatureDoesNotMatch</Code></Error>";
+    fq_error_t *err = fq_http_status_error(FQ_STAGE_FETCH, fq_error_class_for_http_status(403), 403,
+                                           "https://h/v", xml, strlen(xml));
+    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
+    fq_error_destroy(err);
+}
+
 /* ---- error mapping ------------------------------------------------------------------- */
 
 static void test_status_mapping(void **state)
@@ -425,12 +467,12 @@ static void test_sha256(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_allow_matrix),  cmocka_unit_test(test_allow_bad_scheme_config),
-        cmocka_unit_test(test_url_parse),     cmocka_unit_test(test_url_redact),
-        cmocka_unit_test(test_s3_object_url), cmocka_unit_test(test_s3_split),
-        cmocka_unit_test(test_s3_error_code), cmocka_unit_test(test_status_mapping),
-        cmocka_unit_test(test_curl_mapping),  cmocka_unit_test(test_s3_prepare_header),
-        cmocka_unit_test(test_sha256),
+        cmocka_unit_test(test_allow_matrix),      cmocka_unit_test(test_allow_bad_scheme_config),
+        cmocka_unit_test(test_url_parse),         cmocka_unit_test(test_url_redact),
+        cmocka_unit_test(test_s3_object_url),     cmocka_unit_test(test_s3_split),
+        cmocka_unit_test(test_s3_error_code),     cmocka_unit_test(test_s3_status_classes),
+        cmocka_unit_test(test_status_mapping),    cmocka_unit_test(test_curl_mapping),
+        cmocka_unit_test(test_s3_prepare_header), cmocka_unit_test(test_sha256),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
