@@ -43,6 +43,7 @@ enum {
     F_SCHEMES = 1 << 8,    /* comma list of allowed source schemes */
     F_HOSTS = 1 << 9,      /* comma list of host names */
     F_ADDR = 1 << 10,      /* host:port, "" or "off" */
+    F_NAMES = 1 << 11,     /* comma list of FFmpeg names ([a-z0-9_-]), lowercased */
 };
 
 typedef struct param {
@@ -125,6 +126,19 @@ static const param_t params[] = {
      86400, 0, NULL, "longest video accepted, seconds"},
     {"MAX_FRAMES", "--max-frames", P_INT, OFF(max_frames), "1000", 1, 1000000, 0, NULL,
      "most frames extracted from one video"},
+    {"ALLOWED_CONTAINERS", "--allowed-containers", P_STRING, OFF(allowed_containers),
+     "mov,mp4,matroska,webm", 0, 0, F_NAMES, NULL,
+     "FFmpeg demuxers a video may use; others are refused (permanent decode error)"},
+    {"ALLOWED_CODECS", "--allowed-codecs", P_STRING, OFF(allowed_codecs),
+     "h264,hevc,vp8,vp9,av1,mpeg4", 0, 0, F_NAMES, NULL,
+     "video codecs that are decoded; others are refused (permanent decode error)"},
+    {"MAX_FRAME_PIXELS", "--max-frame-pixels", P_INT64, OFF(max_frame_pixels), "67108864", 4096,
+     1073741824.0, 0, NULL, "largest frame decoded, width x height (default 8192x8192)"},
+    {"MAX_DECODE_SECONDS", "--max-decode-seconds", P_INT64, OFF(max_decode_seconds), "300", 1,
+     86400, 0, NULL, "wall time one video may take to decode"},
+    {"MAX_PACKETS_WITHOUT_FRAME", "--max-packets-without-frame", P_INT,
+     OFF(max_packets_without_frame), "1000", 16, 1000000, 0, NULL,
+     "video packets in a row that may decode to no frame"},
     {"HTTP_TIMEOUT_MS", "--http-timeout-ms", P_DURATION, OFF(http_timeout_ms), "30000", 1,
      HOUR_MS, 0, NULL, "timeout of one HTTP request (ms, or with s/m/h)"},
     {"METRICS_ADDR", "--metrics-addr", P_STRING, OFF(metrics_addr), "0.0.0.0:9400", 0, 0,
@@ -527,7 +541,14 @@ static int apply_value(fq_config_t *cfg, const param_t *p, const char *value, ch
             return -1;
         if ((p->flags & F_ADDR) && check_addr(value, why, why_size) < 0)
             return -1;
-        if (p->flags & (F_SCHEMES | F_HOSTS)) {
+        if (p->flags & F_NAMES) {
+            size_t bad = strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                       "0123456789_-, ");
+            if (value[bad])
+                return fail(why, why_size, "\"%s\": '%c' is not part of a name (a,b,c)", value,
+                            value[bad]);
+        }
+        if (p->flags & (F_SCHEMES | F_HOSTS | F_NAMES)) {
             if (normalise_list(value, (p->flags & F_SCHEMES) ? source_schemes : NULL, &copy, why,
                                why_size) < 0)
                 return -1;

@@ -15,7 +15,8 @@
 
 extern char **environ;
 
-/* Every name of DESIGN §5: the contract the table must cover. */
+/* Every name of DESIGN §5, and the decoder limits the README adds to it: the contract the
+ * table must cover. */
 static const char *const design_names[] = {
     "KAFKA_BROKERS",
     "KAFKA_GROUP_ID",
@@ -44,6 +45,11 @@ static const char *const design_names[] = {
     "MAX_VIDEO_BYTES",
     "MAX_VIDEO_SECONDS",
     "MAX_FRAMES",
+    "ALLOWED_CONTAINERS",
+    "ALLOWED_CODECS",
+    "MAX_FRAME_PIXELS",
+    "MAX_DECODE_SECONDS",
+    "MAX_PACKETS_WITHOUT_FRAME",
     "HTTP_TIMEOUT_MS",
     "METRICS_ADDR",
     "LOG_FORMAT",
@@ -447,6 +453,13 @@ static const bad_case_t bad_cases[] = {
      "ALLOWED_SOURCE_SCHEMES: ", "\"ftp\" is not one of https, http, s3, file"},
     {VIA_ENV, "ALLOWED_SOURCE_SCHEMES", "https,,http", NULL, NULL,
      "ALLOWED_SOURCE_SCHEMES: ", "empty"},
+    {VIA_ENV, "ALLOWED_CONTAINERS", "mov,hls;concat", NULL, NULL,
+     "ALLOWED_CONTAINERS: ", "';' is not part of a name"},
+    {VIA_ENV, "ALLOWED_CODECS", "h264,,vp9", NULL, NULL, "ALLOWED_CODECS: ", "empty"},
+    {VIA_ENV, "MAX_FRAME_PIXELS", "100", NULL, NULL, "MAX_FRAME_PIXELS: ", "out of range"},
+    {VIA_ENV, "MAX_DECODE_SECONDS", "0", NULL, NULL, "MAX_DECODE_SECONDS: ", "out of range"},
+    {VIA_ENV, "MAX_PACKETS_WITHOUT_FRAME", "x", NULL, NULL,
+     "MAX_PACKETS_WITHOUT_FRAME: ", "not a whole number"},
     {VIA_ENV, "METRICS_ADDR", "9400", NULL, NULL, "METRICS_ADDR: ", "is not host:port"},
     {VIA_ENV, "METRICS_ADDR", "localhost:99999", NULL, NULL, "METRICS_ADDR: ", "port"},
     {VIA_ENV, "METRICS_ADDR", "localhost:http", NULL, NULL, "METRICS_ADDR: ", "port"},
