@@ -15,6 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 extern char **environ;
 
 #define KAFKA_ENV_PREFIX "KAFKA_CONFIG_"
@@ -41,6 +43,7 @@ enum {
     F_SCHEMES = 1 << 8,    /* comma list of allowed source schemes */
     F_HOSTS = 1 << 9,      /* comma list of host names */
     F_ADDR = 1 << 10,      /* host:port, "" or "off" */
+    F_NAMES = 1 << 11,     /* comma list of FFmpeg names ([a-z0-9_-]), lowercased */
 };
 
 typedef struct param {
@@ -123,6 +126,19 @@ static const param_t params[] = {
      86400, 0, NULL, "longest video accepted, seconds"},
     {"MAX_FRAMES", "--max-frames", P_INT, OFF(max_frames), "1000", 1, 1000000, 0, NULL,
      "most frames extracted from one video"},
+    {"ALLOWED_CONTAINERS", "--allowed-containers", P_STRING, OFF(allowed_containers),
+     "mov,mp4,matroska,webm", 0, 0, F_NAMES, NULL,
+     "FFmpeg demuxers a video may use; others are refused (permanent decode error)"},
+    {"ALLOWED_CODECS", "--allowed-codecs", P_STRING, OFF(allowed_codecs),
+     "h264,hevc,vp8,vp9,av1,mpeg4", 0, 0, F_NAMES, NULL,
+     "video codecs that are decoded; others are refused (permanent decode error)"},
+    {"MAX_FRAME_PIXELS", "--max-frame-pixels", P_INT64, OFF(max_frame_pixels), "67108864", 4096,
+     1073741824.0, 0, NULL, "largest frame decoded, width x height (default 8192x8192)"},
+    {"MAX_DECODE_SECONDS", "--max-decode-seconds", P_INT64, OFF(max_decode_seconds), "300", 1,
+     86400, 0, NULL, "wall time one video may take to decode"},
+    {"MAX_PACKETS_WITHOUT_FRAME", "--max-packets-without-frame", P_INT,
+     OFF(max_packets_without_frame), "1000", 16, 1000000, 0, NULL,
+     "video packets in a row that may decode to no frame"},
     {"HTTP_TIMEOUT_MS", "--http-timeout-ms", P_DURATION, OFF(http_timeout_ms), "30000", 1,
      HOUR_MS, 0, NULL, "timeout of one HTTP request (ms, or with s/m/h)"},
     {"METRICS_ADDR", "--metrics-addr", P_STRING, OFF(metrics_addr), "0.0.0.0:9400", 0, 0,
@@ -525,7 +541,14 @@ static int apply_value(fq_config_t *cfg, const param_t *p, const char *value, ch
             return -1;
         if ((p->flags & F_ADDR) && check_addr(value, why, why_size) < 0)
             return -1;
-        if (p->flags & (F_SCHEMES | F_HOSTS)) {
+        if (p->flags & F_NAMES) {
+            size_t bad = strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                       "0123456789_-, ");
+            if (value[bad])
+                return fail(why, why_size, "\"%s\": '%c' is not part of a name (a,b,c)", value,
+                            value[bad]);
+        }
+        if (p->flags & (F_SCHEMES | F_HOSTS | F_NAMES)) {
             if (normalise_list(value, (p->flags & F_SCHEMES) ? source_schemes : NULL, &copy, why,
                                why_size) < 0)
                 return -1;
@@ -710,37 +733,41 @@ static int set_derived(fq_config_t *cfg, size_t ix, char *value)
     return 0;
 }
 
-/* Appends the host of an http(s)/s3 URL (no userinfo, no port, lowercased) to a comma list. */
+/* Appends an ALLOWED_SOURCE_HOSTS entry for url to a comma list, read by libcurl's parser
+ * (curl_url, as fetch reads URLs): the host alone for an s3:// bucket, else host:port with
+ * the scheme's default port when none is written, so only that service is trusted, not every
+ * port of its host. A host that depends on the item ({...}) adds nothing. */
 static void append_host(char *list, size_t size, const char *url)
 {
     const char *sep = url ? strstr(url, "://") : NULL;
     if (!sep)
         return;
-    const char *host = sep + 3;
-    size_t n = strcspn(host, "/?#");
-    const char *at = memchr(host, '@', n);
-    if (at) {
-        n -= (size_t)(at + 1 - host);
-        host = at + 1;
-    }
-    if (host[0] == '[') {
-        const char *close = memchr(host, ']', n);
-        n = close ? (size_t)(close + 1 - host) : n;
-    } else {
-        const char *colon = memchr(host, ':', n);
-        if (colon)
-            n = (size_t)(colon - host);
-    }
-    if (n == 0 || memchr(host, '{', n))
-        return; /* no host, or one that depends on the item: nothing fixed to allow */
-    size_t len = strlen(list);
-    if (len + n + 2 > size)
+    /* Only scheme://authority: a template's path holds placeholders. */
+    char origin[512];
+    size_t n = (size_t)(sep + 3 - url) + strcspn(sep + 3, "/?#");
+    if (n + 2 > sizeof(origin) || memchr(url, '{', n))
         return;
-    if (len)
-        list[len++] = ',';
-    for (size_t i = 0; i < n; i++)
-        list[len++] = (char)tolower((unsigned char)host[i]);
-    list[len] = '\0';
+    snprintf(origin, sizeof(origin), "%.*s/", (int)n, url);
+    CURLU *h = curl_url();
+    char *host = NULL, *port = NULL;
+    bool bucket = strncmp(url, "s3://", 5) == 0;
+    if (!h || curl_url_set(h, CURLUPART_URL, origin, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+        curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        (!bucket && curl_url_get(h, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK))
+        goto done;
+    size_t len = strlen(list);
+    int w = snprintf(list + len, size - len, "%s%s%s%s", len ? "," : "", host, port ? ":" : "",
+                     port ? port : "");
+    if (w < 0 || (size_t)w >= size - len) {
+        list[len] = '\0'; /* does not fit: nothing rather than half an entry */
+        goto done;
+    }
+    for (char *c = list + len; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+done:
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(h);
 }
 
 static size_t ix_of(const char *name)
@@ -784,6 +811,13 @@ static int derive(fq_config_t *cfg)
         }
         if (set_derived(cfg, ix_hosts, strdup(buf)) < 0)
             return -1;
+        /* --print-config says what the allow-list was derived from. */
+        const char *from = !tpl || !*buf ? NULL
+                           : strncmp(tpl, "s3://", 5) == 0
+                               ? "from SOURCE_URL_TEMPLATE and S3_ENDPOINT"
+                               : "from SOURCE_URL_TEMPLATE";
+        free(cfg->state->where[ix_hosts]);
+        cfg->state->where[ix_hosts] = from ? strdup(from) : NULL;
     }
     if (is_unset(cfg, ix_worker)) {
         char host[256];

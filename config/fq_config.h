@@ -86,10 +86,15 @@ typedef struct fq_config {
     double scene_threshold;     /**< SCENE_THRESHOLD, 0.3 (0 < x <= 1) */
 
     /* Limits (exceeding one is a permanent failure) */
-    int64_t max_video_bytes;   /**< MAX_VIDEO_BYTES, 512 MiB; accepts suffixes K, M, G (KiB...) */
-    int64_t max_video_seconds; /**< MAX_VIDEO_SECONDS, 900 */
-    int max_frames;            /**< MAX_FRAMES, 1000 */
-    int64_t http_timeout_ms;   /**< HTTP_TIMEOUT_MS, 30000 */
+    int64_t max_video_bytes;    /**< MAX_VIDEO_BYTES, 512 MiB; accepts suffixes K, M, G (KiB...) */
+    int64_t max_video_seconds;  /**< MAX_VIDEO_SECONDS, 900 */
+    int max_frames;             /**< MAX_FRAMES, 1000 */
+    char *allowed_containers;   /**< ALLOWED_CONTAINERS, demuxer names, "mov,mp4,matroska,webm" */
+    char *allowed_codecs;       /**< ALLOWED_CODECS, "h264,hevc,vp8,vp9,av1,mpeg4" */
+    int64_t max_frame_pixels;   /**< MAX_FRAME_PIXELS, 67108864 (8192x8192) */
+    int64_t max_decode_seconds; /**< MAX_DECODE_SECONDS, 300 (wall time of one extraction) */
+    int max_packets_without_frame; /**< MAX_PACKETS_WITHOUT_FRAME, 1000 */
+    int64_t http_timeout_ms;       /**< HTTP_TIMEOUT_MS, 30000 */
 
     /* Operation */
     char *metrics_addr;        /**< METRICS_ADDR, "0.0.0.0:9400"; "" or "off" disables */

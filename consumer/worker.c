@@ -11,7 +11,7 @@
 
 #include "fq_backoff.h"
 #include "fq_headers.h"
-#include "fq_http.h" /* fq_sha256_hex */
+#include "fq_http.h" /* fq_sha256_hex, fq_s3_probe */
 #include "fq_item.h"
 #include "fq_lag.h"
 #include "fq_log.h"
@@ -581,16 +581,20 @@ static rd_kafka_t *new_consumer(fq_worker_t *w, char *errstr, size_t errstr_size
     return rk;
 }
 
-/* The dependencies every item needs, checked by the prober thread: the database (or the
- * hooks' stand-in) and the Kafka cluster. Runs off the loop's thread with its own connection. */
+/* The dependencies every item needs, checked by the prober thread: the database and the S3
+ * endpoint (or the hooks' stand-in), and the Kafka cluster. Runs off the loop's thread with its own
+ * connection. */
 static fq_error_t *probe_dependencies(void *opaque)
 {
     fq_worker_t *w = opaque;
     fq_error_t *err = NULL;
-    if (w->hooks.probe)
+    if (w->hooks.probe) {
         err = w->hooks.probe(w->hooks.ctx);
-    else
+    } else {
         err = fq_store_ping(w->probe_store);
+        if (!err)
+            err = fq_s3_probe(w->cfg); /* frame store and source, when on s3:// */
+    }
     if (err)
         return err;
     const struct rd_kafka_metadata *md = NULL;

@@ -138,6 +138,49 @@ int64_t fq_fetch_parse_retry_after(const char *value, int64_t now_ms)
 
 /* ---- fetcher ------------------------------------------------------------------------- */
 
+fq_allow_t *fq_allow_from_config(const fq_config_t *cfg, char *errstr, size_t errstr_size)
+{
+    fq_allow_t *allow =
+        fq_allow_new(cfg->allowed_source_schemes, cfg->allowed_source_hosts, errstr, errstr_size);
+    if (!allow || !cfg->source_url_template || !*cfg->source_url_template)
+        return allow;
+    /* The template is the operator's own: its host is always allowed. Expanding it with
+     * sample values proves its placeholders now rather than on the first item. */
+    char sample[FQ_VIDEO_URL_MAX + 1];
+    char why[160];
+    fq_url_parts_t parts;
+    if (fq_url_expand(cfg->source_url_template, "p", "c", 0, sample, sizeof(sample), why,
+                      sizeof(why)) != 0 ||
+        fq_url_parse(sample, &parts, why, sizeof(why)) != 0) {
+        snprintf(errstr, errstr_size, "SOURCE_URL_TEMPLATE: %s", why);
+        goto fail;
+    }
+    if (!fq_allow_scheme(allow, parts.scheme)) {
+        snprintf(errstr, errstr_size,
+                 "SOURCE_URL_TEMPLATE: scheme %s is not in ALLOWED_SOURCE_SCHEMES", parts.scheme);
+        goto fail;
+    }
+    if (strcmp(parts.scheme, "file") != 0) {
+        /* Its bucket (s3) or its host on its port (http, https): host:port as libcurl reads it. */
+        char entry[FQ_URL_HOST_MAX + 16];
+        bool v6 = strchr(parts.host, ':') != NULL;
+        int port = parts.port != -1 ? parts.port : fq_url_default_port(parts.scheme);
+        if (strcmp(parts.scheme, "s3") == 0 || port == -1)
+            snprintf(entry, sizeof(entry), "%s", parts.host);
+        else
+            snprintf(entry, sizeof(entry), "%s%s%s:%d", v6 ? "[" : "", parts.host, v6 ? "]" : "",
+                     port);
+        if (fq_allow_add_host(allow, entry) != 0) {
+            snprintf(errstr, errstr_size, "SOURCE_URL_TEMPLATE: host %s cannot be allowed", entry);
+            goto fail;
+        }
+    }
+    return allow;
+fail:
+    fq_allow_destroy(allow);
+    return NULL;
+}
+
 fq_fetch_t *fq_fetch_new(const fq_config_t *cfg, char *errstr, size_t errstr_size)
 {
     fq_fetch_t *fetch = calloc(1, sizeof(*fetch));
@@ -146,36 +189,9 @@ fq_fetch_t *fq_fetch_new(const fq_config_t *cfg, char *errstr, size_t errstr_siz
         return NULL;
     }
     fetch->cfg = cfg;
-    fetch->allow =
-        fq_allow_new(cfg->allowed_source_schemes, cfg->allowed_source_hosts, errstr, errstr_size);
+    fetch->allow = fq_allow_from_config(cfg, errstr, errstr_size);
     if (!fetch->allow)
         goto fail;
-    if (cfg->source_url_template && *cfg->source_url_template) {
-        /* The template is the operator's own: its host is always allowed. Expanding it with
-         * sample values proves its placeholders now rather than on the first item. */
-        char sample[FQ_VIDEO_URL_MAX + 1];
-        char why[160];
-        if (fq_url_expand(cfg->source_url_template, "p", "c", 0, sample, sizeof(sample), why,
-                          sizeof(why)) != 0) {
-            snprintf(errstr, errstr_size, "SOURCE_URL_TEMPLATE: %s", why);
-            goto fail;
-        }
-        fq_url_parts_t parts;
-        if (fq_url_parse(sample, &parts, why, sizeof(why)) != 0) {
-            snprintf(errstr, errstr_size, "SOURCE_URL_TEMPLATE: %s", why);
-            goto fail;
-        }
-        if (!fq_allow_scheme(fetch->allow, parts.scheme)) {
-            snprintf(errstr, errstr_size,
-                     "SOURCE_URL_TEMPLATE: scheme %s is not in ALLOWED_SOURCE_SCHEMES",
-                     parts.scheme);
-            goto fail;
-        }
-        if (strcmp(parts.scheme, "file") != 0 && fq_allow_add_host(fetch->allow, parts.host)) {
-            snprintf(errstr, errstr_size, "out of memory");
-            goto fail;
-        }
-    }
     fetch->curl = curl_easy_init();
     if (!fetch->curl) {
         snprintf(errstr, errstr_size, "curl_easy_init failed");
@@ -246,7 +262,7 @@ static fq_error_t *open_file_source(fq_fetch_t *fetch, const char *url, const fq
                                     fq_source_t *src)
 {
     char path[FQ_VIDEO_URL_MAX + 2];
-    const char *rest = url + parts->path_offset;
+    const char *rest = parts->url + parts->path_offset;
     size_t off = 0;
     if (strcmp(parts->host, ".") == 0)
         path[off++] = '.'; /* file://./x is relative to the working directory */
@@ -441,7 +457,13 @@ static fq_error_t *fetch_remote(fq_fetch_t *fetch, const char *url, const fq_url
                            strerror(errno));
         goto done;
     }
-    snprintf(current, sizeof(current), "%s", url);
+    if (strlen(parts->url) >= sizeof(current)) {
+        err = fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
+                           "source URL is longer than %d bytes as libcurl reads it",
+                           FQ_VIDEO_URL_MAX);
+        goto done;
+    }
+    snprintf(current, sizeof(current), "%s", parts->url); /* as libcurl reads it */
     bool is_s3 = strcmp(parts->scheme, "s3") == 0;
 
     for (int hop = 0;; hop++) {
@@ -520,11 +542,19 @@ static fq_error_t *fetch_remote(fq_fetch_t *fetch, const char *url, const fq_url
                                    next_parts.scheme);
             if (err)
                 goto done;
-            snprintf(current, sizeof(current), "%s", next);
+            if (strlen(next_parts.url) >= sizeof(current)) {
+                err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT,
+                                   "redirect from %s is too long", safe_url);
+                goto done;
+            }
+            snprintf(current, sizeof(current), "%s", next_parts.url); /* the URL judged */
             continue;
         }
-        err = fq_http_status_error(FQ_STAGE_FETCH, fq_error_class_for_http_status(status), status,
-                                   safe_url, t->body, t->body_len);
+        /* Signed requests to the configured endpoint (s3://) report credential and clock
+         * refusals as an outage; a video_url's own 401/403 stays permanent. */
+        err = is_s3 ? fq_s3_status_error(FQ_STAGE_FETCH, status, safe_url, t->body, t->body_len)
+                    : fq_http_status_error(FQ_STAGE_FETCH, fq_error_class_for_http_status(status),
+                                           status, safe_url, t->body, t->body_len);
         if (t->retry_after[0]) {
             int64_t ms = fq_fetch_parse_retry_after(t->retry_after, fq_time_now_ms());
             if (ms > 0)

@@ -13,6 +13,7 @@
 
 #include "fq_config.h"
 #include "fq_error.h"
+#include "fq_http.h"
 #include "fq_item.h"
 
 typedef struct fq_fetch fq_fetch_t;
@@ -38,6 +39,14 @@ void fq_fetch_destroy(fq_fetch_t *fetch);
  */
 fq_error_t *fq_fetch_open(fq_fetch_t *fetch, const fq_item_t *item,
                           fq_source_t *src) FQ_WARN_UNUSED;
+
+/**
+ * @brief The allow-list of a configuration: ALLOWED_SOURCE_SCHEMES and ALLOWED_SOURCE_HOSTS,
+ * plus SOURCE_URL_TEMPLATE's own host (the operator's source is always allowed: its bucket
+ * for s3://, its host:port for http(s)://). The worker's fetch and the producer use this one
+ * function, so both refuse the same video_urls. NULL with errstr on a bad setting.
+ */
+fq_allow_t *fq_allow_from_config(const fq_config_t *cfg, char *errstr, size_t errstr_size);
 
 /** @brief Closes the source's fd; NULL-safe, idempotent. */
 void fq_fetch_source_close(fq_source_t *src);

@@ -23,7 +23,18 @@ typedef struct fq_frames_opts {
     int max_frames;         /**< MAX_FRAMES: more -> permanent error (stage decode) */
     int64_t max_seconds;    /**< MAX_VIDEO_SECONDS: longer -> permanent error (stage decode) */
     int threads;            /**< decoder threads; 0 = FFmpeg's automatic choice */
+    /* The decoder surface (FFmpeg's advice for untrusted media: open only what is needed).
+     * Each refusal or cap is a permanent decode error naming what was refused. */
+    const char *allowed_containers; /**< ALLOWED_CONTAINERS, demuxer names; NULL = default */
+    const char *allowed_codecs;     /**< ALLOWED_CODECS, codec names; NULL = default */
+    int64_t max_pixels;             /**< MAX_FRAME_PIXELS, width*height; 0 = 8192*8192 */
+    int64_t max_decode_ms;          /**< MAX_DECODE_SECONDS in ms, wall time; 0 = no cap */
+    int max_packets_without_frame;  /**< MAX_PACKETS_WITHOUT_FRAME; 0 = no cap */
 } fq_frames_opts_t;
+
+#define FQ_FRAMES_DEFAULT_CONTAINERS "mov,mp4,matroska,webm"
+#define FQ_FRAMES_DEFAULT_CODECS     "h264,hevc,vp8,vp9,av1,mpeg4"
+#define FQ_FRAMES_DEFAULT_MAX_PIXELS (8192LL * 8192)
 
 /** @brief Options from a configuration. */
 void fq_frames_opts_from_config(fq_frames_opts_t *opts, const fq_config_t *cfg);
@@ -62,8 +73,11 @@ void fq_frames_destroy(fq_frames_t *fx);
 /**
  * @brief Extracts frames from the seekable file fd (not closed). info may be NULL.
  * Errors: stage decode + permanent for input that is not a video (no video stream,
- * undecodable, truncated before any frame, too long, too many frames); stage encode for a
- * JPEG encoder failure; whatever the callback returns.
+ * undecodable, truncated before any frame, too long, too many frames), a container or codec
+ * outside ALLOWED_CONTAINERS / ALLOWED_CODECS (probing considers the allowed demuxers only,
+ * demuxers open no other file), a frame over MAX_FRAME_PIXELS, decoding longer than
+ * MAX_DECODE_SECONDS, more than MAX_PACKETS_WITHOUT_FRAME packets without a decoded frame;
+ * stage encode for a JPEG encoder failure; whatever the callback returns.
  */
 fq_error_t *fq_frames_extract(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *opaque,
                               fq_media_info_t *info) FQ_WARN_UNUSED;

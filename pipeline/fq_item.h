@@ -12,6 +12,7 @@
 #ifndef FQ_ITEM_H
 #define FQ_ITEM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "fq_error.h"
@@ -22,6 +23,7 @@
 #define FQ_ITEM_KEY_MAX    (FQ_PLATFORM_MAX + 1 + FQ_CODE_MAX + 1) /**< "platform:code" + NUL */
 #define FQ_BATCH_SCHEMA    "frameq.batch.v1"
 #define FQ_BATCH_MAX_BYTES (8 * 1024 * 1024) /**< larger batch messages are malformed */
+#define FQ_BATCH_MAX_ITEMS 10000             /**< a batch holds 1 to this many items */
 
 typedef struct fq_item {
     char platform[FQ_PLATFORM_MAX + 1];
@@ -74,7 +76,9 @@ void fq_item_clear(fq_item_t *item);
 /**
  * @brief Decodes a batch message. NULL with *batch set (entries may individually be invalid),
  * or an error of stage message, class malformed, when the message is not a batch at all
- * (not JSON, too large, too deep, wrong schema, no items array). Never aborts on hostile input.
+ * (DESIGN §2: not JSON, too large, too deep, missing or unknown schema, no items array, 0 or
+ * more than FQ_BATCH_MAX_ITEMS items, a batch_id present but not a UUID, an enqueued_at present
+ * but not an RFC 3339 time). Never aborts on hostile input.
  */
 fq_error_t *fq_batch_decode(const void *buf, size_t len, fq_batch_t **batch) FQ_WARN_UNUSED;
 
@@ -92,6 +96,9 @@ char *fq_batch_encode(const char *batch_id, const char *enqueued_at, const fq_it
 struct json_t;
 /** @brief "object", "array", "string", "number", "boolean" or "null", for error messages. */
 const char *fq_json_type_name(const struct json_t *v);
+
+/** @brief True when s is an RFC 3339 date-time ("2026-01-01T00:00:00.123Z", "...+02:00"). */
+bool fq_rfc3339_valid(const char *s);
 
 /** @brief A random RFC 4122 version-4 UUID, 36 lowercase chars + NUL (libuuid). */
 void fq_uuid4(char out[37]);

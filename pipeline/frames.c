@@ -23,6 +23,7 @@
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
+#include <libavutil/avstring.h>
 #include <libavutil/display.h>
 #include <libavutil/imgutils.h>
 #include <libavutil/opt.h>
@@ -57,6 +58,11 @@ void fq_frames_opts_from_config(fq_frames_opts_t *opts, const fq_config_t *cfg)
     opts->max_frames = cfg->max_frames;
     opts->max_seconds = cfg->max_video_seconds;
     opts->threads = 0;
+    opts->allowed_containers = cfg->allowed_containers;
+    opts->allowed_codecs = cfg->allowed_codecs;
+    opts->max_pixels = cfg->max_frame_pixels;
+    opts->max_decode_ms = cfg->max_decode_seconds * 1000;
+    opts->max_packets_without_frame = cfg->max_packets_without_frame;
 }
 
 /* Target k is at k*1000/fps ms. A tiny tolerance keeps exact multiples exact despite the
@@ -121,7 +127,10 @@ void fq_frames_fit(int src_w, int src_h, int max_dim, int *out_w, int *out_h)
 
 struct fq_frames {
     fq_frames_opts_t opts;
-    AVPacket *pkt; /* for reading */
+    char *containers; /* ALLOWED_CONTAINERS */
+    char *codecs;     /* ALLOWED_CODECS */
+    char *decoders;   /* the names of every decoder of an allowed codec (codec_whitelist) */
+    AVPacket *pkt;    /* for reading */
     AVPacket *queue[LOOKAHEAD];
     AVFrame *frame;   /* decoder output */
     AVFrame *held;    /* fps mode: the last decoded frame, shown at pending targets */
@@ -185,6 +194,11 @@ typedef struct run {
     int64_t last_end_ms; /* end of the last decoded frame */
     bool have_kept_thumb;
 
+    /* caps on hostile input */
+    int64_t deadline_ms; /* monotonic; 0 = none */
+    bool timed_out;
+    int packets_since_frame;
+
     /* counters */
     int emitted;
     int64_t decoded;
@@ -213,6 +227,38 @@ static void install_av_log(void)
     av_log_set_callback(av_log_to_fq);
 }
 
+/* The names of all decoders of the allowed codecs ("h264,libdav1d,av1,..."): the codec
+ * whitelist libavformat and libavcodec match decoder names against, while ALLOWED_CODECS
+ * names codecs. malloc'd; NULL on OOM. */
+static char *allowed_decoders(const char *codecs)
+{
+    size_t len = 0, cap = 256;
+    char *out = malloc(cap);
+    if (!out) {
+        return NULL;
+    }
+    out[0] = '\0';
+    void *it = NULL;
+    const AVCodec *c;
+    while ((c = av_codec_iterate(&it))) {
+        if (!av_codec_is_decoder(c) || av_match_list(avcodec_get_name(c->id), codecs, ',') <= 0) {
+            continue;
+        }
+        size_t n = strlen(c->name);
+        if (len + n + 2 > cap) {
+            cap = 2 * (len + n + 2);
+            char *grown = realloc(out, cap);
+            if (!grown) {
+                free(out);
+                return NULL;
+            }
+            out = grown;
+        }
+        len += (size_t)sprintf(out + len, "%s%s", len ? "," : "", c->name);
+    }
+    return out;
+}
+
 fq_frames_t *fq_frames_new(const fq_frames_opts_t *opts)
 {
     static pthread_once_t av_log_once = PTHREAD_ONCE_INIT;
@@ -232,13 +278,25 @@ fq_frames_t *fq_frames_new(const fq_frames_opts_t *opts)
     if (fx->opts.jpeg_quality < 2 || fx->opts.jpeg_quality > 31) {
         fx->opts.jpeg_quality = 3;
     }
+    if (fx->opts.max_pixels <= 0) {
+        fx->opts.max_pixels = FQ_FRAMES_DEFAULT_MAX_PIXELS;
+    }
+    fx->containers = strdup(opts->allowed_containers && *opts->allowed_containers
+                                ? opts->allowed_containers
+                                : FQ_FRAMES_DEFAULT_CONTAINERS);
+    fx->codecs = strdup(opts->allowed_codecs && *opts->allowed_codecs ? opts->allowed_codecs
+                                                                      : FQ_FRAMES_DEFAULT_CODECS);
+    fx->decoders = fx->codecs ? allowed_decoders(fx->codecs) : NULL;
+    fx->opts.allowed_containers = fx->containers;
+    fx->opts.allowed_codecs = fx->codecs;
     fx->pkt = av_packet_alloc();
     fx->frame = av_frame_alloc();
     fx->held = av_frame_alloc();
     fx->scaled = av_frame_alloc();
     fx->rotated = av_frame_alloc();
     fx->jpeg = av_packet_alloc();
-    bool ok = fx->pkt && fx->frame && fx->held && fx->scaled && fx->rotated && fx->jpeg;
+    bool ok = fx->pkt && fx->frame && fx->held && fx->scaled && fx->rotated && fx->jpeg &&
+              fx->containers && fx->codecs && fx->decoders;
     for (int i = 0; i < LOOKAHEAD; i++) {
         fx->queue[i] = av_packet_alloc();
         ok = ok && fx->queue[i];
@@ -267,6 +325,9 @@ void fq_frames_destroy(fq_frames_t *fx)
     sws_freeContext(fx->sws);
     sws_freeContext(fx->thumb_sws);
     avcodec_free_context(&fx->enc);
+    free(fx->containers);
+    free(fx->codecs);
+    free(fx->decoders);
     free(fx);
 }
 
@@ -324,6 +385,26 @@ static int io_open_refused(struct AVFormatContext *s, AVIOContext **pb, const ch
                            AVDictionary **options)
 {
     return AVERROR(EPERM);
+}
+
+/* libavformat polls this during blocking work (opening, probing streams, reading): past the
+ * MAX_DECODE_SECONDS deadline it aborts with AVERROR_EXIT. */
+static int interrupt_cb(void *opaque)
+{
+    run_t *r = opaque;
+    if (r->deadline_ms && fq_time_mono_ms() > r->deadline_ms) {
+        r->timed_out = true;
+    }
+    return r->timed_out;
+}
+
+static fq_error_t *timeout_error(const run_t *r)
+{
+    return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
+                        "decoding took longer than MAX_DECODE_SECONDS (%lld s): %lld frames "
+                        "decoded",
+                        (long long)((r->fx->opts.max_decode_ms + 999) / 1000),
+                        (long long)r->decoded);
 }
 
 static void av_err_text(int code, char *buf, size_t size)
@@ -1081,6 +1162,15 @@ static fq_error_t *drain(run_t *r)
             r->last_decode_error = ret;
             continue;
         }
+        r->packets_since_frame = 0;
+        const AVFrame *f = r->fx->frame;
+        if ((int64_t)f->width * f->height > r->fx->opts.max_pixels) {
+            /* the decoder's max_pixels refuses these; a frame is checked here all the same */
+            av_frame_unref(r->fx->frame);
+            return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
+                                "a frame is %dx%d, more than MAX_FRAME_PIXELS (%lld pixels)",
+                                f->width, f->height, (long long)r->fx->opts.max_pixels);
+        }
         if ((err = handle_frame(r, r->fx->frame))) {
             return err;
         }
@@ -1090,6 +1180,17 @@ static fq_error_t *drain(run_t *r)
 static fq_error_t *send_packet(run_t *r, AVPacket *pkt, enum AVDiscard discard)
 {
     fq_error_t *err = NULL;
+    const fq_frames_opts_t *o = &r->fx->opts;
+    if (interrupt_cb(r)) {
+        return timeout_error(r);
+    }
+    if (pkt && o->max_packets_without_frame > 0 &&
+        ++r->packets_since_frame > o->max_packets_without_frame) {
+        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
+                            "%d video packets in a row without a decoded frame, more than "
+                            "MAX_PACKETS_WITHOUT_FRAME (%d)",
+                            r->packets_since_frame, o->max_packets_without_frame);
+    }
     r->dec->skip_frame = discard;
     int ret = avcodec_send_packet(r->dec, pkt);
     if (ret == AVERROR(EAGAIN)) {
@@ -1244,6 +1345,96 @@ static int stream_rotation(const AVStream *st)
     return cw;
 }
 
+static fq_error_t *check_declared_size(const run_t *r, const AVCodecParameters *p)
+{
+    if ((int64_t)p->width * p->height > r->fx->opts.max_pixels) {
+        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
+                            "video is %dx%d (%lld pixels), more than MAX_FRAME_PIXELS (%lld)",
+                            p->width, p->height, (long long)p->width * p->height,
+                            (long long)r->fx->opts.max_pixels);
+    }
+    return NULL;
+}
+
+/* After every allowed demuxer refused the input: what it is, for the message. Only the
+ * demuxers' scoring functions run, over the first bytes in memory; none opens the input. */
+static fq_error_t *refused_container(run_t *r, int last)
+{
+    uint8_t buf[4096 + AVPROBE_PADDING_SIZE] = {0};
+    ssize_t n = pread(r->fd, buf, 4096, 0);
+    AVProbeData pd = {.filename = "", .buf = buf, .buf_size = n > 0 ? (int)n : 0};
+    int score = 0;
+    const AVInputFormat *what = n > 0 ? av_probe_input_format3(&pd, 1, &score) : NULL;
+    if (what && score > AVPROBE_SCORE_RETRY &&
+        av_match_list(what->name, r->fx->containers, ',') <= 0) {
+        char name[32];
+        snprintf(name, sizeof(name), "%s", what->name);
+        name[strcspn(name, ",")] = '\0';
+        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
+                            "container %s is not in ALLOWED_CONTAINERS (%s)", name,
+                            r->fx->containers);
+    }
+    return decode_error(last, "not a readable video");
+}
+
+/* Opens the input with the allowed demuxers only, tried in turn (no probing of others):
+ * the first that reads a header wins. Demuxers open no other file (io_open refused). */
+static fq_error_t *open_allowed_demuxer(run_t *r)
+{
+    const AVInputFormat *tried[16];
+    int ntried = 0, last = AVERROR_INVALIDDATA;
+    char *list = strdup(r->fx->containers), *save = NULL;
+    if (!list) {
+        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "out of memory");
+    }
+    fq_error_t *err = NULL;
+    for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        const AVInputFormat *ifmt = av_find_input_format(name);
+        bool seen = false;
+        for (int i = 0; i < ntried; i++) {
+            seen = seen || tried[i] == ifmt; /* "mov" and "mp4" are one demuxer */
+        }
+        if (!ifmt || seen || ntried == (int)(sizeof(tried) / sizeof(tried[0]))) {
+            continue;
+        }
+        tried[ntried++] = ifmt;
+        if (avio_seek(r->avio, 0, SEEK_SET) < 0) {
+            break;
+        }
+        r->fmt = avformat_alloc_context();
+        if (!r->fmt) {
+            err = fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "out of memory");
+            goto done;
+        }
+        r->fmt->pb = r->avio;
+        r->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
+        r->fmt->io_open = io_open_refused;
+        r->fmt->interrupt_callback = (AVIOInterruptCB){interrupt_cb, r};
+        r->fmt->format_whitelist = av_strdup(r->fx->containers);
+        r->fmt->codec_whitelist = av_strdup(r->fx->decoders);
+        int ret = avformat_open_input(&r->fmt, NULL, ifmt, NULL);
+        if (ret >= 0) {
+            goto done;
+        }
+        /* avformat_open_input frees the context on failure (not our AVIOContext) */
+        last = ret;
+        if (r->io_errno || r->timed_out) {
+            break;
+        }
+    }
+    if (r->timed_out) {
+        err = timeout_error(r);
+    } else if (r->io_errno) {
+        err = fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "reading input: %s",
+                           strerror(r->io_errno));
+    } else {
+        err = refused_container(r, last);
+    }
+done:
+    free(list);
+    return err;
+}
+
 static fq_error_t *open_input(run_t *r)
 {
     fq_error_t *err = NULL;
@@ -1265,23 +1456,33 @@ static fq_error_t *open_input(run_t *r)
         av_free(buf);
         return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "out of memory");
     }
-    r->fmt = avformat_alloc_context();
-    if (!r->fmt) {
+    if ((err = open_allowed_demuxer(r))) {
+        return err;
+    }
+    /* A declared size over the cap is refused before any frame is decoded (stream probing
+     * below decodes frames). */
+    for (unsigned i = 0; i < r->fmt->nb_streams; i++) {
+        const AVCodecParameters *p = r->fmt->streams[i]->codecpar;
+        if (p->codec_type == AVMEDIA_TYPE_VIDEO &&
+            !(r->fmt->streams[i]->disposition & AV_DISPOSITION_ATTACHED_PIC) &&
+            (err = check_declared_size(r, p))) {
+            return err;
+        }
+    }
+    /* Stream probing opens decoders: only allowed ones (codec_whitelist), each capped. */
+    unsigned nsopts = r->fmt->nb_streams; /* stream probing may add streams */
+    AVDictionary **sopts = av_calloc(nsopts ? nsopts : 1, sizeof(*sopts));
+    if (!sopts) {
         return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "out of memory");
     }
-    r->fmt->pb = r->avio;
-    r->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
-    r->fmt->io_open = io_open_refused;
-    ret = avformat_open_input(&r->fmt, NULL, NULL, NULL);
-    if (ret < 0) {
-        /* avformat_open_input frees the context on failure (not our AVIOContext) */
-        if (r->io_errno) {
-            return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "reading input: %s",
-                                strerror(r->io_errno));
-        }
-        return decode_error(ret, "not a readable video");
+    for (unsigned i = 0; i < nsopts; i++) {
+        av_dict_set_int(&sopts[i], "max_pixels", r->fx->opts.max_pixels, 0);
     }
-    ret = avformat_find_stream_info(r->fmt, NULL);
+    ret = avformat_find_stream_info(r->fmt, sopts);
+    for (unsigned i = 0; i < nsopts; i++) {
+        av_dict_free(&sopts[i]);
+    }
+    av_freep(&sopts);
     if (ret < 0) {
         return decode_error(ret, "cannot read stream information");
     }
@@ -1305,6 +1506,16 @@ static fq_error_t *open_input(run_t *r)
     if (r->st->disposition & AV_DISPOSITION_ATTACHED_PIC) {
         return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
                             "no video stream in input (only a cover picture)");
+    }
+    const char *codec_name = avcodec_get_name(r->st->codecpar->codec_id);
+    if (av_match_list(codec_name, r->fx->codecs, ',') <= 0 ||
+        av_match_list(codec->name, r->fx->decoders, ',') <= 0) {
+        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
+                            "video codec %s is not in ALLOWED_CODECS (%s)", codec_name,
+                            r->fx->codecs);
+    }
+    if ((err = check_declared_size(r, r->st->codecpar))) {
+        return err;
     }
     for (unsigned i = 0; i < r->fmt->nb_streams; i++) {
         if ((int)i != r->vidx) {
@@ -1345,6 +1556,11 @@ static fq_error_t *open_input(run_t *r)
         return decode_error(ret, "decoder parameters");
     }
     r->dec->pkt_timebase = r->st->time_base;
+    r->dec->max_pixels = r->fx->opts.max_pixels;
+    r->dec->codec_whitelist = av_strdup(r->fx->decoders);
+    if (!r->dec->codec_whitelist) {
+        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "out of memory");
+    }
     r->dec->thread_count = r->fx->opts.threads > 0 ? r->fx->opts.threads : 0;
     r->dec->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
     ret = avcodec_open2(r->dec, codec, NULL);
@@ -1416,8 +1632,15 @@ fq_error_t *fq_frames_extract(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *o
     r->held_serial = -1;
     av_frame_unref(fx->held);
     av_packet_unref(fx->jpeg);
+    if (fx->opts.max_decode_ms > 0) {
+        r->deadline_ms = fq_time_mono_ms() + fx->opts.max_decode_ms;
+    }
 
     if ((err = open_input(r))) {
+        if (r->timed_out) { /* an abort by the deadline reads as a generic failure */
+            fq_error_destroy(err);
+            err = timeout_error(r);
+        }
         goto done;
     }
     if ((err = check_limits_up_front(r))) {
@@ -1427,6 +1650,9 @@ fq_error_t *fq_frames_extract(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *o
         err = decode_fps(r);
     } else {
         err = decode_all(r);
+    }
+    if (!err && r->timed_out) {
+        err = timeout_error(r); /* reading stopped by the deadline */
     }
     if (err) {
         goto done;

@@ -25,17 +25,37 @@ static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...)
 
 static bool is_ip_literal(const char *host)
 {
+    /* curl_url() has already rewritten the numeric IPv4 forms resolvers accept ("127.1",
+     * "0x7f.1", "2130706433") to dotted quads, so inet_pton sees every IP literal. */
     unsigned char buf[sizeof(struct in6_addr)];
-    if (inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1)
-        return true;
-    /* Forms inet_pton refuses but resolvers accept ("127.1", "0x7f.1", "2130706433") are
-     * IP literals too: a host made only of digits, dots and hex prefixes is treated as one. */
-    bool only_numeric = *host != '\0';
-    for (const char *p = host; *p; p++) {
-        if (!isxdigit((unsigned char)*p) && *p != '.' && *p != 'x' && *p != 'X')
-            only_numeric = false;
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* Copies a part of h into out (lowercased when lower). 0 when present, 1 when absent (a "no
+ * such part" answer), -1 when it does not fit or another error. */
+static int url_part(CURLU *h, CURLUPart what, unsigned flags, char *out, size_t out_size,
+                    bool lower)
+{
+    char *v = NULL;
+    CURLUcode uc = curl_url_get(h, what, &v, flags);
+    if (uc == CURLUE_NO_HOST || uc == CURLUE_NO_PORT || uc == CURLUE_NO_USER ||
+        uc == CURLUE_NO_PASSWORD || uc == CURLUE_NO_OPTIONS || uc == CURLUE_NO_QUERY ||
+        uc == CURLUE_NO_FRAGMENT) {
+        if (out_size)
+            out[0] = '\0';
+        return 1;
     }
-    return only_numeric && isdigit((unsigned char)host[0]);
+    if (uc != CURLUE_OK)
+        return -1;
+    size_t n = strlen(v);
+    int rc = -1;
+    if (n < out_size) {
+        for (size_t i = 0; i <= n; i++)
+            out[i] = lower ? (char)tolower((unsigned char)v[i]) : v[i];
+        rc = 0;
+    }
+    curl_free(v);
+    return rc;
 }
 
 int fq_url_parse(const char *url, fq_url_parts_t *parts, char *errstr, size_t errstr_size)
@@ -53,70 +73,100 @@ int fq_url_parse(const char *url, fq_url_parts_t *parts, char *errstr, size_t er
         }
     }
     const char *sep = strstr(url, "://");
-    size_t slen = sep ? (size_t)(sep - url) : 0;
-    if (!sep || slen == 0 || slen >= sizeof(parts->scheme) || !isalpha((unsigned char)url[0])) {
+    if (!sep || sep == url) {
         set_err(errstr, errstr_size, "URL has no scheme://");
         return -1;
     }
-    for (size_t i = 0; i < slen; i++) {
-        char c = url[i];
-        if (!isalnum((unsigned char)c) && c != '+' && c != '-' && c != '.') {
-            set_err(errstr, errstr_size, "URL scheme is not valid");
+    /* file://./rel is ours (relative to the working directory; never fetched by libcurl, which
+     * refuses it): judged as file:///rel, written back with its "./". */
+    bool relative = strncasecmp(url, "file://./", 9) == 0;
+    char local[FQ_URL_MAX + 1];
+    if (relative) {
+        if (snprintf(local, sizeof(local), "file:///%s", url + 9) >= (int)sizeof(local)) {
+            set_err(errstr, errstr_size, "URL is longer than %d bytes", FQ_URL_MAX);
             return -1;
         }
-        parts->scheme[i] = (char)tolower((unsigned char)c);
+        url = local;
     }
-    const char *auth = sep + 3;
-    size_t alen = strcspn(auth, "/?#");
-    parts->path_offset = (size_t)(auth - url) + alen;
-    if (memchr(auth, '@', alen)) {
-        parts->has_userinfo = true;
-        auth = (const char *)memchr(auth, '@', alen) + 1;
-        alen = strcspn(auth, "/?#");
+    /* The one URL parser: libcurl's own (curl_url), so what is judged here is exactly what
+     * libcurl would connect to. Schemes it does not fetch (s3) are parsed the same way. */
+    CURLU *h = curl_url();
+    if (!h) {
+        set_err(errstr, errstr_size, "out of memory");
+        return -1;
     }
-    const char *host = auth;
-    size_t hlen;
-    const char *rest;
-    if (*host == '[') {
-        const char *close = memchr(host, ']', alen);
-        if (!close) {
-            set_err(errstr, errstr_size, "URL has an unterminated IPv6 address");
-            return -1;
-        }
-        host++;
-        hlen = (size_t)(close - host);
-        rest = close + 1;
-    } else {
-        hlen = strcspn(host, ":/?#");
-        rest = host + hlen;
+    int rc = -1;
+    char port[8];
+    CURLUcode uc = curl_url_set(h, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+    if (uc != CURLUE_OK) {
+        set_err(errstr, errstr_size, "%s", curl_url_strerror(uc));
+        goto done;
     }
-    if (hlen > FQ_URL_HOST_MAX) {
+    if (url_part(h, CURLUPART_SCHEME, 0, parts->scheme, sizeof(parts->scheme), true) != 0) {
+        set_err(errstr, errstr_size, "URL scheme is not valid");
+        goto done;
+    }
+    char host[FQ_URL_HOST_MAX + 3];
+    int hrc = url_part(h, CURLUPART_HOST, 0, host, sizeof(host), true);
+    if (hrc < 0) {
         set_err(errstr, errstr_size, "URL host is too long");
-        return -1;
+        goto done;
     }
-    for (size_t i = 0; i < hlen; i++)
-        parts->host[i] = (char)tolower((unsigned char)host[i]);
-    parts->host[hlen] = '\0';
-    if (*rest == ':') {
-        rest++;
-        long port = 0;
-        int digits = 0;
-        while (isdigit((unsigned char)*rest) && digits < 6) {
-            port = port * 10 + (*rest - '0');
-            rest++;
-            digits++;
-        }
-        if (digits == 0 || port < 1 || port > 65535 || (*rest && !strchr("/?#", *rest))) {
+    size_t hlen = strlen(host);
+    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
+        memcpy(parts->host, host + 1, hlen - 2); /* IPv6 without its brackets */
+        parts->host[hlen - 2] = '\0';
+    } else if (hlen <= FQ_URL_HOST_MAX) {
+        memcpy(parts->host, host, hlen + 1);
+    } else {
+        set_err(errstr, errstr_size, "URL host is too long");
+        goto done;
+    }
+    int prc = url_part(h, CURLUPART_PORT, 0, port, sizeof(port), false);
+    if (prc == 0) {
+        parts->port = atoi(port);
+        if (parts->port < 1 || parts->port > 65535) {
             set_err(errstr, errstr_size, "URL port is not valid");
-            return -1;
+            goto done;
         }
-        parts->port = (int)port;
-    } else if (*rest && !strchr("/?#", *rest)) {
-        set_err(errstr, errstr_size, "URL host is followed by garbage");
-        return -1;
     }
+    char scratch[8];
+    parts->has_userinfo = url_part(h, CURLUPART_USER, 0, scratch, 0, false) != 1 ||
+                          url_part(h, CURLUPART_PASSWORD, 0, scratch, 0, false) != 1 ||
+                          url_part(h, CURLUPART_OPTIONS, 0, scratch, 0, false) != 1;
+    char *full = NULL;
+    if (curl_url_get(h, CURLUPART_URL, &full, 0) != CURLUE_OK) {
+        set_err(errstr, errstr_size, "URL cannot be written back");
+        goto done;
+    }
+    const char *auth = strstr(full, "://");
+    const char *path = auth ? strchr(auth + 3, '/') : NULL;
+    int n = !path      ? -1
+            : relative ? snprintf(parts->url, sizeof(parts->url), "file://.%s", path)
+                       : snprintf(parts->url, sizeof(parts->url), "%s", full);
+    if (n < 0 || (size_t)n >= sizeof(parts->url)) {
+        set_err(errstr, errstr_size, "URL is longer than %d bytes", FQ_URL_MAX);
+        curl_free(full);
+        goto done;
+    }
+    parts->path_offset = relative ? strlen("file://.") : (size_t)(path - full);
+    curl_free(full);
+    if (relative)
+        snprintf(parts->host, sizeof(parts->host), ".");
     parts->host_is_ip = parts->host[0] && is_ip_literal(parts->host);
-    return 0;
+    rc = 0;
+done:
+    curl_url_cleanup(h);
+    return rc;
+}
+
+int fq_url_default_port(const char *scheme)
+{
+    if (strcmp(scheme, "http") == 0)
+        return 80;
+    if (strcmp(scheme, "https") == 0)
+        return 443;
+    return -1;
 }
 
 void fq_url_redact(const char *url, char *out, size_t out_size)
@@ -143,9 +193,16 @@ void fq_url_redact(const char *url, char *out, size_t out_size)
 
 /* ---- allow-list ---------------------------------------------------------------------- */
 
+/* One ALLOWED_SOURCE_HOSTS entry: a host (lowercased, IPv6 without brackets, "*.suffix" for
+ * subdomains) and a port, -1 when the entry is a bare host (any port). */
+typedef struct allow_host {
+    char host[FQ_URL_HOST_MAX + 1];
+    int port;
+} allow_host_t;
+
 struct fq_allow {
     bool http, https, s3, file;
-    char **hosts;
+    allow_host_t *hosts;
     size_t nhosts;
 };
 
@@ -153,26 +210,43 @@ void fq_allow_destroy(fq_allow_t *allow)
 {
     if (!allow)
         return;
-    for (size_t i = 0; i < allow->nhosts; i++)
-        free(allow->hosts[i]);
     free(allow->hosts);
     free(allow);
+}
+
+/* Reads an entry through the same parser as the URLs it will be compared with, so "127.1",
+ * "LOCALHOST" or "[::1]:9000" mean what they mean to libcurl. 0, -1 not a host[:port]. */
+static int allow_entry(const char *entry, allow_host_t *out)
+{
+    bool wildcard = strncmp(entry, "*.", 2) == 0;
+    char url[FQ_URL_HOST_MAX + 32];
+    if (snprintf(url, sizeof(url), "http://%s/", wildcard ? entry + 2 : entry) >=
+            (int)sizeof(url) ||
+        strpbrk(entry + (wildcard ? 2 : 0), "/?#@*"))
+        return -1;
+    fq_url_parts_t parts;
+    if (fq_url_parse(url, &parts, NULL, 0) != 0 || !parts.host[0] || (wildcard && parts.host_is_ip))
+        return -1;
+    if (strlen(parts.host) + (wildcard ? 2 : 0) >= sizeof(out->host))
+        return -1;
+    snprintf(out->host, sizeof(out->host), "%s%.*s", wildcard ? "*." : "",
+             FQ_URL_HOST_MAX - (wildcard ? 2 : 0), parts.host);
+    out->port = parts.port;
+    return 0;
 }
 
 int fq_allow_add_host(fq_allow_t *allow, const char *host)
 {
     if (!host || !*host)
         return 0;
-    char **hosts = realloc(allow->hosts, (allow->nhosts + 1) * sizeof(*hosts));
+    allow_host_t entry;
+    if (allow_entry(host, &entry) != 0)
+        return -2;
+    allow_host_t *hosts = realloc(allow->hosts, (allow->nhosts + 1) * sizeof(*hosts));
     if (!hosts)
         return -1;
     allow->hosts = hosts;
-    char *copy = strdup(host);
-    if (!copy)
-        return -1;
-    for (char *p = copy; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    allow->hosts[allow->nhosts++] = copy;
+    allow->hosts[allow->nhosts++] = entry;
     return 0;
 }
 
@@ -191,7 +265,7 @@ static int for_each_entry(const char *list, int (*fn)(void *, const char *), voi
         if (end > start) {
             char entry[FQ_URL_HOST_MAX + 1];
             if ((size_t)(end - start) >= sizeof(entry))
-                return -2;
+                return -3;
             memcpy(entry, start, (size_t)(end - start));
             entry[end - start] = '\0';
             int rc = fn(opaque, entry);
@@ -223,7 +297,7 @@ static int add_scheme(void *opaque, const char *scheme)
 
 static int add_host(void *opaque, const char *host)
 {
-    return fq_allow_add_host(opaque, host) == 0 ? 0 : -1;
+    return fq_allow_add_host(opaque, host);
 }
 
 fq_allow_t *fq_allow_new(const char *schemes, const char *hosts, char *errstr, size_t errstr_size)
@@ -242,7 +316,9 @@ fq_allow_t *fq_allow_new(const char *schemes, const char *hosts, char *errstr, s
     rc = for_each_entry(hosts, add_host, allow);
     if (rc) {
         set_err(errstr, errstr_size, "ALLOWED_SOURCE_HOSTS: %s",
-                rc == -2 ? "a host is too long" : "out of memory");
+                rc == -3   ? "a host is too long"
+                : rc == -2 ? "an entry is not host, host:port, [IPv6]:port or *.domain"
+                           : "out of memory");
         goto fail;
     }
     return allow;
@@ -264,16 +340,19 @@ bool fq_allow_scheme(const fq_allow_t *allow, const char *scheme)
     return false;
 }
 
-static bool host_allowed(const fq_allow_t *allow, const char *host, bool is_ip)
+/* port is the URL's effective port (explicit or the scheme's default), -1 for s3 buckets. */
+static bool host_allowed(const fq_allow_t *allow, const char *host, int port, bool is_ip)
 {
     for (size_t i = 0; i < allow->nhosts; i++) {
-        const char *entry = allow->hosts[i];
-        if (strcmp(entry, host) == 0)
+        const allow_host_t *e = &allow->hosts[i];
+        if (e->port != -1 && e->port != port)
+            continue; /* host:port entries match that port only; a bare host any port */
+        if (strcmp(e->host, host) == 0)
             return true;
         /* "*.example.com" matches a.example.com and a.b.example.com, never an IP literal. */
-        if (!is_ip && entry[0] == '*' && entry[1] == '.') {
-            size_t elen = strlen(entry + 1), hlen = strlen(host);
-            if (hlen > elen && strcmp(host + hlen - elen, entry + 1) == 0)
+        if (!is_ip && e->host[0] == '*' && e->host[1] == '.') {
+            size_t elen = strlen(e->host + 1), hlen = strlen(host);
+            if (hlen > elen && strcmp(host + hlen - elen, e->host + 1) == 0)
                 return true;
         }
     }
@@ -323,14 +402,24 @@ fq_error_t *fq_allow_check(const fq_allow_t *allow, const char *url, const char 
         if (!bucket_valid(pp->host) || pp->port != -1)
             return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
                                 "%s bucket %s is not a valid S3 bucket name", what, pp->host);
-        const char *key = url + pp->path_offset;
+        const char *key = pp->url + pp->path_offset;
         if (key[0] != '/' || key[1] == '\0')
             return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT, "%s has no object key",
                                 what);
     }
-    if (!host_allowed(allow, pp->host, pp->host_is_ip))
+    bool is_s3 = strcmp(scheme, "s3") == 0;
+    int port = is_s3 ? -1 : pp->port != -1 ? pp->port : fq_url_default_port(scheme);
+    if (!host_allowed(allow, pp->host, port, pp->host_is_ip)) {
+        /* Named as an entry would be written: host:port (bucket names have no port). */
+        bool v6 = strchr(pp->host, ':') != NULL;
+        char hp[FQ_URL_HOST_MAX + 16];
+        if (is_s3)
+            snprintf(hp, sizeof(hp), "%s", pp->host);
+        else
+            snprintf(hp, sizeof(hp), "%s%s%s:%d", v6 ? "[" : "", pp->host, v6 ? "]" : "", port);
         return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
-                            "%s host %s is not in ALLOWED_SOURCE_HOSTS", what, pp->host);
+                            "%s host %s is not in ALLOWED_SOURCE_HOSTS", what, hp);
+    }
     return NULL;
 }
 
@@ -342,7 +431,7 @@ int fq_s3_split(const char *url, char *bucket, size_t bucket_size, char *key, si
     if (fq_url_parse(url, &parts, NULL, 0) != 0 || strcmp(parts.scheme, "s3") != 0 ||
         parts.has_userinfo || parts.port != -1 || !bucket_valid(parts.host))
         return -1;
-    const char *path = url + parts.path_offset;
+    const char *path = parts.url + parts.path_offset;
     if (path[0] != '/' || path[1] == '\0' || strpbrk(path, "?#"))
         return -1;
     if (strlen(parts.host) >= bucket_size || strlen(path + 1) >= key_size)
@@ -471,6 +560,40 @@ static bool s3_auth_code(const char *code)
     return false;
 }
 
+bool fq_s3_credential_error(long status, const char *body, size_t len)
+{
+    /* The answers to our key, our signature or our clock, not to the object: with them every
+     * signed request fails alike (a rotated key, a skewed clock, a wrong S3_REGION). */
+    static const char *const codes[] = {"InvalidAccessKeyId",
+                                        "SignatureDoesNotMatch",
+                                        "ExpiredToken",
+                                        "InvalidToken",
+                                        "TokenRefreshRequired",
+                                        "RequestTimeTooSkewed",
+                                        "RequestExpired",
+                                        "AuthorizationHeaderMalformed",
+                                        "InvalidSignatureException",
+                                        "MissingSecurityHeader",
+                                        "XAdminUserNotFound"};
+    char code[64];
+    if (status < 400 || status >= 500 || fq_s3_error_code(body, len, code, sizeof(code)) != 0)
+        return false;
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        if (strcmp(code, codes[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+fq_error_t *fq_s3_status_error(fq_stage_t stage, long status, const char *safe_url,
+                               const char *body, size_t len)
+{
+    bool credentials = fq_s3_credential_error(status, body, len);
+    return fq_http_status_error(
+        stage, credentials ? FQ_CLASS_OUTAGE : fq_error_class_for_http_status(status), status,
+        safe_url, body, len);
+}
+
 fq_error_t *fq_http_status_error(fq_stage_t stage, fq_class_t klass, long status,
                                  const char *safe_url, const char *body, size_t len)
 {
@@ -572,8 +695,7 @@ fq_error_t *fq_s3_request(const fq_config_t *cfg, fq_stage_t stage, const char *
             errbuf[0] ? errbuf : curl_easy_strerror(rc), (int)rc);
         fq_error_set_code(err, (int)rc);
     } else if (code < 200 || code >= 300) {
-        err = fq_http_status_error(stage, fq_error_class_for_http_status(code), code, safe, r.data,
-                                   r.len);
+        err = fq_s3_status_error(stage, code, safe, r.data, r.len);
     }
 done:
     if (status)
@@ -588,4 +710,42 @@ done:
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
     return err;
+}
+
+fq_error_t *fq_s3_probe(const fq_config_t *cfg)
+{
+    /* One signed GET per s3:// bucket the configuration uses, of a key nobody writes: 404
+     * NoSuchKey (or 2xx) proves the endpoint answers and accepts key, signature and clock. */
+    const char *templates[2] = {cfg->frames_url_template, cfg->source_url_template};
+    char probed[64] = "";
+    for (int i = 0; i < 2; i++) {
+        char bucket[64], key[8], sample[128];
+        if (!templates[i] || strncmp(templates[i], "s3://", 5) != 0)
+            continue;
+        /* The bucket never holds a placeholder (config checks it): any key will do. */
+        snprintf(sample, sizeof(sample), "s3://%.*s/x", (int)strcspn(templates[i] + 5, "/"),
+                 templates[i] + 5);
+        if (fq_s3_split(sample, bucket, sizeof(bucket), key, sizeof(key)) != 0 ||
+            strcmp(bucket, probed) == 0)
+            continue;
+        snprintf(probed, sizeof(probed), "%s", bucket);
+        long status = 0;
+        fq_error_t *err = fq_s3_request(cfg, FQ_STAGE_UPLOAD, "GET", bucket, ".frameq-probe", NULL,
+                                        0, &status, NULL, NULL, 4096);
+        if (!err || status == 404 || fq_error_class(err) == FQ_CLASS_PERMANENT) {
+            /* Answered, signature accepted. A 4xx not about credentials (AccessDenied on the
+             * probe key) is for the items to report: the endpoint knows us. */
+            fq_error_destroy(err);
+            continue;
+        }
+        if (fq_error_class(err) == FQ_CLASS_OUTAGE)
+            return err; /* unreachable, or refused our credentials or clock */
+        /* 5xx, 408, 429, a reset or a timeout: not serving. */
+        fq_error_t *outage = fq_error_new(FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE,
+                                          "S3 endpoint not serving: %s", fq_error_message(err));
+        fq_error_set_code(outage, fq_error_code(err));
+        fq_error_destroy(err);
+        return outage;
+    }
+    return NULL;
 }

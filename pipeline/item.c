@@ -353,6 +353,56 @@ void fq_item_clear(fq_item_t *item)
     memset(item, 0, sizeof(*item));
 }
 
+/* A UUID string as libuuid reads it: 36 characters, 8-4-4-4-12 hex digits. */
+static bool batch_id_valid(const json_t *id)
+{
+    uuid_t uu;
+    return json_is_string(id) && json_string_length(id) == 36 &&
+           strlen(json_string_value(id)) == 36 && uuid_parse(json_string_value(id), uu) == 0;
+}
+
+/* n digits at s into *out; false when any is not a digit. */
+static bool digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+bool fq_rfc3339_valid(const char *s)
+{
+    /* date-time = full-date "T" partial-time time-offset (RFC 3339 section 5.6);
+     * "T" and "Z" may be lower case (section 5.6 NOTE). */
+    int y, mo, d, h, mi, sec;
+    if (!digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
+        !digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2, &h) ||
+        s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' || !digits(s + 17, 2, &sec))
+        return false;
+    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
+        h > 23 || mi > 59 || sec > 60)
+        return false;
+    const char *p = s + 19;
+    if (*p == '.') {
+        const char *frac = ++p;
+        while (*p >= '0' && *p <= '9')
+            p++;
+        if (p == frac)
+            return false;
+    }
+    if ((*p == 'Z' || *p == 'z') && p[1] == '\0')
+        return true;
+    int oh, om;
+    return (*p == '+' || *p == '-') && digits(p + 1, 2, &oh) && p[3] == ':' &&
+           digits(p + 4, 2, &om) && p[6] == '\0' && oh <= 23 && om <= 59;
+}
+
 fq_error_t *fq_batch_decode(const void *buf, size_t len, fq_batch_t **batch)
 {
     *batch = NULL;
@@ -385,23 +435,41 @@ fq_error_t *fq_batch_decode(const void *buf, size_t len, fq_batch_t **batch)
         goto done;
     }
 
+    size_t n = json_array_size(items);
+    if (n == 0 || n > FQ_BATCH_MAX_ITEMS) {
+        err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_MALFORMED,
+                           "not a batch: \"items\" holds %zu items, expected 1 to %d", n,
+                           FQ_BATCH_MAX_ITEMS);
+        goto done;
+    }
+    /* batch_id and enqueued_at may be absent (other producers); present, they must be what
+     * DESIGN §2 says, or the message is not one of ours. */
+    json_t *id = json_object_get(root, "batch_id");
+    if (id && !batch_id_valid(id)) {
+        err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_MALFORMED,
+                           "not a batch: \"batch_id\" is %s, expected a UUID",
+                           json_is_string(id) ? "not a UUID" : fq_json_type_name(id));
+        goto done;
+    }
+    json_t *at = json_object_get(root, "enqueued_at");
+    if (at && !(json_is_string(at) && fq_rfc3339_valid(json_string_value(at)) &&
+                strlen(json_string_value(at)) == json_string_length(at))) {
+        err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_MALFORMED,
+                           "not a batch: \"enqueued_at\" is %s, expected an RFC 3339 time",
+                           json_is_string(at) ? "not an RFC 3339 time" : fq_json_type_name(at));
+        goto done;
+    }
+
     b = calloc(1, sizeof(*b));
     if (!b)
         goto oom;
-    /* batch_id and enqueued_at are informational (logs); kept only when they fit. */
-    json_t *id = json_object_get(root, "batch_id");
-    if (json_is_string(id) && json_string_length(id) < sizeof(b->batch_id))
+    if (id)
         snprintf(b->batch_id, sizeof(b->batch_id), "%s", json_string_value(id));
-    json_t *at = json_object_get(root, "enqueued_at");
-    if (json_is_string(at) && json_string_length(at) < sizeof(b->enqueued_at))
+    if (at && json_string_length(at) < sizeof(b->enqueued_at))
         snprintf(b->enqueued_at, sizeof(b->enqueued_at), "%s", json_string_value(at));
-
-    size_t n = json_array_size(items);
-    if (n) {
-        b->entries = calloc(n, sizeof(*b->entries));
-        if (!b->entries)
-            goto oom;
-    }
+    b->entries = calloc(n, sizeof(*b->entries));
+    if (!b->entries)
+        goto oom;
     for (size_t i = 0; i < n; i++) {
         char prefix[40];
         snprintf(prefix, sizeof(prefix), "items[%zu].", i);
@@ -528,7 +596,7 @@ char *fq_batch_encode(const char *batch_id, const char *enqueued_at, const fq_it
 
 void fq_uuid4(char out[37])
 {
-    uuid_t id;
-    uuid_generate_random(id);
-    uuid_unparse_lower(id, out);
+    uuid_t uu;
+    uuid_generate_random(uu); /* libuuid: getrandom(2), or /dev/urandom without it */
+    uuid_unparse_lower(uu, out);
 }

@@ -65,7 +65,7 @@ static int file_path(const char *url, char *path, size_t path_size)
     fq_url_parts_t parts;
     if (fq_url_parse(url, &parts, NULL, 0) != 0 || strcmp(parts.scheme, "file") != 0)
         return -1;
-    const char *rest = url + parts.path_offset;
+    const char *rest = parts.url + parts.path_offset;
     int n;
     if (strcmp(parts.host, ".") == 0)
         n = snprintf(path, path_size, ".%s", rest);
@@ -217,7 +217,7 @@ static fq_error_t *slot_start(fq_upload_t *up, slot_t *slot)
 }
 
 /* The outcome of a finished transfer: NULL when stored, else the error to report. */
-static fq_error_t *slot_result(slot_t *slot, CURLcode rc)
+static fq_error_t *slot_result(const fq_upload_t *up, slot_t *slot, CURLcode rc)
 {
     char safe[URL_MAX];
     fq_url_redact(slot->url, safe, sizeof(safe));
@@ -238,6 +238,8 @@ static fq_error_t *slot_result(slot_t *slot, CURLcode rc)
         fq_error_set_code(err, (int)rc);
         return err;
     }
+    if (up->kind == DEST_S3 && fq_s3_credential_error(status, slot->reply, slot->reply_len))
+        return fq_s3_status_error(FQ_STAGE_UPLOAD, status, safe, slot->reply, slot->reply_len);
     fq_class_t klass = fq_error_class_for_http_status(status);
     char s3code[64];
     if (fq_s3_error_code(slot->reply, slot->reply_len, s3code, sizeof(s3code)) != 0)
@@ -280,7 +282,7 @@ static void collect(fq_upload_t *up)
         curl_easy_getinfo(curl, CURLINFO_PRIVATE, (char **)&slot);
         curl_multi_remove_handle(up->multi, curl);
         slot->busy = false;
-        fq_error_t *err = slot_result(slot, rc);
+        fq_error_t *err = slot_result(up, slot, rc);
         if (!err)
             continue;
         if (fq_error_class(err) != FQ_CLASS_PERMANENT && slot->attempts < UPLOAD_ATTEMPTS &&

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "fq_http.h"
 #include "fq_item.h"
 
 #define FQ_INPUT_RECORD_MAX (1024 * 1024) /**< one item / NDJSON line, bytes */
@@ -29,11 +30,12 @@ typedef enum fq_input_format {
 
 typedef struct fq_input_stats {
     fq_input_format_t format;
-    size_t records;    /**< items seen (valid + invalid + duplicates) */
-    size_t valid;      /**< spooled */
-    size_t invalid;    /**< reported through the callback */
-    size_t duplicates; /**< dropped (0 with allow_duplicates) */
-    uint64_t bytes;    /**< input bytes read */
+    size_t records;      /**< items seen (valid + invalid + duplicates) */
+    size_t valid;        /**< spooled */
+    size_t invalid;      /**< reported through the callback */
+    size_t duplicates;   /**< dropped (0 with allow_duplicates) */
+    size_t refused_urls; /**< of the invalid: video_url refused by the allow-list */
+    uint64_t bytes;      /**< input bytes read */
 } fq_input_stats_t;
 
 /** Called for each invalid item (and once for a fatal structural error, with index 0).
@@ -44,6 +46,9 @@ typedef struct fq_input_opts {
     bool allow_duplicates;
     fq_input_report_fn report; /**< may be NULL */
     void *opaque;
+    /** optional: the source allow-list (fq_allow_from_config); a video_url it refuses makes
+     *  the item invalid, reported with the reason like any other (DESIGN §2, §6) */
+    const fq_allow_t *allow;
     /** optional: called every ~4096 records with the stats so far (progress line) */
     void (*progress)(void *opaque, const fq_input_stats_t *stats);
 } fq_input_opts_t;

@@ -331,16 +331,16 @@ static int handle_record(scan_t *s, size_t index)
     }
 
     fq_item_t item;
-    if (!rec->overflow && plain_item(rec->buf, rec->len, &item) == 0)
-        goto valid;
-
-    /* Anything else goes through the codec, whose verdict and message are the reference (and
-     * whose decoding is bounded before jansson sees the bytes). */
     if (array)
         snprintf(where, sizeof(where), "items[%zu] (line %d, column %d)", index, rec->line,
                  rec->col);
     else
         snprintf(where, sizeof(where), "line %d", rec->line);
+    if (!rec->overflow && plain_item(rec->buf, rec->len, &item) == 0)
+        goto valid;
+
+    /* Anything else goes through the codec, whose verdict and message are the reference (and
+     * whose decoding is bounded before jansson sees the bytes). */
     if (rec->overflow) {
         char why[96];
         snprintf(why, sizeof(why), "item longer than %d bytes", FQ_INPUT_RECORD_MAX);
@@ -377,7 +377,18 @@ static int handle_record(scan_t *s, size_t index)
         fq_error_destroy(err);
         return 0;
     }
-valid:;
+valid:
+    if (s->opts->allow && item.video_url) {
+        /* The workers' own check (fetch runs the same one again before connecting). */
+        fq_error_t *refused = fq_allow_check(s->opts->allow, item.video_url, "video_url", NULL);
+        if (refused) {
+            s->stats->refused_urls++;
+            report(s, where, fq_error_message(refused));
+            fq_error_destroy(refused);
+            fq_item_clear(&item);
+            return 0;
+        }
+    }
     /* Software pipelining: the set lookup of this item is a likely cache miss, so its slot is
      * prefetched now and the item is checked and spooled on the next call, while the
      * previous one is processed here. Order and verdicts are unchanged. */

@@ -39,6 +39,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "fq_config.h"
+#include "fq_fetch.h"
 #include "fq_headers.h"
 #include "fq_input.h"
 #include "fq_item.h"
@@ -602,6 +603,7 @@ static int cmd_enqueue(const fq_config_t *cfg, const opts_t *o)
     const char *name = NULL;
     rd_kafka_t *rk = NULL;
     fq_spool_t *spool = NULL;
+    fq_allow_t *allow = NULL;
     fq_item_t *items = NULL;
     size_t bsize = (size_t)cfg->batch_size;
     enqueue_state_t st = {.cfg = cfg};
@@ -614,12 +616,20 @@ static int cmd_enqueue(const fq_config_t *cfg, const opts_t *o)
     struct stat sb;
     if (fstat(fileno(in), &sb) == 0 && S_ISREG(sb.st_mode))
         st.input_size = (uint64_t)sb.st_size;
+    char errstr[512];
+    /* The workers' allow-list, built from the same settings: a video_url they would refuse is
+     * refused here, before anything is published (DESIGN §2, §6). */
+    allow = fq_allow_from_config(cfg, errstr, sizeof(errstr));
+    if (!allow) {
+        fprintf(stderr, "producer: %s\n", errstr);
+        goto done;
+    }
     fq_input_opts_t iopts = {.allow_duplicates = o->allow_duplicates,
                              .report = report_invalid,
                              .opaque = &st,
+                             .allow = allow,
                              .progress = read_progress};
     fq_input_stats_t stats;
-    char errstr[512];
     spool = fq_input_read(in, &iopts, &stats, errstr, sizeof(errstr));
     if (in != stdin)
         fclose(in);
@@ -634,6 +644,15 @@ static int cmd_enqueue(const fq_config_t *cfg, const opts_t *o)
                 stats.invalid == 1 ? "" : "s", name,
                 o->skip_invalid ? " skipped (--skip-invalid)"
                                 : "; nothing sent (--skip-invalid sends the valid ones)");
+    if (stats.refused_urls)
+        fprintf(
+            stderr,
+            "producer: video_url allow-list: ALLOWED_SOURCE_SCHEMES=%s ALLOWED_SOURCE_HOSTS=%s%s "
+            "(the workers' settings; see --print-config)\n",
+            cfg->allowed_source_schemes, cfg->allowed_source_hosts,
+            cfg->source_url_template && *cfg->source_url_template
+                ? " plus SOURCE_URL_TEMPLATE's host"
+                : "");
     if (stats.invalid && !o->skip_invalid)
         goto done;
     if (stats.duplicates)
@@ -809,6 +828,7 @@ done:
     if (rk)
         rd_kafka_destroy(rk);
     fq_spool_destroy(spool);
+    fq_allow_destroy(allow);
     return rc;
 }
 

@@ -1,5 +1,6 @@
 /* libFuzzer target: the frame extractor on mutated videos (seeds are generated at run time by
- * tests/fuzz/run_fuzz.sh with the ffmpeg CLI). Small limits keep each run short. */
+ * tests/fuzz/test_fuzz.sh with the ffmpeg CLI). Small limits keep each run short; the
+ * container and codec whitelists and the caps are production's. */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,7 +31,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                  .scene_threshold = 0.3,
                                  .max_frames = 8,
                                  .max_seconds = 20,
-                                 .threads = 1};
+                                 .threads = 1,
+                                 /* the decoder surface as production has it by default */
+                                 .allowed_containers = FQ_FRAMES_DEFAULT_CONTAINERS,
+                                 .allowed_codecs = FQ_FRAMES_DEFAULT_CODECS,
+                                 .max_pixels = FQ_FRAMES_DEFAULT_MAX_PIXELS,
+                                 .max_decode_ms = 5000, /* under libFuzzer's -timeout=10 */
+                                 .max_packets_without_frame = 1000};
         fx = fq_frames_new(&opts);
     }
     int fd = memfd_create("fuzz-video", 0);

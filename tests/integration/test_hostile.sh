@@ -2,7 +2,9 @@
 # Hostile input through the real worker. Raw messages are produced with kcat (the producer
 # rightly refuses them):
 #   message level: a 10 MB batch, a batch of 100,000 items, deeply nested JSON, bytes that are
-#     not JSON -> each one DLQ message, reason malformed, with the identical raw bytes (cmp;
+#     not JSON, and JSON that is not a batch (DESIGN §2: no items, 10,001 items, no schema, a
+#     batch_id not a UUID, an enqueued_at not an RFC 3339 time) -> each one DLQ message, reason
+#     malformed, with the identical raw bytes (cmp;
 #     over 900000 bytes: the first 900000, with the original size and SHA-256 in headers);
 #   item level: video_url at 127.0.0.1 (not allow-listed in this run), 169.254.169.254,
 #     file:///etc/passwd, a redirect from the allowed host (localhost) to a disallowed one
@@ -66,7 +68,23 @@ sys.stdout.write(",".join("{\"platform\":\"h\",\"code\":\"m%06d\"}" % i for i in
     head -c 4096 /dev/urandom
     printf '\0\0\0{"schema":"frameq.batch.v1","items":[{'
 } >"$M/notjson"
-malformed=(big10mb items100k nested notjson)
+# Not a batch by DESIGN §2, though JSON: no items, too many items, no schema, a batch_id or an
+# enqueued_at that is present but not a UUID / an RFC 3339 time.
+printf '{"schema":"frameq.batch.v1","batch_id":"x","items":[]}' >"$M/empty_x"
+{
+    head_json
+    printf '[]}'
+} >"$M/empty"
+{
+    head_json
+    python3 -c '
+import sys
+sys.stdout.write("[" + ",".join("{\"platform\":\"h\",\"code\":\"n%05d\"}" % i for i in range(10001)) + "]}")'
+} >"$M/items10001"
+printf '{"batch_id":"%s","items":[{"platform":"h","code":"noschema1"}]}' "$(uuid)" >"$M/noschema"
+printf '{"schema":"frameq.batch.v1","batch_id":"not-a-uuid","enqueued_at":"2026-01-01T00:00:00Z","items":[{"platform":"h","code":"badid1"}]}' >"$M/badid"
+printf '{"schema":"frameq.batch.v1","batch_id":"%s","enqueued_at":"yesterday","items":[{"platform":"h","code":"badtime1"}]}' "$(uuid)" >"$M/badtime"
+malformed=(big10mb items100k nested notjson empty_x empty items10001 noschema badid badtime)
 
 # --- item-level cases -----------------------------------------------------------------------
 # URL cases have valid keys: they must end 'dead' in PostgreSQL with one DLQ message each.

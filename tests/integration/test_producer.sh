@@ -138,6 +138,55 @@ step "--skip-invalid sends the valid ones"
 out=$("$producer" --skip-invalid "$work/bad.ndjson" 2>/dev/null)
 [ "$out" = "1 items in 1 batches delivered to $KAFKA_TOPIC" ] || fail "skip-invalid summary: $out"
 
+step "video_url refused by the workers' allow-list: each named, exit 2, end offsets unchanged"
+# The workers' settings: an S3 source on a local endpoint. Its host is trusted on its own
+# port only; the metadata address, another port of the same host, file:// and gopher:// not.
+end_offsets() { # TOPIC -> "partition:end ..." (timestamp -1 = the end offset)
+    kcat -b "$B" -Q -t "$1:0:-1" | awk '{print $4 ":" $NF}' | tr '\n' ' '
+}
+"$producer" --skip-invalid "$work/bad.ndjson" >/dev/null 2>&1 # one more message before
+before=$(end_offsets "$KAFKA_TOPIC")
+{
+    echo '{"platform":"ig","code":"U0","video_url":"s3://frameq-videos/ig/U0.mp4"}'
+    echo '{"platform":"ig","code":"U1","video_url":"http://169.254.169.254/latest/meta-data/"}'
+    echo '{"platform":"ig","code":"U2","video_url":"http://127.0.0.1:22/"}'
+    echo '{"platform":"ig","code":"U3","video_url":"file:///etc/passwd"}'
+    echo '{"platform":"ig","code":"U4","video_url":"gopher://127.0.0.1:70/_x"}'
+    echo '{"platform":"ig","code":"U5","video_url":"http://0x7f.1:22/"}'
+    echo '{"platform":"ig","code":"U6","video_url":"http://127.0.0.1:17070/frameq-videos/ig/U6.mp4"}'
+} >"$work/urls.ndjson"
+workers_env=(SOURCE_URL_TEMPLATE='s3://frameq-videos/{platform}/{code}.mp4'
+    S3_ENDPOINT=http://127.0.0.1:17070)
+set +e
+env "${workers_env[@]}" "$producer" "$work/urls.ndjson" >"$work/out" 2>"$work/err"
+rc=$?
+set -e
+cat "$work/err"
+[ "$rc" = 2 ] || fail "refused video_urls exited $rc, expected 2"
+grep -q "line 2: video_url host 169.254.169.254:80 is not in ALLOWED_SOURCE_HOSTS" "$work/err" ||
+    fail "metadata address not refused by line"
+grep -q "line 3: video_url host 127.0.0.1:22 is not in ALLOWED_SOURCE_HOSTS" "$work/err" ||
+    fail "another port of the S3 endpoint's host not refused"
+grep -q "line 4: video_url scheme file is not in ALLOWED_SOURCE_SCHEMES" "$work/err" ||
+    fail "file:// not refused"
+grep -q "line 5: video_url scheme gopher is not in ALLOWED_SOURCE_SCHEMES" "$work/err" ||
+    fail "gopher:// not refused"
+grep -q "line 6: video_url host 127.0.0.1:22 is not in ALLOWED_SOURCE_HOSTS" "$work/err" ||
+    fail "0x7f.1 (127.0.0.1 to libcurl) not refused as 127.0.0.1"
+[ "$(grep -c "invalid item at" "$work/err")" = 5 ] || fail "expected exactly 5 refusals"
+grep -q "ALLOWED_SOURCE_HOSTS=frameq-videos,127.0.0.1:17070" "$work/err" ||
+    fail "the refusal does not say which allow-list was used"
+after=$(end_offsets "$KAFKA_TOPIC")
+echo "end offsets before: $before after: $after"
+[ -n "$before" ] && [ "$before" = "$after" ] || fail "end offsets moved: $before -> $after"
+env "${workers_env[@]}" "$producer" --print-config >"$work/config"
+grep -Eq '^ALLOWED_SOURCE_HOSTS=frameq-videos,127.0.0.1:17070 +# derived from SOURCE_URL_TEMPLATE and S3_ENDPOINT$' \
+    "$work/config" || fail "--print-config does not show the derived allow-list: $(grep ALLOWED "$work/config")"
+out=$(env "${workers_env[@]}" "$producer" --skip-invalid "$work/urls.ndjson" 2>/dev/null)
+[ "$out" = "2 items in 1 batches delivered to $KAFKA_TOPIC" ] || fail "skip-invalid with URLs: $out"
+read_topic "$KAFKA_TOPIC" | jq -r '.payload | fromjson | .items[] | .code' | sort | tr '\n' ' ' |
+    grep -q 'U0 U6 ' || fail "the allowed video_urls (U0, U6) are not on the topic"
+
 step "--dry-run prints the batches without connecting"
 out=$(KAFKA_BROKERS=127.0.0.1:1 BATCH_SIZE=10 "$producer" --dry-run "$work/25.ndjson" 2>/dev/null)
 [ "$(wc -l <<<"$out")" = 3 ] || fail "dry run printed $(wc -l <<<"$out") lines, expected 3"

@@ -2,7 +2,9 @@
  * which checks SigV4 signatures: PUT, HEAD, GET, DELETE of an object; a binary payload and a
  * key that needs percent-encoding; x-amz-content-sha256 that does not match the body is
  * refused (so the header is really signed and checked); a wrong secret or key id gives a 403
- * reported as an authentication error (class permanent).
+ * reported as an authentication error of class outage (DESIGN §3: the configured endpoint
+ * refusing our credentials is not the item's fault); fq_s3_probe accepts the right
+ * credentials and reports the wrong ones and an unreachable endpoint as outages.
  *
  * Needs S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (`deploy/local/up &&
  * . .stack/env`); fails without them. */
@@ -175,11 +177,50 @@ static void test_bad_credentials(void **state)
             assert_true(status == 403 || status == 404);
         else
             assert_int_equal(status, 403);
-        fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_PERMANENT, (int)status);
+        fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE, (int)status);
         assert_non_null(strstr(fq_error_message(err), "S3 authentication failed (HTTP 40"));
         assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));
         fq_error_destroy(err);
     }
+}
+
+static void test_probe(void **state)
+{
+    (void)state;
+    fq_config_t cfg = stack_config();
+    cfg.frames_url_template = "s3://frameq-frames/{platform}/{code}/{index}.jpg";
+    cfg.source_url_template = "s3://frameq-videos/{platform}/{code}.mp4";
+    fq_error_t *err = fq_s3_probe(&cfg);
+    if (err)
+        fail_msg("probe with the stack's credentials: %s", fq_error_message(err));
+    /* A bucket that does not exist still proves the credentials. */
+    cfg.source_url_template = "s3://frameq-no-such-bucket/{code}.mp4";
+    err = fq_s3_probe(&cfg);
+    if (err)
+        fail_msg("probe of a missing bucket: %s", fq_error_message(err));
+
+    cfg.aws_secret_access_key = "definitely-wrong-secret";
+    err = fq_s3_probe(&cfg);
+    assert_non_null(err);
+    fprintf(stderr, "  probe, wrong secret -> %s\n", fq_error_message(err));
+    assert_int_equal(fq_error_class(err), FQ_CLASS_OUTAGE);
+    assert_non_null(strstr(fq_error_message(err), "SignatureDoesNotMatch"));
+    assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));
+    fq_error_destroy(err);
+
+    cfg = stack_config();
+    cfg.frames_url_template = "s3://frameq-frames/{platform}/{code}/{index}.jpg";
+    cfg.s3_endpoint = "http://127.0.0.1:1"; /* nothing listens there */
+    err = fq_s3_probe(&cfg);
+    assert_non_null(err);
+    fprintf(stderr, "  probe, closed port -> %s\n", fq_error_message(err));
+    assert_int_equal(fq_error_class(err), FQ_CLASS_OUTAGE);
+    fq_error_destroy(err);
+
+    /* No s3:// template: nothing to probe. */
+    cfg.frames_url_template = "file:///tmp/frames/{index}.jpg";
+    cfg.source_url_template = NULL;
+    assert_null(fq_s3_probe(&cfg));
 }
 
 int main(void)
@@ -190,6 +231,7 @@ int main(void)
         cmocka_unit_test(test_empty_object),
         cmocka_unit_test(test_wrong_payload_hash_is_refused),
         cmocka_unit_test(test_bad_credentials),
+        cmocka_unit_test(test_probe),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

@@ -1,7 +1,7 @@
 /* Integration tests for pipeline/upload.c: frames + manifest.json to file:// (a temp dir),
  * to http PUT (tests/tools/fault_server.py) and to the stack's S3 (read back and compared),
  * and the failure classes: 5xx retriable (after quick retries), 4xx permanent, store down
- * outage, wrong S3 secret an authentication error.
+ * outage, wrong S3 secret an authentication error (an outage too).
  *
  * Needs FQ_SOURCE_DIR (set by CTest) and the stack's S3_ENDPOINT, AWS_ACCESS_KEY_ID,
  * AWS_SECRET_ACCESS_KEY (`deploy/local/up && . .stack/env`); fails without them. */
@@ -426,7 +426,8 @@ static void test_s3_failures(void **state)
     assert_non_null(err);
     fprintf(stderr, "  wrong secret -> %s: %s\n", fq_class_name(fq_error_class(err)),
             fq_error_message(err));
-    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_PERMANENT, 403);
+    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE,
+                         403); /* DESIGN §3: nothing burned */
     assert_non_null(strstr(fq_error_message(err), "S3 authentication failed"));
     assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));
     fq_error_destroy(err);

@@ -28,6 +28,15 @@
 #   text.mp4            a text file
 #   scenes.mp4          320x180, black 1 s, testsrc2 2 s, white 1 s (two cuts)
 #   tiny.mp4            one 64x64 frame
+#   mpeg4.mp4           MPEG-4 part 2 in MP4 (an allowed container for an allowed codec)
+# hostile input for the decoder surface (ALLOWED_CONTAINERS, ALLOWED_CODECS, caps):
+#   playlist.m3u8       an HLS playlist naming a local file (file:///etc/passwd)
+#   list.ffconcat       a concat script naming a local file
+#   image.jpg           a JPEG image (image2 / jpeg_pipe)
+#   raw.y4m             raw video in YUV4MPEG2
+#   huge.mp4            one 8208x8208 H.264 frame (over 8192x8192 pixels)
+#   noise.mkv           300 H.264 packets that decode to nothing (slices removed, AUDs kept)
+#   mjpeg.mkv           Motion JPEG, a codec outside the default list
 set -euo pipefail
 
 if [ $# -ne 1 ]; then
@@ -146,6 +155,35 @@ gen_tiny() {
         -preset ultrafast -pix_fmt yuv420p -f mp4 "$tmp"
 }
 
+gen_mpeg4_mp4() {
+    ff -f lavfi -i testsrc2=size=320x240:rate=25:duration=2 -c:v mpeg4 -q:v 5 -f mp4 "$tmp"
+}
+gen_playlist() {
+    printf '#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n' >"$tmp"
+}
+gen_concat() {
+    printf 'ffconcat version 1.0\nfile /etc/passwd\nfile ../../etc/shadow\n' >"$tmp"
+}
+gen_image() {
+    ff -f lavfi -i testsrc2=size=320x240 -frames:v 1 -f image2 -c:v mjpeg "$tmp"
+}
+gen_raw() {
+    ff -f lavfi -i testsrc2=size=64x48:rate=10:duration=1 -pix_fmt yuv420p -f yuv4mpegpipe "$tmp"
+}
+gen_huge() { # flat black, so one 67 Mpixel frame encodes in a moment and weighs little
+    ff -f lavfi -i color=c=black:size=8208x8208:rate=1:duration=1 -frames:v 1 -c:v libx264 \
+        -preset ultrafast -pix_fmt yuv420p -f mp4 "$tmp"
+}
+gen_noise() { # a sound container of 300 packets holding no picture: every slice NAL removed
+    ff -f lavfi -i testsrc2=size=64x64:rate=30:duration=10 -c:v libx264 -preset ultrafast \
+        -x264-params aud=1 -pix_fmt yuv420p -bsf:v 'filter_units=remove_types=1|5' \
+        -f matroska "$tmp"
+}
+gen_mjpeg() {
+    ff -f lavfi -i testsrc2=size=64x48:rate=10:duration=1 -c:v mjpeg -pix_fmt yuvj420p \
+        -f matroska "$tmp"
+}
+
 make_one h264.mp4 gen_h264
 make_one h264_faststart.mp4 gen_h264_faststart
 make_one hevc.mp4 gen_hevc
@@ -170,3 +208,11 @@ make_one random.mp4 gen_random
 make_one text.mp4 gen_text
 make_one scenes.mp4 gen_scenes
 make_one tiny.mp4 gen_tiny
+make_one mpeg4.mp4 gen_mpeg4_mp4
+make_one playlist.m3u8 gen_playlist
+make_one list.ffconcat gen_concat
+make_one image.jpg gen_image
+make_one raw.y4m gen_raw
+make_one huge.mp4 gen_huge
+make_one noise.mkv gen_noise
+make_one mjpeg.mkv gen_mjpeg

@@ -176,7 +176,7 @@ static void test_fetch_refusals(void **state)
      * fetch-stage error, not a validate-stage one. */
     expect_refusal(open_item(&cfg, "http://169.254.169.254/latest/meta-data/", &src),
                    FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
-                   "video_url host 169.254.169.254 is not in ALLOWED_SOURCE_HOSTS");
+                   "video_url host 169.254.169.254:80 is not in ALLOWED_SOURCE_HOSTS");
     expect_refusal(open_item(&cfg, "file:///etc/passwd", &src), FQ_STAGE_VALIDATE,
                    FQ_CLASS_PERMANENT, "video_url scheme file is not in ALLOWED_SOURCE_SCHEMES");
     expect_refusal(open_item(&cfg, "https://u:secret@cdn.example.com/v.mp4", &src),
@@ -185,7 +185,13 @@ static void test_fetch_refusals(void **state)
     cfg.source_url_template = "https://videos.internal/{platform}/{code}.mp4";
     cfg.allowed_source_hosts = "";
     expect_refusal(open_item(&cfg, "https://cdn.example.com/v.mp4", &src), FQ_STAGE_VALIDATE,
-                   FQ_CLASS_PERMANENT, "host cdn.example.com is not in ALLOWED_SOURCE_HOSTS");
+                   FQ_CLASS_PERMANENT, "host cdn.example.com:443 is not in ALLOWED_SOURCE_HOSTS");
+    /* ... on its own port only: another port of that host is not the operator's source. */
+    expect_refusal(open_item(&cfg, "http://videos.internal:22/", &src), FQ_STAGE_VALIDATE,
+                   FQ_CLASS_PERMANENT, "host videos.internal:22 is not in ALLOWED_SOURCE_HOSTS");
+    cfg.source_url_template = "http://127.0.0.1:17070/{platform}/{code}.mp4";
+    expect_refusal(open_item(&cfg, "http://127.0.0.1:22/", &src), FQ_STAGE_VALIDATE,
+                   FQ_CLASS_PERMANENT, "host 127.0.0.1:22 is not in ALLOWED_SOURCE_HOSTS");
 }
 
 static void test_fetch_file_sources(void **state)

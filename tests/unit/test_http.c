@@ -25,23 +25,47 @@ typedef struct allow_case {
 
 static const allow_case_t allow_cases[] = {
     {"listed https host", NULL, "cdn.example.com", "https://cdn.example.com/v.mp4", true, NULL},
-    {"listed http host", NULL, "cdn.example.com", "http://cdn.example.com:8080/v.mp4", true, NULL},
+    {"bare host: any port", NULL, "cdn.example.com", "http://cdn.example.com:8080/v.mp4", true,
+     NULL},
     {"uppercase host", NULL, "cdn.example.com", "https://CDN.Example.COM/v.mp4", true, NULL},
     {"uppercase list entry", NULL, "CDN.example.com", "https://cdn.example.com/v", true, NULL},
     {"unlisted host", NULL, "cdn.example.com", "https://evil.example.net/v.mp4", false,
-     "video_url host evil.example.net is not in ALLOWED_SOURCE_HOSTS"},
+     "video_url host evil.example.net:443 is not in ALLOWED_SOURCE_HOSTS"},
     {"suffix is not a match", NULL, "example.com", "https://evilexample.com/v", false,
-     "host evilexample.com"},
+     "host evilexample.com:443"},
     {"wildcard subdomain", NULL, "*.example.com", "https://a.b.example.com/v", true, NULL},
     {"wildcard not apex", NULL, "*.example.com", "https://example.com/v", false,
-     "host example.com"},
+     "host example.com:443"},
     {"metadata IP", NULL, "cdn.example.com", "http://169.254.169.254/latest/meta-data", false,
-     "video_url host 169.254.169.254 is not in ALLOWED_SOURCE_HOSTS"},
+     "video_url host 169.254.169.254:80 is not in ALLOWED_SOURCE_HOSTS"},
     {"loopback unlisted", NULL, "cdn.example.com", "http://127.0.0.1:8080/v", false,
-     "host 127.0.0.1"},
+     "host 127.0.0.1:8080"},
     {"loopback listed", NULL, "127.0.0.1", "http://127.0.0.1:8080/v", true, NULL},
-    {"short IPv4 form", NULL, "cdn.example.com", "http://127.1/v", false, "host 127.1"},
-    {"IPv6 literal", NULL, "cdn.example.com", "http://[::1]/v", false, "host ::1"},
+    /* host:port entries (the derived default for an S3 endpoint): that port only. */
+    {"host:port entry, same port", NULL, "127.0.0.1:17070", "http://127.0.0.1:17070/b/k", true,
+     NULL},
+    {"host:port entry, other port", NULL, "127.0.0.1:17070", "http://127.0.0.1:22/", false,
+     "host 127.0.0.1:22 is not in ALLOWED_SOURCE_HOSTS"},
+    {"host:port entry, default port", NULL, "cdn.example.com:443", "https://cdn.example.com/v",
+     true, NULL},
+    {"host:port entry, other scheme's default", NULL, "cdn.example.com:443",
+     "http://cdn.example.com/v", false, "host cdn.example.com:80"},
+    {"IPv6 host:port entry", NULL, "[::1]:9000", "http://[::1]:9000/v", true, NULL},
+    {"IPv6 host:port entry, other port", NULL, "[::1]:9000", "http://[::1]:9001/v", false,
+     "host [::1]:9001"},
+    {"entry in a short IPv4 form", NULL, "127.1:8080", "http://127.0.0.1:8080/v", true, NULL},
+    /* Numeric forms resolvers accept are read as libcurl reads (and would connect to) them. */
+    {"short IPv4 form", NULL, "cdn.example.com", "http://127.1/v", false, "host 127.0.0.1:80"},
+    {"hex IPv4 form", NULL, "cdn.example.com", "http://0x7f.1/v", false, "host 127.0.0.1:80"},
+    {"decimal IPv4 form", NULL, "cdn.example.com", "http://2130706433/v", false,
+     "host 127.0.0.1:80"},
+    {"percent-encoded host", NULL, "cdn.example.com", "http://%31%32%37.0.0.1/v", false,
+     "host 127.0.0.1:80"},
+    {"IPv6 literal", NULL, "cdn.example.com", "http://[::1]/v", false, "host [::1]:80"},
+    {"fragment hiding a host", NULL, "cdn.example.com", "https://cdn.example.com#@evil.net/", true,
+     NULL},
+    {"fragment hiding a host, other way", NULL, "cdn.example.com",
+     "https://evil.net#@cdn.example.com/", false, "host evil.net:443"},
     {"userinfo", NULL, "cdn.example.com", "https://user:pw@cdn.example.com/v", false,
      "must not carry credentials"},
     {"userinfo hiding host", NULL, "cdn.example.com", "https://cdn.example.com@evil.net/v", false,
@@ -49,15 +73,18 @@ static const allow_case_t allow_cases[] = {
     {"file not listed", NULL, "cdn.example.com", "file:///etc/passwd", false,
      "scheme file is not in ALLOWED_SOURCE_SCHEMES"},
     {"file listed", "https,file", "", "file:///tmp/v.mp4", true, NULL},
-    {"file remote host", "file", "", "file://evil.net/etc/passwd", false, "remote host"},
+    {"file relative", "file", "", "file://./v/a.mp4", true, NULL},
+    {"file remote host", "file", "", "file://evil.net/etc/passwd", false, "not a valid URL"},
     {"ftp", "https,http,s3", "cdn.example.com", "ftp://cdn.example.com/v", false,
      "scheme ftp is not in ALLOWED_SOURCE_SCHEMES"},
     {"gopher", NULL, "cdn.example.com", "gopher://cdn.example.com/v", false, "scheme gopher"},
     {"http not listed", "https", "cdn.example.com", "http://cdn.example.com/v", false,
      "scheme http"},
     {"s3 listed bucket", NULL, "frameq-videos", "s3://frameq-videos/p/c.mp4", true, NULL},
+    {"s3 bucket and a host:port entry", NULL, "frameq-videos,127.0.0.1:17070",
+     "s3://frameq-videos/p/c.mp4", true, NULL},
     {"s3 unlisted bucket", NULL, "frameq-videos", "s3://other-bucket/p/c.mp4", false,
-     "host other-bucket"},
+     "host other-bucket is not"},
     {"s3 not listed", "https", "frameq-videos", "s3://frameq-videos/p/c.mp4", false, "scheme s3"},
     {"s3 no key", NULL, "frameq-videos", "s3://frameq-videos/", false, "no object key"},
     {"s3 bad bucket", NULL, "Bad_Bucket", "s3://Bad_Bucket/k", false, "not a valid S3 bucket"},
@@ -69,7 +96,11 @@ static const allow_case_t allow_cases[] = {
     {"no scheme", NULL, "cdn.example.com", "cdn.example.com/v", false, "not a valid URL"},
     {"bad port", NULL, "cdn.example.com", "https://cdn.example.com:99999/v", false,
      "not a valid URL"},
-    {"empty host", NULL, "cdn.example.com", "https:///v", false, "has no host"},
+    {"port 0", NULL, "cdn.example.com", "https://cdn.example.com:0/v", false, "not a valid URL"},
+    {"two @", NULL, "cdn.example.com", "http://a@cdn.example.com@evil.net/", false,
+     "not a valid URL"},
+    /* libcurl reads "https:///v" as host "v": judged as it would be fetched. */
+    {"empty authority", NULL, "cdn.example.com", "https:///v", false, "host v:443"},
 };
 
 static void test_allow_matrix(void **state)
@@ -102,6 +133,8 @@ static void test_allow_bad_scheme_config(void **state)
     char errstr[256] = "";
     assert_null(fq_allow_new("https,gopher", "h", errstr, sizeof(errstr)));
     assert_non_null(strstr(errstr, "ALLOWED_SOURCE_SCHEMES"));
+    assert_null(fq_allow_new(NULL, "a.com,user@b.com", errstr, sizeof(errstr)));
+    assert_non_null(strstr(errstr, "ALLOWED_SOURCE_HOSTS: an entry is not host, host:port"));
     fq_allow_t *allow = fq_allow_new(" https , file ", " a.com ,, b.com ", errstr, sizeof(errstr));
     assert_non_null(allow);
     assert_true(fq_allow_scheme(allow, "file"));
@@ -109,6 +142,10 @@ static void test_allow_bad_scheme_config(void **state)
     fq_error_t *err = fq_allow_check(allow, "https://b.com/x", "video_url", NULL);
     assert_null(err);
     assert_int_equal(fq_allow_add_host(allow, "C.com"), 0);
+    assert_int_equal(fq_allow_add_host(allow, "http://c.com/"), -2);
+    assert_int_equal(fq_allow_add_host(allow, "c.com/x"), -2);
+    assert_int_equal(fq_allow_add_host(allow, "c.com:99999"), -2);
+    assert_int_equal(fq_allow_add_host(allow, "*.127.0.0.1"), -2);
     err = fq_allow_check(allow, "https://c.COM/x", "video_url", NULL);
     assert_null(err);
     fq_allow_destroy(allow);
@@ -128,7 +165,7 @@ static void test_url_parse(void **state)
     assert_int_equal(p.port, 8443);
     assert_false(p.has_userinfo);
     assert_false(p.host_is_ip);
-    assert_int_equal(p.path_offset, strlen("HTTPS://Host.Example:8443"));
+    assert_string_equal(p.url + p.path_offset, "/a/b?q=1");
 
     assert_int_equal(fq_url_parse("http://[fe80::1]:80/", &p, errstr, sizeof(errstr)), 0);
     assert_string_equal(p.host, "fe80::1");
@@ -137,14 +174,29 @@ static void test_url_parse(void **state)
 
     assert_int_equal(fq_url_parse("file:///etc/passwd", &p, errstr, sizeof(errstr)), 0);
     assert_string_equal(p.host, "");
-    assert_string_equal("file:///etc/passwd" + p.path_offset, "/etc/passwd");
+    assert_string_equal(p.url + p.path_offset, "/etc/passwd");
+
+    assert_int_equal(fq_url_parse("file://./frames/a.jpg", &p, errstr, sizeof(errstr)), 0);
+    assert_string_equal(p.host, ".");
+    assert_string_equal(p.url, "file://./frames/a.jpg");
+    assert_string_equal(p.url + p.path_offset, "/frames/a.jpg");
 
     assert_int_equal(fq_url_parse("http://u:p@h/x", &p, errstr, sizeof(errstr)), 0);
     assert_true(p.has_userinfo);
     assert_string_equal(p.host, "h");
 
+    /* What libcurl would fetch: numeric IPv4 forms and dot segments normalised. */
+    assert_int_equal(fq_url_parse("http://0x7f.1:8080/a/../b", &p, errstr, sizeof(errstr)), 0);
+    assert_string_equal(p.host, "127.0.0.1");
+    assert_true(p.host_is_ip);
+    assert_string_equal(p.url, "http://127.0.0.1:8080/b");
+
+    assert_int_equal(fq_url_parse("s3://bucket/p/c.mp4", &p, errstr, sizeof(errstr)), 0);
+    assert_string_equal(p.scheme, "s3");
+    assert_string_equal(p.host, "bucket");
+    assert_string_equal(p.url + p.path_offset, "/p/c.mp4");
+
     assert_int_equal(fq_url_parse("http://h:0/", &p, errstr, sizeof(errstr)), -1);
-    assert_int_equal(fq_url_parse("http://h:/", &p, errstr, sizeof(errstr)), -1);
     assert_int_equal(fq_url_parse("http://h:12ab/", &p, errstr, sizeof(errstr)), -1);
     assert_int_equal(fq_url_parse("http://[::1/", &p, errstr, sizeof(errstr)), -1);
     assert_int_equal(fq_url_parse("://h/", &p, errstr, sizeof(errstr)), -1);
@@ -237,6 +289,48 @@ static void test_s3_error_code(void **state)
     const char *odd = "<Code>A\"b<c</Code>";
     assert_int_equal(fq_s3_error_code(odd, strlen(odd), code, sizeof(code)), 0);
     assert_string_equal(code, "A?b?c");
+}
+
+/* Credential and clock refusals of the configured endpoint are outages; the rest by status. */
+static void test_s3_status_classes(void **state)
+{
+    (void)state;
+    static const struct {
+        long status;
+        const char *code; /* NULL: no XML body */
+        fq_class_t klass;
+    } cases[] = {
+        {403, "SignatureDoesNotMatch", FQ_CLASS_OUTAGE},
+        {403, "InvalidAccessKeyId", FQ_CLASS_OUTAGE},
+        {400, "ExpiredToken", FQ_CLASS_OUTAGE},
+        {403, "RequestTimeTooSkewed", FQ_CLASS_OUTAGE},
+        {400, "AuthorizationHeaderMalformed", FQ_CLASS_OUTAGE},
+        {404, "XAdminUserNotFound", FQ_CLASS_OUTAGE},
+        {403, "AccessDenied", FQ_CLASS_PERMANENT},
+        {404, "NoSuchKey", FQ_CLASS_PERMANENT},
+        {403, NULL, FQ_CLASS_PERMANENT},
+        {503, "SlowDown", FQ_CLASS_RETRIABLE},
+        {500, "SignatureDoesNotMatch", FQ_CLASS_RETRIABLE}, /* not a 4xx: not about us */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char xml[256] = "";
+        if (cases[i].code)
+            snprintf(xml, sizeof(xml), "<Error><Code>%s</Code></Error>", cases[i].code);
+        fq_error_t *err =
+            fq_s3_status_error(FQ_STAGE_FETCH, cases[i].status, "s3://b/k", xml, strlen(xml));
+        if (fq_error_class(err) != cases[i].klass)
+            fail_msg("%ld %s: class %s, want %s", cases[i].status,
+                     cases[i].code ? cases[i].code : "(no body)",
+                     fq_class_name(fq_error_class(err)), fq_class_name(cases[i].klass));
+        assert_int_equal(fq_error_code(err), (int)cases[i].status);
+        fq_error_destroy(err);
+    }
+    /* The same answer from an item's own http(s) video_url is the item's business. */
+    const char *xml = "<Error><Code>SignatureDoesNotMatch</Code></Error>";
+    fq_error_t *err = fq_http_status_error(FQ_STAGE_FETCH, fq_error_class_for_http_status(403), 403,
+                                           "https://h/v", xml, strlen(xml));
+    assert_int_equal(fq_error_class(err), FQ_CLASS_PERMANENT);
+    fq_error_destroy(err);
 }
 
 /* ---- error mapping ------------------------------------------------------------------- */
@@ -373,12 +467,12 @@ static void test_sha256(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_allow_matrix),  cmocka_unit_test(test_allow_bad_scheme_config),
-        cmocka_unit_test(test_url_parse),     cmocka_unit_test(test_url_redact),
-        cmocka_unit_test(test_s3_object_url), cmocka_unit_test(test_s3_split),
-        cmocka_unit_test(test_s3_error_code), cmocka_unit_test(test_status_mapping),
-        cmocka_unit_test(test_curl_mapping),  cmocka_unit_test(test_s3_prepare_header),
-        cmocka_unit_test(test_sha256),
+        cmocka_unit_test(test_allow_matrix),      cmocka_unit_test(test_allow_bad_scheme_config),
+        cmocka_unit_test(test_url_parse),         cmocka_unit_test(test_url_redact),
+        cmocka_unit_test(test_s3_object_url),     cmocka_unit_test(test_s3_split),
+        cmocka_unit_test(test_s3_error_code),     cmocka_unit_test(test_s3_status_classes),
+        cmocka_unit_test(test_status_mapping),    cmocka_unit_test(test_curl_mapping),
+        cmocka_unit_test(test_s3_prepare_header), cmocka_unit_test(test_sha256),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -213,13 +213,46 @@ typedef struct batch_case {
     size_t invalid;  /* entries with err */
 } batch_case_t;
 
+#define UUID1 "6f1c0c8e-6a53-4f0e-9a38-1b2d3c4d5e6f"
 #define B(items)                                                                                   \
-    "{\"schema\":\"frameq.batch.v1\",\"batch_id\":\"b1\",\"enqueued_at\":\"t\",\"items\":" items "}"
+    "{\"schema\":\"frameq.batch.v1\",\"batch_id\":\"" UUID1 "\",\"enqueued_at\":"                  \
+    "\"2026-01-01T00:00:00Z\",\"items\":" items "}"
+#define ONE          "[{\"platform\":\"p\",\"code\":\"a\"}]"
+#define HEAD(fields) "{\"schema\":\"frameq.batch.v1\"," fields ",\"items\":" ONE "}"
 
 static const batch_case_t batch_cases[] = {
     {"two valid", B("[{\"platform\":\"p\",\"code\":\"a\"},{\"platform\":\"p\",\"code\":\"b\"}]"), 0,
      NULL, 2, 0},
-    {"zero items", B("[]"), 0, NULL, 0, 0},
+    {"zero items", B("[]"), 1, "\"items\" holds 0 items, expected 1 to 10000", 0, 0},
+    {"no batch_id nor enqueued_at (other producers)",
+     "{\"schema\":\"frameq.batch.v1\",\"items\":" ONE "}", 0, NULL, 1, 0},
+    {"upper-case UUID, offset time",
+     HEAD("\"batch_id\":\"6F1C0C8E-6A53-4F0E-9A38-1B2D3C4D5E6F\","
+          "\"enqueued_at\":\"2024-02-29t23:59:60.5+05:30\""),
+     0, NULL, 1, 0},
+    {"batch_id not a UUID", HEAD("\"batch_id\":\"x\""), 1, "\"batch_id\" is not a UUID", 0, 0},
+    {"batch_id UUID with a tail", HEAD("\"batch_id\":\"" UUID1 "x\""), 1, "not a UUID", 0, 0},
+    {"batch_id UUID with NUL", HEAD("\"batch_id\":\"6f1c0c8e-6a53-4f0e-9a38-1b2d3c4d5e6\\u0000\""),
+     1, "not a UUID", 0, 0},
+    {"batch_id number", HEAD("\"batch_id\":7"), 1, "\"batch_id\" is number", 0, 0},
+    {"batch_id null", HEAD("\"batch_id\":null"), 1, "\"batch_id\" is null", 0, 0},
+    {"enqueued_at not a time", HEAD("\"enqueued_at\":\"t\""), 1,
+     "\"enqueued_at\" is not an RFC 3339 time", 0, 0},
+    {"enqueued_at without zone", HEAD("\"enqueued_at\":\"2026-01-01T00:00:00\""), 1, "RFC 3339", 0,
+     0},
+    {"enqueued_at 30 February", HEAD("\"enqueued_at\":\"2026-02-30T00:00:00Z\""), 1, "RFC 3339", 0,
+     0},
+    {"enqueued_at 29 February of a common year", HEAD("\"enqueued_at\":\"2025-02-29T00:00:00Z\""),
+     1, "RFC 3339", 0, 0},
+    {"enqueued_at hour 24", HEAD("\"enqueued_at\":\"2026-01-01T24:00:00Z\""), 1, "RFC 3339", 0, 0},
+    {"enqueued_at empty fraction", HEAD("\"enqueued_at\":\"2026-01-01T00:00:00.Z\""), 1, "RFC 3339",
+     0, 0},
+    {"enqueued_at trailing text", HEAD("\"enqueued_at\":\"2026-01-01T00:00:00Z \""), 1, "RFC 3339",
+     0, 0},
+    {"enqueued_at bad offset", HEAD("\"enqueued_at\":\"2026-01-01T00:00:00+5:30\""), 1, "RFC 3339",
+     0, 0},
+    {"enqueued_at number", HEAD("\"enqueued_at\":1700000000"), 1, "\"enqueued_at\" is number", 0,
+     0},
     {"mixed",
      B("[{\"platform\":\"p\",\"code\":\"a\"},{\"platform\":\"p\",\"code\":\"a/"
        "b\"},3,{\"code\":\"x\"}]"),
@@ -288,8 +321,8 @@ static void test_batch_entry_messages(void **state)
           "3,{\"code\":\"x\"},{\"platform\":\"p\",\"code\":\"ab/\"}]");
     fq_batch_t *batch = NULL;
     assert_null(fq_batch_decode(in, strlen(in), &batch));
-    assert_string_equal(batch->batch_id, "b1");
-    assert_string_equal(batch->enqueued_at, "t");
+    assert_string_equal(batch->batch_id, UUID1);
+    assert_string_equal(batch->enqueued_at, "2026-01-01T00:00:00Z");
     assert_int_equal(batch->count, 5);
     assert_null(batch->entries[0].err);
     assert_string_equal(batch->entries[0].item.code, "ok");
@@ -371,6 +404,31 @@ static void test_batch_hostile(void **state)
     fq_error_destroy(err);
     free(huge);
 
+    /* 10000 items is a batch, 10001 is not (DESIGN §2: 1 to 10,000 items). */
+    for (size_t count = 10000; count <= 10001; count++) {
+        char *items = malloc(count * 32 + 64);
+        assert_non_null(items);
+        size_t w = (size_t)sprintf(items, "{\"schema\":\"frameq.batch.v1\",\"items\":[");
+        for (size_t i = 0; i < count; i++)
+            w += (size_t)sprintf(items + w, "%s{\"platform\":\"p\",\"code\":\"c%zu\"}",
+                                 i ? "," : "", i);
+        w += (size_t)sprintf(items + w, "]}");
+        err = fq_batch_decode(items, w, &batch);
+        if (count == 10000) {
+            assert_null(err);
+            assert_int_equal(batch->count, 10000);
+            fq_batch_destroy(batch);
+        } else {
+            assert_non_null(err);
+            assert_non_null(
+                strstr(fq_error_message(err), "holds 10001 items, expected 1 to 10000"));
+            assert_int_equal(fq_error_class(err), FQ_CLASS_MALFORMED);
+            fq_error_destroy(err);
+        }
+        batch = NULL;
+        free(items);
+    }
+
     /* Many tiny values within the size limit: bounded too. */
     size_t n = 300 * 1024;
     char *many = malloc(2 * n + 64);
@@ -436,11 +494,14 @@ static void test_batch_round_trip(void **state)
     fq_batch_destroy(batch);
     free(msg);
 
-    msg = fq_batch_encode(id, "t", items, 0, &len);
+    /* The encoder writes what it is given; the decoder says an empty batch is none. */
+    msg = fq_batch_encode(id, "2026-11-28T15:04:05Z", items, 0, &len);
     assert_non_null(msg);
-    assert_null(fq_batch_decode(msg, len, &batch));
-    assert_int_equal(batch->count, 0);
-    fq_batch_destroy(batch);
+    fq_error_t *err = fq_batch_decode(msg, len, &batch);
+    assert_non_null(err);
+    assert_int_equal(fq_error_class(err), FQ_CLASS_MALFORMED);
+    assert_null(batch);
+    fq_error_destroy(err);
     free(msg);
     for (size_t i = 0; i < 3; i++)
         fq_item_clear(&items[i]);

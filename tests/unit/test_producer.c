@@ -142,6 +142,43 @@ static void test_input_table(void **state)
     }
 }
 
+/* video_urls the workers' allow-list refuses are invalid items, named by index or line, both
+ * on the fast path (plain items) and through the codec (escapes). */
+static void test_input_allow_list(void **state)
+{
+    (void)state;
+    char errstr[256];
+    fq_allow_t *allow = fq_allow_new(NULL, "frameq-videos,127.0.0.1:17070", errstr, sizeof(errstr));
+    assert_non_null(allow);
+    const char *text =
+        "[{\"platform\":\"p\",\"code\":\"a\",\"video_url\":\"s3://frameq-videos/p/a.mp4\"},\n"
+        " {\"platform\":\"p\",\"code\":\"b\",\"video_url\":\"http://169.254.169.254/x\"},\n"
+        " {\"platform\":\"p\",\"code\":\"c\",\"video_url\":\"http:\\/\\/127.0.0.1:22\\/\"},\n"
+        " {\"platform\":\"p\",\"code\":\"d\",\"video_url\":\"http://127.0.0.1:17070/b/k\"},\n"
+        " {\"platform\":\"p\",\"code\":\"e\"}]";
+    reports_t rep;
+    memset(&rep, 0, sizeof(rep));
+    FILE *in = fmemopen((void *)text, strlen(text), "r");
+    assert_non_null(in);
+    fq_input_opts_t opts = {.report = collect, .opaque = &rep, .allow = allow};
+    fq_input_stats_t st;
+    fq_spool_t *spool = fq_input_read(in, &opts, &st, errstr, sizeof(errstr));
+    fclose(in);
+    assert_non_null(spool);
+    assert_int_equal(st.valid, 3);
+    assert_int_equal(st.invalid, 2);
+    assert_int_equal(st.refused_urls, 2);
+    assert_int_equal(rep.n, 2);
+    if (!strstr(rep.lines[0], "items[1] (line 2, column 2): video_url host 169.254.169.254:80 is "
+                              "not in ALLOWED_SOURCE_HOSTS"))
+        fail_msg("report 0: %s", rep.lines[0]);
+    if (!strstr(rep.lines[1], "items[2] (line 3, column 2): video_url host 127.0.0.1:22 is not in "
+                              "ALLOWED_SOURCE_HOSTS"))
+        fail_msg("report 1: %s", rep.lines[1]);
+    fq_spool_destroy(spool);
+    fq_allow_destroy(allow);
+}
+
 static void test_spool_contents_and_rewind(void **state)
 {
     (void)state;
@@ -462,6 +499,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_input_table),
+        cmocka_unit_test(test_input_allow_list),
         cmocka_unit_test(test_spool_contents_and_rewind),
         cmocka_unit_test(test_dedupe_many),
         cmocka_unit_test(test_huge_line),
