@@ -64,6 +64,10 @@ wait_log holder '"assigned [1-9][0-9]* partition' 60
 kill -STOP "$holder"
 cq_say "holder owns every partition and is stopped; group protocol ${GROUP_PROTOCOL:-classic}"
 
+# Classic: no assignment at all (the join never completes). KIP-848: the broker may hand the
+# newcomer an empty assignment at once; it must never get a partition.
+assigned='"msg":"assigned '
+[[ ${GROUP_PROTOCOL:-classic} == classic ]] || assigned='"msg":"assigned [1-9]'
 delays=(0 0.02 0.05 0.1 0.2 0.3 0.5 0.8 1.2 2)
 for i in "${!delays[@]}"; do
     log=early$i
@@ -75,10 +79,10 @@ for i in "${!delays[@]}"; do
     kill -TERM "$pid"
     wait_exit "$pid" "$log" 30
     no_crash "$log"
-    if grep -Eq '"assigned [1-9]' "$CQ_TMP/$log.log"; then
-        cq_fail "$log: got partitions before the SIGTERM, so it did not test the early window"
+    if grep -Eq "$assigned" "$CQ_TMP/$log.log"; then
+        cq_fail "$log: was assigned before it stopped, so it did not test the early window"
     fi
-    cq_say "ok: SIGTERM at +${delays[$i]} s after start-up: exit 0, no partition assigned"
+    cq_say "ok: SIGTERM at +${delays[$i]} s after start-up: exit 0, never assigned"
 done
 
 kill -CONT "$holder"
