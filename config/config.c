@@ -19,6 +19,12 @@
 
 extern char **environ;
 
+/* CMakeLists.txt checks the version of the library it links; this checks the header compiled
+ * against (Debian 12's /usr/include holds 2.0.2). GROUP_PROTOCOL=consumer needs 2.12. */
+#if RD_KAFKA_VERSION < 0x020c0000
+#error "librdkafka >= 2.12 required: build it with deploy/local/librdkafka (README)"
+#endif
+
 #define KAFKA_ENV_PREFIX "KAFKA_CONFIG_"
 
 typedef enum param_type {
@@ -62,6 +68,7 @@ static const char *const frame_modes[] = {"fps", "keyframes", "scene", NULL};
 static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const source_schemes[] = {"https", "http", "s3", "file", NULL};
+static const char *const group_protocols[] = {"classic", "consumer", NULL};
 
 #define OFF(field) offsetof(fq_config_t, field)
 #define DAY_MS     86400000.0
@@ -73,6 +80,8 @@ static const param_t params[] = {
      "Kafka bootstrap servers (host:port,...)"},
     {"KAFKA_GROUP_ID", "--kafka-group-id", P_STRING, OFF(kafka_group_id), "frameq", 0, 0, 0, NULL,
      "consumer group of the workers"},
+    {"GROUP_PROTOCOL", "--group-protocol", P_STRING, OFF(group_protocol), "classic", 0, 0, 0,
+     group_protocols, "consumer group protocol: classic, or consumer (KIP-848, Kafka >= 4.0)"},
     {"KAFKA_TOPIC", "--kafka-topic", P_STRING, OFF(kafka_topic), "extraction.jobs", 0, 0, 0, NULL,
      "main topic (batch messages)"},
     {"KAFKA_RETRY_TOPIC", "--kafka-retry-topic", P_STRING, OFF(kafka_retry_topic), NULL, 0, 0,

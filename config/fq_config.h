@@ -48,6 +48,7 @@ typedef struct fq_config {
     /* Kafka */
     char *kafka_brokers;          /**< KAFKA_BROKERS, "localhost:9092" */
     char *kafka_group_id;         /**< KAFKA_GROUP_ID, "frameq" */
+    char *group_protocol;         /**< GROUP_PROTOCOL, classic|consumer (KIP-848) */
     char *kafka_topic;            /**< KAFKA_TOPIC, "extraction.jobs" */
     char *kafka_retry_topic;      /**< KAFKA_RETRY_TOPIC, "<topic>.retry" */
     char *kafka_dlq_topic;        /**< KAFKA_DLQ_TOPIC, "<topic>.dlq" */

@@ -550,9 +550,13 @@ static rd_kafka_t *new_consumer(fq_worker_t *w, char *errstr, size_t errstr_size
     rd_kafka_conf_t *conf = fq_config_kafka_conf(cfg, errstr, errstr_size);
     if (!conf)
         return NULL;
+    /* KIP-848 (consumer): the broker assigns, incrementally (rebalance_cb sees COOPERATIVE);
+     * librdkafka refuses partition.assignment.strategy with it. */
+    bool kip848 = strcmp(cfg->group_protocol, "consumer") == 0;
     if (conf_set(conf, cfg, "group.id", cfg->kafka_group_id, true, errstr, errstr_size) ||
-        conf_set(conf, cfg, "partition.assignment.strategy", "cooperative-sticky", false, errstr,
-                 errstr_size) ||
+        conf_set(conf, cfg, "group.protocol", cfg->group_protocol, true, errstr, errstr_size) ||
+        (!kip848 && conf_set(conf, cfg, "partition.assignment.strategy", "cooperative-sticky",
+                             false, errstr, errstr_size)) ||
         conf_set(conf, cfg, "enable.auto.commit", "false", true, errstr, errstr_size) ||
         conf_set(conf, cfg, "enable.auto.offset.store", "false", true, errstr, errstr_size) ||
         conf_set(conf, cfg, "isolation.level", "read_committed", true, errstr, errstr_size) ||

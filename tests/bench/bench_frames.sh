@@ -31,8 +31,9 @@ if [ -z "${BUILD_DIR:-}" ]; then
     if [ ! -f "$BUILD_DIR/build.ninja" ] && [ ! -f "$BUILD_DIR/Makefile" ]; then
         gen=()
         command -v ninja >/dev/null && gen=(-G Ninja)
+        rdkafka=$("$src/deploy/local/librdkafka")
         cmake -S "$src" -B "$BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DSANITIZE=OFF \
-            -DBUILD_TESTING=OFF >/dev/null
+            -DBUILD_TESTING=OFF -DFQ_RDKAFKA_PREFIX="$rdkafka" >/dev/null
     fi
     cmake --build "$BUILD_DIR" --target bench_frames runstat -j 2 >/dev/null
 fi

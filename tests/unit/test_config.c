@@ -20,6 +20,7 @@ extern char **environ;
 static const char *const design_names[] = {
     "KAFKA_BROKERS",
     "KAFKA_GROUP_ID",
+    "GROUP_PROTOCOL",
     "KAFKA_TOPIC",
     "KAFKA_RETRY_TOPIC",
     "KAFKA_DLQ_TOPIC",
@@ -191,6 +192,7 @@ static void check_defaults(const fq_config_t *cfg)
     assert_int_equal(cfg->max_frames, 1000);
     assert_int_equal(cfg->http_timeout_ms, 30000);
     assert_string_equal(cfg->metrics_addr, "0.0.0.0:9400");
+    assert_string_equal(cfg->group_protocol, "classic");
     assert_string_equal(cfg->log_format, "json");
     assert_string_equal(cfg->log_level, "info");
     assert_string_equal(cfg->worker_id, host);
@@ -460,6 +462,10 @@ static const bad_case_t bad_cases[] = {
     {VIA_ENV, "MAX_DECODE_SECONDS", "0", NULL, NULL, "MAX_DECODE_SECONDS: ", "out of range"},
     {VIA_ENV, "MAX_PACKETS_WITHOUT_FRAME", "x", NULL, NULL,
      "MAX_PACKETS_WITHOUT_FRAME: ", "not a whole number"},
+    {VIA_ENV, "GROUP_PROTOCOL", "cooperative", NULL, NULL,
+     "GROUP_PROTOCOL: ", "\"cooperative\" is not one of classic, consumer"},
+    {VIA_FLAG, "--group-protocol", "Consumer", NULL, NULL,
+     "--group-protocol: ", "\"Consumer\" is not one of classic, consumer"},
     {VIA_ENV, "METRICS_ADDR", "9400", NULL, NULL, "METRICS_ADDR: ", "is not host:port"},
     {VIA_ENV, "METRICS_ADDR", "localhost:99999", NULL, NULL, "METRICS_ADDR: ", "port"},
     {VIA_ENV, "METRICS_ADDR", "localhost:http", NULL, NULL, "METRICS_ADDR: ", "port"},
@@ -561,6 +567,7 @@ static void test_good_edge_values(void **state)
         {"MAX_VIDEO_BYTES", "1GiB"},
         {"SHUTDOWN_GRACE_MS", "0"},
         {"ALLOWED_SOURCE_SCHEMES", "file"},
+        {"GROUP_PROTOCOL", "consumer"},
         {"JOB_INPUT", "[{\"platform\":\"x\",\"code\":\"y\"}]"},
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
