@@ -341,6 +341,23 @@ static void commit_owed(fq_worker_t *w)
     rd_kafka_topic_partition_list_destroy(list);
 }
 
+/* Issues again a rewind that has not landed after RESEEK_MS: an asynchronous seek can be lost
+ * (a broker restart, a rebalance), and a partition at its end would then deliver nothing that
+ * could show it (the stale-message check in handle_event covers the other case). */
+static void reseek_lost(fq_worker_t *w)
+{
+    int64_t now = fq_time_mono_ms();
+    for (size_t i = 0; i < w->parts.n; i++) {
+        fq_part_t *p = &w->parts.v[i];
+        if (p->expect < 0 || p->paused || now - p->seek_mono < RESEEK_MS)
+            continue;
+        FQ_DEBUG(NULL, "%s [%d]: rewind to %" PRId64 " not landed yet: seeking again", p->topic,
+                 (int)p->partition, p->expect);
+        p->seek_mono = now;
+        seek_async(w, p->topic, p->partition, p->expect);
+    }
+}
+
 /* Waits until the partition's asynchronous commits are answered, so a transactional offset
  * commit that follows is appended after them (the coordinator keeps the later one). */
 static bool commits_settled(fq_worker_t *w, const char *topic, int32_t partition)
@@ -599,15 +616,21 @@ static fq_error_t *probe_dependencies(void *opaque)
         if (!err)
             err = fq_s3_probe(w->cfg); /* frame store and source, when on s3:// */
     }
+    if (!err) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t kerr = rd_kafka_metadata(w->rkp, 0, NULL, &md, PROBE_FAST_MS * 2);
+        if (kerr)
+            err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_OUTAGE, "kafka: no broker answers: %s",
+                               rd_kafka_err2str(kerr));
+        else
+            rd_kafka_metadata_destroy(md);
+    }
+    /* Not ready at once, even while the loop waits in a Kafka call that the same outage
+     * holds up (up to TXN_TIMEOUT_MS); the loop pauses on its next turn and says when the
+     * outage is over. */
     if (err)
-        return err;
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t kerr = rd_kafka_metadata(w->rkp, 0, NULL, &md, PROBE_FAST_MS * 2);
-    if (kerr)
-        return fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_OUTAGE, "kafka: no broker answers: %s",
-                            rd_kafka_err2str(kerr));
-    rd_kafka_metadata_destroy(md);
-    return NULL;
+        set_ready(w, false, fq_error_message(err));
+    return err;
 }
 
 static fq_error_t *hooks_process(void *opaque, const fq_item_t *item, int attempt,
@@ -1473,6 +1496,7 @@ int fq_worker_run(fq_worker_t *w)
             fq_metrics_heartbeat(w->metrics, 30000);
         rd_kafka_poll(w->rkp, 0);
         commit_owed(w);
+        reseek_lost(w);
         follow_probes(w);
 
         if (*w->opts.stop && !w->stopping) {
