@@ -120,6 +120,8 @@ struct fq_worker {
     int64_t drain_checked; /* mono ms of the last group lag read (--once) */
     long dlq_sent;
     bool fatal;
+    int renewals;        /* producers replaced after fencing, since renew_since */
+    int64_t renew_since; /* mono ms */
     uint64_t rng;
 };
 
@@ -618,7 +620,8 @@ static fq_error_t *probe_dependencies(void *opaque)
     }
     if (!err) {
         const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_resp_err_t kerr = rd_kafka_metadata(w->rkp, 0, NULL, &md, PROBE_FAST_MS * 2);
+        /* The consumer handle: the producer may be replaced (renew_producer) meanwhile. */
+        rd_kafka_resp_err_t kerr = rd_kafka_metadata(w->rk, 0, NULL, &md, PROBE_FAST_MS * 2);
         if (kerr)
             err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_OUTAGE, "kafka: no broker answers: %s",
                                rd_kafka_err2str(kerr));
@@ -1175,6 +1178,8 @@ done:
         enter_outage(w, kind, reason);
         break;
     case FIN_FATAL:
+        /* Not committed: replayed if the producer is renewed, else by the next owner. */
+        seek_back(w, m->topic, m->rkm->partition, m->rkm->offset);
         break;
     }
     return rc;
@@ -1447,6 +1452,62 @@ static void warm_up_producer(fq_worker_t *w)
     }
 }
 
+/* A transactional producer fenced after a Kafka outage is not the end of the worker: when a
+ * transaction outlives transaction.timeout.ms while the cluster is away, the coordinator aborts
+ * it and bumps the producer epoch, and the next EndTxn is refused as fenced. A new producer under
+ * the same transactional.id takes over (init_transactions), and the message whose commit failed
+ * is replayed. At most RENEW_MAX times per RENEW_WINDOW_MS: a live process with the same
+ * WORKER_ID fences us for real, and that still ends in exit 3. */
+#define RENEW_MAX       3
+#define RENEW_WINDOW_MS 600000
+
+static bool renew_producer(fq_worker_t *w)
+{
+    char why[512] = "";
+    if (rd_kafka_fatal_error(w->rk, why, sizeof(why)))
+        return false; /* the consumer itself: nothing to renew */
+    rd_kafka_resp_err_t e = rd_kafka_fatal_error(w->rkp, why, sizeof(why));
+    if (e != RD_KAFKA_RESP_ERR__FENCED && e != RD_KAFKA_RESP_ERR_PRODUCER_FENCED &&
+        e != RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH)
+        return false;
+    int64_t now = fq_time_mono_ms();
+    if (!w->renew_since || now - w->renew_since > RENEW_WINDOW_MS) {
+        w->renew_since = now;
+        w->renewals = 0;
+    }
+    if (w->renewals >= RENEW_MAX) {
+        FQ_ERROR(NULL,
+                 "producer fenced %d times within %d s: another process may use WORKER_ID "
+                 "%s",
+                 w->renewals + 1, RENEW_WINDOW_MS / 1000, w->cfg->worker_id);
+        return false;
+    }
+    w->renewals++;
+    FQ_WARN(NULL, "transactional producer fenced (%s): starting a new one", why);
+    for (int i = 0; i < 2; i++) {
+        if (w->rkt[i])
+            rd_kafka_topic_destroy(w->rkt[i]);
+        w->rkt[i] = NULL;
+    }
+    rd_kafka_destroy(w->rkp);
+    char errstr[512];
+    w->rkp = new_producer(w, errstr, sizeof(errstr));
+    if (!w->rkp) {
+        FQ_ERROR(NULL, "new producer: %s", errstr);
+        return false;
+    }
+    w->fatal = false;
+    w->txn_dirty = false;
+    w->txn_ready = false;
+    int irc = init_transactions(w);
+    if (irc != 0) {
+        w->fatal = irc < 0; /* else stopped while Kafka was away: a clean exit */
+        return false;
+    }
+    warm_up_producer(w);
+    return true;
+}
+
 int fq_worker_run(fq_worker_t *w)
 {
     const fq_config_t *cfg = w->cfg;
@@ -1490,7 +1551,11 @@ int fq_worker_run(fq_worker_t *w)
     set_ready(w, true, NULL);
     follow_probes(w);
 
-    while (!w->fatal) {
+    for (;;) {
+        /* A fatal error with a message in flight: let it finish (its commit fails and rewinds
+         * it), then renew the producer or stop. */
+        if (w->fatal && !w->cur && !renew_producer(w))
+            break;
         int64_t mono = fq_time_mono_ms();
         if (w->metrics)
             fq_metrics_heartbeat(w->metrics, 30000);

@@ -454,6 +454,28 @@ static void test_txn_offset_commit_error_replays(void **state)
     txn_error_replays(API_TXN_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION);
 }
 
+/* A producer fenced at EndTxn (what a Kafka 4 coordinator does after aborting a transaction
+ * that outlived transaction.timeout.ms during an outage) is replaced by a new one under the same
+ * transactional.id: the worker does not exit, replays the message and goes on. */
+static void test_fenced_producer_is_renewed(void **state)
+{
+    cluster_up(1);
+    rd_kafka_mock_push_request_errors(H.mc, API_END_TXN, 1, RD_KAFKA_RESP_ERR_PRODUCER_FENCED);
+    const char *b0[] = {"perm-f", "ok-f"};
+    const char *b1[] = {"ok-g"};
+    produce_batch(0, b0, 2);
+    produce_batch(0, b1, 1);
+    wthread_t a;
+    worker_start(&a, "fenced", false);
+    want_runs = 2;
+    assert_true(wait_for(total_ok_reached));
+    assert_true(wait_for(lag_is_zero));
+    assert_false(atomic_load(&a.finished)); /* still running: not exit 3 */
+    assert_int_equal(worker_join(&a, true), 0);
+    assert_int_equal(stat_get("perm-f", 0), 2);
+    cluster_down();
+}
+
 /* The group coordinator moves to another broker, then its broker goes down for a while, as
  * work flows: nothing is lost, the worker never exits, and the group ends at the end. */
 static void test_coordinator_goes_away(void **state)
@@ -515,6 +537,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_rebalance_in_the_middle_of_a_message),
         cmocka_unit_test(test_end_txn_error_replays),
         cmocka_unit_test(test_txn_offset_commit_error_replays),
+        cmocka_unit_test(test_fenced_producer_is_renewed),
         cmocka_unit_test(test_coordinator_goes_away),
         cmocka_unit_test(test_probe_pauses_and_resumes_an_idle_worker),
     };
