@@ -37,6 +37,12 @@ cleanup() {
     cq_cleanup
 }
 trap cleanup EXIT
+# A failure shows the worker container's log too.
+eval "$(declare -f cq_fail | sed '1s/^cq_fail/cq_fail_base/')"
+cq_fail() {
+    "$podman" logs "$worker" >"$CQ_TMP/worker.log" 2>&1 || true
+    cq_fail_base "$@"
+}
 step() { cq_say "[$((SECONDS - started))s] $*"; }
 
 # ---- build ----------------------------------------------------------------------------------
@@ -98,8 +104,8 @@ mkdir -p "$CQ_TMP/v"
     ff $src -c:v mpeg4 "$CQ_TMP/v/mpeg4.avi"
 } || cq_fail "ffmpeg could not make the test clips"
 echo "this is not a video" >"$CQ_TMP/v/text.txt"
-s3_put good.mp4 "$CQ_TMP/v/h264.mp4"
-s3_put bad.mp4 "$CQ_TMP/v/text.txt"
+s3_put img/good.mp4 "$CQ_TMP/v/h264.mp4"
+s3_put img/bad.mp4 "$CQ_TMP/v/text.txt"
 clips=(h264.mp4 hevc.mp4 mpeg4.mp4 vp8.webm vp9.webm av1.mkv mpeg2.mkv mpeg4.avi)
 for f in "${clips[@]}"; do
     s3_put "codec/${f/./_}" "$CQ_TMP/v/$f"
@@ -153,6 +159,7 @@ while read -r url; do
 done < <(cq_sql "SELECT url FROM extraction_frames")
 ((n >= 1)) || cq_fail "no frame rows"
 cq_say "ok: $n frames of 'good' readable in S3"
+cq_expect_eq "error of 'bad'" "$(cq_sql "SELECT e.stage || ' ' || e.error_class FROM extraction_errors e JOIN extraction_items i ON i.id = e.item_id WHERE i.code = 'bad'")" "decode permanent"
 cq_expect_eq "DLQ messages" "$(cq_count "$KAFKA_DLQ_TOPIC")" 1
 cq_expect_eq "DLQ reason" "$(cq_header "$(cq_read "$KAFKA_DLQ_TOPIC" | grep '^{')" frameq-dlq-reason)" permanent
 
