@@ -3,8 +3,8 @@
 #   bash tests/run.sh
 # On a fresh Debian 12 (as root) it installs what is missing, checks formatting, builds with
 # -DSANITIZE=ON -DWERROR=ON in build-ci/, starts the local stack (deploy/local/up), runs
-# `ctest -L 'unit|integration|chaos|fuzz'` and stops the stack again. Prints which phase runs and
-# stays quiet otherwise; the output of a failing phase is shown. Exit status: ctest's, or 1
+# `ctest -L 'unit|integration|chaos|fuzz|image'` and stops the stack again. Prints which phase
+# runs and stays quiet otherwise; the output of a failing phase is shown. Exit status: ctest's, or 1
 # if an earlier phase (or only the format check) failed.
 #
 # Knobs: FQ_TEST_TIMEOUT (s per test, default 600), FQ_CTEST_ARGS (extra ctest arguments, e.g.
@@ -91,13 +91,13 @@ state=${FRAMEQ_STATE_DIR:-$ROOT/.stack}
 . "$state/env"
 
 # ---- 5. tests -------------------------------------------------------------------------------
-phase "tests: ctest -L 'unit|integration|chaos|fuzz'"
+phase "tests: ctest -L 'unit|integration|chaos|fuzz|image'"
 # LeakSanitizer stays on (default on x86_64 Linux, stated here so nobody turns it off).
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 ctest_rc=0
 # shellcheck disable=SC2086
-ctest --test-dir "$BUILD" --output-on-failure --no-tests=error -L 'unit|integration|chaos|fuzz' \
+ctest --test-dir "$BUILD" --output-on-failure --no-tests=error -L 'unit|integration|chaos|fuzz|image' \
     --timeout "${FQ_TEST_TIMEOUT:-600}" ${FQ_CTEST_ARGS:-} || ctest_rc=$?
 
 phase "done: ctest exit $ctest_rc, format $([[ $format_rc == 0 ]] && echo ok || echo FAILED)"
