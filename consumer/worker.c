@@ -1454,7 +1454,8 @@ static void warm_up_producer(fq_worker_t *w)
 
 /* A transactional producer fenced after a Kafka outage is not the end of the worker: when a
  * transaction outlives transaction.timeout.ms while the cluster is away, the coordinator aborts
- * it and bumps the producer epoch, and the next EndTxn is refused as fenced. A new producer under
+ * it and bumps the producer epoch, and the next EndTxn is refused as fenced (other fatal producer
+ * errors after a broker restart are handled the same way). A new producer under
  * the same transactional.id takes over (init_transactions), and the message whose commit failed
  * is replayed. At most RENEW_MAX times per RENEW_WINDOW_MS: a live process with the same
  * WORKER_ID fences us for real, and that still ends in exit 3. */
@@ -1466,10 +1467,14 @@ static bool renew_producer(fq_worker_t *w)
     char why[512] = "";
     if (rd_kafka_fatal_error(w->rk, why, sizeof(why)))
         return false; /* the consumer itself: nothing to renew */
+    /* Any fatal error of the producer (fenced, or an idempotence sequence lost across the
+     * broker's restart): its state is all in the open transaction, which a new producer under
+     * the same transactional.id aborts. */
     rd_kafka_resp_err_t e = rd_kafka_fatal_error(w->rkp, why, sizeof(why));
-    if (e != RD_KAFKA_RESP_ERR__FENCED && e != RD_KAFKA_RESP_ERR_PRODUCER_FENCED &&
-        e != RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH)
-        return false;
+    if (!e) {
+        snprintf(why, sizeof(why), "a transactional call failed fatally");
+        e = RD_KAFKA_RESP_ERR__FATAL;
+    }
     int64_t now = fq_time_mono_ms();
     if (!w->renew_since || now - w->renew_since > RENEW_WINDOW_MS) {
         w->renew_since = now;
@@ -1483,7 +1488,8 @@ static bool renew_producer(fq_worker_t *w)
         return false;
     }
     w->renewals++;
-    FQ_WARN(NULL, "transactional producer fenced (%s): starting a new one", why);
+    FQ_WARN(NULL, "transactional producer failed fatally (%s: %s): starting a new one",
+            rd_kafka_err2name(e), why);
     for (int i = 0; i < 2; i++) {
         if (w->rkt[i])
             rd_kafka_topic_destroy(w->rkt[i]);
