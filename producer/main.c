@@ -169,8 +169,55 @@ static int parse_int(const char *flag, const char *s, int min, int max, int *out
     return 0;
 }
 
+/* The positional arguments left after getopt: [enqueue] [FILE|-] | redrive | dlq list |
+ * topics create. 0, or -1 after printing why. */
+static int parse_command(int argc, char **argv, fq_cli_opts_t *o)
+{
+    const char *pos[4];
+    int npos = 0;
+    while (optind < argc) {
+        if (npos == 4) {
+            fprintf(stderr, "producer: %s: unexpected argument\n", argv[optind]);
+            return -1;
+        }
+        pos[npos++] = argv[optind++];
+    }
+
+    int i = 0;
+    if (npos && strcmp(pos[0], "redrive") == 0) {
+        o->cmd = FQ_CMD_REDRIVE;
+        i = 1;
+    } else if (npos && strcmp(pos[0], "dlq") == 0) {
+        if (npos < 2 || strcmp(pos[1], "list") != 0) {
+            fprintf(stderr, "producer: dlq: expected 'dlq list'\n");
+            return -1;
+        }
+        o->cmd = FQ_CMD_DLQ_LIST;
+        i = 2;
+    } else if (npos && strcmp(pos[0], "topics") == 0) {
+        if (npos < 2 || strcmp(pos[1], "create") != 0) {
+            fprintf(stderr, "producer: topics: expected 'topics create'\n");
+            return -1;
+        }
+        o->cmd = FQ_CMD_TOPICS_CREATE;
+        i = 2;
+    } else {
+        o->cmd = FQ_CMD_ENQUEUE;
+        if (npos && strcmp(pos[0], "enqueue") == 0)
+            i = 1;
+        if (i < npos)
+            o->input = pos[i++];
+    }
+    if (i < npos) {
+        fprintf(stderr, "producer: %s: unexpected argument\n", pos[i]);
+        return -1;
+    }
+    return 0;
+}
+
 /* Parses program flags (config flags were already removed). Returns -1 to exit 2, 1 to exit 0
- * (help/version/print-config done), 0 to run. */
+ * (help/version/print-config done), 0 to run. Long: one case per flag of long_options, read
+ * as a table; each case is a line or two. */
 static int parse_args(int argc, char **argv, const fq_config_t *cfg, fq_cli_opts_t *o)
 {
     memset(o, 0, sizeof(*o));
@@ -327,46 +374,8 @@ static int parse_args(int argc, char **argv, const fq_config_t *cfg, fq_cli_opts
         }
     }
 
-    /* Positional arguments: [enqueue] [FILE|-] | redrive | dlq list | topics create. */
-    const char *pos[4];
-    int npos = 0;
-    while (optind < argc) {
-        if (npos == 4) {
-            fprintf(stderr, "producer: %s: unexpected argument\n", argv[optind]);
-            return -1;
-        }
-        pos[npos++] = argv[optind++];
-    }
-
-    int i = 0;
-    if (npos && strcmp(pos[0], "redrive") == 0) {
-        o->cmd = FQ_CMD_REDRIVE;
-        i = 1;
-    } else if (npos && strcmp(pos[0], "dlq") == 0) {
-        if (npos < 2 || strcmp(pos[1], "list") != 0) {
-            fprintf(stderr, "producer: dlq: expected 'dlq list'\n");
-            return -1;
-        }
-        o->cmd = FQ_CMD_DLQ_LIST;
-        i = 2;
-    } else if (npos && strcmp(pos[0], "topics") == 0) {
-        if (npos < 2 || strcmp(pos[1], "create") != 0) {
-            fprintf(stderr, "producer: topics: expected 'topics create'\n");
-            return -1;
-        }
-        o->cmd = FQ_CMD_TOPICS_CREATE;
-        i = 2;
-    } else {
-        o->cmd = FQ_CMD_ENQUEUE;
-        if (npos && strcmp(pos[0], "enqueue") == 0)
-            i = 1;
-        if (i < npos)
-            o->input = pos[i++];
-    }
-    if (i < npos) {
-        fprintf(stderr, "producer: %s: unexpected argument\n", pos[i]);
+    if (parse_command(argc, argv, o) != 0)
         return -1;
-    }
     if (o->retry_partitions == -2)
         o->retry_partitions = o->partitions;
     if (!o->to)
