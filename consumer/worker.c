@@ -65,7 +65,7 @@ typedef struct msg {
     size_t nentries;
     fq_pool_job_t *jobs;
     size_t njobs;
-    volatile int cancel;
+    atomic_int cancel; /* set by the poll thread, read by the pool threads */
     bool abandoned; /* partition revoked: never commit */
     int64_t t0;
 } msg_t;
@@ -397,7 +397,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         int32_t partition = parts->elems[i].partition;
         if (w->cur && !w->cur->abandoned && same_partition(w->cur->rkm, topic, partition)) {
             w->cur->abandoned = true;
-            w->cur->cancel = 1;
+            atomic_store(&w->cur->cancel, 1);
             FQ_WARN(NULL, "partition %s [%d] revoked with a message in flight: abandoned", topic,
                     (int)partition);
         }
@@ -607,7 +607,7 @@ static fq_error_t *probe_dependencies(void *opaque)
 }
 
 static fq_error_t *hooks_process(void *opaque, const fq_item_t *item, int attempt,
-                                 const volatile int *cancel, fq_outcome_t *out)
+                                 const atomic_int *cancel, fq_outcome_t *out)
 {
     const fq_worker_hooks_t *h = opaque;
     return h->process(h->ctx, item, attempt, cancel, out);
@@ -1055,7 +1055,7 @@ static fin_rc_t finish_message(fq_worker_t *w, msg_t *m)
     size_t nrouted = 0;
 
     M_SET(w, "frameq_inflight_items", 0.0, NULL);
-    if (m->abandoned || m->cancel) {
+    if (m->abandoned || atomic_load(&m->cancel)) {
         /* Revoked, or cancelled at shutdown: nothing is committed; whoever owns the partition
          * next replays it. */
         FQ_INFO(NULL, "message %s [%d] @%" PRId64 " abandoned without commit", m->topic,
@@ -1482,10 +1482,10 @@ int fq_worker_run(fq_worker_t *w)
             break;
 
         if (w->cur) {
-            if (w->stopping && !w->cur->cancel && mono >= w->stop_deadline) {
+            if (w->stopping && !atomic_load(&w->cur->cancel) && mono >= w->stop_deadline) {
                 FQ_WARN(NULL, "shutdown grace over: cancelling %zu item(s)",
                         fq_pool_pending(w->pool));
-                w->cur->cancel = 1;
+                atomic_store(&w->cur->cancel, 1);
             }
             /* Serve the group (heartbeats, rebalances) while the pool works. */
             rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, 0);
