@@ -36,8 +36,8 @@ typedef enum fq_role {
 typedef struct fq_worker_hooks {
     void *ctx;
     /** Runs one item on a pool thread (thread-safe): NULL = done, or the failure. */
-    fq_error_t *(*process)(void *ctx, const fq_item_t *item, int attempt,
-                           const atomic_int *cancel, fq_outcome_t *out);
+    fq_error_t *(*process)(void *ctx, const fq_item_t *item, int attempt, const atomic_int *cancel,
+                           fq_outcome_t *out);
     /** Records a routed failure (the loop's thread). */
     fq_error_t *(*record_error)(void *ctx, const fq_item_t *item, int attempt,
                                 const fq_error_t *err, const char *status,

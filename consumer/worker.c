@@ -65,7 +65,8 @@ typedef struct msg {
     size_t nentries;
     fq_pool_job_t *jobs;
     size_t njobs;
-    atomic_int cancel; /* set by the poll thread, read by the pool threads */
+    /* set by the poll thread, read by the pool threads */
+    atomic_int cancel;
     bool abandoned; /* partition revoked: never commit */
     int64_t t0;
 } msg_t;
