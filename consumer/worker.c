@@ -98,8 +98,7 @@ struct fq_worker {
     fq_metrics_t *metrics;
     char txn_id[300];
     bool txn_ready;
-    bool txn_dirty;        /* an abort is still owed */
-    bool commit_empty_txn; /* commit offsets of clean messages in a transaction too */
+    bool txn_dirty; /* an abort is still owed */
 
     fq_parts_t parts;
     msg_t *cur;
@@ -631,10 +630,6 @@ fq_worker_t *fq_worker_new(const fq_config_t *cfg, const fq_worker_opts_t *opts,
     w->rng = (uint64_t)fq_time_now_ms() ^ ((uint64_t)getpid() << 32) ^ 0x5DEECE66DULL;
     snprintf(w->txn_id, sizeof(w->txn_id), "frameq-%s-%s", cfg->worker_id,
              fq_role_name(opts->role));
-    /* Hidden benchmark knob: FRAMEQ_COMMIT_EMPTY=txn commits clean messages transactionally
-     * as well; the default commits them with an asynchronous consumer commit. */
-    const char *ce = getenv("FRAMEQ_COMMIT_EMPTY");
-    w->commit_empty_txn = ce && strcmp(ce, "txn") == 0;
 
     if (!w->hooks.process) {
         w->store = fq_store_new(cfg->database_url);
@@ -1120,12 +1115,12 @@ static fin_rc_t finish_message(fq_worker_t *w, msg_t *m)
     }
 
     int64_t tc = fq_time_mono_ms();
-    if (nrouted || w->commit_empty_txn)
+    if (nrouted)
         rc = commit_txn(w, m, nrouted);
     else
         rc = commit_plain(w, m);
-    FQ_DEBUG(NULL, "%s commit took %" PRId64 " ms",
-             nrouted || w->commit_empty_txn ? "transactional" : "consumer", fq_time_mono_ms() - tc);
+    FQ_DEBUG(NULL, "%s commit took %" PRId64 " ms", nrouted ? "transactional" : "consumer",
+             fq_time_mono_ms() - tc);
     if (rc == FIN_OUTAGE)
         snprintf(reason, sizeof(reason), "kafka: publishing or committing failed");
 
