@@ -143,8 +143,7 @@ fail:
 /* The database URL is used only when set explicitly (env, file or flag), not by default. */
 static bool db_configured(const fq_config_t *cfg)
 {
-    const char *env = getenv("DATABASE_URL");
-    return (env && *env) || strcmp(cfg->database_url, "postgresql:///frameq") != 0;
+    return fq_config_origin(cfg, "DATABASE_URL") != FQ_ORIGIN_DEFAULT;
 }
 
 /* One run's state: the transactional producer, the DLQ reader whose offsets it commits, and

@@ -9,6 +9,42 @@
 #include "fq_cli.h"
 #include "fq_config.h"
 
+/* One line per topic of the CreateTopics result: created, exists or failed. 0, or
+ * FQ_EXIT_DELIVERY when one failed. */
+static int print_results(rd_kafka_event_t *ev, const char *const names[3], const int parts[3],
+                         int replication_factor)
+{
+    int rc = 0;
+    size_t cnt = 0;
+    const rd_kafka_topic_result_t **res =
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+    for (size_t i = 0; i < cnt; i++) {
+        const char *tname = rd_kafka_topic_result_name(res[i]);
+        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(res[i]);
+        int p = 0;
+        for (int j = 0; j < 3; j++)
+            if (!strcmp(names[j], tname))
+                p = parts[j];
+        if (!err) {
+            char rf[32];
+            if (replication_factor < 0)
+                snprintf(rf, sizeof(rf), "the broker's default");
+            else
+                snprintf(rf, sizeof(rf), "%d", replication_factor);
+            printf("%s: created (%d partitions, replication factor %s)\n", tname, p, rf);
+        } else if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            printf("%s: exists\n", tname);
+        } else {
+            printf("%s: failed: %s\n", tname,
+                   rd_kafka_topic_result_error_string(res[i])
+                       ? rd_kafka_topic_result_error_string(res[i])
+                       : rd_kafka_err2str(err));
+            rc = FQ_EXIT_DELIVERY;
+        }
+    }
+    return rc;
+}
+
 int fq_cli_topics_create(const fq_config_t *cfg, const fq_cli_opts_t *o)
 {
     int rc = FQ_EXIT_DELIVERY;
@@ -47,17 +83,8 @@ int fq_cli_topics_create(const fq_config_t *cfg, const fq_cli_opts_t *o)
     aopts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_AdminOptions_set_request_timeout(aopts, (int)o->timeout_ms, errstr, sizeof(errstr));
     rd_kafka_AdminOptions_set_operation_timeout(aopts, (int)o->timeout_ms, errstr, sizeof(errstr));
-    /* The same topic named twice (e.g. KAFKA_RETRY_TOPIC = KAFKA_TOPIC) would fail the call. */
-    size_t n = 3;
-    if (!strcmp(names[2], names[1]) || !strcmp(names[2], names[0]))
-        n--;
-    if (!strcmp(names[1], names[0])) {
-        rd_kafka_NewTopic_t *t = nt[1];
-        nt[1] = nt[2];
-        nt[2] = t;
-        n = n == 3 ? 2 : 1;
-    }
-    rd_kafka_CreateTopics(rk, nt, n, aopts, q);
+    /* fq_config_load already refused equal topic names, which would fail the call. */
+    rd_kafka_CreateTopics(rk, nt, 3, aopts, q);
     ev = rd_kafka_queue_poll(q, (int)o->timeout_ms + 5000);
     if (!ev) {
         fprintf(stderr,
@@ -71,34 +98,7 @@ int fq_cli_topics_create(const fq_config_t *cfg, const fq_cli_opts_t *o)
                 cfg->kafka_brokers, rd_kafka_event_error_string(ev));
         goto done;
     }
-    size_t cnt = 0;
-    const rd_kafka_topic_result_t **res =
-        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
-    rc = 0;
-    for (size_t i = 0; i < cnt; i++) {
-        const char *tname = rd_kafka_topic_result_name(res[i]);
-        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(res[i]);
-        int p = 0;
-        for (int j = 0; j < 3; j++)
-            if (!strcmp(names[j], tname))
-                p = parts[j];
-        if (!err) {
-            char rf[32];
-            if (o->replication_factor < 0)
-                snprintf(rf, sizeof(rf), "the broker's default");
-            else
-                snprintf(rf, sizeof(rf), "%d", o->replication_factor);
-            printf("%s: created (%d partitions, replication factor %s)\n", tname, p, rf);
-        } else if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-            printf("%s: exists\n", tname);
-        } else {
-            printf("%s: failed: %s\n", tname,
-                   rd_kafka_topic_result_error_string(res[i])
-                       ? rd_kafka_topic_result_error_string(res[i])
-                       : rd_kafka_err2str(err));
-            rc = FQ_EXIT_DELIVERY;
-        }
-    }
+    rc = print_results(ev, names, parts, o->replication_factor);
 done:
     if (ev)
         rd_kafka_event_destroy(ev);
