@@ -960,15 +960,20 @@ static fin_rc_t commit_txn(fq_worker_t *w, msg_t *m, size_t nrouted)
                  * until the main topic's retention ends. */
                 char sha[65];
                 fq_sha256_hex(value, len, sha);
-                fq_headers_set_int(hdrs, FQ_HDR_ORIGINAL_SIZE, (int64_t)len);
-                fq_headers_set(hdrs, FQ_HDR_ORIGINAL_SHA256, sha);
+                int herr = fq_headers_set_int(hdrs, FQ_HDR_ORIGINAL_SIZE, (int64_t)len);
+                herr |= fq_headers_set(hdrs, FQ_HDR_ORIGINAL_SHA256, sha);
                 char why[FQ_ERROR_MESSAGE_MAX];
                 snprintf(why, sizeof(why),
                          "message of %zu bytes is larger than the DLQ takes (%d): value cut "
                          "to its first %d bytes; the original is at %s [%d] @%" PRId64,
                          len, FQ_DLQ_VALUE_MAX, FQ_DLQ_VALUE_MAX, m->topic, (int)m->rkm->partition,
                          m->rkm->offset);
-                fq_headers_set(hdrs, FQ_HDR_ERROR, why);
+                herr |= fq_headers_set(hdrs, FQ_HDR_ERROR, why);
+                if (herr) {
+                    rd_kafka_headers_destroy(hdrs);
+                    txn_abort(w);
+                    return FIN_OUTAGE;
+                }
                 FQ_WARN(NULL, "%s", why);
                 len = FQ_DLQ_VALUE_MAX;
             }

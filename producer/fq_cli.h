@@ -47,25 +47,25 @@ typedef struct fq_cli_opts {
 } fq_cli_opts_t;
 
 /** @brief enqueue: validate all input, then publish batch messages. Returns the exit code. */
-int fq_cli_enqueue(const fq_config_t *cfg, const fq_cli_opts_t *o);
+int fq_cli_enqueue(const fq_config_t *cfg, const fq_cli_opts_t *o) FQ_WARN_UNUSED;
 
 /** @brief topics create: the three topics through the admin API. Returns the exit code. */
-int fq_cli_topics_create(const fq_config_t *cfg, const fq_cli_opts_t *o);
+int fq_cli_topics_create(const fq_config_t *cfg, const fq_cli_opts_t *o) FQ_WARN_UNUSED;
 
 /** @brief dlq list: the whole DLQ as a table, then counts. Returns the exit code. */
-int fq_cli_dlq_list(const fq_config_t *cfg, const fq_cli_opts_t *o);
+int fq_cli_dlq_list(const fq_config_t *cfg, const fq_cli_opts_t *o) FQ_WARN_UNUSED;
 
 /** @brief redrive: DLQ -> main or retry topic, transactional and resumable (contract in
  *  redrive.c). Returns the exit code. */
-int fq_cli_redrive(const fq_config_t *cfg, const fq_cli_opts_t *o);
+int fq_cli_redrive(const fq_config_t *cfg, const fq_cli_opts_t *o) FQ_WARN_UNUSED;
 
 /** @brief The configuration's librdkafka settings with librdkafka's log lines routed to fq_log;
  *  NULL after printing why. */
-rd_kafka_conf_t *fq_cli_kafka_conf(const fq_config_t *cfg);
+rd_kafka_conf_t *fq_cli_kafka_conf(const fq_config_t *cfg) FQ_WARN_UNUSED;
 
 /** @brief rd_kafka_new of type with conf, which it takes in every case (destroyed on failure);
  *  NULL after printing why. */
-rd_kafka_t *fq_cli_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf);
+rd_kafka_t *fq_cli_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf) FQ_WARN_UNUSED;
 
 /** @brief Sets one librdkafka property. Without force, a property the user set (KAFKA_CONFIG_*
  *  or -X) wins and this is a no-op. 0, or -1 after printing why. */
@@ -91,7 +91,8 @@ void fq_dlq_close(fq_dlq_reader_t *r);
 
 /** @brief Next DLQ message, or NULL at the end of every partition (*failed set on error,
  *  timeout or a stop request). */
-rd_kafka_message_t *fq_dlq_next(fq_dlq_reader_t *r, int64_t timeout_ms, bool *failed);
+rd_kafka_message_t *fq_dlq_next(fq_dlq_reader_t *r, int64_t timeout_ms,
+                                bool *failed) FQ_WARN_UNUSED;
 
 /** @brief Index of partition in r->parts, or -1. */
 int fq_dlq_part_index(const fq_dlq_reader_t *r, int32_t partition);

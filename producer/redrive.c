@@ -65,6 +65,15 @@ static int txn_commit(rd_kafka_t *producer, fq_dlq_reader_t *r, int64_t timeout_
     return -1;
 }
 
+/* A malloc'd copy of the message's value (a 1-byte buffer for an empty one); NULL on OOM. */
+static char *value_copy(const rd_kafka_message_t *m)
+{
+    char *value = malloc(m->len ? m->len : 1);
+    if (value && m->len)
+        memcpy(value, m->payload, m->len);
+    return value;
+}
+
 /* Builds and produces the redrive message for one DLQ message. 0, or -1. */
 static int redrive_one(rd_kafka_t *producer, const fq_config_t *cfg, const fq_cli_opts_t *o,
                        const rd_kafka_message_t *m, const fq_item_t *item, const fq_dlq_entry_t *e)
@@ -77,6 +86,7 @@ static int redrive_one(rd_kafka_t *producer, const fq_config_t *cfg, const fq_cl
     char batch_id[37];
     const void *key = m->key;
     size_t key_len = m->key_len;
+    int herr = 0; /* the rd_kafka errors of the header edits, or'ed */
 
     if (to_retry) {
         /* The DLQ value is the item as received: the retry topic takes it unchanged, with the
@@ -85,14 +95,12 @@ static int redrive_one(rd_kafka_t *producer, const fq_config_t *cfg, const fq_cl
             hdrs = rd_kafka_headers_copy(src);
         else
             hdrs = rd_kafka_headers_new(8);
-        fq_headers_set(hdrs, FQ_HDR_DLQ_REASON, NULL);
-        fq_headers_set_int(hdrs, FQ_HDR_ATTEMPT, 0);
-        fq_headers_set_int(hdrs, FQ_HDR_NOT_BEFORE, fq_time_now_ms());
-        value = malloc(m->len ? m->len : 1);
+        herr |= fq_headers_set(hdrs, FQ_HDR_DLQ_REASON, NULL);
+        herr |= fq_headers_set_int(hdrs, FQ_HDR_ATTEMPT, 0);
+        herr |= fq_headers_set_int(hdrs, FQ_HDR_NOT_BEFORE, fq_time_now_ms());
+        value = value_copy(m);
         if (!value)
             goto fail;
-        if (m->len)
-            memcpy(value, m->payload, m->len);
         len = m->len;
     } else {
         hdrs = rd_kafka_headers_new(2);
@@ -105,15 +113,17 @@ static int redrive_one(rd_kafka_t *producer, const fq_config_t *cfg, const fq_cl
             value = fq_batch_encode(batch_id, at, item, 1, &len);
         } else {
             /* --include-malformed: the raw bytes as they were */
-            value = malloc(m->len ? m->len : 1);
-            if (value && m->len)
-                memcpy(value, m->payload, m->len);
+            value = value_copy(m);
             len = m->len;
         }
         if (!value)
             goto fail;
     }
-    fq_headers_set_int(hdrs, FQ_HDR_REDRIVE_COUNT, e->redrive_count + 1);
+    herr |= fq_headers_set_int(hdrs, FQ_HDR_REDRIVE_COUNT, e->redrive_count + 1);
+    if (herr) {
+        fprintf(stderr, "producer: redrive %s: cannot set its headers\n", e->key);
+        goto fail;
+    }
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
             producer, RD_KAFKA_V_TOPIC(to_retry ? cfg->kafka_retry_topic : cfg->kafka_topic),

@@ -425,7 +425,7 @@ static void test_dlq_entry_and_filters(void **state)
             fail_msg("%s: expected %d", cases[i].name, cases[i].match);
 
     /* No failed-at header: never passes a time filter, passes the others. */
-    fq_headers_set(hdrs, FQ_HDR_FAILED_AT, NULL);
+    assert_int_equal(fq_headers_set(hdrs, FQ_HDR_FAILED_AT, NULL), 0);
     fq_dlq_entry_from(&e, "ig:ABC", 6, hdrs);
     assert_int_equal(e.failed_at_ms, -1);
     fq_dlq_filter_t f = {none, none, none, "ig", 0, -1};
