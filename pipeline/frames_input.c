@@ -230,10 +230,9 @@ done:
     return err;
 }
 
-fq_error_t *frames_open_input(run_t *r)
+/* fstat and the AVIOContext over pread. */
+static fq_error_t *open_avio(run_t *r)
 {
-    fq_error_t *err = NULL;
-    int ret;
     struct stat sb;
     if (fstat(r->fd, &sb) < 0) {
         return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "input fd: %s", strerror(errno));
@@ -251,11 +250,14 @@ fq_error_t *frames_open_input(run_t *r)
         av_free(buf);
         return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "out of memory");
     }
-    if ((err = open_allowed_demuxer(r))) {
-        return err;
-    }
-    /* A declared size over the cap is refused before any frame is decoded (stream probing
-     * below decodes frames). */
+    return NULL;
+}
+
+/* Refuses a declared size over the cap before any frame is decoded, then probes the streams
+ * (which opens decoders: only allowed ones, through codec_whitelist, each capped). */
+static fq_error_t *probe_streams(run_t *r)
+{
+    fq_error_t *err = NULL;
     for (unsigned i = 0; i < r->fmt->nb_streams; i++) {
         const AVCodecParameters *p = r->fmt->streams[i]->codecpar;
         if (p->codec_type == AVMEDIA_TYPE_VIDEO &&
@@ -273,7 +275,7 @@ fq_error_t *frames_open_input(run_t *r)
     for (unsigned i = 0; i < nsopts; i++) {
         av_dict_set_int(&sopts[i], "max_pixels", r->fx->opts.max_pixels, 0);
     }
-    ret = avformat_find_stream_info(r->fmt, sopts);
+    int ret = avformat_find_stream_info(r->fmt, sopts);
     for (unsigned i = 0; i < nsopts; i++) {
         av_dict_free(&sopts[i]);
     }
@@ -281,8 +283,15 @@ fq_error_t *frames_open_input(run_t *r)
     if (ret < 0) {
         return frames_decode_error(ret, "cannot read stream information");
     }
+    return NULL;
+}
+
+/* The best video stream and its decoder, which must be allowed; sets r->vidx and r->st. */
+static fq_error_t *choose_video_stream(run_t *r, const AVCodec **codec_out)
+{
+    fq_error_t *err = NULL;
     const AVCodec *codec = NULL;
-    ret = av_find_best_stream(r->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
+    int ret = av_find_best_stream(r->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
     if (ret == AVERROR_STREAM_NOT_FOUND) {
         return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT, "no video stream in input");
     }
@@ -312,6 +321,14 @@ fq_error_t *frames_open_input(run_t *r)
     if ((err = check_declared_size(r, r->st->codecpar))) {
         return err;
     }
+    *codec_out = codec;
+    return NULL;
+}
+
+/* Discards the other streams; the time base, start, frame duration, rotation, container
+ * duration and the NAL length size the fps planner needs. */
+static void stream_timing(run_t *r)
+{
     for (unsigned i = 0; i < r->fmt->nb_streams; i++) {
         if ((int)i != r->vidx) {
             r->fmt->streams[i]->discard = AVDISCARD_ALL;
@@ -341,12 +358,16 @@ fq_error_t *frames_open_input(run_t *r)
                par->extradata[0] == 1) {
         r->nal_len_size = (par->extradata[21] & 3) + 1; /* hvcC */
     }
+}
 
+/* The video decoder, capped (max_pixels, codec_whitelist) and threaded. */
+static fq_error_t *open_decoder(run_t *r, const AVCodec *codec)
+{
     r->dec = avcodec_alloc_context3(codec);
     if (!r->dec) {
         return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "out of memory");
     }
-    ret = avcodec_parameters_to_context(r->dec, r->st->codecpar);
+    int ret = avcodec_parameters_to_context(r->dec, r->st->codecpar);
     if (ret < 0) {
         return frames_decode_error(ret, "decoder parameters");
     }
@@ -363,6 +384,12 @@ fq_error_t *frames_open_input(run_t *r)
         return frames_decode_error(ret, "cannot open the video decoder");
     }
 
+    return NULL;
+}
+
+/* What fq_frames_extract reports about the input (fq_media_info_t), from the open stream. */
+static void fill_info(run_t *r, const AVCodec *codec)
+{
     fq_media_info_t *info = r->info;
     info->width = r->st->codecpar->width;
     info->height = r->st->codecpar->height;
@@ -376,5 +403,20 @@ fq_error_t *frames_open_input(run_t *r)
     } else if (r->container_ms > 0) {
         info->duration_ms = r->container_ms;
     }
-    return err;
+}
+
+fq_error_t *frames_open_input(run_t *r)
+{
+    fq_error_t *err = NULL;
+    const AVCodec *codec = NULL;
+    if ((err = open_avio(r)) || (err = open_allowed_demuxer(r)) || (err = probe_streams(r)) ||
+        (err = choose_video_stream(r, &codec))) {
+        return err;
+    }
+    stream_timing(r);
+    if ((err = open_decoder(r, codec))) {
+        return err;
+    }
+    fill_info(r, codec);
+    return NULL;
 }
