@@ -253,18 +253,13 @@ static fq_error_t *check_limits_up_front(run_t *r)
     return NULL;
 }
 
-fq_error_t *fq_frames_extract(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *opaque,
-                              fq_media_info_t *info)
+/* A run's state for one extraction, the extractor's reused buffers reset. NULL on OOM. */
+static run_t *run_new(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *opaque,
+                      fq_media_info_t *info)
 {
-    fq_error_t *err = NULL;
-    fq_media_info_t local_info;
-    if (!info) {
-        info = &local_info;
-    }
-    memset(info, 0, sizeof(*info));
     run_t *r = calloc(1, sizeof(*r));
     if (!r) {
-        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "out of memory");
+        return NULL;
     }
     r->fx = fx;
     r->cb = cb;
@@ -284,51 +279,40 @@ fq_error_t *fq_frames_extract(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *o
     if (fx->opts.max_decode_ms > 0) {
         r->deadline_ms = fq_time_mono_ms() + fx->opts.max_decode_ms;
     }
+    return r;
+}
 
-    if ((err = frames_open_input(r))) {
-        if (r->timed_out) { /* an abort by the deadline reads as a generic failure */
-            fq_error_destroy(err);
-            err = frames_timeout_error(r);
-        }
-        goto done;
-    }
-    if ((err = check_limits_up_front(r))) {
-        goto done;
-    }
-    if (fx->opts.mode == FQ_FRAME_MODE_FPS) {
-        err = frames_decode_fps(r);
-    } else {
-        err = frames_decode_all(r);
-    }
-    if (!err && r->timed_out) {
-        err = frames_timeout_error(r); /* reading stopped by the deadline */
-    }
-    if (err) {
-        goto done;
+/* After decoding without an error: the deadline, a read error, no frame at all; damage that
+ * still left frames is only logged. NULL or the error. */
+static fq_error_t *run_verdict(run_t *r)
+{
+    if (r->timed_out) {
+        return frames_timeout_error(r); /* reading stopped by the deadline */
     }
     if (r->io_errno) {
-        err = fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "reading input: %s",
-                           strerror(r->io_errno));
-        goto done;
+        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "reading input: %s",
+                            strerror(r->io_errno));
     }
     if (r->decoded == 0) {
         int code = r->last_decode_error ? r->last_decode_error
                    : r->read_error      ? r->read_error
                                         : AVERROR_INVALIDDATA;
-        err = frames_decode_error(code, "no frame could be decoded");
-        goto done;
+        return frames_decode_error(code, "no frame could be decoded");
     }
     if (r->read_error || r->decode_errors) {
         FQ_DEBUG(NULL, "input damaged: kept %d frames of %lld decoded (%d decode errors)",
                  r->emitted, (long long)r->decoded, r->decode_errors);
     }
-    if (info->duration_ms <= 0) {
-        info->duration_ms = r->last_end_ms;
+    if (r->info->duration_ms <= 0) {
+        r->info->duration_ms = r->last_end_ms;
     }
+    return NULL;
+}
 
-done:
-    info->frame_count = r->emitted;
-    info->frames_decoded = r->decoded;
+/* Closes the input and decoder and frees the run; the extractor keeps its buffers. */
+static void run_free(run_t *r)
+{
+    fq_frames_t *fx = r->fx;
     avcodec_free_context(&r->dec);
     if (r->fmt) {
         avformat_close_input(&r->fmt);
@@ -342,5 +326,34 @@ done:
     av_frame_unref(fx->held);
     av_packet_unref(fx->pkt);
     free(r);
+}
+
+fq_error_t *fq_frames_extract(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *opaque,
+                              fq_media_info_t *info)
+{
+    fq_error_t *err = NULL;
+    fq_media_info_t local_info;
+    if (!info) {
+        info = &local_info;
+    }
+    memset(info, 0, sizeof(*info));
+    run_t *r = run_new(fx, fd, cb, opaque, info);
+    if (!r) {
+        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "out of memory");
+    }
+    if ((err = frames_open_input(r))) {
+        if (r->timed_out) { /* an abort by the deadline reads as a generic failure */
+            fq_error_destroy(err);
+            err = frames_timeout_error(r);
+        }
+    } else if (!(err = check_limits_up_front(r))) {
+        err = fx->opts.mode == FQ_FRAME_MODE_FPS ? frames_decode_fps(r) : frames_decode_all(r);
+        if (!err) {
+            err = run_verdict(r);
+        }
+    }
+    info->frame_count = r->emitted;
+    info->frames_decoded = r->decoded;
+    run_free(r);
     return err;
 }

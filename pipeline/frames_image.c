@@ -112,6 +112,48 @@ static void rotate_planes(const AVFrame *src, AVFrame *dst, int rotation)
     }
 }
 
+/* Limited-range sources must be expanded to JPEG's full range. */
+static void set_full_range(struct SwsContext *sws, const AVFrame *src)
+{
+    int *inv, *tbl, src_range, dst_range, bright, contrast, sat;
+    if (sws_getColorspaceDetails(sws, &inv, &src_range, &tbl, &dst_range, &bright, &contrast,
+                                 &sat) < 0) {
+        return;
+    }
+    const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(src->format);
+    bool is_j = desc && strncmp(desc->name, "yuvj", 4) == 0;
+    int full = src->color_range == AVCOL_RANGE_JPEG || is_j;
+    const int *coefs =
+        sws_getCoefficients(src->colorspace == AVCOL_SPC_BT709 ? SWS_CS_ITU709 : SWS_CS_DEFAULT);
+    sws_setColorspaceDetails(sws, coefs, full, tbl, 1, bright, contrast, sat);
+}
+
+/* Encodes out into fx->jpeg with the open encoder. NULL or the error. */
+static fq_error_t *encode_jpeg(fq_frames_t *fx, AVFrame *out)
+{
+    fq_error_t *err = NULL;
+    out->quality = fx->enc->global_quality;
+    /* The encoder outlives a run: a pts restarting at 0 would be refused ("Invalid pts (0) <=
+     * last"), so let it number the pictures itself. */
+    out->pts = AV_NOPTS_VALUE;
+    av_packet_unref(fx->jpeg);
+    int ret = avcodec_send_frame(fx->enc, out);
+    if (ret >= 0) {
+        ret = avcodec_receive_packet(fx->enc, fx->jpeg);
+    }
+    if (ret < 0) {
+        char text[128];
+        frames_av_err_text(ret, text, sizeof(text));
+        err = fq_error_new(FQ_STAGE_ENCODE,
+                           ret == AVERROR(ENOMEM) ? FQ_CLASS_RETRIABLE : FQ_CLASS_PERMANENT,
+                           "mjpeg encoding failed: %s", text);
+        fq_error_set_code(err, ret);
+    }
+    return err;
+}
+
+/* Scales src to fit max_dim at its display aspect, rotates it upright and encodes it into
+ * fx->jpeg. */
 static fq_error_t *encode_frame(run_t *r, const AVFrame *src)
 {
     fq_frames_t *fx = r->fx;
@@ -144,19 +186,7 @@ static fq_error_t *encode_frame(run_t *r, const AVFrame *src)
                            av_get_pix_fmt_name(src->format), src->width, src->height);
         goto done;
     }
-    {
-        /* limited-range sources must be expanded to JPEG's full range */
-        int *inv, *tbl, src_range, dst_range, bright, contrast, sat;
-        if (sws_getColorspaceDetails(fx->sws, &inv, &src_range, &tbl, &dst_range, &bright,
-                                     &contrast, &sat) >= 0) {
-            const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(src->format);
-            bool is_j = desc && strncmp(desc->name, "yuvj", 4) == 0;
-            int full = src->color_range == AVCOL_RANGE_JPEG || is_j;
-            const int *coefs = sws_getCoefficients(
-                src->colorspace == AVCOL_SPC_BT709 ? SWS_CS_ITU709 : SWS_CS_DEFAULT);
-            sws_setColorspaceDetails(fx->sws, coefs, full, tbl, 1, bright, contrast, sat);
-        }
-    }
+    set_full_range(fx->sws, src);
     if (av_frame_make_writable(fx->scaled) < 0) {
         err = fq_error_new(FQ_STAGE_ENCODE, FQ_CLASS_RETRIABLE, "frame buffer: out of memory");
         goto done;
@@ -180,24 +210,7 @@ static fq_error_t *encode_frame(run_t *r, const AVFrame *src)
     if ((err = ensure_encoder(fx, out_w, out_h))) {
         goto done;
     }
-    out->quality = fx->enc->global_quality;
-    /* The encoder outlives a run: a pts restarting at 0 would be refused ("Invalid pts (0) <=
-     * last"), so let it number the pictures itself. */
-    out->pts = AV_NOPTS_VALUE;
-    av_packet_unref(fx->jpeg);
-    int ret = avcodec_send_frame(fx->enc, out);
-    if (ret >= 0) {
-        ret = avcodec_receive_packet(fx->enc, fx->jpeg);
-    }
-    if (ret < 0) {
-        char text[128];
-        frames_av_err_text(ret, text, sizeof(text));
-        err = fq_error_new(FQ_STAGE_ENCODE,
-                           ret == AVERROR(ENOMEM) ? FQ_CLASS_RETRIABLE : FQ_CLASS_PERMANENT,
-                           "mjpeg encoding failed: %s", text);
-        fq_error_set_code(err, ret);
-        goto done;
-    }
+    err = encode_jpeg(fx, out);
 done:
     return err;
 }
