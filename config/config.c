@@ -897,6 +897,12 @@ void fq_config_destroy(fq_config_t *cfg)
     free(cfg);
 }
 
+fq_config_origin_t fq_config_origin(const fq_config_t *cfg, const char *name)
+{
+    const param_t *p = param_by_name(name);
+    return p ? cfg->state->origin[param_index(p)] : FQ_ORIGIN_DEFAULT;
+}
+
 int fq_config_set(fq_config_t *cfg, const char *name, const char *value, fq_config_origin_t origin,
                   char *errstr, size_t errstr_size)
 {

@@ -134,6 +134,10 @@ int fq_config_load_file(fq_config_t *cfg, const char *path, char *errstr,
 int fq_config_set(fq_config_t *cfg, const char *name, const char *value, fq_config_origin_t origin,
                   char *errstr, size_t errstr_size) FQ_WARN_UNUSED;
 
+/** @brief Where the setting called name (e.g. "DATABASE_URL") got its effective value;
+ *  FQ_ORIGIN_DEFAULT for a name that is no setting. */
+fq_config_origin_t fq_config_origin(const fq_config_t *cfg, const char *name);
+
 /** @brief Prints every setting as NAME=VALUE  # origin, secrets masked, to out. */
 void fq_config_print(const fq_config_t *cfg, FILE *out);
 

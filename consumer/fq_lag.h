@@ -10,6 +10,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "fq_config.h"
+
 typedef struct fq_lag_part {
     const char *topic; /**< points into the caller's topic names */
     int32_t partition;
@@ -30,7 +32,7 @@ typedef struct fq_lag {
  * request. 0 and *out filled (free with fq_lag_clear), or -1 with errstr.
  */
 int fq_lag_read(rd_kafka_t *rk, const char *const *topics, size_t ntopics, int timeout_ms,
-                fq_lag_t *out, char *errstr, size_t errstr_size);
+                fq_lag_t *out, char *errstr, size_t errstr_size) FQ_WARN_UNUSED;
 
 /** @brief Frees what fq_lag_read filled; NULL-safe. */
 void fq_lag_clear(fq_lag_t *lag);

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fq_config.h"
+
 typedef struct fq_metrics fq_metrics_t;
 
 typedef enum fq_metric_type {
@@ -18,7 +20,7 @@ typedef enum fq_metric_type {
 } fq_metric_type_t;
 
 /** @brief An empty registry; no server yet. */
-fq_metrics_t *fq_metrics_new(void);
+fq_metrics_t *fq_metrics_new(void) FQ_WARN_UNUSED;
 
 /** @brief Stops the server thread (if any) and frees everything; NULL-safe. */
 void fq_metrics_destroy(fq_metrics_t *m);
@@ -31,7 +33,8 @@ int fq_metrics_declare(fq_metrics_t *m, const char *name, fq_metric_type_t type,
  * @brief Starts the HTTP server thread on addr ("host:port", "0.0.0.0:9400", "127.0.0.1:0"
  * picks a free port). "" or "off" starts nothing and returns 0. -1 with errstr on failure.
  */
-int fq_metrics_serve(fq_metrics_t *m, const char *addr, char *errstr, size_t errstr_size);
+int fq_metrics_serve(fq_metrics_t *m, const char *addr, char *errstr,
+                     size_t errstr_size) FQ_WARN_UNUSED;
 
 /** @brief The port actually bound (useful with port 0); 0 when not serving. */
 int fq_metrics_port(const fq_metrics_t *m);

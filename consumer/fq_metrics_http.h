@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "fq_config.h"
+
 /** Connections served at once; further ones wait in the listen backlog. */
 #define FQ_METRICS_HTTP_MAX_CONNS 32
 /** A connection idle (nothing received or sent) this long is closed. */
@@ -18,7 +20,7 @@ typedef struct fq_metrics_http fq_metrics_http_t;
 /** @brief Serves m on addr ("host:port", "[v6]:port"; empty host or "*" = every interface)
  *  from its own thread. NULL with errstr ("METRICS_ADDR: ...") on failure. */
 fq_metrics_http_t *fq_metrics_http_start(fq_metrics_t *m, const char *addr, char *errstr,
-                                         size_t errstr_size);
+                                         size_t errstr_size) FQ_WARN_UNUSED;
 
 /** @brief The port bound; 0 for NULL. */
 int fq_metrics_http_port(const fq_metrics_http_t *http);

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fq_config.h"
+
 typedef struct fq_part {
     char *topic;
     int32_t partition;
@@ -43,7 +45,7 @@ typedef enum fq_take {
 
 fq_part_t *fq_parts_find(fq_parts_t *t, const char *topic, int32_t partition);
 /** @brief Adds the partition (fresh state) unless present; NULL when out of memory. */
-fq_part_t *fq_parts_add(fq_parts_t *t, const char *topic, int32_t partition);
+fq_part_t *fq_parts_add(fq_parts_t *t, const char *topic, int32_t partition) FQ_WARN_UNUSED;
 void fq_parts_remove(fq_parts_t *t, const char *topic, int32_t partition);
 void fq_parts_clear(fq_parts_t *t);
 

@@ -4,6 +4,7 @@
 #ifndef FQ_POOL_H
 #define FQ_POOL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -25,25 +26,25 @@ typedef struct fq_pool_job {
 
 /** Runs one item in place of fq_pipeline_process (tests of the worker core); thread-safe. */
 typedef fq_error_t *(*fq_pool_process_fn)(void *ctx, const fq_item_t *item, int attempt,
-                                          const volatile int *cancel, fq_outcome_t *out);
+                                          const atomic_int *cancel, fq_outcome_t *out);
 
 /** @brief Starts threads, each with fq_pipeline_new(cfg, with_db). NULL with errstr. */
 fq_pool_t *fq_pool_new(const fq_config_t *cfg, int threads, bool with_db, char *errstr,
-                       size_t errstr_size);
+                       size_t errstr_size) FQ_WARN_UNUSED;
 
 /** @brief Starts threads that run process(ctx, ...) for each item instead of a pipeline. */
 fq_pool_t *fq_pool_new_with(int threads, fq_pool_process_fn process, void *ctx, char *errstr,
-                            size_t errstr_size);
+                            size_t errstr_size) FQ_WARN_UNUSED;
 
 /** @brief Joins the threads (after the current jobs finish) and frees; NULL-safe. */
 void fq_pool_destroy(fq_pool_t *pool);
 
 /** @brief Hands jobs[0..n) to the threads. The previous set must be finished. cancel is the
  *  pipeline's cancel flag for this set (may be NULL). */
-void fq_pool_submit(fq_pool_t *pool, fq_pool_job_t *jobs, size_t n, const volatile int *cancel);
+void fq_pool_submit(fq_pool_t *pool, fq_pool_job_t *jobs, size_t n, const atomic_int *cancel);
 
 /** @brief Waits up to timeout_ms for the current set; true when every job has finished. */
-bool fq_pool_wait(fq_pool_t *pool, int timeout_ms);
+bool fq_pool_wait(fq_pool_t *pool, int timeout_ms) FQ_WARN_UNUSED;
 
 /** @brief Jobs of the current set still running or queued. */
 size_t fq_pool_pending(fq_pool_t *pool);

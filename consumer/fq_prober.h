@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "fq_error.h"
+#include "fq_config.h"
 
 typedef struct fq_prober fq_prober_t;
 
@@ -28,7 +29,7 @@ typedef struct fq_probe_result {
 
 /** @brief Starts the thread: probes every idle_ms while healthy, every fast_ms after a
  *  failure or an fq_prober_hurry(). NULL when the thread cannot start. */
-fq_prober_t *fq_prober_start(fq_probe_fn probe, void *ctx, int idle_ms, int fast_ms);
+fq_prober_t *fq_prober_start(fq_probe_fn probe, void *ctx, int idle_ms, int fast_ms) FQ_WARN_UNUSED;
 
 /** @brief Asks for a probe now (an outage began); later ones follow the usual intervals. */
 void fq_prober_hurry(fq_prober_t *p);

@@ -6,6 +6,7 @@
 #define FQ_WORKER_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -35,8 +36,8 @@ typedef enum fq_role {
 typedef struct fq_worker_hooks {
     void *ctx;
     /** Runs one item on a pool thread (thread-safe): NULL = done, or the failure. */
-    fq_error_t *(*process)(void *ctx, const fq_item_t *item, int attempt,
-                           const volatile int *cancel, fq_outcome_t *out);
+    fq_error_t *(*process)(void *ctx, const fq_item_t *item, int attempt, const atomic_int *cancel,
+                           fq_outcome_t *out);
     /** Records a routed failure (the loop's thread). */
     fq_error_t *(*record_error)(void *ctx, const fq_item_t *item, int attempt,
                                 const fq_error_t *err, const char *status,
@@ -56,7 +57,7 @@ typedef struct fq_worker_opts {
 typedef struct fq_worker fq_worker_t;
 
 /** @brief "all" / "main" / "retry" -> role. 0, or -1 when unknown. */
-int fq_role_parse(const char *name, fq_role_t *role);
+int fq_role_parse(const char *name, fq_role_t *role) FQ_WARN_UNUSED;
 /** @brief The role's name. */
 const char *fq_role_name(fq_role_t role);
 
@@ -65,10 +66,10 @@ void fq_worker_declare_metrics(fq_metrics_t *m);
 
 /** @brief A worker: Kafka clients, store, pool. NULL with errstr on a configuration error. */
 fq_worker_t *fq_worker_new(const fq_config_t *cfg, const fq_worker_opts_t *opts, char *errstr,
-                           size_t errstr_size);
+                           size_t errstr_size) FQ_WARN_UNUSED;
 
 /** @brief Runs until *opts->stop (or, with once, until drained). Returns an FQ_EXIT_* code. */
-int fq_worker_run(fq_worker_t *w);
+int fq_worker_run(fq_worker_t *w) FQ_WARN_UNUSED;
 
 /** @brief Closes the consumer, flushes the producer, frees everything; NULL-safe. */
 void fq_worker_destroy(fq_worker_t *w);

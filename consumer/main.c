@@ -155,7 +155,7 @@ static int run_process(const fq_config_t *cfg, const char *json, bool with_db)
         fprintf(stderr, "consumer: %s\n", errstr);
         goto done;
     }
-    static const volatile int no_cancel = 0;
+    static const atomic_int no_cancel = 0;
     err = fq_pipeline_process(pl, &item, 1, &no_cancel, &out);
     char *js = fq_outcome_to_json(&item, &out, err);
     if (js)
@@ -221,7 +221,7 @@ static int run_process_file(const fq_config_t *cfg, const char *path, bool with_
         goto done;
     }
     int64_t t0 = fq_time_mono_ms();
-    static const volatile int no_cancel = 0;
+    static const atomic_int no_cancel = 0;
     fq_pool_submit(pool, jobs, n, &no_cancel);
     while (!fq_pool_wait(pool, 1000))
         ;

@@ -14,7 +14,7 @@ struct fq_pool {
     pthread_cond_t done; /* a job finished */
     fq_pool_job_t *jobs;
     size_t count, next, finished;
-    const volatile int *cancel;
+    const atomic_int *cancel;
     bool stop;
     int nthreads, npipelines;
     pthread_t *threads;
@@ -42,7 +42,7 @@ static void *pool_thread(void *opaque)
         if (pool->next >= pool->count) /* stop, and nothing queued */
             break;
         fq_pool_job_t *job = &pool->jobs[pool->next++];
-        const volatile int *cancel = pool->cancel;
+        const atomic_int *cancel = pool->cancel;
         pthread_mutex_unlock(&pool->lock);
 
         int64_t t0 = fq_time_mono_ms();
@@ -152,7 +152,7 @@ void fq_pool_destroy(fq_pool_t *pool)
     free(pool);
 }
 
-void fq_pool_submit(fq_pool_t *pool, fq_pool_job_t *jobs, size_t n, const volatile int *cancel)
+void fq_pool_submit(fq_pool_t *pool, fq_pool_job_t *jobs, size_t n, const atomic_int *cancel)
 {
     pthread_mutex_lock(&pool->lock);
     pool->jobs = jobs;

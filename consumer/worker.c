@@ -65,7 +65,8 @@ typedef struct msg {
     size_t nentries;
     fq_pool_job_t *jobs;
     size_t njobs;
-    volatile int cancel;
+    /* set by the poll thread, read by the pool threads */
+    atomic_int cancel;
     bool abandoned; /* partition revoked: never commit */
     int64_t t0;
 } msg_t;
@@ -97,8 +98,7 @@ struct fq_worker {
     fq_metrics_t *metrics;
     char txn_id[300];
     bool txn_ready;
-    bool txn_dirty;        /* an abort is still owed */
-    bool commit_empty_txn; /* commit offsets of clean messages in a transaction too */
+    bool txn_dirty; /* an abort is still owed */
 
     fq_parts_t parts;
     msg_t *cur;
@@ -416,7 +416,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         int32_t partition = parts->elems[i].partition;
         if (w->cur && !w->cur->abandoned && same_partition(w->cur->rkm, topic, partition)) {
             w->cur->abandoned = true;
-            w->cur->cancel = 1;
+            atomic_store(&w->cur->cancel, 1);
             FQ_WARN(NULL, "partition %s [%d] revoked with a message in flight: abandoned", topic,
                     (int)partition);
         }
@@ -637,7 +637,7 @@ static fq_error_t *probe_dependencies(void *opaque)
 }
 
 static fq_error_t *hooks_process(void *opaque, const fq_item_t *item, int attempt,
-                                 const volatile int *cancel, fq_outcome_t *out)
+                                 const atomic_int *cancel, fq_outcome_t *out)
 {
     const fq_worker_hooks_t *h = opaque;
     return h->process(h->ctx, item, attempt, cancel, out);
@@ -660,10 +660,6 @@ fq_worker_t *fq_worker_new(const fq_config_t *cfg, const fq_worker_opts_t *opts,
     w->rng = (uint64_t)fq_time_now_ms() ^ ((uint64_t)getpid() << 32) ^ 0x5DEECE66DULL;
     snprintf(w->txn_id, sizeof(w->txn_id), "frameq-%s-%s", cfg->worker_id,
              fq_role_name(opts->role));
-    /* Hidden benchmark knob: FRAMEQ_COMMIT_EMPTY=txn commits clean messages transactionally
-     * as well; the default commits them with an asynchronous consumer commit. */
-    const char *ce = getenv("FRAMEQ_COMMIT_EMPTY");
-    w->commit_empty_txn = ce && strcmp(ce, "txn") == 0;
 
     if (!w->hooks.process) {
         w->store = fq_store_new(cfg->database_url);
@@ -994,15 +990,20 @@ static fin_rc_t commit_txn(fq_worker_t *w, msg_t *m, size_t nrouted)
                  * until the main topic's retention ends. */
                 char sha[65];
                 fq_sha256_hex(value, len, sha);
-                fq_headers_set_int(hdrs, FQ_HDR_ORIGINAL_SIZE, (int64_t)len);
-                fq_headers_set(hdrs, FQ_HDR_ORIGINAL_SHA256, sha);
+                int herr = fq_headers_set_int(hdrs, FQ_HDR_ORIGINAL_SIZE, (int64_t)len);
+                herr |= fq_headers_set(hdrs, FQ_HDR_ORIGINAL_SHA256, sha);
                 char why[FQ_ERROR_MESSAGE_MAX];
                 snprintf(why, sizeof(why),
                          "message of %zu bytes is larger than the DLQ takes (%d): value cut "
                          "to its first %d bytes; the original is at %s [%d] @%" PRId64,
                          len, FQ_DLQ_VALUE_MAX, FQ_DLQ_VALUE_MAX, m->topic, (int)m->rkm->partition,
                          m->rkm->offset);
-                fq_headers_set(hdrs, FQ_HDR_ERROR, why);
+                herr |= fq_headers_set(hdrs, FQ_HDR_ERROR, why);
+                if (herr) {
+                    rd_kafka_headers_destroy(hdrs);
+                    txn_abort(w);
+                    return FIN_OUTAGE;
+                }
                 FQ_WARN(NULL, "%s", why);
                 len = FQ_DLQ_VALUE_MAX;
             }
@@ -1085,7 +1086,7 @@ static fin_rc_t finish_message(fq_worker_t *w, msg_t *m)
     size_t nrouted = 0;
 
     M_SET(w, "frameq_inflight_items", 0.0, NULL);
-    if (m->abandoned || m->cancel) {
+    if (m->abandoned || atomic_load(&m->cancel)) {
         /* Revoked, or cancelled at shutdown: nothing is committed; whoever owns the partition
          * next replays it. */
         FQ_INFO(NULL, "message %s [%d] @%" PRId64 " abandoned without commit", m->topic,
@@ -1149,12 +1150,12 @@ static fin_rc_t finish_message(fq_worker_t *w, msg_t *m)
     }
 
     int64_t tc = fq_time_mono_ms();
-    if (nrouted || w->commit_empty_txn)
+    if (nrouted)
         rc = commit_txn(w, m, nrouted);
     else
         rc = commit_plain(w, m);
-    FQ_DEBUG(NULL, "%s commit took %" PRId64 " ms",
-             nrouted || w->commit_empty_txn ? "transactional" : "consumer", fq_time_mono_ms() - tc);
+    FQ_DEBUG(NULL, "%s commit took %" PRId64 " ms", nrouted ? "transactional" : "consumer",
+             fq_time_mono_ms() - tc);
     if (rc == FIN_OUTAGE)
         snprintf(reason, sizeof(reason), "kafka: publishing or committing failed");
 
@@ -1581,10 +1582,10 @@ int fq_worker_run(fq_worker_t *w)
             break;
 
         if (w->cur) {
-            if (w->stopping && !w->cur->cancel && mono >= w->stop_deadline) {
+            if (w->stopping && !atomic_load(&w->cur->cancel) && mono >= w->stop_deadline) {
                 FQ_WARN(NULL, "shutdown grace over: cancelling %zu item(s)",
                         fq_pool_pending(w->pool));
-                w->cur->cancel = 1;
+                atomic_store(&w->cur->cancel, 1);
             }
             /* Serve the group (heartbeats, rebalances) while the pool works. */
             rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, 0);

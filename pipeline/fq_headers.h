@@ -8,6 +8,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "fq_config.h"
+
 #define FQ_HDR_ATTEMPT          "frameq-attempt"
 #define FQ_HDR_NOT_BEFORE       "frameq-not-before"
 #define FQ_HDR_ERROR_STAGE      "frameq-error-stage"
@@ -31,10 +33,12 @@
 
 /** @brief Replaces every header called name with one text value (value NULL: just removes).
  *  Returns an rd_kafka error code. */
-rd_kafka_resp_err_t fq_headers_set(rd_kafka_headers_t *hdrs, const char *name, const char *value);
+rd_kafka_resp_err_t fq_headers_set(rd_kafka_headers_t *hdrs, const char *name,
+                                   const char *value) FQ_WARN_UNUSED;
 
 /** @brief fq_headers_set with a decimal integer value. */
-rd_kafka_resp_err_t fq_headers_set_int(rd_kafka_headers_t *hdrs, const char *name, int64_t value);
+rd_kafka_resp_err_t fq_headers_set_int(rd_kafka_headers_t *hdrs, const char *name,
+                                       int64_t value) FQ_WARN_UNUSED;
 
 /** @brief Copies the last value of header name, NUL-terminated, into buf. Returns false when
  *  absent (buf set to ""); a value longer than buf is truncated. hdrs may be NULL. */

@@ -3,6 +3,7 @@
 #ifndef FQ_PIPELINE_H
 #define FQ_PIPELINE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -39,7 +40,7 @@ fq_store_t *fq_pipeline_store(fq_pipeline_t *pl);
  * Cancellation: when *cancel becomes non-zero the item is abandoned at the next frame.
  */
 fq_error_t *fq_pipeline_process(fq_pipeline_t *pl, const fq_item_t *item, int attempt,
-                                const volatile int *cancel, fq_outcome_t *out) FQ_WARN_UNUSED;
+                                const atomic_int *cancel, fq_outcome_t *out) FQ_WARN_UNUSED;
 
 /** @brief The outcome (or error) as one JSON object, for `consumer --process`. malloc'd. */
 char *fq_outcome_to_json(const fq_item_t *item, const fq_outcome_t *out, const fq_error_t *err);

@@ -22,13 +22,13 @@ struct fq_pipeline {
  * frame so a shutdown abandons a long video quickly. */
 typedef struct frame_sink {
     fq_upload_t *upload;
-    const volatile int *cancel;
+    const atomic_int *cancel;
 } frame_sink_t;
 
 static fq_error_t *frame_to_upload(void *opaque, const fq_frame_t *frame)
 {
     frame_sink_t *sink = opaque;
-    if (sink->cancel && *sink->cancel)
+    if (sink->cancel && atomic_load(sink->cancel))
         return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_OUTAGE,
                             "cancelled: the worker is shutting down");
     return fq_upload_frame(sink->upload, frame);
@@ -99,7 +99,7 @@ static double ms_since(int64_t start_ms)
 }
 
 fq_error_t *fq_pipeline_process(fq_pipeline_t *pl, const fq_item_t *item, int attempt,
-                                const volatile int *cancel, fq_outcome_t *out)
+                                const atomic_int *cancel, fq_outcome_t *out)
 {
     memset(out, 0, sizeof(*out));
     fq_source_t src = {.fd = -1};

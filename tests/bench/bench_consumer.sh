@@ -57,15 +57,14 @@ read -r n_alone s_alone r_alone <<<"$(span_rate "$alone_url")"
 # 2. end to end, on fresh topics, group and database per run
 dbs=("$alone_db")
 trap 'for d in "${dbs[@]}"; do psql "$CQ_ADMIN_URL" -qAtc "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1; done; cq_cleanup' EXIT
-e2e() { # LABEL [ENV=VAL...] -> "items seconds rate wall_ms"
+e2e() { # LABEL -> "items seconds rate wall_ms"
     local label=$1 db="${CQ_DB}_$1" rc=0 t0 wall
-    shift
     dbs+=("$db")
     psql "$CQ_ADMIN_URL" -qAtc "CREATE DATABASE $db" >/dev/null
     local url="${CQ_ADMIN_URL%/*}/$db"
     (
         export KAFKA_TOPIC="fqt.$CQ_ID.$label" KAFKA_GROUP_ID="fqt-$CQ_ID-$label" DATABASE_URL=$url
-        export KAFKA_RETRY_TOPIC="$KAFKA_TOPIC.retry" KAFKA_DLQ_TOPIC="$KAFKA_TOPIC.dlq" "$@"
+        export KAFKA_RETRY_TOPIC="$KAFKA_TOPIC.retry" KAFKA_DLQ_TOPIC="$KAFKA_TOPIC.dlq"
         "$CQ_BUILD/consumer" --migrate >/dev/null 2>&1
         cq_create_topics "$KAFKA_TOPIC" "$KAFKA_RETRY_TOPIC" "$KAFKA_DLQ_TOPIC"
         cq_enqueue "$(cat "$CQ_TMP/items.json")" 2>/dev/null
@@ -77,11 +76,9 @@ e2e() { # LABEL [ENV=VAL...] -> "items seconds rate wall_ms"
     )
 }
 read -r n_e2e s_e2e r_e2e wall_e2e <<<"$(e2e plain)"
-read -r n_txn s_txn r_txn wall_txn <<<"$(e2e txn FRAMEQ_COMMIT_EMPTY=txn)"
-[[ $n_alone == "$N" && $n_e2e == "$N" && $n_txn == "$N" ]] ||
-    cq_fail "done items: alone $n_alone, end to end $n_e2e / $n_txn, want $N"
+[[ $n_alone == "$N" && $n_e2e == "$N" ]] ||
+    cq_fail "done items: alone $n_alone, end to end $n_e2e, want $N"
 overhead=$(python3 -c "print('%.1f' % ((float('$r_alone') / float('$r_e2e') - 1) * 100))")
-overhead_txn=$(python3 -c "print('%.1f' % ((float('$r_alone') / float('$r_txn') - 1) * 100))")
 
 # 3. retry path latency
 export MAX_RETRIES=3 RETRY_BACKOFF_MS=${BENCH_BACKOFF_MS:-500} RETRY_BACKOFF_MAX_MS=10000 LOG_LEVEL=info
@@ -122,7 +119,5 @@ bench_consumer: $N one-frame clips, WORKER_CONCURRENCY=$WORKER_CONCURRENCY, BATC
   pipeline alone : $r_alone items/s ($n_alone items in $s_alone s; wall $wall_alone ms)
   end to end     : $r_e2e items/s ($n_e2e items in $s_e2e s; wall incl. start-up and drain $wall_e2e ms)
   overhead       : $overhead % (target <= 15 %)   [clean messages committed with rd_kafka_commit]
-  end to end txn : $r_txn items/s ($n_txn items in $s_txn s; wall $wall_txn ms)
-  overhead txn   : $overhead_txn %   [clean messages committed through a transaction too]
   retry path     : $latency (backoff base ${RETRY_BACKOFF_MS} ms; target late <= 100 ms)
 OUT

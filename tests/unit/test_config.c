@@ -1004,6 +1004,15 @@ static void test_set_api(void **state)
                      0);
     assert_string_equal(cfg->allowed_source_schemes, "https,file");
 
+    /* fq_config_origin: where a setting's value came from, even when it equals the default */
+    assert_int_equal(fq_config_origin(cfg, "DATABASE_URL"), FQ_ORIGIN_DEFAULT);
+    assert_int_equal(fq_config_set(cfg, "DATABASE_URL", "postgresql:///frameq", FQ_ORIGIN_FILE, err,
+                                   sizeof(err)),
+                     0);
+    assert_int_equal(fq_config_origin(cfg, "DATABASE_URL"), FQ_ORIGIN_FILE);
+    assert_int_equal(fq_config_origin(cfg, "KAFKA_TOPIC"), FQ_ORIGIN_FLAG);
+    assert_int_equal(fq_config_origin(cfg, "NO_SUCH_SETTING"), FQ_ORIGIN_DEFAULT);
+
     assert_string_equal(fq_frame_mode_name(FQ_FRAME_MODE_FPS), "fps");
     assert_string_equal(fq_frame_mode_name(FQ_FRAME_MODE_KEYFRAMES), "keyframes");
     assert_string_equal(fq_frame_mode_name(FQ_FRAME_MODE_SCENE), "scene");

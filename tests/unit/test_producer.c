@@ -376,13 +376,17 @@ static void test_dlq_entry_and_filters(void **state)
 {
     (void)state;
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
-    assert_int_equal(fq_headers_set(hdrs, FQ_HDR_DLQ_REASON, "max-retries"), 0);
-    assert_int_equal(fq_headers_set(hdrs, FQ_HDR_ERROR_STAGE, "upload"), 0);
-    assert_int_equal(fq_headers_set(hdrs, FQ_HDR_ERROR_CLASS, "retriable"), 0);
-    assert_int_equal(fq_headers_set(hdrs, FQ_HDR_FAILED_AT, "2026-11-28T10:00:00.000Z"), 0);
-    assert_int_equal(fq_headers_set(hdrs, FQ_HDR_ATTEMPT, "4"), 0);
-    assert_int_equal(fq_headers_set(hdrs, FQ_HDR_REDRIVE_COUNT, "2"), 0);
-    assert_int_equal(fq_headers_set(hdrs, FQ_HDR_ERROR, "HTTP 503"), 0);
+    static const char *const dlq_headers[][2] = {
+        {FQ_HDR_DLQ_REASON, "max-retries"},
+        {FQ_HDR_ERROR_STAGE, "upload"},
+        {FQ_HDR_ERROR_CLASS, "retriable"},
+        {FQ_HDR_FAILED_AT, "2026-11-28T10:00:00.000Z"},
+        {FQ_HDR_ATTEMPT, "4"},
+        {FQ_HDR_REDRIVE_COUNT, "2"},
+        {FQ_HDR_ERROR, "HTTP 503"},
+    };
+    for (size_t i = 0; i < sizeof(dlq_headers) / sizeof(dlq_headers[0]); i++)
+        assert_int_equal(fq_headers_set(hdrs, dlq_headers[i][0], dlq_headers[i][1]), 0);
     fq_dlq_entry_t e;
     fq_dlq_entry_from(&e, "ig:ABC", 6, hdrs);
     assert_string_equal(e.key, "ig:ABC");
@@ -425,7 +429,7 @@ static void test_dlq_entry_and_filters(void **state)
             fail_msg("%s: expected %d", cases[i].name, cases[i].match);
 
     /* No failed-at header: never passes a time filter, passes the others. */
-    fq_headers_set(hdrs, FQ_HDR_FAILED_AT, NULL);
+    assert_int_equal(fq_headers_set(hdrs, FQ_HDR_FAILED_AT, NULL), 0);
     fq_dlq_entry_from(&e, "ig:ABC", 6, hdrs);
     assert_int_equal(e.failed_at_ms, -1);
     fq_dlq_filter_t f = {none, none, none, "ig", 0, -1};

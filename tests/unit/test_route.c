@@ -123,15 +123,19 @@ static void test_headers_carry_over_to_dlq(void **state)
 {
     (void)state;
     rd_kafka_headers_t *in = rd_kafka_headers_new(8);
-    fq_headers_set(in, FQ_HDR_ATTEMPT, "3");
-    fq_headers_set(in, FQ_HDR_NOT_BEFORE, "123");
-    fq_headers_set(in, FQ_HDR_ORIGIN_TOPIC, "jobs");
-    fq_headers_set(in, FQ_HDR_ORIGIN_PARTITION, "0");
-    fq_headers_set(in, FQ_HDR_ORIGIN_OFFSET, "7");
-    fq_headers_set(in, FQ_HDR_FIRST_FAILED_AT, "2026-01-01T00:00:00.000Z");
-    fq_headers_set(in, FQ_HDR_FAILED_AT, "2026-01-01T00:00:09.000Z");
-    fq_headers_set(in, FQ_HDR_REDRIVE_COUNT, "2");
-    fq_headers_set(in, FQ_HDR_ERROR, "old");
+    static const char *const earlier[][2] = {
+        {FQ_HDR_ATTEMPT, "3"},
+        {FQ_HDR_NOT_BEFORE, "123"},
+        {FQ_HDR_ORIGIN_TOPIC, "jobs"},
+        {FQ_HDR_ORIGIN_PARTITION, "0"},
+        {FQ_HDR_ORIGIN_OFFSET, "7"},
+        {FQ_HDR_FIRST_FAILED_AT, "2026-01-01T00:00:00.000Z"},
+        {FQ_HDR_FAILED_AT, "2026-01-01T00:00:09.000Z"},
+        {FQ_HDR_REDRIVE_COUNT, "2"},
+        {FQ_HDR_ERROR, "old"},
+    };
+    for (size_t i = 0; i < sizeof(earlier) / sizeof(earlier[0]); i++)
+        assert_int_equal(fq_headers_set(in, earlier[i][0], earlier[i][1]), 0);
     rd_kafka_header_add(in, "traceparent", -1, "00-abc", -1);
 
     fq_error_t *err = fq_error_new(FQ_STAGE_UPLOAD, FQ_CLASS_RETRIABLE, "PUT: 500");
@@ -204,7 +208,7 @@ static void test_headers_redriven_retry_drops_reason(void **state)
 {
     (void)state;
     rd_kafka_headers_t *in = rd_kafka_headers_new(4);
-    fq_headers_set(in, FQ_HDR_DLQ_REASON, "max-retries");
+    assert_int_equal(fq_headers_set(in, FQ_HDR_DLQ_REASON, "max-retries"), 0);
     fq_error_t *err = fq_error_new(FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, "x");
     fq_route_info_t info = {
         .attempt = 1, .err = err, .not_before_ms = 5, .now_ms = T0, .topic = "t", .worker = "w"};

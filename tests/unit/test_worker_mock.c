@@ -80,7 +80,7 @@ static void sleep_ms(int ms)
 }
 
 static fq_error_t *hook_process(void *ctx, const fq_item_t *item, int attempt,
-                                const volatile int *cancel, fq_outcome_t *out)
+                                const atomic_int *cancel, fq_outcome_t *out)
 {
     pthread_mutex_lock(&H.lock);
     stat_of(item->code)->runs++;
@@ -88,7 +88,7 @@ static fq_error_t *hook_process(void *ctx, const fq_item_t *item, int attempt,
     bool cancelled = false;
     if (strncmp(item->code, "slow", 4) == 0) {
         atomic_fetch_add(&H.slow_running, 1);
-        while (!atomic_load(&H.release) && !(cancel && *cancel))
+        while (!atomic_load(&H.release) && !(cancel && atomic_load(cancel)))
             sleep_ms(5);
         cancelled = !atomic_load(&H.release);
         atomic_fetch_sub(&H.slow_running, 1);

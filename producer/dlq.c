@@ -1,0 +1,250 @@
+/* The DLQ reader and producer dlq list.
+ *
+ * Reading: assign() every partition of the DLQ, from the group's committed offsets (redrive)
+ * or from the beginning (dlq list), read_committed, until EOF on every partition. assign()
+ * rather than subscribe(): no rebalance to wait for, and the end is known exactly. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "fq_cli.h"
+#include "fq_config.h"
+#include "fq_log.h"
+#include "fq_producer.h"
+
+void fq_dlq_close(fq_dlq_reader_t *r)
+{
+    if (r->rk) {
+        rd_kafka_assign(r->rk, NULL);
+        rd_kafka_consumer_close(r->rk);
+        rd_kafka_destroy(r->rk);
+    }
+    if (r->parts)
+        rd_kafka_topic_partition_list_destroy(r->parts);
+    free(r->eof);
+    free(r->next);
+    memset(r, 0, sizeof(*r));
+}
+
+int fq_dlq_open(const fq_config_t *cfg, const char *group, bool from_committed, int64_t timeout_ms,
+                fq_dlq_reader_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    rd_kafka_conf_t *conf = fq_cli_kafka_conf(cfg);
+    if (!conf)
+        return FQ_EXIT_USAGE;
+    if (fq_cli_conf_set(conf, cfg, true, "group.id", group) ||
+        fq_cli_conf_set(conf, cfg, true, "enable.auto.commit", "false") ||
+        fq_cli_conf_set(conf, cfg, true, "enable.auto.offset.store", "false") ||
+        fq_cli_conf_set(conf, cfg, true, "isolation.level", "read_committed") ||
+        fq_cli_conf_set(conf, cfg, true, "enable.partition.eof", "true") ||
+        fq_cli_conf_set(conf, cfg, true, "auto.offset.reset", "earliest")) {
+        rd_kafka_conf_destroy(conf);
+        return FQ_EXIT_USAGE;
+    }
+    r->rk = fq_cli_kafka_new(RD_KAFKA_CONSUMER, conf);
+    if (!r->rk)
+        return FQ_EXIT_USAGE;
+    rd_kafka_poll_set_consumer(r->rk);
+
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->rk, cfg->kafka_dlq_topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(r->rk, 0, rkt, &md, (int)timeout_ms);
+    rd_kafka_topic_destroy(rkt);
+    if (err || md->topic_cnt != 1 || md->topics[0].err) {
+        fprintf(stderr, "producer: could not read %s at KAFKA_BROKERS=%s: %s\n",
+                cfg->kafka_dlq_topic, cfg->kafka_brokers,
+                rd_kafka_err2str(err             ? err
+                                 : md->topic_cnt ? md->topics[0].err
+                                                 : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        fq_dlq_close(r);
+        return FQ_EXIT_DELIVERY;
+    }
+    r->nparts = md->topics[0].partition_cnt;
+    r->parts = rd_kafka_topic_partition_list_new(r->nparts);
+    for (int i = 0; i < r->nparts; i++)
+        rd_kafka_topic_partition_list_add(r->parts, cfg->kafka_dlq_topic,
+                                          md->topics[0].partitions[i].id);
+    rd_kafka_metadata_destroy(md);
+    r->eof = calloc((size_t)r->nparts + 1, sizeof(*r->eof));
+    r->next = calloc((size_t)r->nparts + 1, sizeof(*r->next));
+    if (!r->eof || !r->next) {
+        fq_dlq_close(r);
+        return FQ_EXIT_DELIVERY;
+    }
+    for (int i = 0; i < r->nparts; i++) {
+        r->next[i] = -1;
+        r->parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+    }
+    if (from_committed) {
+        err = rd_kafka_committed(r->rk, r->parts, (int)timeout_ms);
+        if (err) {
+            fprintf(stderr, "producer: could not read the offsets of group %s: %s\n", group,
+                    rd_kafka_err2str(err));
+            fq_dlq_close(r);
+            return FQ_EXIT_DELIVERY;
+        }
+        for (int i = 0; i < r->nparts; i++)
+            if (r->parts->elems[i].offset < 0)
+                r->parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+    }
+    err = rd_kafka_assign(r->rk, r->parts);
+    if (err) {
+        fprintf(stderr, "producer: assign %s: %s\n", cfg->kafka_dlq_topic, rd_kafka_err2str(err));
+        fq_dlq_close(r);
+        return FQ_EXIT_DELIVERY;
+    }
+    return 0;
+}
+
+int fq_dlq_part_index(const fq_dlq_reader_t *r, int32_t partition)
+{
+    for (int i = 0; i < r->nparts; i++)
+        if (r->parts->elems[i].partition == partition)
+            return i;
+    return -1;
+}
+
+static bool all_eof(const fq_dlq_reader_t *r)
+{
+    for (int i = 0; i < r->nparts; i++)
+        if (!r->eof[i])
+            return false;
+    return true;
+}
+
+/* Next DLQ message, or NULL at the end of every partition (*failed set on error/timeout). */
+rd_kafka_message_t *fq_dlq_next(fq_dlq_reader_t *r, int64_t timeout_ms, bool *failed)
+{
+    int64_t deadline = fq_time_mono_ms() + timeout_ms;
+    *failed = false;
+    while (!all_eof(r) && !fq_cli_stop) {
+        if (fq_time_mono_ms() > deadline) {
+            fprintf(stderr, "producer: no progress reading the DLQ for %" PRId64 " ms\n",
+                    timeout_ms);
+            *failed = true;
+            return NULL;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 200);
+        if (!m)
+            continue;
+        int i = fq_dlq_part_index(r, m->partition);
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (i >= 0)
+                r->eof[i] = true;
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->err) {
+            fprintf(stderr, "producer: reading the DLQ: %s\n", rd_kafka_message_errstr(m));
+            bool fatal = m->err != RD_KAFKA_RESP_ERR__TRANSPORT &&
+                         m->err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+            rd_kafka_message_destroy(m);
+            if (fatal) {
+                *failed = true;
+                return NULL;
+            }
+            continue;
+        }
+        if (i >= 0)
+            r->eof[i] = false;
+        return m;
+    }
+    if (fq_cli_stop)
+        *failed = true;
+    return NULL;
+}
+
+void fq_dlq_table_header(void)
+{
+    printf("%-40s %-11s %-9s %-10s %4s %-24s %s\n", "KEY", "REASON", "STAGE", "CLASS", "ATT",
+           "FAILED-AT", "ERROR");
+}
+
+void fq_dlq_table_row(const fq_dlq_entry_t *e)
+{
+    char err[61];
+    /* one line per entry: newlines in the error would break the table */
+    snprintf(err, sizeof(err), "%.60s", e->error);
+    for (char *p = err; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+    char att[24];
+    if (e->attempt >= 0)
+        snprintf(att, sizeof(att), "%" PRId64, e->attempt);
+    else
+        snprintf(att, sizeof(att), "-");
+    printf("%-40.40s %-11.11s %-9.9s %-10.10s %4s %-24.24s %s%s\n", e->key[0] ? e->key : "-",
+           e->reason[0] ? e->reason : "-", e->stage[0] ? e->stage : "-",
+           e->klass[0] ? e->klass : "-", att, e->failed_at[0] ? e->failed_at : "-", err,
+           strlen(e->error) > 60 ? "..." : "");
+}
+
+/* Small fixed tables of counts by name ("by reason", "by stage"). */
+typedef struct tally {
+    char name[32];
+    uint64_t n;
+} tally_t;
+
+static void tally_add(tally_t *t, size_t cap, const char *name)
+{
+    const char *n = name[0] ? name : "-";
+    for (size_t i = 0; i < cap; i++) {
+        if (!t[i].name[0]) {
+            snprintf(t[i].name, sizeof(t[i].name), "%s", n);
+            t[i].n = 1;
+            return;
+        }
+        if (!strcmp(t[i].name, n)) {
+            t[i].n++;
+            return;
+        }
+    }
+    t[cap - 1].n++; /* overflow lands in the last slot */
+}
+
+int fq_cli_dlq_list(const fq_config_t *cfg, const fq_cli_opts_t *o)
+{
+    char group[128];
+    snprintf(group, sizeof(group), "%s.dlq-list.%d", cfg->kafka_group_id, (int)getpid());
+    fq_dlq_reader_t r;
+    int rc = fq_dlq_open(cfg, group, false, o->timeout_ms, &r);
+    if (rc)
+        return rc;
+    tally_t by_reason[16], by_stage[16];
+    memset(by_reason, 0, sizeof(by_reason));
+    memset(by_stage, 0, sizeof(by_stage));
+    uint64_t total = 0;
+    bool failed = false;
+    fq_dlq_table_header();
+    rd_kafka_message_t *m;
+    while ((m = fq_dlq_next(&r, o->timeout_ms, &failed))) {
+        rd_kafka_headers_t *hdrs = NULL;
+        rd_kafka_message_headers(m, &hdrs);
+        fq_dlq_entry_t e;
+        fq_dlq_entry_from(&e, m->key, m->key_len, hdrs);
+        if (fq_dlq_filter_match(&o->filter, &e)) {
+            fq_dlq_table_row(&e);
+            tally_add(by_reason, 16, e.reason);
+            tally_add(by_stage, 16, e.stage);
+            total++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    printf("\n%" PRIu64 " dead messages in %s\n", total, cfg->kafka_dlq_topic);
+    printf("by reason:");
+    for (size_t i = 0; i < 16 && by_reason[i].name[0]; i++)
+        printf(" %s=%" PRIu64, by_reason[i].name, by_reason[i].n);
+    printf("\nby stage:");
+    for (size_t i = 0; i < 16 && by_stage[i].name[0]; i++)
+        printf(" %s=%" PRIu64, by_stage[i].name, by_stage[i].n);
+    printf("\n");
+    fq_dlq_close(&r);
+    return failed ? FQ_EXIT_DELIVERY : 0;
+}
