@@ -90,7 +90,8 @@ static fq_error_t *hook_process(void *ctx, const fq_item_t *item, int attempt,
         atomic_fetch_add(&H.slow_running, 1);
         while (!atomic_load(&H.release) && !(cancel && atomic_load(cancel)))
             sleep_ms(5);
-        cancelled = !atomic_load(&H.release);
+        /* Cancelled counts even when the release came meanwhile: the worker abandoned it. */
+        cancelled = cancel && atomic_load(cancel);
         atomic_fetch_sub(&H.slow_running, 1);
     } else if (strncmp(item->code, "ok", 2) == 0) {
         sleep_ms(10); /* long enough for rebalances to land mid-message */
@@ -422,7 +423,7 @@ static void test_rebalance_in_the_middle_of_a_message(void **state)
 /* A transaction that fails at EndTxn or TxnOffsetCommit is aborted and its message replayed:
  * the failed item is recorded again under the same attempt (idempotent) and routed again; the
  * worker goes on and commits the clean message after it. */
-static void txn_error_replays(int16_t apikey, rd_kafka_resp_err_t err)
+static void txn_error_replays(int16_t apikey, rd_kafka_resp_err_t err, int min_dlq)
 {
     cluster_up(1);
     rd_kafka_mock_push_request_errors(H.mc, apikey, 1, err);
@@ -439,19 +440,22 @@ static void txn_error_replays(int16_t apikey, rd_kafka_resp_err_t err)
     assert_int_equal(worker_join(&a, true), 0);
     assert_int_equal(stat_get("perm-1", 0), 2);
     assert_int_equal(stat_get("perm-1", 3), 2);
-    /* Two DLQ records: the aborted one stays visible in the mock (no markers). */
-    assert_int_equal(count_messages(H.dlq, 1), 2);
+    /* The replay's DLQ record, and the aborted one when it was sent before the abort: the
+     * mock keeps it visible (no markers). EndTxn comes after every record is sent; an offsets
+     * failure may abort before the record left the producer. */
+    int dlq = count_messages(H.dlq, 1);
+    assert_in_range(dlq, min_dlq, 2);
     cluster_down();
 }
 
 static void test_end_txn_error_replays(void **state)
 {
-    txn_error_replays(API_END_TXN, RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID);
+    txn_error_replays(API_END_TXN, RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID, 2);
 }
 
 static void test_txn_offset_commit_error_replays(void **state)
 {
-    txn_error_replays(API_TXN_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION);
+    txn_error_replays(API_TXN_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION, 1);
 }
 
 /* A producer fenced at EndTxn (what a Kafka 4 coordinator does after aborting a transaction
