@@ -258,6 +258,16 @@ int main(int argc, char **argv)
     char errstr[1024];
     int rc = FQ_EXIT_USAGE;
 
+    /* First of all: a SIGTERM that comes while the process starts (a pod stopped right after
+     * it was scheduled) is a request to stop cleanly, not a kill by the default action. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
     /* --help and --version work whatever the environment holds. */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -350,6 +360,15 @@ int main(int argc, char **argv)
         rc = FQ_EXIT_OK;
         goto done;
     }
+    if (migrate || process || process_file) {
+        /* One-shot modes: a signal stops them the ordinary way. */
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        if (g_stop) {
+            rc = FQ_EXIT_OK; /* asked to stop before any work began */
+            goto done;
+        }
+    }
     if (migrate) {
         rc = run_migrate(cfg);
         goto done;
@@ -362,14 +381,6 @@ int main(int argc, char **argv)
         rc = run_process_file(cfg, process_file, !no_db);
         goto done;
     }
-
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     metrics = fq_metrics_new();
     if (!metrics) {
