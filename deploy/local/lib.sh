@@ -205,6 +205,13 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
+# KIP-848 groups (GROUP_PROTOCOL=consumer): the broker owns session and heartbeat. A short
+# session lets a SIGKILLed worker's partitions move quickly (chaos); heartbeat as librdkafka's
+# classic default (3 s), so both protocols are measured alike (tests/bench/bench_rebalance.sh).
+group.consumer.min.session.timeout.ms=5000
+group.consumer.session.timeout.ms=10000
+group.consumer.min.heartbeat.interval.ms=1000
+group.consumer.heartbeat.interval.ms=3000
 num.network.threads=2
 num.io.threads=4
 log.retention.hours=24

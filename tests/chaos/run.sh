@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
-# run.sh [--short|--long] [--keep] [scenario...] — chaos scenarios against the real workers.
+# run.sh [--short|--long] [--keep] [--protocols] [scenario...] — chaos scenarios against the
+# real workers.
+#
+# Group protocol: GROUP_PROTOCOL (classic or consumer, default classic); --protocols runs the
+# scenarios under classic, then under consumer (KIP-848), and fails if either fails. Under
+# classic the workers get a short session (8 s, heartbeat 1 s); under consumer the broker's
+# group.consumer.session.timeout.ms applies (deploy/local sets 10 s).
 #
 # Scenarios: sigkill kafka-restart pg-stop s3-stop rolling-sigterm fleet (default: all, in that
 # order). Each of the first five: 3 workers (`consumer`, one WORKER_ID each, one group) on fresh
@@ -35,16 +41,28 @@ mode=short
 scenarios=()
 for arg in "$@"; do
     case $arg in
+    --protocols)
+        # Every scenario under both group protocols: this script once per protocol.
+        rest=()
+        for a in "$@"; do
+            [[ $a == --protocols ]] || rest+=("$a")
+        done
+        rc=0
+        for p in classic consumer; do
+            GROUP_PROTOCOL=$p bash "${BASH_SOURCE[0]}" "${rest[@]}" || rc=1
+        done
+        exit $rc
+        ;;
     --short) mode=short ;;
     --long) mode=long ;;
     --keep) export CH_KEEP=1 ;;
     sigkill | kafka-restart | pg-stop | s3-stop | rolling-sigterm | fleet) scenarios+=("$arg") ;;
     -h | --help)
-        sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
-        echo "usage: $0 [--short|--long] [--keep] [sigkill|kafka-restart|pg-stop|s3-stop|rolling-sigterm|fleet ...]" >&2
+        echo "usage: $0 [--short|--long] [--keep] [--protocols] [sigkill|kafka-restart|pg-stop|s3-stop|rolling-sigterm|fleet ...]" >&2
         exit 2
         ;;
     esac
@@ -714,11 +732,16 @@ export ALLOWED_SOURCE_HOSTS="127.0.0.1,frameq-videos"
 export WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-2} BATCH_SIZE=${BATCH_SIZE:-5}
 export METRICS_ADDR=off LOG_FORMAT=json LOG_LEVEL=${LOG_LEVEL:-info}
 export HTTP_TIMEOUT_MS=5000 SHUTDOWN_GRACE_MS=5000
-# A SIGKILLed member keeps its partitions until its session times out: keep that short.
-export KAFKA_CONFIG_SESSION_TIMEOUT_MS=${KAFKA_CONFIG_SESSION_TIMEOUT_MS:-8000}
-export KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS=${KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS:-1000}
+# A SIGKILLed member keeps its partitions until its session times out: keep that short. With
+# GROUP_PROTOCOL=consumer (KIP-848) session and heartbeat are the broker's alone
+# (group.consumer.session.timeout.ms, set short by deploy/local); librdkafka refuses them.
+export GROUP_PROTOCOL=${GROUP_PROTOCOL:-classic}
+if [[ $GROUP_PROTOCOL == classic ]]; then
+    export KAFKA_CONFIG_SESSION_TIMEOUT_MS=${KAFKA_CONFIG_SESSION_TIMEOUT_MS:-8000}
+    export KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS=${KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS:-1000}
+fi
 
-echo "chaos $mode: ${scenarios[*]} (items $N_ITEMS, workers $N_WORKERS, run $CH_RUN)"
+echo "chaos $mode: ${scenarios[*]} (items $N_ITEMS, workers $N_WORKERS, group protocol $GROUP_PROTOCOL, run $CH_RUN)"
 printf '%-16s %6s %6s %6s %6s %5s %8s  %s\n' scenario items done dead lost dup drain_s verdict
 for s in "${scenarios[@]}"; do
     run_scenario "$s"
