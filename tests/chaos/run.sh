@@ -169,6 +169,7 @@ make_items() {
 
 # --- workers ----------------------------------------------------------------------------------
 W_PID=()
+W_LOGPOS=()
 W_PORT=() # fleet: each live worker's METRICS_ADDR port (/readyz)
 ALL_PIDS=() # every worker process of the scenario, to prove at the end that each one exited
 start_worker() {
@@ -178,6 +179,8 @@ start_worker() {
         W_PORT[i]=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
         metrics=127.0.0.1:${W_PORT[i]}
     fi
+    touch "$SDIR/w$i.log"
+    W_LOGPOS[i]=$(wc -l <"$SDIR/w$i.log")
     WORKER_ID="chaos-$SCN-$CH_RUN-w$i" METRICS_ADDR=$metrics "$CH_BUILD/consumer" \
         2>>"$SDIR/w$i.log" &
     W_PID[i]=$!
@@ -300,6 +303,14 @@ fleet_note() { echo "t=$((SECONDS - T0))s $*" >>"$SDIR/faults.log"; }
 # stop_worker SLOT WHEN: SIGTERM, wait up to 40 s (then SIGKILL); DESIGN §3: exit 0.
 stop_worker() {
     local i=$1 n rc=0
+    # A process SIGTERMed while the loader still maps its libraries (~0.1 s) dies by the
+    # default action (143) before main() can install its handler: an autoscaler's SIGTERM is
+    # judged once the worker has started (its first log line), within 20 s.
+    for ((n = 0; n < 200; n++)); do
+        [[ $(tail -n +"$((${W_LOGPOS[i]:-0} + 1))" "$SDIR/w$i.log" | grep -c '"msg":"started: ') -gt 0 ]] && break
+        kill -0 "${W_PID[i]}" 2>/dev/null || break
+        sleep 0.1
+    done
     kill -TERM "${W_PID[i]}" 2>/dev/null || : # already gone: wait reports how it ended
     for ((n = 0; n < 400; n++)); do
         kill -0 "${W_PID[i]}" 2>/dev/null || break
