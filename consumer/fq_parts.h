@@ -69,6 +69,10 @@ void fq_part_durable(fq_part_t *p, int64_t offset);
  */
 int64_t fq_part_commit_target(const fq_part_t *p, bool idle, int64_t now_mono);
 
+/** @brief As fq_part_commit_target, for a partition about to be handed over: whatever is owed,
+ *  without waiting for pending answers or a retry delay (an unanswered commit may be refused). */
+int64_t fq_part_final_target(const fq_part_t *p, bool idle);
+
 /** @brief The coordinator answered a commit of offset (ok or not). */
 void fq_part_committed(fq_part_t *p, int64_t offset, bool ok, int64_t now_mono);
 

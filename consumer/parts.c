@@ -95,16 +95,21 @@ void fq_part_durable(fq_part_t *p, int64_t offset)
         p->want = offset;
 }
 
-int64_t fq_part_commit_target(const fq_part_t *p, bool idle, int64_t now_mono)
+int64_t fq_part_final_target(const fq_part_t *p, bool idle)
 {
-    if (p->pending || now_mono < p->retry_mono)
-        return -1;
     int64_t target = p->want;
     /* The end offset only when every message taken is durable: one taken and not durable (in
      * flight, or abandoned when its partition was revoked) must be read again by someone. */
     if (idle && p->expect < 0 && p->want >= p->next && p->eof_at > target)
         target = p->eof_at;
     return target > p->committed ? target : -1;
+}
+
+int64_t fq_part_commit_target(const fq_part_t *p, bool idle, int64_t now_mono)
+{
+    if (p->pending || now_mono < p->retry_mono)
+        return -1;
+    return fq_part_final_target(p, idle);
 }
 
 void fq_part_committed(fq_part_t *p, int64_t offset, bool ok, int64_t now_mono)

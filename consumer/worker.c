@@ -232,10 +232,10 @@ static void seek_async(fq_worker_t *w, const char *topic, int32_t partition, int
     rd_kafka_topic_partition_list_destroy(list);
 }
 
-/* librdkafka 2.0 does not wake the broker thread on resume: a resumed partition waits for the
- * thread's next timed wake-up (up to 1 s) before it is fetched again, which would add up to a
- * second per message and to every retry's start. A seek to the offset the loop wants next wakes
- * it; anything delivered twice because of it is dropped as a repeat. */
+/* librdkafka does not wake the broker thread on resume (2.0.2 and 2.14.2 measured): a resumed
+ * partition waits for the thread's next timed wake-up (up to 1 s) before it is fetched again, which
+ * would add up to a second per message and to every retry's start. A seek to the offset the loop
+ * wants next wakes it; anything delivered twice because of it is dropped as a repeat. */
 static void wake_fetcher(fq_worker_t *w, const rd_kafka_topic_partition_list_t *resumed)
 {
     for (int i = 0; i < resumed->cnt; i++) {
@@ -311,14 +311,20 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-/* Collects the offsets owed to the group; NULL when none. */
-static rd_kafka_topic_partition_list_t *owed_offsets(fq_worker_t *w)
+/* Collects the offsets owed to the group for the partitions in only (NULL: every one); NULL
+ * when none. final: the partitions are being handed over (fq_part_final_target). */
+static rd_kafka_topic_partition_list_t *
+owed_offsets(fq_worker_t *w, const rd_kafka_topic_partition_list_t *only, bool final)
 {
     int64_t now = fq_time_mono_ms();
     rd_kafka_topic_partition_list_t *list = NULL;
     for (size_t i = 0; i < w->parts.n; i++) {
         fq_part_t *p = &w->parts.v[i];
-        int64_t target = fq_part_commit_target(p, !part_busy(w, p), now);
+        if (only && !rd_kafka_topic_partition_list_find(only, p->topic, p->partition))
+            continue;
+        bool idle = !part_busy(w, p);
+        int64_t target =
+            final ? fq_part_final_target(p, idle) : fq_part_commit_target(p, idle, now);
         if (target < 0)
             continue;
         if (!list)
@@ -334,7 +340,7 @@ static rd_kafka_topic_partition_list_t *owed_offsets(fq_worker_t *w)
 static void commit_owed(fq_worker_t *w)
 {
     rd_kafka_queue_poll_callback(w->commitq, 0);
-    rd_kafka_topic_partition_list_t *list = owed_offsets(w);
+    rd_kafka_topic_partition_list_t *list = owed_offsets(w, NULL, false);
     if (!list)
         return;
     rd_kafka_resp_err_t err = rd_kafka_commit_queue(w->rk, list, w->commitq, commit_cb, w);
@@ -427,28 +433,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     if (!lost) {
         rd_kafka_queue_poll_callback(w->commitq, 0);
-        for (int i = 0; i < parts->cnt; i++) {
-            fq_part_t *p = part_of(w, parts->elems[i].topic, parts->elems[i].partition);
-            if (p)
-                p->retry_mono = 0; /* last chance: do not wait out a retry delay */
-        }
-        rd_kafka_topic_partition_list_t *owed = rd_kafka_topic_partition_list_new(parts->cnt);
-        for (int i = 0; i < parts->cnt; i++) {
-            fq_part_t *p = part_of(w, parts->elems[i].topic, parts->elems[i].partition);
-            int64_t target = p ? fq_part_commit_target(p, !part_busy(w, p), fq_time_mono_ms()) : -1;
-            if (target < 0 && p && p->pending && p->want > p->committed)
-                target = p->want; /* an unanswered commit may be refused: send it once more */
-            if (target >= 0) {
-                rd_kafka_topic_partition_list_add(owed, p->topic, p->partition)->offset = target;
-                p->pending++;
-            }
-        }
-        if (owed->cnt) {
+        rd_kafka_topic_partition_list_t *owed = owed_offsets(w, parts, true);
+        if (owed) {
             rd_kafka_resp_err_t cerr = rd_kafka_commit_queue(rk, owed, NULL, commit_cb, w);
             if (cerr)
                 FQ_WARN(NULL, "commit of revoked partitions: %s", rd_kafka_err2str(cerr));
+            rd_kafka_topic_partition_list_destroy(owed);
         }
-        rd_kafka_topic_partition_list_destroy(owed);
     }
     for (int i = 0; i < parts->cnt; i++)
         fq_parts_remove(&w->parts, parts->elems[i].topic, parts->elems[i].partition);

@@ -97,6 +97,8 @@ static void test_commit_answers(void **state)
     p->pending++;
     /* One commit at a time per partition: later ones follow in order. */
     assert_int_equal(fq_part_commit_target(p, true, 0), -1);
+    /* Unless it is handed over: then what is owed goes at once. */
+    assert_int_equal(fq_part_final_target(p, true), 5);
     fq_part_committed(p, 5, false, 100); /* refused (a rebalance): again after a delay */
     assert_int_equal(p->pending, 0);
     assert_int_equal(fq_part_commit_target(p, true, 500), -1);
