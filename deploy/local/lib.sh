@@ -241,12 +241,13 @@ kafka_start() {
     mkdir -p "$FQ_LOGS"
     local cp="$KAFKA_JARS/*"
     if [[ ! -f $KAFKA_DIR/data/meta.properties ]]; then
-        # A random cluster id: 16 random bytes, URL-safe base64 without padding.
+        # A random cluster id: 16 random bytes, URL-safe base64 without padding. It may start
+        # with '-', so it is passed as --cluster-id=ID (a separate argument would read as an option).
         local cluster_id
         cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
         fq_say "kafka: formatting storage (cluster id $cluster_id)"
         if ! java -cp "$cp" -Dlog4j2.configurationFile="$FQ_LOCAL_DIR/log4j2.properties" \
-            kafka.tools.StorageTool format -t "$cluster_id" \
+            kafka.tools.StorageTool format --cluster-id="$cluster_id" \
             -c "$KAFKA_DIR/server.properties" >>"$KAFKA_LOG" 2>&1; then
             fq_log_tail "$KAFKA_LOG"
             fq_die "kafka: formatting the storage failed"
