@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,7 +160,14 @@ static const param_t params[] = {
     {"WORKER_ID", "--worker-id", P_STRING, OFF(worker_id), NULL, 0, 0, F_DERIVED, NULL,
      "name of this worker in logs and headers; default the hostname"},
     {"WORKER_CONCURRENCY", "--worker-concurrency", P_INT, OFF(worker_concurrency), NULL, 1, 1024,
-     F_DERIVED, NULL, "items of one batch processed at once; default the core count"},
+     F_DERIVED, NULL, "items processed at once; default WORKER_CORES"},
+    {"WORKER_CORES", "--worker-cores", P_INT, OFF(worker_cores), NULL, 1, 1024, F_DERIVED, NULL,
+     "cores the decoders share; default the CPUs this process may run on"},
+    {"MAX_INFLIGHT_ITEMS", "--max-inflight-items", P_INT, OFF(max_inflight_items), NULL, 1,
+     1000000, F_DERIVED, NULL,
+     "unfinished items of started messages before no new one starts; default 4 x concurrency"},
+    {"MAX_INFLIGHT_BYTES", "--max-inflight-bytes", P_BYTES, OFF(max_inflight_bytes), "64M", 1,
+     1099511627776.0, 0, NULL, "bytes of messages held in flight (K/M/G suffixes)"},
     {"SHUTDOWN_GRACE_MS", "--shutdown-grace-ms", P_DURATION, OFF(shutdown_grace_ms), "25000", 0,
      HOUR_MS, 0, NULL, "time to finish the current item on SIGTERM (ms, or with s/m/h)"},
 };
@@ -789,7 +797,8 @@ static int derive(fq_config_t *cfg)
     /* Looked up by name so reordering the table cannot break the derivations. */
     const size_t ix_retry = ix_of("KAFKA_RETRY_TOPIC"), ix_dlq = ix_of("KAFKA_DLQ_TOPIC"),
                  ix_hosts = ix_of("ALLOWED_SOURCE_HOSTS"), ix_worker = ix_of("WORKER_ID"),
-                 ix_conc = ix_of("WORKER_CONCURRENCY");
+                 ix_conc = ix_of("WORKER_CONCURRENCY"), ix_cores = ix_of("WORKER_CORES"),
+                 ix_items = ix_of("MAX_INFLIGHT_ITEMS");
     char buf[1024];
     if (is_unset(cfg, ix_retry)) {
         snprintf(buf, sizeof(buf), "%s.retry", cfg->kafka_topic);
@@ -836,10 +845,21 @@ static int derive(fq_config_t *cfg)
         if (set_derived(cfg, ix_worker, strdup(host)) < 0)
             return -1;
     }
+    if (is_unset(cfg, ix_cores)) {
+        /* The CPUs this process may run on (a container's cpuset), not the machine's. */
+        cpu_set_t set;
+        long n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+                                                              : sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->worker_cores = n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
+        cfg->state->origin[ix_cores] = FQ_ORIGIN_DERIVED;
+    }
     if (is_unset(cfg, ix_conc)) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        cfg->worker_concurrency = n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
+        cfg->worker_concurrency = cfg->worker_cores;
         cfg->state->origin[ix_conc] = FQ_ORIGIN_DERIVED;
+    }
+    if (is_unset(cfg, ix_items)) {
+        cfg->max_inflight_items = cfg->worker_concurrency * 4;
+        cfg->state->origin[ix_items] = FQ_ORIGIN_DERIVED;
     }
     return 0;
 }

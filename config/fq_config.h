@@ -98,12 +98,15 @@ typedef struct fq_config {
     int64_t http_timeout_ms;       /**< HTTP_TIMEOUT_MS, 30000 */
 
     /* Operation */
-    char *metrics_addr;        /**< METRICS_ADDR, "0.0.0.0:9400"; "" or "off" disables */
-    char *log_format;          /**< LOG_FORMAT, json|text */
-    char *log_level;           /**< LOG_LEVEL, debug|info|warn|error */
-    char *worker_id;           /**< WORKER_ID, default the hostname */
-    int worker_concurrency;    /**< WORKER_CONCURRENCY, default the number of online cores */
-    int64_t shutdown_grace_ms; /**< SHUTDOWN_GRACE_MS, 25000 */
+    char *metrics_addr;         /**< METRICS_ADDR, "0.0.0.0:9400"; "" or "off" disables */
+    char *log_format;           /**< LOG_FORMAT, json|text */
+    char *log_level;            /**< LOG_LEVEL, debug|info|warn|error */
+    char *worker_id;            /**< WORKER_ID, default the hostname */
+    int worker_concurrency;     /**< WORKER_CONCURRENCY, default worker_cores */
+    int worker_cores;           /**< WORKER_CORES, default the CPUs of the process's affinity */
+    int max_inflight_items;     /**< MAX_INFLIGHT_ITEMS, default 4 x worker_concurrency */
+    int64_t max_inflight_bytes; /**< MAX_INFLIGHT_BYTES, 64 MiB */
+    int64_t shutdown_grace_ms;  /**< SHUTDOWN_GRACE_MS, 25000 */
 
     struct fq_config_state *state; /**< private: origins, file name, ... */
 } fq_config_t;

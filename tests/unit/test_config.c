@@ -57,6 +57,9 @@ static const char *const design_names[] = {
     "LOG_LEVEL",
     "WORKER_ID",
     "WORKER_CONCURRENCY",
+    "WORKER_CORES",
+    "MAX_INFLIGHT_ITEMS",
+    "MAX_INFLIGHT_BYTES",
     "SHUTDOWN_GRACE_MS",
 };
 #define N_DESIGN (sizeof(design_names) / sizeof(design_names[0]))
