@@ -4,9 +4,12 @@
  *
  *  - a message is taken only at the offset the loop wants (after a rewind: exactly that offset;
  *    otherwise never one it already took), so a seek that lands late never replays or skips;
- *  - the offset to commit ("want") only grows, and only to offsets below which everything is
- *    durable; at the end of a partition it moves past transaction markers to the end offset,
- *    so `end − committed` reads 0 for a drained partition (DESIGN §3). */
+ *  - every message taken stays "in flight" until it settles (its outcome is durable), in any
+ *    order: several messages of one partition run at once and finish out of order;
+ *  - the offset to commit ("want") only grows, and only to the lowest offset still in flight
+ *    (the contiguous settled prefix, as Confluent's Parallel Consumer commits); at the end of a
+ *    partition it moves past transaction markers to the end offset, so `end − committed` reads 0
+ *    for a drained partition (DESIGN §3). */
 #ifndef FQ_PARTS_H
 #define FQ_PARTS_H
 
@@ -29,6 +32,8 @@ typedef struct fq_part {
     int64_t committed;  /**< highest offset the coordinator confirmed from us; -1 = none */
     int pending;        /**< asynchronous commits not answered yet */
     int64_t retry_mono; /**< a failed commit is retried from then on */
+    int64_t *inflight;  /**< offsets taken and not settled, ascending */
+    size_t ninflight, capinflight;
 } fq_part_t;
 
 typedef struct fq_parts {
@@ -41,6 +46,7 @@ typedef enum fq_take {
     FQ_TAKE = 0,    /**< the offset the loop wants: run it */
     FQ_TAKE_STALE,  /**< delivered before a rewind landed: drop it */
     FQ_TAKE_REPEAT, /**< already taken (a seek re-delivered it): drop it */
+    FQ_TAKE_NOMEM,  /**< the offset could not be tracked: rewind to it */
 } fq_take_t;
 
 fq_part_t *fq_parts_find(fq_parts_t *t, const char *topic, int32_t partition);
@@ -49,23 +55,32 @@ fq_part_t *fq_parts_add(fq_parts_t *t, const char *topic, int32_t partition) FQ_
 void fq_parts_remove(fq_parts_t *t, const char *topic, int32_t partition);
 void fq_parts_clear(fq_parts_t *t);
 
-/** @brief Judges a delivered message at offset; on FQ_TAKE the partition moves past it. */
+/** @brief Judges a delivered message at offset; on FQ_TAKE the partition moves past it and
+ *  the offset is in flight until fq_part_settle. */
 fq_take_t fq_part_take(fq_part_t *p, int64_t offset);
 
-/** @brief A rewind: the next message must be the one at offset. */
+/** @brief A rewind: the next message must be the one at offset; the offsets in flight from
+ *  there on are forgotten (they will be taken again). A rewind above one already on its way
+ *  changes nothing: the lower one replays it too. */
 void fq_part_rewind(fq_part_t *p, int64_t offset, int64_t now_mono);
+
+/** @brief The message at offset has a durable outcome: "want" moves up to the lowest offset
+ *  still in flight (or past everything taken). Unknown offsets are ignored. */
+void fq_part_settle(fq_part_t *p, int64_t offset);
+
+/** @brief The offset to commit once every in-flight offset up to and including upto settles:
+ *  the next one in flight above it, else the one after the last taken; the end offset when the
+ *  partition would then be idle and read to its end (skips transaction markers). */
+int64_t fq_part_target_after(const fq_part_t *p, int64_t upto, bool idle);
 
 /** @brief The consumer reached the end of the partition at offset (ignored while a rewind
  *  is on its way: that report may predate it). */
 void fq_part_eof(fq_part_t *p, int64_t offset);
 
-/** @brief Everything below offset is durable: may be committed. */
-void fq_part_durable(fq_part_t *p, int64_t offset);
-
 /**
  * @brief The offset to commit now, or -1 when nothing is owed. A known end offset is committed
- * (it only skips transaction markers and aborted records) when the partition is idle (no message
- * of it in flight or held) and every message taken from it is durable.
+ * (it only skips transaction markers and aborted records) when nothing taken from the partition
+ * is in flight and the caller says it is idle (no message of it running, even abandoned).
  */
 int64_t fq_part_commit_target(const fq_part_t *p, bool idle, int64_t now_mono);
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
@@ -223,8 +224,17 @@ static int run_process_file(const fq_config_t *cfg, const char *path, bool with_
     int64_t t0 = fq_time_mono_ms();
     static const atomic_int no_cancel = 0;
     fq_pool_submit(pool, jobs, n, &no_cancel);
-    while (!fq_pool_wait(pool, 1000))
-        ;
+    bool tty = isatty(STDERR_FILENO);
+    while (fq_pool_pending(pool) > 0) {
+        if (!fq_pool_wait(pool, 1000) || !tty)
+            continue;
+        size_t finished = 0;
+        for (size_t i = 0; i < n; i++)
+            finished += atomic_load(&jobs[i].finished);
+        fprintf(stderr, "\rconsumer: %zu/%zu item(s) finished", finished, n);
+    }
+    if (tty)
+        fputc('\n', stderr);
     double secs = (double)(fq_time_mono_ms() - t0) / 1000.0;
     for (size_t i = 0; i < n; i++) {
         if (jobs[i].err)

@@ -49,13 +49,16 @@ void fq_parts_remove(fq_parts_t *t, const char *topic, int32_t partition)
     if (!p)
         return;
     free(p->topic);
+    free(p->inflight);
     *p = t->v[--t->n];
 }
 
 void fq_parts_clear(fq_parts_t *t)
 {
-    for (size_t i = 0; i < t->n; i++)
+    for (size_t i = 0; i < t->n; i++) {
         free(t->v[i].topic);
+        free(t->v[i].inflight);
+    }
     free(t->v);
     memset(t, 0, sizeof(*t));
 }
@@ -65,10 +68,21 @@ fq_take_t fq_part_take(fq_part_t *p, int64_t offset)
     if (p->expect >= 0) {
         if (offset != p->expect)
             return FQ_TAKE_STALE;
-        p->expect = -1;
     } else if (p->next >= 0 && offset < p->next) {
         return FQ_TAKE_REPEAT;
     }
+    if (p->ninflight == p->capinflight) {
+        size_t cap = p->capinflight ? p->capinflight * 2 : 8;
+        int64_t *v = realloc(p->inflight, cap * sizeof(*v));
+        if (!v)
+            return FQ_TAKE_NOMEM;
+        p->inflight = v;
+        p->capinflight = cap;
+    }
+    /* Offsets are taken in ascending order (a rewind forgets everything above it), so an append
+     * keeps the set sorted. */
+    p->inflight[p->ninflight++] = offset;
+    p->expect = -1;
     p->next = offset + 1;
     p->eof_at = -1;
     return FQ_TAKE;
@@ -76,10 +90,45 @@ fq_take_t fq_part_take(fq_part_t *p, int64_t offset)
 
 void fq_part_rewind(fq_part_t *p, int64_t offset, int64_t now_mono)
 {
+    if (p->expect >= 0 && offset >= p->expect)
+        return;
+    while (p->ninflight > 0 && p->inflight[p->ninflight - 1] >= offset)
+        p->ninflight--;
     p->expect = offset;
     p->next = offset;
     p->eof_at = -1;
     p->seek_mono = now_mono;
+}
+
+/* Where "want" may go: the lowest offset in flight, else past everything taken. */
+static int64_t settled_prefix(const fq_part_t *p)
+{
+    return p->ninflight ? p->inflight[0] : p->next;
+}
+
+void fq_part_settle(fq_part_t *p, int64_t offset)
+{
+    size_t i = 0;
+    while (i < p->ninflight && p->inflight[i] != offset)
+        i++;
+    if (i == p->ninflight)
+        return;
+    memmove(&p->inflight[i], &p->inflight[i + 1], (p->ninflight - i - 1) * sizeof(*p->inflight));
+    p->ninflight--;
+    int64_t prefix = settled_prefix(p);
+    if (prefix > p->want)
+        p->want = prefix;
+}
+
+int64_t fq_part_target_after(const fq_part_t *p, int64_t upto, bool idle)
+{
+    for (size_t i = 0; i < p->ninflight; i++)
+        if (p->inflight[i] > upto)
+            return p->inflight[i];
+    int64_t target = p->next;
+    if (idle && p->expect < 0 && p->eof_at > target)
+        target = p->eof_at;
+    return target;
 }
 
 void fq_part_eof(fq_part_t *p, int64_t offset)
@@ -89,18 +138,12 @@ void fq_part_eof(fq_part_t *p, int64_t offset)
     p->eof_at = offset;
 }
 
-void fq_part_durable(fq_part_t *p, int64_t offset)
-{
-    if (offset > p->want)
-        p->want = offset;
-}
-
 int64_t fq_part_final_target(const fq_part_t *p, bool idle)
 {
     int64_t target = p->want;
     /* The end offset only when every message taken is durable: one taken and not durable (in
      * flight, or abandoned when its partition was revoked) must be read again by someone. */
-    if (idle && p->expect < 0 && p->want >= p->next && p->eof_at > target)
+    if (idle && p->ninflight == 0 && p->expect < 0 && p->want >= p->next && p->eof_at > target)
         target = p->eof_at;
     return target > p->committed ? target : -1;
 }

@@ -10,11 +10,11 @@
 
 struct fq_pool {
     pthread_mutex_t lock;
-    pthread_cond_t work; /* a job was submitted, or stop */
-    pthread_cond_t done; /* a job finished */
-    fq_pool_job_t *jobs;
-    size_t count, next, finished;
-    const atomic_int *cancel;
+    pthread_cond_t work;        /* a job was queued, or stop */
+    pthread_cond_t done;        /* a job finished */
+    fq_pool_job_t *head, *tail; /* queued, not taken yet */
+    size_t queued, running;
+    uint64_t finished, seen; /* jobs finished in all; the count the last wait returned at */
     bool stop;
     int nthreads, npipelines;
     pthread_t *threads;
@@ -28,6 +28,17 @@ typedef struct thread_arg {
     fq_pipeline_t *pl;
 } thread_arg_t;
 
+static fq_error_t *run_job(fq_pool_t *pool, fq_pipeline_t *pl, fq_pool_job_t *job,
+                           fq_outcome_t *out)
+{
+    if (job->cancel && atomic_load(job->cancel))
+        return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_RETRIABLE,
+                            "cancelled before it started: the message will be read again");
+    if (pool->process)
+        return pool->process(pool->process_ctx, job->item, job->attempt, job->cancel, out);
+    return fq_pipeline_process(pl, job->item, job->attempt, job->cancel, out);
+}
+
 static void *pool_thread(void *opaque)
 {
     thread_arg_t *arg = opaque;
@@ -37,27 +48,30 @@ static void *pool_thread(void *opaque)
 
     pthread_mutex_lock(&pool->lock);
     for (;;) {
-        while (!pool->stop && pool->next >= pool->count)
+        while (!pool->stop && !pool->head)
             pthread_cond_wait(&pool->work, &pool->lock);
-        if (pool->next >= pool->count) /* stop, and nothing queued */
+        if (!pool->head) /* stop, and nothing queued */
             break;
-        fq_pool_job_t *job = &pool->jobs[pool->next++];
-        const atomic_int *cancel = pool->cancel;
+        fq_pool_job_t *job = pool->head;
+        pool->head = job->qnext;
+        if (!pool->head)
+            pool->tail = NULL;
+        pool->queued--;
+        pool->running++;
         pthread_mutex_unlock(&pool->lock);
 
         int64_t t0 = fq_time_mono_ms();
+        job->started_mono = t0;
         fq_outcome_t out = {0};
-        fq_error_t *err =
-            pool->process ? pool->process(pool->process_ctx, job->item, job->attempt, cancel, &out)
-                          : fq_pipeline_process(pl, job->item, job->attempt, cancel, &out);
-        double ms = (double)(fq_time_mono_ms() - t0);
-
-        pthread_mutex_lock(&pool->lock);
+        fq_error_t *err = run_job(pool, pl, job, &out);
         job->err = err;
         job->out = out;
-        job->ms = ms;
-        job->finished = true;
+        job->ms = (double)(fq_time_mono_ms() - t0);
+
+        pthread_mutex_lock(&pool->lock);
+        pool->running--;
         pool->finished++;
+        atomic_store(&job->finished, true); /* after the results: the reader acquires it */
         pthread_cond_broadcast(&pool->done);
     }
     pthread_mutex_unlock(&pool->lock);
@@ -154,14 +168,20 @@ void fq_pool_destroy(fq_pool_t *pool)
 
 void fq_pool_submit(fq_pool_t *pool, fq_pool_job_t *jobs, size_t n, const atomic_int *cancel)
 {
+    if (n == 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        atomic_init(&jobs[i].finished, false);
+        jobs[i].cancel = cancel;
+        jobs[i].qnext = i + 1 < n ? &jobs[i + 1] : NULL;
+    }
     pthread_mutex_lock(&pool->lock);
-    pool->jobs = jobs;
-    pool->count = n;
-    pool->next = 0;
-    pool->finished = 0;
-    pool->cancel = cancel;
-    for (size_t i = 0; i < n; i++)
-        jobs[i].finished = false;
+    if (pool->tail)
+        pool->tail->qnext = &jobs[0];
+    else
+        pool->head = &jobs[0];
+    pool->tail = &jobs[n - 1];
+    pool->queued += n;
     pthread_cond_broadcast(&pool->work);
     pthread_mutex_unlock(&pool->lock);
 }
@@ -177,19 +197,33 @@ bool fq_pool_wait(fq_pool_t *pool, int timeout_ms)
         ts.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&pool->lock);
-    while (pool->finished < pool->count) {
+    while (pool->finished == pool->seen && timeout_ms > 0) {
         if (pthread_cond_timedwait(&pool->done, &pool->lock, &ts) == ETIMEDOUT)
             break;
     }
-    bool all = pool->finished >= pool->count;
+    bool any = pool->finished != pool->seen;
+    pool->seen = pool->finished;
     pthread_mutex_unlock(&pool->lock);
-    return all;
+    return any;
 }
 
 size_t fq_pool_pending(fq_pool_t *pool)
 {
     pthread_mutex_lock(&pool->lock);
-    size_t n = pool->count - pool->finished;
+    size_t n = pool->queued + pool->running;
     pthread_mutex_unlock(&pool->lock);
     return n;
+}
+
+size_t fq_pool_queued(fq_pool_t *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    size_t n = pool->queued;
+    pthread_mutex_unlock(&pool->lock);
+    return n;
+}
+
+int fq_pool_threads(const fq_pool_t *pool)
+{
+    return pool->nthreads;
 }
