@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -137,7 +138,7 @@ def substitute(expr, values):
 
 
 def collect(dash):
-    """(where, expr, legend, is_label_values) of every query in the dashboard."""
+    """(where, expr, legend) of every query in the dashboard."""
     out = []
     for v in dash.get("templating", {}).get("list", []):
         if v.get("type") != "query":
@@ -149,12 +150,11 @@ def collect(dash):
             error("variable %s: query is not label_values(SELECTOR, LABEL): %r" % (v.get("name"), q))
             continue
         # label_values(sel, l) lists the values of l on sel: the same as count by (l) (sel).
-        out.append(("variable %s" % v["name"], "count by (%s) (%s)" % (m.group(2), m.group(1)),
-                    "", True))
+        out.append(("variable %s" % v["name"], "count by (%s) (%s)" % (m.group(2), m.group(1)), ""))
     for p in all_panels(dash):
         for t in p.get("targets") or []:
             out.append(("panel %s %r target %s" % (p.get("id"), p.get("title"), t.get("refId")),
-                        t.get("expr") or "", t.get("legendFormat") or "", False))
+                        t.get("expr") or "", t.get("legendFormat") or ""))
     return out
 
 
@@ -205,15 +205,13 @@ def check_structure(dash):
                 g["h"] < 1 or g["x"] + g["w"] > 24:
             error("%s: gridPos %r not inside the 24-column grid" % (where, g))
         else:
-            for x in range(g["x"], g["x"] + g["w"]):
-                for y in range(g["y"], g["y"] + g["h"]):
-                    if (x, y) in cells:
-                        error("%s: overlaps panel %s at column %d row %d" % (where, cells[(x, y)], x, y))
-                        break
-                    cells[(x, y)] = pid
-                else:
-                    continue
-                break
+            mine = {(x, y) for x in range(g["x"], g["x"] + g["w"])
+                    for y in range(g["y"], g["y"] + g["h"])}
+            shared = sorted(mine & cells.keys())
+            if shared:
+                x, y = shared[0]
+                error("%s: overlaps panel %s at column %d row %d" % (where, cells[(x, y)], x, y))
+            cells.update(dict.fromkeys(mine, pid))
         if p.get("type") == "row":
             continue
         if p.get("datasource") != DS:
@@ -230,7 +228,7 @@ def check_structure(dash):
                                                                   t.get("datasource"), DS))
             if not (t.get("expr") or "").strip():
                 error("%s target %s: empty expr" % (where, t.get("refId")))
-    for where, expr, _, _ in collect(dash):
+    for where, expr, _ in collect(dash):
         for m in VAR_RE.finditer(expr):
             name = m.group(1) or m.group(2)
             if name not in defined:
@@ -240,7 +238,7 @@ def check_structure(dash):
 def promtool_parse(queries, values):
     """Every expression through Prometheus' parser: `promtool check rules` (offline)."""
     rules = [{"record": "frameq_dashboard:q%d" % i, "expr": substitute(e, values)}
-             for i, (_, e, _, _) in enumerate(queries)]
+             for i, (_, e, _) in enumerate(queries)]
     with tempfile.NamedTemporaryFile("w", suffix=".rules.json", delete=False) as f:
         json.dump({"groups": [{"name": "dashboard", "rules": rules}]}, f)  # JSON is YAML
         path = f.name
@@ -275,6 +273,9 @@ def live(queries, values, url, timeout):
                     ans = json.load(r)
             except urllib.error.HTTPError as e:
                 ans = json.load(e)
+            except urllib.error.URLError as e:
+                error("cannot query Prometheus at %s: %s" % (url, e.reason))
+                return
             if ans.get("status") != "success":
                 error("%s: Prometheus rejects %r: %s" % (where, expr, ans.get("error")))
                 continue
@@ -318,9 +319,9 @@ def main():
 
     check_structure(dash)
     queries = collect(dash)
-    for where, expr, legend, _ in queries:
+    for where, expr, legend in queries:
         check_expr(where, expr, legend, types, labels, targets)
-    used = {n for _, e, _, _ in queries for n in NAME_RE.findall(e)}
+    used = {n for _, e, _ in queries for n in NAME_RE.findall(e)}
     print("INFO %d expressions use %d metric names: %s" % (len(queries), len(used), " ".join(sorted(used))))
     promtool_parse(queries, values)
     if a.prometheus and not errors:
