@@ -100,6 +100,11 @@ rc=0
 check "$CQ_TMP/check.out" "$DASH" --prometheus "$prom" --timeout 60 || rc=$?
 cat "$CQ_TMP/check.out" >&2
 [[ $rc == 0 ]] || cq_fail "the dashboard does not match the live worker (exit $rc)"
+# Role and worker set to All (each variable's allValue): the regex matchers still select.
+all() { jq -er --arg v "$1" '.templating.list[] | select(.name == $v) | .allValue' "$DASH"; }
+check "$CQ_TMP/check.out" "$DASH" --prometheus "$prom" --timeout 10 \
+    --var role="$(all role)" --var worker="$(all worker)" || cq_fail "with role and worker All: $(grep ERROR "$CQ_TMP/check.out")"
+cq_say "ok: every query returns series with role and worker set to All too"
 
 # Broken copies must be rejected, each for its own reason.
 n_neg=0
