@@ -11,14 +11,8 @@ cp "$CQ_TMP/videos/tiny.mp4" "$CQ_TMP/videos/m1.mp4"
 cq_enqueue "[$(cq_item metrics m1)]"
 
 METRICS_ADDR=127.0.0.1:0 cq_consumer_bg worker
-port=
-for _ in $(seq 300); do
-    port=$(sed -n 's/.*metrics: serving .*(port \([0-9]*\)).*/\1/p' "$CQ_TMP/worker.log")
-    [[ -n $port ]] && break
-    kill -0 "$CQ_LAST_PID" 2>/dev/null || cq_fail "consumer exited before serving metrics"
-    sleep 0.1
-done
-[[ -n $port ]] || cq_fail "no 'metrics: serving' line with the port in 30 s"
+cq_metrics_port worker "$CQ_LAST_PID"
+port=$CQ_METRICS_PORT
 base="http://127.0.0.1:$port"
 cq_wait_sql "SELECT count(*) FROM extraction_items WHERE status='done'" 1 60
 

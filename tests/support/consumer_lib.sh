@@ -198,6 +198,20 @@ cq_consumer_bg() {
     CQ_PIDS+=("$CQ_LAST_PID")
 }
 
+# cq_metrics_port LOGNAME PID: waits (30 s) for the "metrics: serving" line of the consumer PID
+# (logging to $CQ_TMP/LOGNAME.log, METRICS_ADDR port 0) and sets CQ_METRICS_PORT to its port.
+cq_metrics_port() {
+    CQ_METRICS_PORT=
+    local i
+    for i in $(seq 300); do
+        CQ_METRICS_PORT=$(sed -n 's/.*metrics: serving .*(port \([0-9]*\)).*/\1/p' "$CQ_TMP/$1.log")
+        [[ -n $CQ_METRICS_PORT ]] && return 0
+        kill -0 "$2" 2>/dev/null || cq_fail "consumer exited before serving metrics"
+        sleep 0.1
+    done
+    cq_fail "no 'metrics: serving' line with the port in 30 s"
+}
+
 # cq_read TOPIC: every committed message as one kcat JSON line (headers included). A topic that
 # cannot be read fails the test: an empty answer would pass every "nothing there" check.
 cq_read() {
