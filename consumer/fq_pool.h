@@ -25,6 +25,7 @@ typedef struct fq_pool_job {
     double ms;                 /**< wall time of fq_pipeline_process */
     int64_t started_mono;      /**< when a thread took it (ms, monotonic) */
     atomic_bool finished;      /**< results above are valid once true */
+    void *owner;               /**< the caller's, untouched (e.g. the job's message) */
     const atomic_int *cancel;  /**< the pool's private copy of the submit argument */
     struct fq_pool_job *qnext; /**< the pool's queue */
 } fq_pool_job_t;
@@ -33,6 +34,9 @@ typedef struct fq_pool_job {
 typedef fq_error_t *(*fq_pool_process_fn)(void *ctx, const fq_item_t *item, int attempt,
                                           const atomic_int *cancel, fq_outcome_t *out);
 
+/** Called on the pool thread as a job starts (before any of its work); thread-safe. */
+typedef void (*fq_pool_start_fn)(void *ctx, const fq_pool_job_t *job);
+
 /** @brief Starts threads, each with fq_pipeline_new(cfg, with_db). NULL with errstr. */
 fq_pool_t *fq_pool_new(const fq_config_t *cfg, int threads, bool with_db, char *errstr,
                        size_t errstr_size) FQ_WARN_UNUSED;
@@ -40,6 +44,9 @@ fq_pool_t *fq_pool_new(const fq_config_t *cfg, int threads, bool with_db, char *
 /** @brief Starts threads that run process(ctx, ...) for each item instead of a pipeline. */
 fq_pool_t *fq_pool_new_with(int threads, fq_pool_process_fn process, void *ctx, char *errstr,
                             size_t errstr_size) FQ_WARN_UNUSED;
+
+/** @brief Sets the start hook (before the first submit). */
+void fq_pool_on_start(fq_pool_t *pool, fq_pool_start_fn fn, void *ctx);
 
 /** @brief Joins the threads (after the current jobs finish) and frees; NULL-safe. */
 void fq_pool_destroy(fq_pool_t *pool);

@@ -21,6 +21,8 @@ struct fq_pool {
     fq_pipeline_t **pipelines; /* one per thread, unless process is set */
     fq_pool_process_fn process;
     void *process_ctx;
+    fq_pool_start_fn on_start;
+    void *on_start_ctx;
 };
 
 typedef struct thread_arg {
@@ -34,6 +36,8 @@ static fq_error_t *run_job(fq_pool_t *pool, fq_pipeline_t *pl, fq_pool_job_t *jo
     if (job->cancel && atomic_load(job->cancel))
         return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_RETRIABLE,
                             "cancelled before it started: the message will be read again");
+    if (pool->on_start)
+        pool->on_start(pool->on_start_ctx, job);
     if (pool->process)
         return pool->process(pool->process_ctx, job->item, job->attempt, job->cancel, out);
     return fq_pipeline_process(pl, job->item, job->attempt, job->cancel, out);
@@ -144,6 +148,12 @@ fq_pool_t *fq_pool_new_with(int threads, fq_pool_process_fn process, void *ctx, 
                             size_t errstr_size)
 {
     return pool_new(NULL, threads, false, process, ctx, errstr, errstr_size);
+}
+
+void fq_pool_on_start(fq_pool_t *pool, fq_pool_start_fn fn, void *ctx)
+{
+    pool->on_start = fn;
+    pool->on_start_ctx = ctx;
 }
 
 void fq_pool_destroy(fq_pool_t *pool)

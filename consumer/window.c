@@ -140,18 +140,28 @@ static void set_gauges(fq_worker_t *w)
 static void submit(fq_worker_t *w, msg_t *m)
 {
     m->state = MSG_RUNNING;
-    if (m->from_retry && m->njobs && m->entries[0].attempt > 1) {
-        char key[FQ_ITEM_KEY_MAX];
-        fq_log_ctx_t ctx;
-        fq_w_log_ctx(m, &m->entries[0], &ctx, key, sizeof(key));
-        FQ_INFO(&ctx, "retry attempt started (not-before %" PRId64 ", %" PRId64 " ms after)",
-                m->not_before, fq_time_now_ms() - m->not_before);
-    }
+    for (size_t i = 0; i < m->njobs; i++)
+        m->jobs[i].owner = m;
     FQ_DEBUG(NULL, "message %s [%d] @%" PRId64 " started: %zu item(s), %zu in the window", m->topic,
              (int)m->partition, m->offset, m->njobs, w->nwin);
     w->items_unfinished += m->njobs;
     fq_pool_submit(w->pool, m->jobs, m->njobs, &m->cancel);
     set_gauges(w);
+}
+
+/* The pool's start hook (a pool thread): when a retry really starts, how long after it was due
+ * (the message's fields read here do not change while its job runs). */
+void fq_w_job_started(void *ctx, const fq_pool_job_t *job)
+{
+    (void)ctx;
+    const msg_t *m = job->owner;
+    if (!m || !m->from_retry || job->attempt <= 1)
+        return;
+    char key[FQ_ITEM_KEY_MAX];
+    fq_log_ctx_t lctx;
+    fq_w_log_ctx(m, &m->entries[0], &lctx, key, sizeof(key));
+    FQ_INFO(&lctx, "retry attempt started (not-before %" PRId64 ", %" PRId64 " ms after)",
+            m->not_before, fq_time_now_ms() - m->not_before);
 }
 
 bool fq_w_has_room(fq_worker_t *w)

@@ -248,6 +248,7 @@ fq_worker_t *fq_worker_new(const fq_config_t *cfg, const fq_worker_opts_t *opts,
     }
     if (!w->pool)
         goto fail;
+    fq_pool_on_start(w->pool, fq_w_job_started, w);
     w->rkp = fq_w_new_producer(w, errstr, errstr_size);
     if (!w->rkp)
         goto fail;

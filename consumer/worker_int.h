@@ -190,6 +190,7 @@ bool fq_w_part_busy(const fq_worker_t *w, const char *topic, int32_t partition);
 /* window.c */
 void fq_w_take(fq_worker_t *w, rd_kafka_message_t *rkm);
 bool fq_w_has_room(fq_worker_t *w);
+void fq_w_job_started(void *ctx, const fq_pool_job_t *job);
 void fq_w_start_held(fq_worker_t *w);
 void fq_w_start_due(fq_worker_t *w);
 int64_t fq_w_next_due(const fq_worker_t *w); /* epoch ms of the earliest waiting retry; 0 none */
