@@ -46,6 +46,10 @@ void fq_metrics_set(fq_metrics_t *m, const char *name, double v, ...);
 /** @brief Records one observation in a histogram (seconds). labels NULL-terminated. */
 void fq_metrics_observe(fq_metrics_t *m, const char *name, double seconds, ...);
 
+/** @brief Removes a gauge's series (e.g. the lag of a partition no longer assigned); labels as
+ *  for fq_metrics_add, NULL-terminated. */
+void fq_metrics_remove(fq_metrics_t *m, const char *name, ...);
+
 /** @brief Marks the loop alive now; /healthz fails when no heartbeat came for stale_ms. */
 void fq_metrics_heartbeat(fq_metrics_t *m, int64_t stale_ms);
 

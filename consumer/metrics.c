@@ -308,7 +308,7 @@ static series_t *get_series(family_t *f, char *labels)
     return s;
 }
 
-typedef enum op { OP_ADD, OP_SET, OP_OBSERVE } op_t;
+typedef enum op { OP_ADD, OP_SET, OP_OBSERVE, OP_REMOVE } op_t;
 
 static void update(fq_metrics_t *m, const char *name, op_t op, double v, va_list ap)
 {
@@ -323,7 +323,7 @@ static void update(fq_metrics_t *m, const char *name, op_t op, double v, va_list
         goto done;
     }
     bool ok = (op == OP_OBSERVE) == (f->type == FQ_METRIC_HISTOGRAM);
-    if (op == OP_SET && f->type != FQ_METRIC_GAUGE)
+    if ((op == OP_SET || op == OP_REMOVE) && f->type != FQ_METRIC_GAUGE)
         ok = false;
     /* Counters only go up; a NaN would poison a series for good. */
     if (f->type == FQ_METRIC_COUNTER && !(v >= 0))
@@ -337,6 +337,19 @@ static void update(fq_metrics_t *m, const char *name, op_t op, double v, va_list
         f->warned = true;
         goto done;
     }
+    if (op == OP_REMOVE) {
+        size_t pos;
+        series_t *gone = find_series(f, labels, &pos);
+        free(labels);
+        if (gone) {
+            free(gone->labels);
+            free(gone);
+            memmove(&f->series[pos], &f->series[pos + 1],
+                    (f->n_series - pos - 1) * sizeof(*f->series));
+            f->n_series--;
+        }
+        goto done;
+    }
     series_t *s = get_series(f, labels);
     if (!s)
         goto done;
@@ -346,6 +359,8 @@ static void update(fq_metrics_t *m, const char *name, op_t op, double v, va_list
         break;
     case OP_SET:
         s->value = v;
+        break;
+    case OP_REMOVE:
         break;
     case OP_OBSERVE:
         s->value += v;
@@ -454,6 +469,14 @@ void fq_metrics_observe(fq_metrics_t *m, const char *name, double seconds, ...)
     va_list ap;
     va_start(ap, seconds);
     update(m, name, OP_OBSERVE, seconds, ap);
+    va_end(ap);
+}
+
+void fq_metrics_remove(fq_metrics_t *m, const char *name, ...)
+{
+    va_list ap;
+    va_start(ap, name);
+    update(m, name, OP_REMOVE, 0.0, ap);
     va_end(ap);
 }
 

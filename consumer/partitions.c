@@ -2,6 +2,7 @@
  * of settled messages. The offset rules themselves are in parts.c; this file applies them to
  * librdkafka. */
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "fq_log.h"
@@ -259,8 +260,15 @@ void fq_w_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_topic_partition_list_destroy(owed);
         }
     }
-    for (int i = 0; i < parts->cnt; i++)
+    for (int i = 0; i < parts->cnt; i++) {
         fq_parts_remove(&w->parts, parts->elems[i].topic, parts->elems[i].partition);
+        /* Its lag is its new owner's to report: a stale value here would outlive it. */
+        char num[16];
+        snprintf(num, sizeof(num), "%d", (int)parts->elems[i].partition);
+        if (w->metrics)
+            fq_metrics_remove(w->metrics, "frameq_consumer_lag", "topic", parts->elems[i].topic,
+                              "partition", num, NULL);
+    }
     if (cooperative) {
         rd_kafka_error_t *error = rd_kafka_incremental_unassign(rk, parts);
         if (error) {

@@ -74,8 +74,10 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
         json_object_foreach(json_object_get(topic, "partitions"), pname, p)
         {
             json_t *lag = json_object_get(p, "consumer_lag");
-            /* -1 is librdkafka's internal UA partition, and lag -1 means unknown. */
-            if (atoi(pname) < 0 || !json_is_integer(lag) || json_integer_value(lag) < 0)
+            /* -1 is librdkafka's internal UA partition, and lag -1 means unknown; a partition
+             * no longer assigned may linger in the statistics: not ours to report. */
+            if (atoi(pname) < 0 || !json_is_integer(lag) || json_integer_value(lag) < 0 ||
+                !fq_w_part(w, tname, atoi(pname)))
                 continue;
             fq_metrics_set(w->metrics, "frameq_consumer_lag", (double)json_integer_value(lag),
                            "topic", tname, "partition", pname, NULL);

@@ -83,6 +83,14 @@ static void test_gauge_text(void **state)
                      "frameq_lag{partition=\"1\"} 0.25\n"
                      "frameq_lag{partition=\"2\"} -1.5\n"
                      "frameq_lag{partition=\"3\"} 1e+300\n");
+    /* A partition handed over: its series goes (a counter's never does). */
+    fq_metrics_remove(m, "frameq_lag", "partition", "1", NULL);
+    fq_metrics_remove(m, "frameq_lag", "partition", "9", NULL); /* unknown: nothing */
+    assert_render(m, "# HELP frameq_lag Lag.\n"
+                     "# TYPE frameq_lag gauge\n"
+                     "frameq_lag{partition=\"0\"} 40\n"
+                     "frameq_lag{partition=\"2\"} -1.5\n"
+                     "frameq_lag{partition=\"3\"} 1e+300\n");
     fq_metrics_destroy(m);
 }
 
