@@ -516,11 +516,12 @@ static void begin_stop(fq_worker_t *w, int64_t mono)
     fq_w_apply_pause(w);
 }
 
-/* How long this turn may wait: shorter while the window has room (a message that arrives is
- * started at once), never past a waiting retry's due time. */
-static int turn_timeout(fq_worker_t *w, bool room)
+/* How long this turn may wait: while items run the loop waits on the pool, so with room in the
+ * window it looks at Kafka again soon (a message that arrives starts within POLL_ROOM_MS); never
+ * past a waiting retry's due time. */
+static int turn_timeout(fq_worker_t *w, bool room, bool running)
 {
-    int timeout = room ? POLL_ROOM_MS : POLL_MS;
+    int timeout = room && running ? POLL_ROOM_MS : POLL_MS;
     int64_t now = fq_time_now_ms();
     int64_t due = fq_w_next_due(w);
     if (due && due - now < timeout)
@@ -579,13 +580,13 @@ int fq_worker_run(fq_worker_t *w)
         fq_w_start_held(w);
         fq_w_apply_pause(w); /* resumes partitions whose waiting retries became due */
 
-        bool room = fq_w_has_room(w) && !w->held;
-        int timeout = turn_timeout(w, room);
+        bool running = fq_w_running(w) > 0;
+        int timeout = turn_timeout(w, fq_w_has_room(w) && !w->held, running);
         /* Serve the group (heartbeats, rebalances, new messages) while the pool works. */
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, fq_w_running(w) ? 0 : timeout);
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, running ? 0 : timeout);
         if (rkm)
             handle_event(w, rkm);
-        if (fq_w_running(w) && fq_pool_wait(w->pool, rkm ? 0 : timeout))
+        if (running && fq_pool_wait(w->pool, rkm ? 0 : timeout))
             fq_w_reap(w);
         fq_w_commit_settled(w, true);
         fq_w_sweep(w);
