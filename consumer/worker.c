@@ -586,8 +586,12 @@ int fq_worker_run(fq_worker_t *w)
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, running ? 0 : timeout);
         if (rkm)
             handle_event(w, rkm);
-        if (running && fq_pool_wait(w->pool, rkm ? 0 : timeout))
-            fq_w_reap(w);
+        if (running) {
+            bool finished = fq_pool_wait(w->pool, rkm ? 0 : timeout);
+            (void)finished; /* reaped below either way: a message without jobs (every item
+                               invalid, or malformed) finishes without the pool */
+        }
+        fq_w_reap(w);
         fq_w_commit_settled(w, true);
         fq_w_sweep(w);
         if (!rkm && once_done(w))
