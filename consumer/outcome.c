@@ -160,7 +160,7 @@ fin_rc_t fq_w_decide(fq_worker_t *w, msg_t *m)
     char reason[700];
     if (atomic_load(&m->cancel)) {
         /* Cancelled at shutdown: whoever reads the partition next replays it. */
-        FQ_INFO(NULL, "message %s [%d] @%" PRId64 " cancelled: not committed", m->topic,
+        FQ_INFO(NULL, "message %s [%d] @%" PRId64 " abandoned without commit (cancelled)", m->topic,
                 (int)m->partition, m->offset);
         return FIN_REPLAY;
     }
