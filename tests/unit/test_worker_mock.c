@@ -420,6 +420,50 @@ static void test_rebalance_in_the_middle_of_a_message(void **state)
     cluster_down();
 }
 
+/* The window: messages of one partition run at once and finish out of order, and nothing is
+ * committed or published past a message still running. A slow message at offset 0, a message
+ * with a permanent failure at 1 and a clean one at 2: 1 and 2 run and finish while 0 runs, yet
+ * the DLQ message of 1 is not published and the group's offset does not move until 0 is done;
+ * then it is published exactly once. */
+static bool window_decided(void)
+{
+    return stat_get("perm-w", 3) == 1 && stat_get("ok-w", 1) == 1 && slow_running();
+}
+
+static void test_window_commits_only_the_prefix(void **state)
+{
+    cluster_up(1);
+    const char *b0[] = {"slow-w"}, *b1[] = {"perm-w"}, *b2[] = {"ok-w"};
+    produce_batch(0, b0, 1);
+    produce_batch(0, b1, 1);
+    produce_batch(0, b2, 1);
+    wthread_t a;
+    worker_start(&a, "window", false);
+    assert_true(wait_for(window_decided)); /* 1 and 2 finished while 0 runs */
+    for (int i = 0; i < 10; i++) {         /* and it stays so: nothing passes message 0 */
+        assert_int_equal(count_messages(H.dlq, 1), 0);
+        assert_int_equal(group_lag(), 3);
+        sleep_ms(50);
+    }
+    atomic_store(&H.release, 1);
+    want_runs = 2; /* slow-w, ok-w */
+    assert_true(wait_for(total_ok_reached));
+    for (int waited = 0; count_messages(H.dlq, 1) < 1 && waited < WAIT_MS; waited += 20)
+        sleep_ms(20);
+    assert_int_equal(count_messages(H.dlq, 1), 1);
+    /* A clean message committed alone moves the group to the end (see txn_error_replays). */
+    const char *b3[] = {"ok-w2"};
+    produce_batch(0, b3, 1);
+    want_runs = 3;
+    assert_true(wait_for(total_ok_reached));
+    assert_true(wait_for(lag_is_zero));
+    assert_int_equal(worker_join(&a, true), 0);
+    assert_int_equal(count_messages(H.dlq, 1), 1);
+    assert_int_equal(stat_get("perm-w", 0), 1);
+    assert_int_equal(stat_get("slow-w", 0), 1);
+    cluster_down();
+}
+
 /* A transaction that fails at EndTxn or TxnOffsetCommit is aborted and its message replayed:
  * the failed item is recorded again under the same attempt (idempotent) and routed again; the
  * worker goes on and commits the clean message after it. */
@@ -548,6 +592,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_once_fleet_drains_for_the_group),
         cmocka_unit_test(test_rebalance_in_the_middle_of_a_message),
+        cmocka_unit_test(test_window_commits_only_the_prefix),
         cmocka_unit_test(test_end_txn_error_replays),
         cmocka_unit_test(test_txn_offset_commit_error_replays),
         cmocka_unit_test(test_fenced_producer_is_renewed),
