@@ -18,8 +18,8 @@
 
 #include <librdkafka/rdkafka.h>
 
-#define FQ_WARN_UNUSED       __attribute__((warn_unused_result))
-#define FQ_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#include "fq_base.h"
+
 
 typedef enum fq_frame_mode {
     FQ_FRAME_MODE_FPS = 0,

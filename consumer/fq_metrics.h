@@ -40,11 +40,11 @@ int fq_metrics_serve(fq_metrics_t *m, const char *addr, char *errstr,
 int fq_metrics_port(const fq_metrics_t *m);
 
 /** @brief Adds v to a counter (or gauge). labels is NULL or pairs "k1","v1","k2","v2",NULL. */
-void fq_metrics_add(fq_metrics_t *m, const char *name, double v, ...);
+void fq_metrics_add(fq_metrics_t *m, const char *name, double v, ...) FQ_SENTINEL;
 /** @brief Sets a gauge. labels as for fq_metrics_add, NULL-terminated. */
-void fq_metrics_set(fq_metrics_t *m, const char *name, double v, ...);
+void fq_metrics_set(fq_metrics_t *m, const char *name, double v, ...) FQ_SENTINEL;
 /** @brief Records one observation in a histogram (seconds). labels NULL-terminated. */
-void fq_metrics_observe(fq_metrics_t *m, const char *name, double seconds, ...);
+void fq_metrics_observe(fq_metrics_t *m, const char *name, double seconds, ...) FQ_SENTINEL;
 
 /** @brief Marks the loop alive now; /healthz fails when no heartbeat came for stale_ms. */
 void fq_metrics_heartbeat(fq_metrics_t *m, int64_t stale_ms);

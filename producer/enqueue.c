@@ -16,10 +16,14 @@
 #include "fq_fetch.h"
 #include "fq_input.h"
 #include "fq_item.h"
+#include "fq_kafka.h"
 #include "fq_log.h"
 #include "fq_producer.h"
 
 #define MAX_FAILURES_SHOWN 20
+
+/* Every command polls it (fq_cli.h); enqueue is the default command. */
+volatile sig_atomic_t fq_cli_stop;
 
 typedef struct batch_meta {
     char batch_id[37];
@@ -29,8 +33,9 @@ typedef struct batch_meta {
 
 typedef struct enqueue_state {
     const fq_config_t *cfg;
+    fq_kafka_events_t events; /* the producer's opaque; its last_error is the transport-level
+                               * reason, .user this state */
     uint64_t items_ok, batches_ok, items_failed, batches_failed;
-    char last_error[512]; /* from error_cb: the transport-level reason */
     char first_dr_error[256];
     bool progress;
     int64_t t0;
@@ -47,7 +52,7 @@ static void report_invalid(void *opaque, const char *where, const char *why)
 
 static void enqueue_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
-    enqueue_state_t *st = opaque;
+    enqueue_state_t *st = ((fq_kafka_events_t *)opaque)->user;
     batch_meta_t *meta = msg->_private;
     if (!msg->err) {
         st->items_ok += meta ? meta->count : 0;
@@ -63,13 +68,6 @@ static void enqueue_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *o
         st->batches_failed++;
     }
     free(meta);
-}
-
-static void enqueue_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
-{
-    enqueue_state_t *st = opaque;
-    snprintf(st->last_error, sizeof(st->last_error), "%s", reason);
-    FQ_DEBUG(NULL, "kafka: %s: %s", rd_kafka_err2name(err), reason);
 }
 
 static void progress_line(enqueue_state_t *st, uint64_t sent, bool final)
@@ -209,25 +207,29 @@ static fq_spool_t *read_input(const fq_config_t *cfg, const fq_cli_opts_t *o, en
 static rd_kafka_t *enqueue_producer(const fq_config_t *cfg, const fq_cli_opts_t *o,
                                     enqueue_state_t *st)
 {
-    rd_kafka_conf_t *conf = fq_cli_kafka_conf(cfg);
-    if (!conf)
-        return NULL;
-    char tmo[32];
+    char errstr[512], tmo[32];
     snprintf(tmo, sizeof(tmo), "%" PRId64, o->timeout_ms);
-    if (fq_cli_conf_set(conf, cfg, true, "enable.idempotence", "true") ||
-        fq_cli_conf_set(conf, cfg, true, "acks", "all") ||
-        fq_cli_conf_set(conf, cfg, false, "message.timeout.ms", tmo) ||
-        fq_cli_conf_set(conf, cfg, false, "linger.ms", "20") ||
-        fq_cli_conf_set(conf, cfg, false, "batch.size", "1000000") ||
-        fq_cli_conf_set(conf, cfg, false, "queue.buffering.max.kbytes", "32768") ||
-        fq_cli_conf_set(conf, cfg, false, "compression.type", "lz4")) {
-        rd_kafka_conf_destroy(conf);
+    rd_kafka_conf_t *conf = fq_kafka_conf(cfg, errstr, sizeof(errstr));
+    if (!conf || fq_kafka_force(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) ||
+        fq_kafka_force(conf, "acks", "all", errstr, sizeof(errstr)) ||
+        fq_kafka_default(conf, cfg, "message.timeout.ms", tmo, errstr, sizeof(errstr)) ||
+        fq_kafka_default(conf, cfg, "linger.ms", "20", errstr, sizeof(errstr)) ||
+        fq_kafka_default(conf, cfg, "batch.size", "1000000", errstr, sizeof(errstr)) ||
+        fq_kafka_default(conf, cfg, "queue.buffering.max.kbytes", "32768", errstr,
+                         sizeof(errstr)) ||
+        fq_kafka_default(conf, cfg, "compression.type", "lz4", errstr, sizeof(errstr))) {
+        fprintf(stderr, "producer: %s\n", errstr);
+        if (conf)
+            rd_kafka_conf_destroy(conf);
         return NULL;
     }
     rd_kafka_conf_set_dr_msg_cb(conf, enqueue_dr_cb);
-    rd_kafka_conf_set_error_cb(conf, enqueue_error_cb);
-    rd_kafka_conf_set_opaque(conf, st);
-    return fq_cli_kafka_new(RD_KAFKA_PRODUCER, conf);
+    st->events.user = st;
+    fq_kafka_set_callbacks(conf, &st->events);
+    rd_kafka_t *rk = fq_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk)
+        fprintf(stderr, "producer: %s\n", errstr);
+    return rk;
 }
 
 /* Encodes items[0..n) as one batch message and sends it (rk), or prints it (--dry-run, rk
@@ -324,14 +326,14 @@ static int report(const fq_config_t *cfg, const enqueue_state_t *st, const fq_in
         if (st->batches_failed > MAX_FAILURES_SHOWN)
             fprintf(stderr, "producer: ... and %" PRIu64 " more failed batches\n",
                     st->batches_failed - MAX_FAILURES_SHOWN);
-        fprintf(stderr,
-                "producer: could not deliver to KAFKA_BROKERS=%s: %s (%" PRIu64 " of %" PRIu64
-                " items in %" PRIu64 " batches not delivered)\n",
-                cfg->kafka_brokers,
-                st->last_error[0] ? st->last_error
-                                  : (st->first_dr_error[0] ? st->first_dr_error : "interrupted"),
-                st->total_items - st->items_ok, st->total_items,
-                (uint64_t)nbatches - st->batches_ok);
+        fprintf(
+            stderr,
+            "producer: could not deliver to KAFKA_BROKERS=%s: %s (%" PRIu64 " of %" PRIu64
+            " items in %" PRIu64 " batches not delivered)\n",
+            cfg->kafka_brokers,
+            st->events.last_error[0] ? st->events.last_error
+                                     : (st->first_dr_error[0] ? st->first_dr_error : "interrupted"),
+            st->total_items - st->items_ok, st->total_items, (uint64_t)nbatches - st->batches_ok);
         rc = FQ_EXIT_DELIVERY;
     }
     if (fq_cli_stop && !rc)
