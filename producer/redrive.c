@@ -182,8 +182,8 @@ static rd_kafka_t *transactional_producer(const fq_config_t *cfg, const fq_cli_o
     return rk;
 }
 
-/* One transactional call (send offsets, commit) under the one policy (fq_kafka_txn_failed),
- * called again while it is retriable, TXN_TRIES times at most. */
+/* A transactional call (send offsets, commit) that fails retriably under the one policy
+ * (fq_kafka_txn_failed) is made again: TXN_TRIES calls in all. */
 #define TXN_TRIES 3
 
 /* Commits the open transaction with the DLQ offsets reached so far. 0, or -1: not committed.
