@@ -8,6 +8,7 @@
 #include "fq_metrics.h"
 #include "fq_metrics_http.h"
 
+#include "fq_buf.h"
 #include "fq_log.h"
 
 #include <math.h>
@@ -60,39 +61,6 @@ struct fq_metrics {
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
-typedef struct sbuf {
-    char *buf;
-    size_t len;
-    size_t cap;
-    bool oom;
-} sbuf_t;
-
-static void sb_put(sbuf_t *sb, const char *s, size_t n)
-{
-    if (sb->oom)
-        return;
-    if (sb->len + n + 1 > sb->cap) {
-        size_t cap = sb->cap ? sb->cap : 1024;
-        while (sb->len + n + 1 > cap)
-            cap *= 2;
-        char *buf = realloc(sb->buf, cap);
-        if (!buf) {
-            sb->oom = true;
-            return;
-        }
-        sb->buf = buf;
-        sb->cap = cap;
-    }
-    memcpy(sb->buf + sb->len, s, n);
-    sb->len += n;
-    sb->buf[sb->len] = '\0';
-}
-
-static void sb_puts(sbuf_t *sb, const char *s)
-{
-    sb_put(sb, s, strlen(s));
-}
-
 /* Shortest text that reads back as the same double; integers without exponent, so the
  * exposition stays readable ("3", "0.25", "300") and exact for counters. */
 static void fmt_double(char *buf, size_t size, double v)
@@ -143,30 +111,30 @@ static bool valid_label_name(const char *s)
 }
 
 /* Label values: backslash, double quote and newline are escaped (exposition format 0.0.4). */
-static void escape_label_value(sbuf_t *sb, const char *v)
+static void escape_label_value(fq_buf_t *sb, const char *v)
 {
     for (const char *p = v; *p; p++) {
         if (*p == '\\')
-            sb_put(sb, "\\\\", 2);
+            fq_buf_put(sb, "\\\\", 2);
         else if (*p == '"')
-            sb_put(sb, "\\\"", 2);
+            fq_buf_put(sb, "\\\"", 2);
         else if (*p == '\n')
-            sb_put(sb, "\\n", 2);
+            fq_buf_put(sb, "\\n", 2);
         else
-            sb_put(sb, p, 1);
+            fq_buf_put(sb, p, 1);
     }
 }
 
 /* HELP text: only backslash and newline are escaped. */
-static void escape_help(sbuf_t *sb, const char *v)
+static void escape_help(fq_buf_t *sb, const char *v)
 {
     for (const char *p = v; *p; p++) {
         if (*p == '\\')
-            sb_put(sb, "\\\\", 2);
+            fq_buf_put(sb, "\\\\", 2);
         else if (*p == '\n')
-            sb_put(sb, "\\n", 2);
+            fq_buf_put(sb, "\\n", 2);
         else
-            sb_put(sb, p, 1);
+            fq_buf_put(sb, p, 1);
     }
 }
 
@@ -178,7 +146,7 @@ static char *labels_from_va(va_list ap, bool histogram)
     const char *keys[MAX_LABELS];
     const char *vals[MAX_LABELS];
     size_t n = 0;
-    sbuf_t sb = {0};
+    fq_buf_t sb = {0};
 
     for (;;) {
         const char *k = va_arg(ap, const char *);
@@ -202,20 +170,20 @@ static char *labels_from_va(va_list ap, bool histogram)
         vals[i] = v;
         n++;
     }
-    sb_puts(&sb, ""); /* "" for the unlabelled series, never NULL */
+    fq_buf_puts(&sb, ""); /* "" for the unlabelled series, never NULL */
     for (size_t i = 0; i < n; i++) {
         if (i)
-            sb_put(&sb, ",", 1);
-        sb_puts(&sb, keys[i]);
-        sb_put(&sb, "=\"", 2);
+            fq_buf_put(&sb, ",", 1);
+        fq_buf_puts(&sb, keys[i]);
+        fq_buf_put(&sb, "=\"", 2);
         escape_label_value(&sb, vals[i]);
-        sb_put(&sb, "\"", 1);
+        fq_buf_put(&sb, "\"", 1);
     }
-    if (sb.oom || sb.len > MAX_LABELS_LEN) {
-        free(sb.buf);
+    if (sb.len > MAX_LABELS_LEN) {
+        free(sb.data);
         return NULL;
     }
-    return sb.buf;
+    return fq_buf_take(&sb, NULL);
 }
 
 /* Binary search over n entries sorted by the string key_at(arr, i): the index of key, or of
@@ -482,28 +450,28 @@ void fq_metrics_set_ready(fq_metrics_t *metrics, bool ready, const char *reason)
     pthread_mutex_unlock(&metrics->lock);
 }
 
-static void render_sample(sbuf_t *sb, const char *name, const char *suffix, const char *labels,
+static void render_sample(fq_buf_t *sb, const char *name, const char *suffix, const char *labels,
                           const char *le, double v)
 {
     char num[40];
-    sb_puts(sb, name);
-    sb_puts(sb, suffix);
+    fq_buf_puts(sb, name);
+    fq_buf_puts(sb, suffix);
     if (*labels || le) {
-        sb_put(sb, "{", 1);
-        sb_puts(sb, labels);
+        fq_buf_put(sb, "{", 1);
+        fq_buf_puts(sb, labels);
         if (le) {
             if (*labels)
-                sb_put(sb, ",", 1);
-            sb_put(sb, "le=\"", 4);
-            sb_puts(sb, le);
-            sb_put(sb, "\"", 1);
+                fq_buf_put(sb, ",", 1);
+            fq_buf_put(sb, "le=\"", 4);
+            fq_buf_puts(sb, le);
+            fq_buf_put(sb, "\"", 1);
         }
-        sb_put(sb, "}", 1);
+        fq_buf_put(sb, "}", 1);
     }
     fmt_double(num, sizeof(num), v);
-    sb_put(sb, " ", 1);
-    sb_puts(sb, num);
-    sb_put(sb, "\n", 1);
+    fq_buf_put(sb, " ", 1);
+    fq_buf_puts(sb, num);
+    fq_buf_put(sb, "\n", 1);
 }
 
 char *fq_metrics_render(fq_metrics_t *metrics)
@@ -511,23 +479,23 @@ char *fq_metrics_render(fq_metrics_t *metrics)
     static const char *const type_names[] = {"counter", "gauge", "histogram"};
     if (!metrics)
         return NULL;
-    sbuf_t sb = {0};
-    sb_puts(&sb, "");
+    fq_buf_t sb = {0};
+    fq_buf_puts(&sb, "");
     pthread_mutex_lock(&metrics->lock);
     for (size_t i = 0; i < metrics->n_families; i++) {
         const family_t *f = metrics->families[i];
         if (*f->help) {
-            sb_puts(&sb, "# HELP ");
-            sb_puts(&sb, f->name);
-            sb_put(&sb, " ", 1);
+            fq_buf_puts(&sb, "# HELP ");
+            fq_buf_puts(&sb, f->name);
+            fq_buf_put(&sb, " ", 1);
             escape_help(&sb, f->help);
-            sb_put(&sb, "\n", 1);
+            fq_buf_put(&sb, "\n", 1);
         }
-        sb_puts(&sb, "# TYPE ");
-        sb_puts(&sb, f->name);
-        sb_put(&sb, " ", 1);
-        sb_puts(&sb, type_names[f->type]);
-        sb_put(&sb, "\n", 1);
+        fq_buf_puts(&sb, "# TYPE ");
+        fq_buf_puts(&sb, f->name);
+        fq_buf_put(&sb, " ", 1);
+        fq_buf_puts(&sb, type_names[f->type]);
+        fq_buf_put(&sb, "\n", 1);
         for (size_t j = 0; j < f->n_series; j++) {
             const series_t *s = f->series[j];
             if (f->type != FQ_METRIC_HISTOGRAM) {
@@ -547,11 +515,7 @@ char *fq_metrics_render(fq_metrics_t *metrics)
         }
     }
     pthread_mutex_unlock(&metrics->lock);
-    if (sb.oom) {
-        free(sb.buf);
-        return NULL;
-    }
-    return sb.buf;
+    return fq_buf_take(&sb, NULL);
 }
 
 bool fq_metrics_healthz(fq_metrics_t *metrics, char *body, size_t size)
