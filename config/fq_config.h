@@ -18,7 +18,6 @@
 
 #include "fq_base.h"
 
-
 typedef enum fq_frame_mode {
     FQ_FRAME_MODE_FPS = 0,
     FQ_FRAME_MODE_KEYFRAMES,
