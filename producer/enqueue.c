@@ -50,21 +50,21 @@ static void report_invalid(void *opaque, const char *where, const char *why)
     fprintf(stderr, "producer: invalid item at %s: %s\n", where, why);
 }
 
-static void enqueue_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+static void enqueue_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
 {
     enqueue_state_t *st = ((fq_kafka_events_t *)opaque)->user;
-    batch_meta_t *meta = msg->_private;
-    if (!msg->err) {
+    batch_meta_t *meta = rkm->_private;
+    if (!rkm->err) {
         st->items_ok += meta ? meta->count : 0;
         st->batches_ok++;
     } else {
         st->items_failed += meta ? meta->count : 0;
         if (st->batches_failed < MAX_FAILURES_SHOWN && meta)
             fprintf(stderr, "producer: batch %s (%zu items, first %s) not delivered: %s\n",
-                    meta->batch_id, meta->count, meta->first, rd_kafka_err2str(msg->err));
+                    meta->batch_id, meta->count, meta->first, rd_kafka_err2str(rkm->err));
         if (!st->batches_failed)
             snprintf(st->first_dr_error, sizeof(st->first_dr_error), "%s",
-                     rd_kafka_err2str(msg->err));
+                     rd_kafka_err2str(rkm->err));
         st->batches_failed++;
     }
     free(meta);
@@ -247,15 +247,15 @@ static int publish_batch(rd_kafka_t *rk, const fq_config_t *cfg, enqueue_state_t
     meta->count = n;
     fq_time_rfc3339(fq_time_now_ms(), at, sizeof(at));
     size_t len = 0;
-    char *msg = fq_batch_encode(meta->batch_id, at, items, n, &len);
-    if (!msg) {
+    char *value = fq_batch_encode(meta->batch_id, at, items, n, &len);
+    if (!value) {
         free(meta);
         return -1;
     }
     if (!rk) {
-        fwrite(msg, 1, len, stdout);
+        fwrite(value, 1, len, stdout);
         putchar('\n');
-        free(msg);
+        free(value);
         free(meta);
         st->items_ok += n;
         st->batches_ok++;
@@ -264,10 +264,10 @@ static int publish_batch(rd_kafka_t *rk, const fq_config_t *cfg, enqueue_state_t
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
             rk, RD_KAFKA_V_TOPIC(cfg->kafka_topic), RD_KAFKA_V_KEY(meta->batch_id, 36),
-            RD_KAFKA_V_VALUE(msg, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+            RD_KAFKA_V_VALUE(value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
             RD_KAFKA_V_OPAQUE(meta), RD_KAFKA_V_END);
         if (!err)
-            return 0; /* msg and meta now owned by rk (meta freed by the delivery report) */
+            return 0; /* value and meta now owned by rk (meta freed by the delivery report) */
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !fq_cli_stop) {
             rd_kafka_poll(rk, 50);
             progress_line(st, sent, false);
@@ -277,7 +277,7 @@ static int publish_batch(rd_kafka_t *rk, const fq_config_t *cfg, enqueue_state_t
                 n, meta->first, rd_kafka_err2str(err));
         st->batches_failed++;
         st->items_failed += n;
-        free(msg);
+        free(value);
         free(meta);
         return 0;
     }
