@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <librdkafka/rdkafka.h>
 
 extern char **environ;
 

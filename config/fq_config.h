@@ -16,10 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include <librdkafka/rdkafka.h>
-
-#define FQ_WARN_UNUSED       __attribute__((warn_unused_result))
-#define FQ_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#include "fq_base.h"
 
 typedef enum fq_frame_mode {
     FQ_FRAME_MODE_FPS = 0,
@@ -147,13 +144,18 @@ void fq_config_print(const fq_config_t *cfg, FILE *out);
 /** @brief Help text for every setting (name, flag, default, meaning), for --help. */
 void fq_config_print_help(FILE *out);
 
+/** librdkafka's rd_kafka_conf_t, by its tag: this header includes no librdkafka (a module that
+ *  does not link kafka/ cannot reach Kafka through the configuration). */
+struct rd_kafka_conf_s;
+
 /**
  * @brief A librdkafka configuration with bootstrap servers and every KAFKA_CONFIG_* / -X
  * property applied. An unknown or invalid property fails with "KAFKA_CONFIG_X: why" or
- * "-X prop: why". Returns NULL on error.
+ * "-X prop: why". Returns NULL on error. Clients are built with fq_kafka_conf (kafka/), which
+ * adds the callbacks.
  */
-rd_kafka_conf_t *fq_config_kafka_conf(const fq_config_t *cfg, char *errstr,
-                                      size_t errstr_size) FQ_WARN_UNUSED;
+struct rd_kafka_conf_s *fq_config_kafka_conf(const fq_config_t *cfg, char *errstr,
+                                             size_t errstr_size) FQ_WARN_UNUSED;
 
 /** @brief Copies s into buf with any password/secret in a URL or conninfo replaced by "****". */
 const char *fq_config_mask_secret_url(const char *s, char *buf, size_t buf_size);

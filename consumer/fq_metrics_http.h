@@ -17,9 +17,9 @@
 
 typedef struct fq_metrics_http fq_metrics_http_t;
 
-/** @brief Serves m on addr ("host:port", "[v6]:port"; empty host or "*" = every interface)
+/** @brief Serves metrics on addr ("host:port", "[v6]:port"; empty host or "*" = every interface)
  *  from its own thread. NULL with errstr ("METRICS_ADDR: ...") on failure. */
-fq_metrics_http_t *fq_metrics_http_start(fq_metrics_t *m, const char *addr, char *errstr,
+fq_metrics_http_t *fq_metrics_http_start(fq_metrics_t *metrics, const char *addr, char *errstr,
                                          size_t errstr_size) FQ_WARN_UNUSED;
 
 /** @brief The port bound; 0 for NULL. */
@@ -29,9 +29,9 @@ int fq_metrics_http_port(const fq_metrics_http_t *http);
 void fq_metrics_http_stop(fq_metrics_http_t *http);
 
 /** @brief /healthz: true when a heartbeat came within its stale_ms; body "ok\n" or "stale\n". */
-bool fq_metrics_healthz(fq_metrics_t *m, char *body, size_t size);
+bool fq_metrics_healthz(fq_metrics_t *metrics, char *body, size_t size);
 
 /** @brief /readyz: true when ready; body "ready\n" or the reason and "\n". */
-bool fq_metrics_readyz(fq_metrics_t *m, char *body, size_t size);
+bool fq_metrics_readyz(fq_metrics_t *metrics, char *body, size_t size);
 
 #endif

@@ -8,6 +8,7 @@
 #include "fq_metrics.h"
 #include "fq_metrics_http.h"
 
+#include "fq_buf.h"
 #include "fq_log.h"
 
 #include <math.h>
@@ -60,39 +61,6 @@ struct fq_metrics {
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
-typedef struct sbuf {
-    char *buf;
-    size_t len;
-    size_t cap;
-    bool oom;
-} sbuf_t;
-
-static void sb_put(sbuf_t *sb, const char *s, size_t n)
-{
-    if (sb->oom)
-        return;
-    if (sb->len + n + 1 > sb->cap) {
-        size_t cap = sb->cap ? sb->cap : 1024;
-        while (sb->len + n + 1 > cap)
-            cap *= 2;
-        char *buf = realloc(sb->buf, cap);
-        if (!buf) {
-            sb->oom = true;
-            return;
-        }
-        sb->buf = buf;
-        sb->cap = cap;
-    }
-    memcpy(sb->buf + sb->len, s, n);
-    sb->len += n;
-    sb->buf[sb->len] = '\0';
-}
-
-static void sb_puts(sbuf_t *sb, const char *s)
-{
-    sb_put(sb, s, strlen(s));
-}
-
 /* Shortest text that reads back as the same double; integers without exponent, so the
  * exposition stays readable ("3", "0.25", "300") and exact for counters. */
 static void fmt_double(char *buf, size_t size, double v)
@@ -143,30 +111,30 @@ static bool valid_label_name(const char *s)
 }
 
 /* Label values: backslash, double quote and newline are escaped (exposition format 0.0.4). */
-static void escape_label_value(sbuf_t *sb, const char *v)
+static void escape_label_value(fq_buf_t *sb, const char *v)
 {
     for (const char *p = v; *p; p++) {
         if (*p == '\\')
-            sb_put(sb, "\\\\", 2);
+            fq_buf_put(sb, "\\\\", 2);
         else if (*p == '"')
-            sb_put(sb, "\\\"", 2);
+            fq_buf_put(sb, "\\\"", 2);
         else if (*p == '\n')
-            sb_put(sb, "\\n", 2);
+            fq_buf_put(sb, "\\n", 2);
         else
-            sb_put(sb, p, 1);
+            fq_buf_put(sb, p, 1);
     }
 }
 
 /* HELP text: only backslash and newline are escaped. */
-static void escape_help(sbuf_t *sb, const char *v)
+static void escape_help(fq_buf_t *sb, const char *v)
 {
     for (const char *p = v; *p; p++) {
         if (*p == '\\')
-            sb_put(sb, "\\\\", 2);
+            fq_buf_put(sb, "\\\\", 2);
         else if (*p == '\n')
-            sb_put(sb, "\\n", 2);
+            fq_buf_put(sb, "\\n", 2);
         else
-            sb_put(sb, p, 1);
+            fq_buf_put(sb, p, 1);
     }
 }
 
@@ -178,7 +146,7 @@ static char *labels_from_va(va_list ap, bool histogram)
     const char *keys[MAX_LABELS];
     const char *vals[MAX_LABELS];
     size_t n = 0;
-    sbuf_t sb = {0};
+    fq_buf_t sb = {0};
 
     for (;;) {
         const char *k = va_arg(ap, const char *);
@@ -202,20 +170,20 @@ static char *labels_from_va(va_list ap, bool histogram)
         vals[i] = v;
         n++;
     }
-    sb_puts(&sb, ""); /* "" for the unlabelled series, never NULL */
+    fq_buf_puts(&sb, ""); /* "" for the unlabelled series, never NULL */
     for (size_t i = 0; i < n; i++) {
         if (i)
-            sb_put(&sb, ",", 1);
-        sb_puts(&sb, keys[i]);
-        sb_put(&sb, "=\"", 2);
+            fq_buf_put(&sb, ",", 1);
+        fq_buf_puts(&sb, keys[i]);
+        fq_buf_put(&sb, "=\"", 2);
         escape_label_value(&sb, vals[i]);
-        sb_put(&sb, "\"", 1);
+        fq_buf_put(&sb, "\"", 1);
     }
-    if (sb.oom || sb.len > MAX_LABELS_LEN) {
-        free(sb.buf);
+    if (sb.len > MAX_LABELS_LEN) {
+        free(sb.data);
         return NULL;
     }
-    return sb.buf;
+    return fq_buf_take(&sb, NULL);
 }
 
 /* Binary search over n entries sorted by the string key_at(arr, i): the index of key, or of
@@ -251,13 +219,13 @@ static const char *series_labels_at(const void *arr, size_t i)
 }
 
 /* *pos receives the insertion point when not found. */
-static family_t *find_family(const fq_metrics_t *m, const char *name, size_t *pos)
+static family_t *find_family(const fq_metrics_t *metrics, const char *name, size_t *pos)
 {
     bool found;
-    size_t i = sorted_search(m->families, m->n_families, family_name_at, name, &found);
+    size_t i = sorted_search(metrics->families, metrics->n_families, family_name_at, name, &found);
     if (pos)
         *pos = i;
-    return found ? m->families[i] : NULL;
+    return found ? metrics->families[i] : NULL;
 }
 
 static series_t *find_series(const family_t *f, const char *labels, size_t *pos)
@@ -310,16 +278,16 @@ static series_t *get_series(family_t *f, char *labels)
 
 typedef enum op { OP_ADD, OP_SET, OP_OBSERVE, OP_REMOVE } op_t;
 
-static void update(fq_metrics_t *m, const char *name, op_t op, double v, va_list ap)
+static void update(fq_metrics_t *metrics, const char *name, op_t op, double v, va_list ap)
 {
-    if (!m || !name)
+    if (!metrics || !name)
         return;
-    pthread_mutex_lock(&m->lock);
-    family_t *f = find_family(m, name, NULL);
+    pthread_mutex_lock(&metrics->lock);
+    family_t *f = find_family(metrics, name, NULL);
     if (!f) {
-        if (!m->warned_unknown)
+        if (!metrics->warned_unknown)
             FQ_WARN(NULL, "metric %s used before fq_metrics_declare; ignored", name);
-        m->warned_unknown = true;
+        metrics->warned_unknown = true;
         goto done;
     }
     bool ok = (op == OP_OBSERVE) == (f->type == FQ_METRIC_HISTOGRAM);
@@ -374,22 +342,22 @@ static void update(fq_metrics_t *m, const char *name, op_t op, double v, va_list
         break;
     }
 done:
-    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&metrics->lock);
 }
 
 /* ---- registry API -------------------------------------------------------------------- */
 
 fq_metrics_t *fq_metrics_new(void)
 {
-    fq_metrics_t *m = calloc(1, sizeof(*m));
-    if (!m)
+    fq_metrics_t *metrics = calloc(1, sizeof(*metrics));
+    if (!metrics)
         return NULL;
-    if (pthread_mutex_init(&m->lock, NULL) != 0) {
-        free(m);
+    if (pthread_mutex_init(&metrics->lock, NULL) != 0) {
+        free(metrics);
         return NULL;
     }
-    snprintf(m->reason, sizeof(m->reason), "starting");
-    return m;
+    snprintf(metrics->reason, sizeof(metrics->reason), "starting");
+    return metrics;
 }
 
 static void free_family(family_t *f)
@@ -406,28 +374,30 @@ static void free_family(family_t *f)
     free(f);
 }
 
-int fq_metrics_declare(fq_metrics_t *m, const char *name, fq_metric_type_t type, const char *help)
+int fq_metrics_declare(fq_metrics_t *metrics, const char *name, fq_metric_type_t type,
+                       const char *help)
 {
-    if (!m || !valid_metric_name(name) || type < FQ_METRIC_COUNTER || type > FQ_METRIC_HISTOGRAM)
+    if (!metrics || !valid_metric_name(name) || type < FQ_METRIC_COUNTER ||
+        type > FQ_METRIC_HISTOGRAM)
         return -1;
     int rc = -1;
     family_t *f = NULL;
-    pthread_mutex_lock(&m->lock);
+    pthread_mutex_lock(&metrics->lock);
     size_t pos = 0;
-    family_t *old = find_family(m, name, &pos);
+    family_t *old = find_family(metrics, name, &pos);
     if (old) {
         if (old->type != type)
             FQ_WARN(NULL, "metric %s declared again with another type; kept the first", name);
         rc = 0;
         goto done;
     }
-    if (m->n_families == m->cap_families) {
-        size_t cap = m->cap_families ? m->cap_families * 2 : 16;
-        family_t **arr = realloc(m->families, cap * sizeof(*arr));
+    if (metrics->n_families == metrics->cap_families) {
+        size_t cap = metrics->cap_families ? metrics->cap_families * 2 : 16;
+        family_t **arr = realloc(metrics->families, cap * sizeof(*arr));
         if (!arr)
             goto done;
-        m->families = arr;
-        m->cap_families = cap;
+        metrics->families = arr;
+        metrics->cap_families = cap;
     }
     f = calloc(1, sizeof(*f));
     if (!f)
@@ -437,117 +407,118 @@ int fq_metrics_declare(fq_metrics_t *m, const char *name, fq_metric_type_t type,
     f->type = type;
     if (!f->name || !f->help)
         goto done;
-    memmove(&m->families[pos + 1], &m->families[pos], (m->n_families - pos) * sizeof(*m->families));
-    m->families[pos] = f;
-    m->n_families++;
+    memmove(&metrics->families[pos + 1], &metrics->families[pos],
+            (metrics->n_families - pos) * sizeof(*metrics->families));
+    metrics->families[pos] = f;
+    metrics->n_families++;
     f = NULL; /* now owned by the registry */
     rc = 0;
 done:
-    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&metrics->lock);
     free_family(f);
     return rc;
 }
 
-void fq_metrics_add(fq_metrics_t *m, const char *name, double v, ...)
+void fq_metrics_add(fq_metrics_t *metrics, const char *name, double v, ...)
 {
     va_list ap;
     va_start(ap, v);
-    update(m, name, OP_ADD, v, ap);
+    update(metrics, name, OP_ADD, v, ap);
     va_end(ap);
 }
 
-void fq_metrics_set(fq_metrics_t *m, const char *name, double v, ...)
+void fq_metrics_set(fq_metrics_t *metrics, const char *name, double v, ...)
 {
     va_list ap;
     va_start(ap, v);
-    update(m, name, OP_SET, v, ap);
+    update(metrics, name, OP_SET, v, ap);
     va_end(ap);
 }
 
-void fq_metrics_observe(fq_metrics_t *m, const char *name, double seconds, ...)
+void fq_metrics_observe(fq_metrics_t *metrics, const char *name, double seconds, ...)
 {
     va_list ap;
     va_start(ap, seconds);
-    update(m, name, OP_OBSERVE, seconds, ap);
+    update(metrics, name, OP_OBSERVE, seconds, ap);
     va_end(ap);
 }
 
-void fq_metrics_remove(fq_metrics_t *m, const char *name, ...)
+void fq_metrics_remove(fq_metrics_t *metrics, const char *name, ...)
 {
     va_list ap;
     va_start(ap, name);
-    update(m, name, OP_REMOVE, 0.0, ap);
+    update(metrics, name, OP_REMOVE, 0.0, ap);
     va_end(ap);
 }
 
-void fq_metrics_heartbeat(fq_metrics_t *m, int64_t stale_ms)
+void fq_metrics_heartbeat(fq_metrics_t *metrics, int64_t stale_ms)
 {
-    if (!m)
+    if (!metrics)
         return;
-    pthread_mutex_lock(&m->lock);
-    m->beat_seen = true;
-    m->last_beat_ms = fq_time_mono_ms();
-    m->stale_ms = stale_ms;
-    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_lock(&metrics->lock);
+    metrics->beat_seen = true;
+    metrics->last_beat_ms = fq_time_mono_ms();
+    metrics->stale_ms = stale_ms;
+    pthread_mutex_unlock(&metrics->lock);
 }
 
-void fq_metrics_set_ready(fq_metrics_t *m, bool ready, const char *reason)
+void fq_metrics_set_ready(fq_metrics_t *metrics, bool ready, const char *reason)
 {
-    if (!m)
+    if (!metrics)
         return;
-    pthread_mutex_lock(&m->lock);
-    m->ready = ready;
-    snprintf(m->reason, sizeof(m->reason), "%s",
+    pthread_mutex_lock(&metrics->lock);
+    metrics->ready = ready;
+    snprintf(metrics->reason, sizeof(metrics->reason), "%s",
              ready ? "" : (reason && *reason ? reason : "not ready"));
-    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&metrics->lock);
 }
 
-static void render_sample(sbuf_t *sb, const char *name, const char *suffix, const char *labels,
+static void render_sample(fq_buf_t *sb, const char *name, const char *suffix, const char *labels,
                           const char *le, double v)
 {
     char num[40];
-    sb_puts(sb, name);
-    sb_puts(sb, suffix);
+    fq_buf_puts(sb, name);
+    fq_buf_puts(sb, suffix);
     if (*labels || le) {
-        sb_put(sb, "{", 1);
-        sb_puts(sb, labels);
+        fq_buf_put(sb, "{", 1);
+        fq_buf_puts(sb, labels);
         if (le) {
             if (*labels)
-                sb_put(sb, ",", 1);
-            sb_put(sb, "le=\"", 4);
-            sb_puts(sb, le);
-            sb_put(sb, "\"", 1);
+                fq_buf_put(sb, ",", 1);
+            fq_buf_put(sb, "le=\"", 4);
+            fq_buf_puts(sb, le);
+            fq_buf_put(sb, "\"", 1);
         }
-        sb_put(sb, "}", 1);
+        fq_buf_put(sb, "}", 1);
     }
     fmt_double(num, sizeof(num), v);
-    sb_put(sb, " ", 1);
-    sb_puts(sb, num);
-    sb_put(sb, "\n", 1);
+    fq_buf_put(sb, " ", 1);
+    fq_buf_puts(sb, num);
+    fq_buf_put(sb, "\n", 1);
 }
 
-char *fq_metrics_render(fq_metrics_t *m)
+char *fq_metrics_render(fq_metrics_t *metrics)
 {
     static const char *const type_names[] = {"counter", "gauge", "histogram"};
-    if (!m)
+    if (!metrics)
         return NULL;
-    sbuf_t sb = {0};
-    sb_puts(&sb, "");
-    pthread_mutex_lock(&m->lock);
-    for (size_t i = 0; i < m->n_families; i++) {
-        const family_t *f = m->families[i];
+    fq_buf_t sb = {0};
+    fq_buf_puts(&sb, "");
+    pthread_mutex_lock(&metrics->lock);
+    for (size_t i = 0; i < metrics->n_families; i++) {
+        const family_t *f = metrics->families[i];
         if (*f->help) {
-            sb_puts(&sb, "# HELP ");
-            sb_puts(&sb, f->name);
-            sb_put(&sb, " ", 1);
+            fq_buf_puts(&sb, "# HELP ");
+            fq_buf_puts(&sb, f->name);
+            fq_buf_put(&sb, " ", 1);
             escape_help(&sb, f->help);
-            sb_put(&sb, "\n", 1);
+            fq_buf_put(&sb, "\n", 1);
         }
-        sb_puts(&sb, "# TYPE ");
-        sb_puts(&sb, f->name);
-        sb_put(&sb, " ", 1);
-        sb_puts(&sb, type_names[f->type]);
-        sb_put(&sb, "\n", 1);
+        fq_buf_puts(&sb, "# TYPE ");
+        fq_buf_puts(&sb, f->name);
+        fq_buf_put(&sb, " ", 1);
+        fq_buf_puts(&sb, type_names[f->type]);
+        fq_buf_put(&sb, "\n", 1);
         for (size_t j = 0; j < f->n_series; j++) {
             const series_t *s = f->series[j];
             if (f->type != FQ_METRIC_HISTOGRAM) {
@@ -566,62 +537,59 @@ char *fq_metrics_render(fq_metrics_t *m)
             render_sample(&sb, f->name, "_count", s->labels, NULL, (double)s->count);
         }
     }
-    pthread_mutex_unlock(&m->lock);
-    if (sb.oom) {
-        free(sb.buf);
-        return NULL;
-    }
-    return sb.buf;
+    pthread_mutex_unlock(&metrics->lock);
+    return fq_buf_take(&sb, NULL);
 }
 
-bool fq_metrics_healthz(fq_metrics_t *m, char *body, size_t size)
+bool fq_metrics_healthz(fq_metrics_t *metrics, char *body, size_t size)
 {
-    pthread_mutex_lock(&m->lock);
-    bool fresh = m->beat_seen && fq_time_mono_ms() - m->last_beat_ms < m->stale_ms;
-    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_lock(&metrics->lock);
+    bool fresh =
+        metrics->beat_seen && fq_time_mono_ms() - metrics->last_beat_ms < metrics->stale_ms;
+    pthread_mutex_unlock(&metrics->lock);
     snprintf(body, size, "%s\n", fresh ? "ok" : "stale");
     return fresh;
 }
 
-bool fq_metrics_readyz(fq_metrics_t *m, char *body, size_t size)
+bool fq_metrics_readyz(fq_metrics_t *metrics, char *body, size_t size)
 {
-    pthread_mutex_lock(&m->lock);
-    bool ready = m->ready;
-    snprintf(body, size, "%s\n", ready ? "ready" : m->reason);
-    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_lock(&metrics->lock);
+    bool ready = metrics->ready;
+    snprintf(body, size, "%s\n", ready ? "ready" : metrics->reason);
+    pthread_mutex_unlock(&metrics->lock);
     return ready;
 }
 
-int fq_metrics_serve(fq_metrics_t *m, const char *addr, char *errstr, size_t errstr_size)
+int fq_metrics_serve(fq_metrics_t *metrics, const char *addr, char *errstr, size_t errstr_size)
 {
-    if (!m) {
+    if (!metrics) {
         snprintf(errstr, errstr_size, "METRICS_ADDR: no registry");
         return -1;
     }
     if (!addr || !*addr || strcmp(addr, "off") == 0)
         return 0;
-    if (m->http) {
+    if (metrics->http) {
         snprintf(errstr, errstr_size, "METRICS_ADDR: already serving on port %d",
-                 fq_metrics_http_port(m->http));
+                 fq_metrics_http_port(metrics->http));
         return -1;
     }
-    m->http = fq_metrics_http_start(m, addr, errstr, errstr_size);
-    return m->http ? 0 : -1;
+    metrics->http = fq_metrics_http_start(metrics, addr, errstr, errstr_size);
+    return metrics->http ? 0 : -1;
 }
 
-int fq_metrics_port(const fq_metrics_t *m)
+int fq_metrics_port(const fq_metrics_t *metrics)
 {
-    return m ? fq_metrics_http_port(m->http) : 0;
+    return metrics ? fq_metrics_http_port(metrics->http) : 0;
 }
 
-void fq_metrics_destroy(fq_metrics_t *m)
+void fq_metrics_destroy(fq_metrics_t *metrics)
 {
-    if (!m)
+    if (!metrics)
         return;
-    fq_metrics_http_stop(m->http); /* first: the server thread reads the registry */
-    for (size_t i = 0; i < m->n_families; i++)
-        free_family(m->families[i]);
-    free(m->families);
-    pthread_mutex_destroy(&m->lock);
-    free(m);
+    fq_metrics_http_stop(metrics->http); /* first: the server thread reads the registry */
+    for (size_t i = 0; i < metrics->n_families; i++)
+        free_family(metrics->families[i]);
+    free(metrics->families);
+    pthread_mutex_destroy(&metrics->lock);
+    free(metrics);
 }

@@ -27,7 +27,7 @@
 #define EXPOSITION_TYPE      "text/plain; version=0.0.4; charset=utf-8"
 
 struct fq_metrics_http {
-    fq_metrics_t *m;
+    fq_metrics_t *metrics;
     struct MHD_Daemon *daemon;
     int port;
     /* While starting, libmicrohttpd's messages (a failed bind, say) go to the caller's
@@ -77,7 +77,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   size_t *upload_data_size, void **req_cls)
 {
     static int headers_seen; /* its address marks a request whose headers were seen */
-    fq_metrics_t *m = cls;
+    fq_metrics_t *metrics = cls;
     char body[320];
 
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
@@ -97,7 +97,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     /* url comes without the query string. */
     if (strcmp(url, "/metrics") == 0) {
-        char *text = fq_metrics_render(m);
+        char *text = fq_metrics_render(metrics);
         if (!text) {
             snprintf(body, sizeof(body), "out of memory\n");
             return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, TEXT_PLAIN, body, false);
@@ -105,12 +105,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return reply(conn, MHD_HTTP_OK, EXPOSITION_TYPE, text, true);
     }
     if (strcmp(url, "/healthz") == 0) {
-        bool ok = fq_metrics_healthz(m, body, sizeof(body));
+        bool ok = fq_metrics_healthz(metrics, body, sizeof(body));
         return reply(conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, TEXT_PLAIN, body,
                      false);
     }
     if (strcmp(url, "/readyz") == 0) {
-        bool ok = fq_metrics_readyz(m, body, sizeof(body));
+        bool ok = fq_metrics_readyz(metrics, body, sizeof(body));
         return reply(conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, TEXT_PLAIN, body,
                      false);
     }
@@ -163,7 +163,7 @@ static struct MHD_Daemon *start_daemon(fq_metrics_http_t *http, const struct add
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     struct MHD_Daemon *daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, http->m,
+        flags, 0, NULL, NULL, on_request, http->metrics,
         /* first, so that no message goes to libmicrohttpd's own stderr logger */
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, http, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)FQ_METRICS_HTTP_MAX_CONNS,
@@ -173,7 +173,7 @@ static struct MHD_Daemon *start_daemon(fq_metrics_http_t *http, const struct add
     return daemon;
 }
 
-fq_metrics_http_t *fq_metrics_http_start(fq_metrics_t *m, const char *addr, char *errstr,
+fq_metrics_http_t *fq_metrics_http_start(fq_metrics_t *metrics, const char *addr, char *errstr,
                                          size_t errstr_size)
 {
     char host[256], port[16];
@@ -198,7 +198,7 @@ fq_metrics_http_t *fq_metrics_http_start(fq_metrics_t *m, const char *addr, char
         snprintf(errstr, errstr_size, "METRICS_ADDR: out of memory");
         goto fail;
     }
-    http->m = m;
+    http->metrics = metrics;
     http->addr = addr;
     http->errstr = errstr;
     http->errstr_size = errstr_size;

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "fq_config.h" /* FQ_PRINTF, FQ_WARN_UNUSED */
+#include "fq_base.h"
 
 /** Where an item failed; names are the `frameq-error-stage` header values. */
 typedef enum fq_stage {

@@ -24,6 +24,7 @@
 #include <libavutil/avstring.h>
 #include <libswscale/swscale.h>
 
+#include "fq_buf.h"
 #include "fq_log.h"
 #include "frames_internal.h"
 
@@ -134,31 +135,18 @@ static void install_av_log(void)
  * names codecs. malloc'd; NULL on OOM. */
 static char *allowed_decoders(const char *codecs)
 {
-    size_t len = 0, cap = 256;
-    char *out = malloc(cap);
-    if (!out) {
-        return NULL;
-    }
-    out[0] = '\0';
+    fq_buf_t out = {0};
     void *it = NULL;
     const AVCodec *c;
     while ((c = av_codec_iterate(&it))) {
         if (!av_codec_is_decoder(c) || av_match_list(avcodec_get_name(c->id), codecs, ',') <= 0) {
             continue;
         }
-        size_t n = strlen(c->name);
-        if (len + n + 2 > cap) {
-            cap = 2 * (len + n + 2);
-            char *grown = realloc(out, cap);
-            if (!grown) {
-                free(out);
-                return NULL;
-            }
-            out = grown;
-        }
-        len += (size_t)sprintf(out + len, "%s%s", len ? "," : "", c->name);
+        if (out.len)
+            fq_buf_put(&out, ",", 1);
+        fq_buf_puts(&out, c->name);
     }
-    return out;
+    return fq_buf_take(&out, NULL);
 }
 
 fq_frames_t *fq_frames_new(const fq_frames_opts_t *opts)

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fq_buf.h"
+
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...) FQ_PRINTF(3, 4);
@@ -615,26 +617,20 @@ fq_error_t *fq_http_status_error(fq_stage_t stage, fq_class_t klass, long status
 
 /* ---- one-shot S3 requests ------------------------------------------------------------ */
 
+/* The reply body, kept up to max bytes (the rest is read and dropped). */
 typedef struct reply_buf {
-    char *data;
-    size_t len, max;
+    fq_buf_t body;
+    size_t max;
 } reply_buf_t;
 
-static size_t on_reply_data(char *buf, size_t size, size_t nmemb, void *opaque)
+static size_t on_reply_data(char *data, size_t size, size_t nmemb, void *opaque)
 {
     reply_buf_t *r = opaque;
     size_t n = size * nmemb;
-    size_t take = r->len + n > r->max ? r->max - r->len : n;
-    if (take > 0) {
-        char *grown = realloc(r->data, r->len + take + 1);
-        if (!grown)
-            return 0;
-        r->data = grown;
-        memcpy(r->data + r->len, buf, take);
-        r->len += take;
-        r->data[r->len] = '\0';
-    }
-    return n;
+    size_t take = r->body.len + n > r->max ? r->max - r->body.len : n;
+    if (take > 0)
+        fq_buf_put(&r->body, data, take);
+    return r->body.oom ? 0 : n;
 }
 
 fq_error_t *fq_s3_request(const fq_config_t *cfg, fq_stage_t stage, const char *method,
@@ -695,18 +691,18 @@ fq_error_t *fq_s3_request(const fq_config_t *cfg, fq_stage_t stage, const char *
             errbuf[0] ? errbuf : curl_easy_strerror(rc), (int)rc);
         fq_error_set_code(err, (int)rc);
     } else if (code < 200 || code >= 300) {
-        err = fq_s3_status_error(stage, code, safe, r.data, r.len);
+        err = fq_s3_status_error(stage, code, safe, r.body.data, r.body.len);
     }
 done:
     if (status)
         *status = code;
-    if (reply) {
-        *reply = r.data;
-        r.data = NULL;
-    }
     if (reply_len)
-        *reply_len = r.len;
-    free(r.data);
+        *reply_len = r.body.len;
+    if (reply) {
+        *reply = r.body.data;
+        r.body.data = NULL;
+    }
+    free(r.body.data);
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
     return err;

@@ -13,6 +13,7 @@
 
 #include "fq_cli.h"
 #include "fq_config.h"
+#include "fq_kafka.h"
 #include "fq_log.h"
 #include "fq_producer.h"
 
@@ -34,21 +35,24 @@ int fq_dlq_open(const fq_config_t *cfg, const char *group, bool from_committed, 
                 fq_dlq_reader_t *r)
 {
     memset(r, 0, sizeof(*r));
-    rd_kafka_conf_t *conf = fq_cli_kafka_conf(cfg);
-    if (!conf)
-        return FQ_EXIT_USAGE;
-    if (fq_cli_conf_set(conf, cfg, true, "group.id", group) ||
-        fq_cli_conf_set(conf, cfg, true, "enable.auto.commit", "false") ||
-        fq_cli_conf_set(conf, cfg, true, "enable.auto.offset.store", "false") ||
-        fq_cli_conf_set(conf, cfg, true, "isolation.level", "read_committed") ||
-        fq_cli_conf_set(conf, cfg, true, "enable.partition.eof", "true") ||
-        fq_cli_conf_set(conf, cfg, true, "auto.offset.reset", "earliest")) {
-        rd_kafka_conf_destroy(conf);
+    char errstr[512];
+    rd_kafka_conf_t *conf = fq_kafka_conf(cfg, errstr, sizeof(errstr));
+    if (!conf || fq_kafka_force(conf, "group.id", group, errstr, sizeof(errstr)) ||
+        fq_kafka_force(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)) ||
+        fq_kafka_force(conf, "enable.auto.offset.store", "false", errstr, sizeof(errstr)) ||
+        fq_kafka_force(conf, "isolation.level", "read_committed", errstr, sizeof(errstr)) ||
+        fq_kafka_force(conf, "enable.partition.eof", "true", errstr, sizeof(errstr)) ||
+        fq_kafka_force(conf, "auto.offset.reset", "earliest", errstr, sizeof(errstr))) {
+        fprintf(stderr, "producer: %s\n", errstr);
+        if (conf)
+            rd_kafka_conf_destroy(conf);
         return FQ_EXIT_USAGE;
     }
-    r->rk = fq_cli_kafka_new(RD_KAFKA_CONSUMER, conf);
-    if (!r->rk)
+    r->rk = fq_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!r->rk) {
+        fprintf(stderr, "producer: %s\n", errstr);
         return FQ_EXIT_USAGE;
+    }
     rd_kafka_poll_set_consumer(r->rk);
 
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->rk, cfg->kafka_dlq_topic, NULL);
@@ -131,21 +135,21 @@ rd_kafka_message_t *fq_dlq_next(fq_dlq_reader_t *r, int64_t timeout_ms, bool *fa
             *failed = true;
             return NULL;
         }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 200);
-        if (!m)
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(r->rk, 200);
+        if (!rkm)
             continue;
-        int i = fq_dlq_part_index(r, m->partition);
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        int i = fq_dlq_part_index(r, rkm->partition);
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             if (i >= 0)
                 r->eof[i] = true;
-            rd_kafka_message_destroy(m);
+            rd_kafka_message_destroy(rkm);
             continue;
         }
-        if (m->err) {
-            fprintf(stderr, "producer: reading the DLQ: %s\n", rd_kafka_message_errstr(m));
-            bool fatal = m->err != RD_KAFKA_RESP_ERR__TRANSPORT &&
-                         m->err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
-            rd_kafka_message_destroy(m);
+        if (rkm->err) {
+            fprintf(stderr, "producer: reading the DLQ: %s\n", rd_kafka_message_errstr(rkm));
+            bool fatal = rkm->err != RD_KAFKA_RESP_ERR__TRANSPORT &&
+                         rkm->err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
+            rd_kafka_message_destroy(rkm);
             if (fatal) {
                 *failed = true;
                 return NULL;
@@ -154,7 +158,7 @@ rd_kafka_message_t *fq_dlq_next(fq_dlq_reader_t *r, int64_t timeout_ms, bool *fa
         }
         if (i >= 0)
             r->eof[i] = false;
-        return m;
+        return rkm;
     }
     if (fq_cli_stop)
         *failed = true;
@@ -223,19 +227,19 @@ int fq_cli_dlq_list(const fq_config_t *cfg, const fq_cli_opts_t *o)
     uint64_t total = 0;
     bool failed = false;
     fq_dlq_table_header();
-    rd_kafka_message_t *m;
-    while ((m = fq_dlq_next(&r, o->timeout_ms, &failed))) {
+    rd_kafka_message_t *rkm;
+    while ((rkm = fq_dlq_next(&r, o->timeout_ms, &failed))) {
         rd_kafka_headers_t *hdrs = NULL;
-        rd_kafka_message_headers(m, &hdrs);
+        rd_kafka_message_headers(rkm, &hdrs);
         fq_dlq_entry_t e;
-        fq_dlq_entry_from(&e, m->key, m->key_len, hdrs);
+        fq_dlq_entry_from(&e, rkm->key, rkm->key_len, hdrs);
         if (fq_dlq_filter_match(&o->filter, &e)) {
             fq_dlq_table_row(&e);
             tally_add(by_reason, 16, e.reason);
             tally_add(by_stage, 16, e.stage);
             total++;
         }
-        rd_kafka_message_destroy(m);
+        rd_kafka_message_destroy(rkm);
     }
     printf("\n%" PRIu64 " dead messages in %s\n", total, cfg->kafka_dlq_topic);
     printf("by reason:");

@@ -16,10 +16,14 @@
 #include "fq_fetch.h"
 #include "fq_input.h"
 #include "fq_item.h"
+#include "fq_kafka.h"
 #include "fq_log.h"
 #include "fq_producer.h"
 
 #define MAX_FAILURES_SHOWN 20
+
+/* Every command polls it (fq_cli.h); enqueue is the default command. */
+volatile sig_atomic_t fq_cli_stop;
 
 typedef struct batch_meta {
     char batch_id[37];
@@ -29,8 +33,9 @@ typedef struct batch_meta {
 
 typedef struct enqueue_state {
     const fq_config_t *cfg;
+    fq_kafka_events_t events; /* the producer's opaque; its last_error is the transport-level
+                               * reason, .user this state */
     uint64_t items_ok, batches_ok, items_failed, batches_failed;
-    char last_error[512]; /* from error_cb: the transport-level reason */
     char first_dr_error[256];
     bool progress;
     int64_t t0;
@@ -45,31 +50,24 @@ static void report_invalid(void *opaque, const char *where, const char *why)
     fprintf(stderr, "producer: invalid item at %s: %s\n", where, why);
 }
 
-static void enqueue_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+static void enqueue_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
 {
-    enqueue_state_t *st = opaque;
-    batch_meta_t *meta = msg->_private;
-    if (!msg->err) {
+    enqueue_state_t *st = ((fq_kafka_events_t *)opaque)->user;
+    batch_meta_t *meta = rkm->_private;
+    if (!rkm->err) {
         st->items_ok += meta ? meta->count : 0;
         st->batches_ok++;
     } else {
         st->items_failed += meta ? meta->count : 0;
         if (st->batches_failed < MAX_FAILURES_SHOWN && meta)
             fprintf(stderr, "producer: batch %s (%zu items, first %s) not delivered: %s\n",
-                    meta->batch_id, meta->count, meta->first, rd_kafka_err2str(msg->err));
+                    meta->batch_id, meta->count, meta->first, rd_kafka_err2str(rkm->err));
         if (!st->batches_failed)
             snprintf(st->first_dr_error, sizeof(st->first_dr_error), "%s",
-                     rd_kafka_err2str(msg->err));
+                     rd_kafka_err2str(rkm->err));
         st->batches_failed++;
     }
     free(meta);
-}
-
-static void enqueue_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
-{
-    enqueue_state_t *st = opaque;
-    snprintf(st->last_error, sizeof(st->last_error), "%s", reason);
-    FQ_DEBUG(NULL, "kafka: %s: %s", rd_kafka_err2name(err), reason);
 }
 
 static void progress_line(enqueue_state_t *st, uint64_t sent, bool final)
@@ -209,25 +207,29 @@ static fq_spool_t *read_input(const fq_config_t *cfg, const fq_cli_opts_t *o, en
 static rd_kafka_t *enqueue_producer(const fq_config_t *cfg, const fq_cli_opts_t *o,
                                     enqueue_state_t *st)
 {
-    rd_kafka_conf_t *conf = fq_cli_kafka_conf(cfg);
-    if (!conf)
-        return NULL;
-    char tmo[32];
+    char errstr[512], tmo[32];
     snprintf(tmo, sizeof(tmo), "%" PRId64, o->timeout_ms);
-    if (fq_cli_conf_set(conf, cfg, true, "enable.idempotence", "true") ||
-        fq_cli_conf_set(conf, cfg, true, "acks", "all") ||
-        fq_cli_conf_set(conf, cfg, false, "message.timeout.ms", tmo) ||
-        fq_cli_conf_set(conf, cfg, false, "linger.ms", "20") ||
-        fq_cli_conf_set(conf, cfg, false, "batch.size", "1000000") ||
-        fq_cli_conf_set(conf, cfg, false, "queue.buffering.max.kbytes", "32768") ||
-        fq_cli_conf_set(conf, cfg, false, "compression.type", "lz4")) {
-        rd_kafka_conf_destroy(conf);
+    rd_kafka_conf_t *conf = fq_kafka_conf(cfg, errstr, sizeof(errstr));
+    if (!conf || fq_kafka_force(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) ||
+        fq_kafka_force(conf, "acks", "all", errstr, sizeof(errstr)) ||
+        fq_kafka_default(conf, cfg, "message.timeout.ms", tmo, errstr, sizeof(errstr)) ||
+        fq_kafka_default(conf, cfg, "linger.ms", "20", errstr, sizeof(errstr)) ||
+        fq_kafka_default(conf, cfg, "batch.size", "1000000", errstr, sizeof(errstr)) ||
+        fq_kafka_default(conf, cfg, "queue.buffering.max.kbytes", "32768", errstr,
+                         sizeof(errstr)) ||
+        fq_kafka_default(conf, cfg, "compression.type", "lz4", errstr, sizeof(errstr))) {
+        fprintf(stderr, "producer: %s\n", errstr);
+        if (conf)
+            rd_kafka_conf_destroy(conf);
         return NULL;
     }
     rd_kafka_conf_set_dr_msg_cb(conf, enqueue_dr_cb);
-    rd_kafka_conf_set_error_cb(conf, enqueue_error_cb);
-    rd_kafka_conf_set_opaque(conf, st);
-    return fq_cli_kafka_new(RD_KAFKA_PRODUCER, conf);
+    st->events.user = st;
+    fq_kafka_set_callbacks(conf, &st->events);
+    rd_kafka_t *rk = fq_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk)
+        fprintf(stderr, "producer: %s\n", errstr);
+    return rk;
 }
 
 /* Encodes items[0..n) as one batch message and sends it (rk), or prints it (--dry-run, rk
@@ -245,15 +247,15 @@ static int publish_batch(rd_kafka_t *rk, const fq_config_t *cfg, enqueue_state_t
     meta->count = n;
     fq_time_rfc3339(fq_time_now_ms(), at, sizeof(at));
     size_t len = 0;
-    char *msg = fq_batch_encode(meta->batch_id, at, items, n, &len);
-    if (!msg) {
+    char *value = fq_batch_encode(meta->batch_id, at, items, n, &len);
+    if (!value) {
         free(meta);
         return -1;
     }
     if (!rk) {
-        fwrite(msg, 1, len, stdout);
+        fwrite(value, 1, len, stdout);
         putchar('\n');
-        free(msg);
+        free(value);
         free(meta);
         st->items_ok += n;
         st->batches_ok++;
@@ -262,10 +264,10 @@ static int publish_batch(rd_kafka_t *rk, const fq_config_t *cfg, enqueue_state_t
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
             rk, RD_KAFKA_V_TOPIC(cfg->kafka_topic), RD_KAFKA_V_KEY(meta->batch_id, 36),
-            RD_KAFKA_V_VALUE(msg, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+            RD_KAFKA_V_VALUE(value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
             RD_KAFKA_V_OPAQUE(meta), RD_KAFKA_V_END);
         if (!err)
-            return 0; /* msg and meta now owned by rk (meta freed by the delivery report) */
+            return 0; /* value and meta now owned by rk (meta freed by the delivery report) */
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL && !fq_cli_stop) {
             rd_kafka_poll(rk, 50);
             progress_line(st, sent, false);
@@ -275,7 +277,7 @@ static int publish_batch(rd_kafka_t *rk, const fq_config_t *cfg, enqueue_state_t
                 n, meta->first, rd_kafka_err2str(err));
         st->batches_failed++;
         st->items_failed += n;
-        free(msg);
+        free(value);
         free(meta);
         return 0;
     }
@@ -324,14 +326,14 @@ static int report(const fq_config_t *cfg, const enqueue_state_t *st, const fq_in
         if (st->batches_failed > MAX_FAILURES_SHOWN)
             fprintf(stderr, "producer: ... and %" PRIu64 " more failed batches\n",
                     st->batches_failed - MAX_FAILURES_SHOWN);
-        fprintf(stderr,
-                "producer: could not deliver to KAFKA_BROKERS=%s: %s (%" PRIu64 " of %" PRIu64
-                " items in %" PRIu64 " batches not delivered)\n",
-                cfg->kafka_brokers,
-                st->last_error[0] ? st->last_error
-                                  : (st->first_dr_error[0] ? st->first_dr_error : "interrupted"),
-                st->total_items - st->items_ok, st->total_items,
-                (uint64_t)nbatches - st->batches_ok);
+        fprintf(
+            stderr,
+            "producer: could not deliver to KAFKA_BROKERS=%s: %s (%" PRIu64 " of %" PRIu64
+            " items in %" PRIu64 " batches not delivered)\n",
+            cfg->kafka_brokers,
+            st->events.last_error[0] ? st->events.last_error
+                                     : (st->first_dr_error[0] ? st->first_dr_error : "interrupted"),
+            st->total_items - st->items_ok, st->total_items, (uint64_t)nbatches - st->batches_ok);
         rc = FQ_EXIT_DELIVERY;
     }
     if (fq_cli_stop && !rc)

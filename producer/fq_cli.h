@@ -1,6 +1,6 @@
 /* The producer program's internals, shared by its command files: the parsed options, the
- * commands (enqueue.c, topics.c, dlq.c, redrive.c), the Kafka configuration they all start
- * from (kafka.c) and the DLQ reader that dlq list and redrive share (dlq.c). main.c parses the
+ * commands (enqueue.c, topics.c, dlq.c, redrive.c; their Kafka clients come from kafka/
+ * fq_kafka.h) and the DLQ reader that dlq list and redrive share (dlq.c). main.c parses the
  * arguments and dispatches. Exit codes: 0 success, FQ_EXIT_DELIVERY (1) something was not
  * delivered / a Kafka operation failed, FQ_EXIT_USAGE (2) usage or input error. */
 #ifndef FQ_CLI_H
@@ -58,19 +58,6 @@ int fq_cli_dlq_list(const fq_config_t *cfg, const fq_cli_opts_t *o) FQ_WARN_UNUS
 /** @brief redrive: DLQ -> main or retry topic, transactional and resumable (contract in
  *  redrive.c). Returns the exit code. */
 int fq_cli_redrive(const fq_config_t *cfg, const fq_cli_opts_t *o) FQ_WARN_UNUSED;
-
-/** @brief The configuration's librdkafka settings with librdkafka's log lines routed to fq_log;
- *  NULL after printing why. */
-rd_kafka_conf_t *fq_cli_kafka_conf(const fq_config_t *cfg) FQ_WARN_UNUSED;
-
-/** @brief rd_kafka_new of type with conf, which it takes in every case (destroyed on failure);
- *  NULL after printing why. */
-rd_kafka_t *fq_cli_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf) FQ_WARN_UNUSED;
-
-/** @brief Sets one librdkafka property. Without force, a property the user set (KAFKA_CONFIG_*
- *  or -X) wins and this is a no-op. 0, or -1 after printing why. */
-int fq_cli_conf_set(rd_kafka_conf_t *conf, const fq_config_t *cfg, bool force, const char *name,
-                    const char *value) FQ_WARN_UNUSED;
 
 /** Reads every partition of the DLQ until EOF on all of them (dlq.c). */
 typedef struct fq_dlq_reader {

@@ -27,6 +27,7 @@
 #include "fq_config.h"
 #include "fq_headers.h"
 #include "fq_item.h"
+#include "fq_kafka.h"
 #include "fq_log.h"
 #include "fq_producer.h"
 #include "fq_store.h"
@@ -35,48 +36,19 @@ typedef struct redrive_stats {
     uint64_t read, redriven, not_matching, loop_guard, malformed, db_errors;
 } redrive_stats_t;
 
-/* Commits the open transaction with the offsets reached so far. 0 or -1 (aborted). */
-static int txn_commit(rd_kafka_t *producer, fq_dlq_reader_t *r, int64_t timeout_ms)
-{
-    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(r->nparts);
-    for (int i = 0; i < r->nparts; i++)
-        if (r->next[i] >= 0)
-            rd_kafka_topic_partition_list_add(offsets, r->parts->elems[i].topic,
-                                              r->parts->elems[i].partition)
-                ->offset = r->next[i];
-    rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(r->rk);
-    rd_kafka_error_t *error = NULL;
-    if (offsets->cnt)
-        error = rd_kafka_send_offsets_to_transaction(producer, offsets, cgmd, (int)timeout_ms);
-    rd_kafka_consumer_group_metadata_destroy(cgmd);
-    rd_kafka_topic_partition_list_destroy(offsets);
-    if (!error)
-        error = rd_kafka_commit_transaction(producer, (int)timeout_ms);
-    if (!error)
-        return 0;
-    fprintf(stderr, "producer: transaction failed, nothing of it is visible: %s\n",
-            rd_kafka_error_string(error));
-    rd_kafka_error_destroy(error);
-    error = rd_kafka_abort_transaction(producer, (int)timeout_ms);
-    if (error) {
-        fprintf(stderr, "producer: abort failed: %s\n", rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-    }
-    return -1;
-}
-
 /* A malloc'd copy of the message's value (a 1-byte buffer for an empty one); NULL on OOM. */
-static char *value_copy(const rd_kafka_message_t *m)
+static char *value_copy(const rd_kafka_message_t *rkm)
 {
-    char *value = malloc(m->len ? m->len : 1);
-    if (value && m->len)
-        memcpy(value, m->payload, m->len);
+    char *value = malloc(rkm->len ? rkm->len : 1);
+    if (value && rkm->len)
+        memcpy(value, rkm->payload, rkm->len);
     return value;
 }
 
 /* Builds and produces the redrive message for one DLQ message. 0, or -1. */
-static int redrive_one(rd_kafka_t *producer, const fq_config_t *cfg, const fq_cli_opts_t *o,
-                       const rd_kafka_message_t *m, const fq_item_t *item, const fq_dlq_entry_t *e)
+static int redrive_one(rd_kafka_t *rk, const fq_config_t *cfg, const fq_cli_opts_t *o,
+                       const rd_kafka_message_t *rkm, const fq_item_t *item,
+                       const fq_dlq_entry_t *e)
 {
     bool to_retry = !strcmp(o->to, "retry");
     rd_kafka_headers_t *hdrs = NULL;
@@ -84,24 +56,24 @@ static int redrive_one(rd_kafka_t *producer, const fq_config_t *cfg, const fq_cl
     char *value = NULL;
     size_t len = 0;
     char batch_id[37];
-    const void *key = m->key;
-    size_t key_len = m->key_len;
+    const void *key = rkm->key;
+    size_t key_len = rkm->key_len;
     int herr = 0; /* the rd_kafka errors of the header edits, or'ed */
 
     if (to_retry) {
         /* The DLQ value is the item as received: the retry topic takes it unchanged, with the
          * history headers carried over and a fresh attempt counter. */
-        if (rd_kafka_message_headers(m, (rd_kafka_headers_t **)&src) == 0 && src)
+        if (rd_kafka_message_headers(rkm, (rd_kafka_headers_t **)&src) == 0 && src)
             hdrs = rd_kafka_headers_copy(src);
         else
             hdrs = rd_kafka_headers_new(8);
         herr |= fq_headers_set(hdrs, FQ_HDR_DLQ_REASON, NULL);
         herr |= fq_headers_set_int(hdrs, FQ_HDR_ATTEMPT, 0);
         herr |= fq_headers_set_int(hdrs, FQ_HDR_NOT_BEFORE, fq_time_now_ms());
-        value = value_copy(m);
+        value = value_copy(rkm);
         if (!value)
             goto fail;
-        len = m->len;
+        len = rkm->len;
     } else {
         hdrs = rd_kafka_headers_new(2);
         fq_uuid4(batch_id);
@@ -113,8 +85,8 @@ static int redrive_one(rd_kafka_t *producer, const fq_config_t *cfg, const fq_cl
             value = fq_batch_encode(batch_id, at, item, 1, &len);
         } else {
             /* --include-malformed: the raw bytes as they were */
-            value = value_copy(m);
-            len = m->len;
+            value = value_copy(rkm);
+            len = rkm->len;
         }
         if (!value)
             goto fail;
@@ -126,7 +98,7 @@ static int redrive_one(rd_kafka_t *producer, const fq_config_t *cfg, const fq_cl
     }
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
-            producer, RD_KAFKA_V_TOPIC(to_retry ? cfg->kafka_retry_topic : cfg->kafka_topic),
+            rk, RD_KAFKA_V_TOPIC(to_retry ? cfg->kafka_retry_topic : cfg->kafka_topic),
             RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE(value, len),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
         if (!err)
@@ -134,14 +106,14 @@ static int redrive_one(rd_kafka_t *producer, const fq_config_t *cfg, const fq_cl
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             char fatal[256] = "";
             if (err == RD_KAFKA_RESP_ERR__FATAL)
-                rd_kafka_fatal_error(producer, fatal, sizeof(fatal));
+                rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
             /* Fenced: a newer redrive of the same group took over; its offsets exclude our
              * open transaction, which the broker aborts, so nothing is lost or doubled. */
             fprintf(stderr, "producer: redrive %s: %s%s%s\n", e->key, rd_kafka_err2str(err),
                     fatal[0] ? ": " : "", fatal);
             goto fail;
         }
-        rd_kafka_poll(producer, 50);
+        rd_kafka_poll(rk, 50);
     }
 fail:
     free(value);
@@ -161,8 +133,8 @@ static bool db_configured(const fq_config_t *cfg)
 typedef struct redrive {
     const fq_config_t *cfg;
     const fq_cli_opts_t *o;
-    rd_kafka_t *producer; /* NULL on --dry-run */
-    fq_store_t *store;    /* NULL without a configured database or with --no-db */
+    rd_kafka_t *rk;    /* the transactional producer; NULL on --dry-run */
+    fq_store_t *store; /* NULL without a configured database or with --no-db */
     fq_dlq_reader_t r;
     bool in_txn;
     int64_t t0, txn_started;
@@ -178,33 +150,86 @@ typedef struct redrive {
 static rd_kafka_t *transactional_producer(const fq_config_t *cfg, const fq_cli_opts_t *o,
                                           const char *group)
 {
-    rd_kafka_conf_t *conf = fq_cli_kafka_conf(cfg);
-    if (!conf)
-        return NULL;
-    char txid[300], tmo[32];
+    char errstr[512], txid[300], tmo[32];
     /* One transactional id per group: a second redrive of the same group fences the first
      * instead of both redriving the same messages. */
     snprintf(txid, sizeof(txid), "frameq-redrive-%s", group);
     snprintf(tmo, sizeof(tmo), "%" PRId64, o->timeout_ms);
-    if (fq_cli_conf_set(conf, cfg, true, "transactional.id", txid) ||
-        fq_cli_conf_set(conf, cfg, true, "enable.idempotence", "true") ||
-        fq_cli_conf_set(conf, cfg, true, "acks", "all") ||
-        fq_cli_conf_set(conf, cfg, false, "message.timeout.ms", tmo)) {
-        rd_kafka_conf_destroy(conf);
+    rd_kafka_conf_t *conf = fq_kafka_conf(cfg, errstr, sizeof(errstr));
+    if (!conf || fq_kafka_force(conf, "transactional.id", txid, errstr, sizeof(errstr)) ||
+        fq_kafka_force(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) ||
+        fq_kafka_force(conf, "acks", "all", errstr, sizeof(errstr)) ||
+        fq_kafka_default(conf, cfg, "message.timeout.ms", tmo, errstr, sizeof(errstr))) {
+        fprintf(stderr, "producer: %s\n", errstr);
+        if (conf)
+            rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    rd_kafka_t *producer = fq_cli_kafka_new(RD_KAFKA_PRODUCER, conf);
-    if (!producer)
+    rd_kafka_t *rk = fq_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        fprintf(stderr, "producer: %s\n", errstr);
         return NULL;
-    rd_kafka_error_t *error = rd_kafka_init_transactions(producer, (int)o->timeout_ms);
+    }
+    /* Set-up, bounded by --timeout like every other call of the run: not retried. */
+    rd_kafka_error_t *error = rd_kafka_init_transactions(rk, (int)o->timeout_ms);
     if (error) {
         fprintf(stderr, "producer: could not init transactions at KAFKA_BROKERS=%s: %s\n",
                 cfg->kafka_brokers, rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
-        rd_kafka_destroy(producer);
+        rd_kafka_destroy(rk);
         return NULL;
     }
-    return producer;
+    return rk;
+}
+
+/* A transactional call (send offsets, commit) that fails retriably under the one policy
+ * (fq_kafka_txn_failed) is made again: TXN_TRIES calls in all. */
+#define TXN_TRIES 3
+
+/* Commits the open transaction with the DLQ offsets reached so far. 0, or -1: not committed.
+ * An abortable failure was aborted (once) by the policy and a fatal one leaves nothing to
+ * abort: both close the transaction. Retries used up or an outage: its state is unknown and
+ * fq_cli_redrive's exit aborts it once. Either way a rerun of the group redrives exactly what
+ * the transaction held. */
+static int txn_commit(redrive_t *rd)
+{
+    int tmo = (int)rd->o->timeout_ms;
+    fq_dlq_reader_t *r = &rd->r;
+    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(r->nparts);
+    for (int i = 0; i < r->nparts; i++)
+        if (r->next[i] >= 0)
+            rd_kafka_topic_partition_list_add(offsets, r->parts->elems[i].topic,
+                                              r->parts->elems[i].partition)
+                ->offset = r->next[i];
+    rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(r->rk);
+    fq_kafka_txn_t klass = FQ_KAFKA_TXN_OK;
+    for (int tries = 0; offsets->cnt && tries < TXN_TRIES; tries++) {
+        rd_kafka_error_t *error = rd_kafka_send_offsets_to_transaction(rd->rk, offsets, cgmd, tmo);
+        klass = fq_kafka_txn_failed(rd->rk, "redrive: send offsets to transaction", error, tmo);
+        if (klass != FQ_KAFKA_TXN_RETRY)
+            break;
+    }
+    rd_kafka_consumer_group_metadata_destroy(cgmd);
+    rd_kafka_topic_partition_list_destroy(offsets);
+    for (int tries = 0; klass == FQ_KAFKA_TXN_OK && tries < TXN_TRIES; tries++) {
+        rd_kafka_error_t *error = rd_kafka_commit_transaction(rd->rk, tmo);
+        klass = fq_kafka_txn_failed(rd->rk, "redrive: commit transaction", error, tmo);
+        if (klass != FQ_KAFKA_TXN_RETRY)
+            break;
+        if (tries + 1 < TXN_TRIES)
+            klass = FQ_KAFKA_TXN_OK; /* call it again */
+    }
+    if (klass == FQ_KAFKA_TXN_OK) {
+        rd->in_txn = false;
+        return 0;
+    }
+    if (klass == FQ_KAFKA_TXN_ABORT || klass == FQ_KAFKA_TXN_FATAL)
+        rd->in_txn = false;
+    fprintf(stderr,
+            "producer: redrive transaction not committed (%s); a rerun of the same group "
+            "redrives what it held, nothing twice\n",
+            fq_kafka_txn_name(klass));
+    return -1;
 }
 
 /* Opens a transaction unless one is open. 0, or -1 after printing why. */
@@ -212,10 +237,10 @@ static int txn_begin(redrive_t *rd)
 {
     if (rd->in_txn)
         return 0;
-    rd_kafka_error_t *error = rd_kafka_begin_transaction(rd->producer);
+    rd_kafka_error_t *error = rd_kafka_begin_transaction(rd->rk);
     if (error) {
-        fprintf(stderr, "producer: begin transaction: %s\n", rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
+        (void)fq_kafka_txn_failed(rd->rk, "redrive: begin transaction", error,
+                                  (int)rd->o->timeout_ms);
         return -1;
     }
     rd->in_txn = true;
@@ -227,9 +252,8 @@ static int txn_begin(redrive_t *rd)
  * logged: the items are redriven either way). 0, or -1 (aborted). */
 static int txn_commit_and_mark(redrive_t *rd)
 {
-    if (txn_commit(rd->producer, &rd->r, rd->o->timeout_ms) != 0)
+    if (txn_commit(rd) != 0)
         return -1;
-    rd->in_txn = false;
     for (size_t i = 0; i < rd->pending_n; i++) {
         fq_item_t *item = &rd->pending[i];
         fq_error_t *err = fq_store_set_status(rd->store, item->platform, item->code, "queued");
@@ -247,7 +271,7 @@ static int txn_commit_and_mark(redrive_t *rd)
 
 /* What fq_redrive_decide says of one entry, counted and, for a skip worth knowing, reported.
  * True when the entry is to be redriven. */
-static bool redrive_wanted(redrive_t *rd, const rd_kafka_message_t *m, const fq_dlq_entry_t *e,
+static bool redrive_wanted(redrive_t *rd, const rd_kafka_message_t *rkm, const fq_dlq_entry_t *e,
                            bool decoded)
 {
     const fq_cli_opts_t *o = rd->o;
@@ -260,7 +284,7 @@ static bool redrive_wanted(redrive_t *rd, const rd_kafka_message_t *m, const fq_
         fprintf(stderr,
                 "producer: skipped %s (partition %" PRId32 ", offset %" PRId64
                 "): redriven %" PRId64 " times already (--max-redrives %" PRId64 ")\n",
-                e->key[0] ? e->key : "-", m->partition, m->offset, e->redrive_count,
+                e->key[0] ? e->key : "-", rkm->partition, rkm->offset, e->redrive_count,
                 o->max_redrives);
         return false;
     case FQ_REDRIVE_MALFORMED:
@@ -268,7 +292,7 @@ static bool redrive_wanted(redrive_t *rd, const rd_kafka_message_t *m, const fq_
         fprintf(stderr,
                 "producer: skipped malformed entry (partition %" PRId32 ", offset %" PRId64
                 ", %zu bytes; --include-malformed redrives it as is)\n",
-                m->partition, m->offset, m->len);
+                rkm->partition, rkm->offset, rkm->len);
         return false;
     case FQ_REDRIVE_TAKE:
         break;
@@ -278,7 +302,7 @@ static bool redrive_wanted(redrive_t *rd, const rd_kafka_message_t *m, const fq_
 
 /* Produces one wanted entry inside the open transaction (opening one if needed), at most
  * --rate a second, and remembers its item for the database. 0, or -1. */
-static int redrive_take(redrive_t *rd, const rd_kafka_message_t *m, const fq_item_t *item,
+static int redrive_take(redrive_t *rd, const rd_kafka_message_t *rkm, const fq_item_t *item,
                         const fq_dlq_entry_t *e)
 {
     if (txn_begin(rd) != 0)
@@ -286,9 +310,9 @@ static int redrive_take(redrive_t *rd, const rd_kafka_message_t *m, const fq_ite
     if (rd->o->rate > 0) {
         int64_t due = rd->t0 + (int64_t)((double)rd->rs.redriven * 1000.0 / rd->o->rate);
         while (fq_time_mono_ms() < due && !fq_cli_stop)
-            rd_kafka_poll(rd->producer, 10);
+            rd_kafka_poll(rd->rk, 10);
     }
-    if (redrive_one(rd->producer, rd->cfg, rd->o, m, item, e) != 0)
+    if (redrive_one(rd->rk, rd->cfg, rd->o, rkm, item, e) != 0)
         return -1;
     rd->rs.redriven++;
     if (item && rd->store) {
@@ -308,16 +332,16 @@ static int redrive_take(redrive_t *rd, const rd_kafka_message_t *m, const fq_ite
 
 /* Handles one DLQ message (consumed: it is destroyed here): decide, redrive or print it
  * (--dry-run), advance the partition's position, commit a full chunk. 0, or -1. */
-static int redrive_message(redrive_t *rd, rd_kafka_message_t *m)
+static int redrive_message(redrive_t *rd, rd_kafka_message_t *rkm)
 {
     int rc = 0;
     rd->rs.read++;
     rd_kafka_headers_t *hdrs = NULL;
-    rd_kafka_message_headers(m, &hdrs);
+    rd_kafka_message_headers(rkm, &hdrs);
     fq_dlq_entry_t e;
-    fq_dlq_entry_from(&e, m->key, m->key_len, hdrs);
+    fq_dlq_entry_from(&e, rkm->key, rkm->key_len, hdrs);
     fq_item_t item;
-    fq_error_t *derr = fq_item_decode(m->payload, m->len, &item);
+    fq_error_t *derr = fq_item_decode(rkm->payload, rkm->len, &item);
     bool decoded = !derr;
     fq_error_destroy(derr);
     if (decoded && !e.platform[0])
@@ -325,20 +349,20 @@ static int redrive_message(redrive_t *rd, rd_kafka_message_t *m)
     if (decoded && !e.key[0])
         fq_item_key(&item, e.key, sizeof(e.key));
 
-    if (redrive_wanted(rd, m, &e, decoded)) {
+    if (redrive_wanted(rd, rkm, &e, decoded)) {
         if (rd->o->dry_run) {
             fq_dlq_table_row(&e);
             rd->rs.redriven++;
-        } else if (redrive_take(rd, m, decoded ? &item : NULL, &e) != 0) {
+        } else if (redrive_take(rd, rkm, decoded ? &item : NULL, &e) != 0) {
             rc = -1;
         }
     }
-    int pi = fq_dlq_part_index(&rd->r, m->partition);
+    int pi = fq_dlq_part_index(&rd->r, rkm->partition);
     if (rc == 0 && pi >= 0)
-        rd->r.next[pi] = m->offset + 1;
+        rd->r.next[pi] = rkm->offset + 1;
     if (decoded)
         fq_item_clear(&item);
-    rd_kafka_message_destroy(m);
+    rd_kafka_message_destroy(rkm);
     if (rc != 0)
         return -1;
 
@@ -379,8 +403,8 @@ int fq_cli_redrive(const fq_config_t *cfg, const fq_cli_opts_t *o)
     else
         snprintf(group, sizeof(group), "%s.redrive", cfg->kafka_group_id);
     if (!o->dry_run) {
-        rd.producer = transactional_producer(cfg, o, group);
-        if (!rd.producer)
+        rd.rk = transactional_producer(cfg, o, group);
+        if (!rd.rk)
             goto done;
         if (!o->no_db && db_configured(cfg))
             rd.store = fq_store_new(cfg->database_url);
@@ -398,10 +422,10 @@ int fq_cli_redrive(const fq_config_t *cfg, const fq_cli_opts_t *o)
 
     rd.t0 = fq_time_mono_ms();
     bool failed = false;
-    rd_kafka_message_t *m = NULL;
+    rd_kafka_message_t *rkm = NULL;
     while ((o->limit < 0 || (int64_t)rd.rs.redriven < o->limit) &&
-           (m = fq_dlq_next(&rd.r, o->timeout_ms, &failed)))
-        if (redrive_message(&rd, m) != 0)
+           (rkm = fq_dlq_next(&rd.r, o->timeout_ms, &failed)))
+        if (redrive_message(&rd, rkm) != 0)
             goto done;
     if (failed && !fq_cli_stop)
         goto done;
@@ -418,18 +442,17 @@ int fq_cli_redrive(const fq_config_t *cfg, const fq_cli_opts_t *o)
                 rd.rs.db_errors);
 
 done:
-    if (rd.producer && rd.in_txn) {
-        rd_kafka_error_t *error = rd_kafka_abort_transaction(rd.producer, (int)o->timeout_ms);
-        if (error)
-            rd_kafka_error_destroy(error);
-    }
+    /* An open transaction that did not fail (stopped, or a message not produced), or whose
+     * state is unknown: aborted once. After a fatal error there is nothing left to abort. */
+    if (rd.rk && rd.in_txn && !rd_kafka_fatal_error(rd.rk, NULL, 0))
+        (void)fq_kafka_txn_abort(rd.rk, (int)o->timeout_ms);
     for (size_t i = 0; i < rd.pending_cap; i++)
         fq_item_clear(&rd.pending[i]);
     free(rd.pending);
     fq_store_destroy(rd.store);
-    if (rd.producer) {
-        rd_kafka_flush(rd.producer, (int)o->timeout_ms);
-        rd_kafka_destroy(rd.producer);
+    if (rd.rk) {
+        rd_kafka_flush(rd.rk, (int)o->timeout_ms);
+        rd_kafka_destroy(rd.rk);
     }
     fq_dlq_close(&rd.r);
     return rc;

@@ -8,6 +8,7 @@
 
 #include "fq_cli.h"
 #include "fq_config.h"
+#include "fq_kafka.h"
 
 /* One line per topic of the CreateTopics result: created, exists or failed. 0, or
  * FQ_EXIT_DELIVERY when one failed. */
@@ -58,12 +59,13 @@ int fq_cli_topics_create(const fq_config_t *cfg, const fq_cli_opts_t *o)
     int parts[3] = {o->partitions, o->retry_partitions, o->dlq_partitions};
     int64_t retention[3] = {o->retention_ms, o->retention_ms, o->dlq_retention_ms};
 
-    rd_kafka_conf_t *conf = fq_cli_kafka_conf(cfg);
-    if (!conf)
+    rd_kafka_conf_t *conf = fq_kafka_conf(cfg, errstr, sizeof(errstr));
+    if (conf)
+        rk = fq_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        fprintf(stderr, "producer: %s\n", errstr);
         return FQ_EXIT_USAGE;
-    rk = fq_cli_kafka_new(RD_KAFKA_PRODUCER, conf);
-    if (!rk)
-        return FQ_EXIT_USAGE;
+    }
     for (int i = 0; i < 3; i++) {
         nt[i] = rd_kafka_NewTopic_new(names[i], parts[i], o->replication_factor, errstr,
                                       sizeof(errstr));

@@ -217,7 +217,7 @@ find_raw() {
     done
     return 1
 }
-# A message over FQ_DLQ_VALUE_MAX (900000 bytes, pipeline/fq_headers.h) cannot be stored in a
+# A message over FQ_DLQ_VALUE_MAX (900000 bytes, kafka/fq_headers.h) cannot be stored in a
 # DLQ with default limits: its DLQ value is its first 900000 bytes, with its size and SHA-256
 # in frameq-original-size / frameq-original-sha256 (the whole message stays at its origin).
 dlq_value_max=900000

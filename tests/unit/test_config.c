@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "fq_config.h"
 
 extern char **environ;

@@ -28,16 +28,16 @@
  * test fails with a message instead of blocking ctest. */
 #define CLIENT_TIMEOUT_S 30
 
-static char *render(fq_metrics_t *m)
+static char *render(fq_metrics_t *metrics)
 {
-    char *text = fq_metrics_render(m);
+    char *text = fq_metrics_render(metrics);
     assert_non_null(text);
     return text;
 }
 
-static void assert_render(fq_metrics_t *m, const char *expected)
+static void assert_render(fq_metrics_t *metrics, const char *expected)
 {
-    char *text = render(m);
+    char *text = render(metrics);
     assert_string_equal(text, expected);
     free(text);
 }
@@ -46,115 +46,115 @@ static void assert_render(fq_metrics_t *m, const char *expected)
 
 static void test_counter_text(void **state)
 {
-    fq_metrics_t *m = fq_metrics_new();
-    assert_non_null(m);
-    assert_int_equal(fq_metrics_declare(m, "frameq_items_total", FQ_METRIC_COUNTER,
+    fq_metrics_t *metrics = fq_metrics_new();
+    assert_non_null(metrics);
+    assert_int_equal(fq_metrics_declare(metrics, "frameq_items_total", FQ_METRIC_COUNTER,
                                         "Items that reached an outcome."),
                      0);
-    assert_render(m, "# HELP frameq_items_total Items that reached an outcome.\n"
-                     "# TYPE frameq_items_total counter\n");
-    fq_metrics_add(m, "frameq_items_total", 1, "outcome", "done", NULL);
-    fq_metrics_add(m, "frameq_items_total", 2, "outcome", "done", NULL);
-    fq_metrics_add(m, "frameq_items_total", 1, "outcome", "dlq", NULL);
-    fq_metrics_add(m, "frameq_items_total", 0.5, NULL);
+    assert_render(metrics, "# HELP frameq_items_total Items that reached an outcome.\n"
+                           "# TYPE frameq_items_total counter\n");
+    fq_metrics_add(metrics, "frameq_items_total", 1, "outcome", "done", NULL);
+    fq_metrics_add(metrics, "frameq_items_total", 2, "outcome", "done", NULL);
+    fq_metrics_add(metrics, "frameq_items_total", 1, "outcome", "dlq", NULL);
+    fq_metrics_add(metrics, "frameq_items_total", 0.5, NULL);
     /* counters never go down: a negative add is ignored */
-    fq_metrics_add(m, "frameq_items_total", -5, "outcome", "done", NULL);
-    assert_render(m, "# HELP frameq_items_total Items that reached an outcome.\n"
-                     "# TYPE frameq_items_total counter\n"
-                     "frameq_items_total 0.5\n"
-                     "frameq_items_total{outcome=\"dlq\"} 1\n"
-                     "frameq_items_total{outcome=\"done\"} 3\n");
-    fq_metrics_destroy(m);
+    fq_metrics_add(metrics, "frameq_items_total", -5, "outcome", "done", NULL);
+    assert_render(metrics, "# HELP frameq_items_total Items that reached an outcome.\n"
+                           "# TYPE frameq_items_total counter\n"
+                           "frameq_items_total 0.5\n"
+                           "frameq_items_total{outcome=\"dlq\"} 1\n"
+                           "frameq_items_total{outcome=\"done\"} 3\n");
+    fq_metrics_destroy(metrics);
 }
 
 static void test_gauge_text(void **state)
 {
-    fq_metrics_t *m = fq_metrics_new();
-    assert_int_equal(fq_metrics_declare(m, "frameq_lag", FQ_METRIC_GAUGE, "Lag."), 0);
-    fq_metrics_set(m, "frameq_lag", 42, "partition", "0", NULL);
-    fq_metrics_set(m, "frameq_lag", 0.25, "partition", "1", NULL);
-    fq_metrics_set(m, "frameq_lag", -3, "partition", "2", NULL);
-    fq_metrics_add(m, "frameq_lag", 1.5, "partition", "2", NULL);
-    fq_metrics_add(m, "frameq_lag", -2, "partition", "0", NULL);
-    fq_metrics_set(m, "frameq_lag", 1e300, "partition", "3", NULL);
-    assert_render(m, "# HELP frameq_lag Lag.\n"
-                     "# TYPE frameq_lag gauge\n"
-                     "frameq_lag{partition=\"0\"} 40\n"
-                     "frameq_lag{partition=\"1\"} 0.25\n"
-                     "frameq_lag{partition=\"2\"} -1.5\n"
-                     "frameq_lag{partition=\"3\"} 1e+300\n");
+    fq_metrics_t *metrics = fq_metrics_new();
+    assert_int_equal(fq_metrics_declare(metrics, "frameq_lag", FQ_METRIC_GAUGE, "Lag."), 0);
+    fq_metrics_set(metrics, "frameq_lag", 42, "partition", "0", NULL);
+    fq_metrics_set(metrics, "frameq_lag", 0.25, "partition", "1", NULL);
+    fq_metrics_set(metrics, "frameq_lag", -3, "partition", "2", NULL);
+    fq_metrics_add(metrics, "frameq_lag", 1.5, "partition", "2", NULL);
+    fq_metrics_add(metrics, "frameq_lag", -2, "partition", "0", NULL);
+    fq_metrics_set(metrics, "frameq_lag", 1e300, "partition", "3", NULL);
+    assert_render(metrics, "# HELP frameq_lag Lag.\n"
+                           "# TYPE frameq_lag gauge\n"
+                           "frameq_lag{partition=\"0\"} 40\n"
+                           "frameq_lag{partition=\"1\"} 0.25\n"
+                           "frameq_lag{partition=\"2\"} -1.5\n"
+                           "frameq_lag{partition=\"3\"} 1e+300\n");
     /* A partition handed over: its series goes (a counter's never does). */
-    fq_metrics_remove(m, "frameq_lag", "partition", "1", NULL);
-    fq_metrics_remove(m, "frameq_lag", "partition", "9", NULL); /* unknown: nothing */
-    assert_render(m, "# HELP frameq_lag Lag.\n"
-                     "# TYPE frameq_lag gauge\n"
-                     "frameq_lag{partition=\"0\"} 40\n"
-                     "frameq_lag{partition=\"2\"} -1.5\n"
-                     "frameq_lag{partition=\"3\"} 1e+300\n");
-    fq_metrics_destroy(m);
+    fq_metrics_remove(metrics, "frameq_lag", "partition", "1", NULL);
+    fq_metrics_remove(metrics, "frameq_lag", "partition", "9", NULL); /* unknown: nothing */
+    assert_render(metrics, "# HELP frameq_lag Lag.\n"
+                           "# TYPE frameq_lag gauge\n"
+                           "frameq_lag{partition=\"0\"} 40\n"
+                           "frameq_lag{partition=\"2\"} -1.5\n"
+                           "frameq_lag{partition=\"3\"} 1e+300\n");
+    fq_metrics_destroy(metrics);
 }
 
 static void test_histogram_text(void **state)
 {
-    fq_metrics_t *m = fq_metrics_new();
+    fq_metrics_t *metrics = fq_metrics_new();
     assert_int_equal(
-        fq_metrics_declare(m, "frameq_stage_seconds", FQ_METRIC_HISTOGRAM, "Stage time."), 0);
+        fq_metrics_declare(metrics, "frameq_stage_seconds", FQ_METRIC_HISTOGRAM, "Stage time."), 0);
     /* binary fractions so the sum is exact; 0.5 sits exactly on a bound (le is <=) */
     static const double obs[] = {0.00390625, 0.125, 0.5, 7, 1000};
     for (size_t i = 0; i < sizeof(obs) / sizeof(obs[0]); i++)
-        fq_metrics_observe(m, "frameq_stage_seconds", obs[i], "stage", "fetch", NULL);
-    fq_metrics_observe(m, "frameq_stage_seconds", 0.01, NULL);
-    assert_render(m, "# HELP frameq_stage_seconds Stage time.\n"
-                     "# TYPE frameq_stage_seconds histogram\n"
-                     "frameq_stage_seconds_bucket{le=\"0.005\"} 0\n"
-                     "frameq_stage_seconds_bucket{le=\"0.01\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"0.025\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"0.05\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"0.1\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"0.25\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"0.5\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"1\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"2.5\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"5\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"10\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"30\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"60\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"120\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"300\"} 1\n"
-                     "frameq_stage_seconds_bucket{le=\"+Inf\"} 1\n"
-                     "frameq_stage_seconds_sum 0.01\n"
-                     "frameq_stage_seconds_count 1\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.005\"} 1\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.01\"} 1\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.025\"} 1\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.05\"} 1\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.1\"} 1\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.25\"} 2\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.5\"} 3\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"1\"} 3\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"2.5\"} 3\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"5\"} 3\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"10\"} 4\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"30\"} 4\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"60\"} 4\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"120\"} 4\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"300\"} 4\n"
-                     "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"+Inf\"} 5\n"
-                     "frameq_stage_seconds_sum{stage=\"fetch\"} 1007.62890625\n"
-                     "frameq_stage_seconds_count{stage=\"fetch\"} 5\n");
-    fq_metrics_destroy(m);
+        fq_metrics_observe(metrics, "frameq_stage_seconds", obs[i], "stage", "fetch", NULL);
+    fq_metrics_observe(metrics, "frameq_stage_seconds", 0.01, NULL);
+    assert_render(metrics, "# HELP frameq_stage_seconds Stage time.\n"
+                           "# TYPE frameq_stage_seconds histogram\n"
+                           "frameq_stage_seconds_bucket{le=\"0.005\"} 0\n"
+                           "frameq_stage_seconds_bucket{le=\"0.01\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"0.025\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"0.05\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"0.1\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"0.25\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"0.5\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"1\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"2.5\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"5\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"10\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"30\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"60\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"120\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"300\"} 1\n"
+                           "frameq_stage_seconds_bucket{le=\"+Inf\"} 1\n"
+                           "frameq_stage_seconds_sum 0.01\n"
+                           "frameq_stage_seconds_count 1\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.005\"} 1\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.01\"} 1\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.025\"} 1\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.05\"} 1\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.1\"} 1\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.25\"} 2\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"0.5\"} 3\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"1\"} 3\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"2.5\"} 3\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"5\"} 3\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"10\"} 4\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"30\"} 4\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"60\"} 4\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"120\"} 4\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"300\"} 4\n"
+                           "frameq_stage_seconds_bucket{stage=\"fetch\",le=\"+Inf\"} 5\n"
+                           "frameq_stage_seconds_sum{stage=\"fetch\"} 1007.62890625\n"
+                           "frameq_stage_seconds_count{stage=\"fetch\"} 5\n");
+    fq_metrics_destroy(metrics);
 }
 
 /* Parses the rendered histogram back and checks the bucket counts never decrease, the +Inf
  * bucket equals _count, for a spread of observations across every bound. */
 static void test_histogram_cumulative(void **state)
 {
-    fq_metrics_t *m = fq_metrics_new();
-    assert_int_equal(fq_metrics_declare(m, "h", FQ_METRIC_HISTOGRAM, "h"), 0);
+    fq_metrics_t *metrics = fq_metrics_new();
+    assert_int_equal(fq_metrics_declare(metrics, "h", FQ_METRIC_HISTOGRAM, "h"), 0);
     int n = 0;
     for (double v = 0.001; v < 1000; v *= 1.37, n++)
-        fq_metrics_observe(m, "h", v, NULL);
-    char *text = render(m);
+        fq_metrics_observe(metrics, "h", v, NULL);
+    char *text = render(metrics);
     long prev = -1, inf = -1, count = -1;
     int buckets = 0;
     char *save = NULL;
@@ -178,64 +178,65 @@ static void test_histogram_cumulative(void **state)
     assert_int_equal(count, n);
     assert_true(prev > 0);
     free(text);
-    fq_metrics_destroy(m);
+    fq_metrics_destroy(metrics);
 }
 
 static void test_escaping(void **state)
 {
-    fq_metrics_t *m = fq_metrics_new();
+    fq_metrics_t *metrics = fq_metrics_new();
     assert_int_equal(
-        fq_metrics_declare(m, "esc_total", FQ_METRIC_COUNTER, "Line one\nback\\slash \"q\""), 0);
-    fq_metrics_add(m, "esc_total", 1, "error", "a\\b\"c\nd", NULL);
-    assert_render(m, "# HELP esc_total Line one\\nback\\\\slash \"q\"\n"
-                     "# TYPE esc_total counter\n"
-                     "esc_total{error=\"a\\\\b\\\"c\\nd\"} 1\n");
-    fq_metrics_destroy(m);
+        fq_metrics_declare(metrics, "esc_total", FQ_METRIC_COUNTER, "Line one\nback\\slash \"q\""),
+        0);
+    fq_metrics_add(metrics, "esc_total", 1, "error", "a\\b\"c\nd", NULL);
+    assert_render(metrics, "# HELP esc_total Line one\\nback\\\\slash \"q\"\n"
+                           "# TYPE esc_total counter\n"
+                           "esc_total{error=\"a\\\\b\\\"c\\nd\"} 1\n");
+    fq_metrics_destroy(metrics);
 }
 
 static void test_label_sets(void **state)
 {
-    fq_metrics_t *m = fq_metrics_new();
-    assert_int_equal(fq_metrics_declare(m, "zeta_total", FQ_METRIC_COUNTER, "z"), 0);
-    assert_int_equal(fq_metrics_declare(m, "alpha", FQ_METRIC_GAUGE, "a"), 0);
+    fq_metrics_t *metrics = fq_metrics_new();
+    assert_int_equal(fq_metrics_declare(metrics, "zeta_total", FQ_METRIC_COUNTER, "z"), 0);
+    assert_int_equal(fq_metrics_declare(metrics, "alpha", FQ_METRIC_GAUGE, "a"), 0);
     /* same labels in another order are the same series */
-    fq_metrics_add(m, "zeta_total", 1, "b", "2", "a", "1", NULL);
-    fq_metrics_add(m, "zeta_total", 1, "a", "1", "b", "2", NULL);
-    fq_metrics_set(m, "alpha", 7, NULL);
+    fq_metrics_add(metrics, "zeta_total", 1, "b", "2", "a", "1", NULL);
+    fq_metrics_add(metrics, "zeta_total", 1, "a", "1", "b", "2", NULL);
+    fq_metrics_set(metrics, "alpha", 7, NULL);
     const char *expected = "# HELP alpha a\n"
                            "# TYPE alpha gauge\n"
                            "alpha 7\n"
                            "# HELP zeta_total z\n"
                            "# TYPE zeta_total counter\n"
                            "zeta_total{a=\"1\",b=\"2\"} 2\n";
-    assert_render(m, expected);
+    assert_render(metrics, expected);
 
     /* Misuse changes nothing. */
-    fq_metrics_add(m, "undeclared_total", 1, NULL);
-    fq_metrics_add(m, "zeta_total", 1, "bad-name", "x", NULL);
-    fq_metrics_add(m, "zeta_total", 1, "__reserved", "x", NULL);
-    fq_metrics_add(m, "zeta_total", 1, "a", "1", "a", "2", NULL);
-    fq_metrics_add(m, "zeta_total", 1, "odd", NULL);
-    fq_metrics_set(m, "zeta_total", 100, NULL);
-    fq_metrics_observe(m, "zeta_total", 1, NULL);
-    fq_metrics_observe(m, "alpha", 1, NULL);
-    fq_metrics_set(m, "alpha", NAN, NULL);
+    fq_metrics_add(metrics, "undeclared_total", 1, NULL);
+    fq_metrics_add(metrics, "zeta_total", 1, "bad-name", "x", NULL);
+    fq_metrics_add(metrics, "zeta_total", 1, "__reserved", "x", NULL);
+    fq_metrics_add(metrics, "zeta_total", 1, "a", "1", "a", "2", NULL);
+    fq_metrics_add(metrics, "zeta_total", 1, "odd", NULL);
+    fq_metrics_set(metrics, "zeta_total", 100, NULL);
+    fq_metrics_observe(metrics, "zeta_total", 1, NULL);
+    fq_metrics_observe(metrics, "alpha", 1, NULL);
+    fq_metrics_set(metrics, "alpha", NAN, NULL);
     fq_metrics_add(NULL, "alpha", 1, NULL);
-    assert_render(m, expected);
+    assert_render(metrics, expected);
 
     /* declare: bad names fail, a second declaration is a no-op */
     static const char *const bad[] = {"", "1abc", "a-b", "a b", "é"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_int_equal(fq_metrics_declare(m, bad[i], FQ_METRIC_GAUGE, "x"), -1);
-    assert_int_equal(fq_metrics_declare(m, NULL, FQ_METRIC_GAUGE, "x"), -1);
-    assert_int_equal(fq_metrics_declare(m, "alpha", FQ_METRIC_GAUGE, "other help"), 0);
-    assert_int_equal(fq_metrics_declare(m, "ns:sub_total", FQ_METRIC_COUNTER, NULL), 0);
-    char *text = render(m);
+        assert_int_equal(fq_metrics_declare(metrics, bad[i], FQ_METRIC_GAUGE, "x"), -1);
+    assert_int_equal(fq_metrics_declare(metrics, NULL, FQ_METRIC_GAUGE, "x"), -1);
+    assert_int_equal(fq_metrics_declare(metrics, "alpha", FQ_METRIC_GAUGE, "other help"), 0);
+    assert_int_equal(fq_metrics_declare(metrics, "ns:sub_total", FQ_METRIC_COUNTER, NULL), 0);
+    char *text = render(metrics);
     assert_non_null(strstr(text, "# HELP alpha a\n"));
     assert_null(strstr(text, "other help"));
     assert_non_null(strstr(text, "# TYPE ns:sub_total counter\n"));
     free(text);
-    fq_metrics_destroy(m);
+    fq_metrics_destroy(metrics);
     fq_metrics_destroy(NULL);
 }
 
@@ -246,12 +247,12 @@ static void test_label_sets(void **state)
 
 static void *adder(void *arg)
 {
-    fq_metrics_t *m = arg;
+    fq_metrics_t *metrics = arg;
     for (int i = 0; i < ADDS_EACH; i++) {
-        fq_metrics_add(m, "c_total", 1, "kind", (i & 1) ? "odd" : "even", NULL);
-        fq_metrics_observe(m, "h_seconds", 0.5, NULL);
+        fq_metrics_add(metrics, "c_total", 1, "kind", (i & 1) ? "odd" : "even", NULL);
+        fq_metrics_observe(metrics, "h_seconds", 0.5, NULL);
         if (i % 1000 == 0) {
-            char *text = fq_metrics_render(m); /* readers race with writers */
+            char *text = fq_metrics_render(metrics); /* readers race with writers */
             free(text);
         }
     }
@@ -260,15 +261,15 @@ static void *adder(void *arg)
 
 static void test_concurrent_adds(void **state)
 {
-    fq_metrics_t *m = fq_metrics_new();
-    assert_int_equal(fq_metrics_declare(m, "c_total", FQ_METRIC_COUNTER, "c"), 0);
-    assert_int_equal(fq_metrics_declare(m, "h_seconds", FQ_METRIC_HISTOGRAM, "h"), 0);
+    fq_metrics_t *metrics = fq_metrics_new();
+    assert_int_equal(fq_metrics_declare(metrics, "c_total", FQ_METRIC_COUNTER, "c"), 0);
+    assert_int_equal(fq_metrics_declare(metrics, "h_seconds", FQ_METRIC_HISTOGRAM, "h"), 0);
     pthread_t t[THREADS];
     for (int i = 0; i < THREADS; i++)
-        assert_int_equal(pthread_create(&t[i], NULL, adder, m), 0);
+        assert_int_equal(pthread_create(&t[i], NULL, adder, metrics), 0);
     for (int i = 0; i < THREADS; i++)
         pthread_join(t[i], NULL);
-    char *text = render(m);
+    char *text = render(metrics);
     char want[128];
     snprintf(want, sizeof(want), "c_total{kind=\"even\"} %d\n", THREADS * ADDS_EACH / 2);
     assert_non_null(strstr(text, want));
@@ -279,7 +280,7 @@ static void test_concurrent_adds(void **state)
     snprintf(want, sizeof(want), "h_seconds_sum %d\n", THREADS * ADDS_EACH / 2);
     assert_non_null(strstr(text, want));
     free(text);
-    fq_metrics_destroy(m);
+    fq_metrics_destroy(metrics);
 }
 
 /* ---- HTTP ---------------------------------------------------------------------------- */
@@ -382,25 +383,25 @@ static void expect(int port, const char *path, int status, const char *body)
 
 static fq_metrics_t *serving(void)
 {
-    fq_metrics_t *m = fq_metrics_new();
+    fq_metrics_t *metrics = fq_metrics_new();
     char err[256] = "";
-    if (fq_metrics_serve(m, "127.0.0.1:0", err, sizeof(err)) != 0)
+    if (fq_metrics_serve(metrics, "127.0.0.1:0", err, sizeof(err)) != 0)
         fail_msg("serve: %s", err);
-    assert_true(fq_metrics_port(m) > 0);
-    return m;
+    assert_true(fq_metrics_port(metrics) > 0);
+    return metrics;
 }
 
 static void test_http_metrics(void **state)
 {
-    fq_metrics_t *m = serving();
-    int port = fq_metrics_port(m);
-    assert_int_equal(fq_metrics_declare(m, "x_total", FQ_METRIC_COUNTER, "x"), 0);
-    fq_metrics_add(m, "x_total", 3, "k", "v", NULL);
+    fq_metrics_t *metrics = serving();
+    int port = fq_metrics_port(metrics);
+    assert_int_equal(fq_metrics_declare(metrics, "x_total", FQ_METRIC_COUNTER, "x"), 0);
+    fq_metrics_add(metrics, "x_total", 3, "k", "v", NULL);
 
     response_t r = get(port, "/metrics");
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.raw, "\r\nContent-Type: text/plain; version=0.0.4"));
-    char *text = render(m);
+    char *text = render(metrics);
     assert_string_equal(r.body, text);
     assert_non_null(strstr(r.body, "x_total{k=\"v\"} 3\n"));
     free(text);
@@ -411,7 +412,7 @@ static void test_http_metrics(void **state)
     free(r.raw);
 
     /* A body far larger than the socket buffers goes out in several writes. */
-    assert_int_equal(fq_metrics_declare(m, "big", FQ_METRIC_GAUGE, "big"), 0);
+    assert_int_equal(fq_metrics_declare(metrics, "big", FQ_METRIC_GAUGE, "big"), 0);
     char val[128];
     memset(val, 'v', sizeof(val) - 1);
     val[sizeof(val) - 1] = '\0';
@@ -419,53 +420,53 @@ static void test_http_metrics(void **state)
         char k[16];
         snprintf(k, sizeof(k), "%05d", i);
         memcpy(val, k, 5);
-        fq_metrics_set(m, "big", i, "id", val, NULL);
+        fq_metrics_set(metrics, "big", i, "id", val, NULL);
     }
     r = get(port, "/metrics");
-    text = render(m);
+    text = render(metrics);
     assert_true(strlen(text) > 600000);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, text);
     free(text);
     free(r.raw);
-    fq_metrics_destroy(m);
+    fq_metrics_destroy(metrics);
 }
 
 static void test_http_health(void **state)
 {
-    fq_metrics_t *m = serving();
-    int port = fq_metrics_port(m);
+    fq_metrics_t *metrics = serving();
+    int port = fq_metrics_port(metrics);
 
     expect(port, "/healthz", 503, "stale\n"); /* no heartbeat yet */
-    fq_metrics_heartbeat(m, 60000);
+    fq_metrics_heartbeat(metrics, 60000);
     expect(port, "/healthz", 200, "ok\n");
-    fq_metrics_heartbeat(m, 0); /* nothing is fresh within 0 ms */
+    fq_metrics_heartbeat(metrics, 0); /* nothing is fresh within 0 ms */
     expect(port, "/healthz", 503, "stale\n");
-    fq_metrics_heartbeat(m, 60000);
+    fq_metrics_heartbeat(metrics, 60000);
     expect(port, "/healthz", 200, "ok\n");
     /* fresh, then no heartbeat for longer than stale_ms */
-    fq_metrics_heartbeat(m, 50);
+    fq_metrics_heartbeat(metrics, 50);
     struct timespec ts = {.tv_nsec = 120 * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
     expect(port, "/healthz", 503, "stale\n");
 
     expect(port, "/readyz", 503, "starting\n");
-    fq_metrics_set_ready(m, true, NULL);
+    fq_metrics_set_ready(metrics, true, NULL);
     expect(port, "/readyz", 200, "ready\n");
-    fq_metrics_set_ready(m, false, "kafka: no partitions assigned");
+    fq_metrics_set_ready(metrics, false, "kafka: no partitions assigned");
     expect(port, "/readyz", 503, "kafka: no partitions assigned\n");
-    fq_metrics_set_ready(m, false, NULL);
+    fq_metrics_set_ready(metrics, false, NULL);
     expect(port, "/readyz", 503, "not ready\n");
-    fq_metrics_set_ready(m, true, "ignored");
+    fq_metrics_set_ready(metrics, true, "ignored");
     expect(port, "/readyz", 200, "ready\n");
-    fq_metrics_destroy(m);
+    fq_metrics_destroy(metrics);
 }
 
 static void test_http_errors(void **state)
 {
-    fq_metrics_t *m = serving();
-    int port = fq_metrics_port(m);
+    fq_metrics_t *metrics = serving();
+    int port = fq_metrics_port(metrics);
     expect(port, "/", 404, "not found\n");
     expect(port, "/metricsx", 404, "not found\n");
     expect(port, "/healthz/", 404, "not found\n");
@@ -525,15 +526,15 @@ static void test_http_errors(void **state)
     close(fd);
     free(big);
     expect(port, "/readyz", 503, "starting\n");
-    fq_metrics_destroy(m);
+    fq_metrics_destroy(metrics);
 }
 
 /* A client that connects and sends nothing (or half a request line) must not delay others. */
 static void test_http_slow_client(void **state)
 {
-    fq_metrics_t *m = serving();
-    int port = fq_metrics_port(m);
-    fq_metrics_set_ready(m, true, NULL);
+    fq_metrics_t *metrics = serving();
+    int port = fq_metrics_port(metrics);
+    fq_metrics_set_ready(metrics, true, NULL);
 
     int idle = client_connect(port);
     int partial = client_connect(port);
@@ -558,16 +559,16 @@ static void test_http_slow_client(void **state)
     /* destroy with a connection still open must not hang or leak */
     int open_fd = client_connect(port);
     expect(port, "/readyz", 200, "ready\n");
-    fq_metrics_destroy(m);
+    fq_metrics_destroy(metrics);
     close(open_fd);
 }
 
 /* Past the connection limit a client waits in the backlog until a slot frees. */
 static void test_http_connection_limit(void **state)
 {
-    fq_metrics_t *m = serving();
-    int port = fq_metrics_port(m);
-    fq_metrics_set_ready(m, true, NULL);
+    fq_metrics_t *metrics = serving();
+    int port = fq_metrics_port(metrics);
+    fq_metrics_set_ready(metrics, true, NULL);
 
     int held[FQ_METRICS_HTTP_MAX_CONNS];
     for (int i = 0; i < FQ_METRICS_HTTP_MAX_CONNS; i++)
@@ -594,31 +595,31 @@ static void test_http_connection_limit(void **state)
     assert_non_null(strstr(raw, " 200 "));
     free(raw);
     close(extra);
-    fq_metrics_destroy(m);
+    fq_metrics_destroy(metrics);
 }
 
 static void test_serve_addresses(void **state)
 {
     char err[256];
-    fq_metrics_t *m = fq_metrics_new();
-    assert_int_equal(fq_metrics_serve(m, "off", err, sizeof(err)), 0);
-    assert_int_equal(fq_metrics_serve(m, "", err, sizeof(err)), 0);
-    assert_int_equal(fq_metrics_serve(m, NULL, err, sizeof(err)), 0);
-    assert_int_equal(fq_metrics_port(m), 0);
+    fq_metrics_t *metrics = fq_metrics_new();
+    assert_int_equal(fq_metrics_serve(metrics, "off", err, sizeof(err)), 0);
+    assert_int_equal(fq_metrics_serve(metrics, "", err, sizeof(err)), 0);
+    assert_int_equal(fq_metrics_serve(metrics, NULL, err, sizeof(err)), 0);
+    assert_int_equal(fq_metrics_port(metrics), 0);
 
     static const char *const bad[] = {"nonsense", "127.0.0.1:", "127.0.0.1:70000", "127.0.0.1:12x",
                                       "[::1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
-        assert_int_equal(fq_metrics_serve(m, bad[i], err, sizeof(err)), -1);
+        assert_int_equal(fq_metrics_serve(metrics, bad[i], err, sizeof(err)), -1);
         assert_non_null(strstr(err, "METRICS_ADDR"));
     }
-    assert_int_equal(fq_metrics_port(m), 0);
+    assert_int_equal(fq_metrics_port(metrics), 0);
 
-    assert_int_equal(fq_metrics_serve(m, "127.0.0.1:0", err, sizeof(err)), 0);
-    int port = fq_metrics_port(m);
+    assert_int_equal(fq_metrics_serve(metrics, "127.0.0.1:0", err, sizeof(err)), 0);
+    int port = fq_metrics_port(metrics);
     assert_true(port > 0);
-    assert_int_equal(fq_metrics_serve(m, "127.0.0.1:0", err, sizeof(err)), -1);
+    assert_int_equal(fq_metrics_serve(metrics, "127.0.0.1:0", err, sizeof(err)), -1);
 
     /* the port is taken: a second registry cannot bind it */
     fq_metrics_t *other = fq_metrics_new();
@@ -628,7 +629,7 @@ static void test_serve_addresses(void **state)
     assert_int_equal(fq_metrics_serve(other, addr, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "METRICS_ADDR"));
     fq_metrics_destroy(other);
-    fq_metrics_destroy(m);
+    fq_metrics_destroy(metrics);
 }
 
 int main(void)

@@ -8,7 +8,7 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "fq_config.h"
+#include "fq_base.h"
 
 #define FQ_HDR_ATTEMPT          "frameq-attempt"
 #define FQ_HDR_NOT_BEFORE       "frameq-not-before"

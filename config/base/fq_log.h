@@ -11,9 +11,10 @@
 #define FQ_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "fq_config.h"
+#include "fq_base.h"
 
 typedef enum fq_log_level {
     FQ_LOG_DEBUG = 0,

@@ -1,0 +1,93 @@
+/* frameq's Kafka clients: one way to build a librdkafka configuration (the user's settings
+ * first, then each client's own properties, which yield to a property the user set unless
+ * forced), one log and one error callback, and one policy for failed transactional calls.
+ *
+ * A client built here reaches its caller's state through fq_kafka_events_t, the conf's
+ * opaque: callbacks of the caller (rebalance, stats, delivery reports) get the events as their
+ * opaque and find their own state in events->user. Callers never set the opaque themselves. */
+#ifndef FQ_KAFKA_H
+#define FQ_KAFKA_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "fq_base.h"
+#include "fq_config.h"
+#include "fq_log.h"
+
+/** What the error callback reports to the client's owner. Zero-initialise. */
+typedef struct fq_kafka_events {
+    atomic_bool fatal;    /**< set once librdkafka reports a fatal error: renew or exit */
+    char last_error[512]; /**< the latest error's reason ("" none); written on the polling
+                           *   thread, read it there */
+    void *user;           /**< the owner's state, for its own callbacks */
+} fq_kafka_events_t;
+
+/** @brief The configuration's librdkafka settings (bootstrap servers, every KAFKA_CONFIG_* /
+ *  -X property) with the one log and error callback (fq_kafka_set_callbacks, no events). NULL with
+ * errstr set (it names the setting) on an invalid property. */
+rd_kafka_conf_t *fq_kafka_conf(const fq_config_t *cfg, char *errstr,
+                               size_t errstr_size) FQ_WARN_UNUSED;
+
+/** @brief Sets one of frameq's defaults: it yields to the same property set by the user
+ *  (KAFKA_CONFIG_* or -X). 0, or -1 with errstr "name=value: why". */
+int fq_kafka_default(rd_kafka_conf_t *conf, const fq_config_t *cfg, const char *name,
+                     const char *value, char *errstr, size_t errstr_size) FQ_WARN_UNUSED;
+
+/** @brief Sets a property frameq's contract needs whatever the user set (transactional.id,
+ *  isolation.level, ...). 0, or -1 with errstr "name=value: why". */
+int fq_kafka_force(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
+                   size_t errstr_size) FQ_WARN_UNUSED;
+
+/** @brief Sets the one log callback (librdkafka lines to fq_log, fq_kafka_log_level) and the
+ *  one error callback (a fatal error logged as an error and marked in events, others logged
+ *  as warnings and kept in events->last_error), and makes events (may be NULL) the conf's
+ *  opaque: the caller's own callbacks get events and find their state in events->user.
+ *  events outlives the client. fq_kafka_conf has set them with NULL events already. */
+void fq_kafka_set_callbacks(rd_kafka_conf_t *conf, fq_kafka_events_t *events);
+
+/** @brief The events of a client given to fq_kafka_set_callbacks; NULL without. */
+fq_kafka_events_t *fq_kafka_events(rd_kafka_t *rk);
+
+/** @brief rd_kafka_new of type with conf, which it takes in every case (destroyed on
+ *  failure). NULL with errstr set. */
+rd_kafka_t *fq_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *errstr,
+                         size_t errstr_size) FQ_WARN_UNUSED;
+
+/** @brief The fq_log level of a librdkafka (syslog) log level: 0..3 error, 4 warning,
+ *  5..6 info, 7 and above debug. */
+fq_log_level_t fq_kafka_log_level(int syslog_level);
+
+/** What a failed transactional call means, and what its caller does. */
+typedef enum fq_kafka_txn {
+    FQ_KAFKA_TXN_OK = 0, /**< no error */
+    FQ_KAFKA_TXN_RETRY,  /**< retriable: call the same function again (bounded) */
+    FQ_KAFKA_TXN_ABORT,  /**< the transaction must be aborted (once); its work is replayed */
+    FQ_KAFKA_TXN_OUTAGE, /**< anything else (timeouts, transport): the transaction's state is
+                          *   unknown, an abort is owed once the cluster answers */
+    FQ_KAFKA_TXN_FATAL,  /**< the producer is unusable: renew it or exit */
+} fq_kafka_txn_t;
+
+/** @brief Classifies error (NULL: OK): fatal first, then txn_requires_abort, then
+ *  retriable, else outage. */
+fq_kafka_txn_t fq_kafka_txn_class(const rd_kafka_error_t *error);
+
+/** @brief "ok", "retry", "abort", "outage", "fatal". */
+const char *fq_kafka_txn_name(fq_kafka_txn_t klass);
+
+/** @brief Aborts rk's open transaction once. OK; OUTAGE when the abort itself failed (still
+ *  owed); FATAL. */
+fq_kafka_txn_t fq_kafka_txn_abort(rd_kafka_t *rk, int timeout_ms);
+
+/** @brief The one policy for a failed transactional call named what: logs it, destroys error
+ *  and returns what the caller does next. ABORT: the transaction was aborted here (once) and
+ *  its work is gone, replay it; the abort's own failure returns OUTAGE or FATAL instead.
+ *  RETRY: call again; OUTAGE: an abort is owed (fq_kafka_txn_abort); FATAL: renew or exit.
+ *  error NULL returns OK. */
+fq_kafka_txn_t fq_kafka_txn_failed(rd_kafka_t *rk, const char *what, rd_kafka_error_t *error,
+                                   int timeout_ms);
+
+#endif

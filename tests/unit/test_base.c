@@ -1,0 +1,99 @@
+/* config/base: UTF-8 sequence lengths (RFC 3629's edges) and the growable buffer. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fq_buf.h"
+#include "fq_utf8.h"
+
+static void test_utf8_len(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *bytes;
+        size_t want;
+    } cases[] = {
+        {"a", 1},
+        {"\xc3\xa9", 2},         /* é */
+        {"\xe2\x82\xac", 3},     /* € */
+        {"\xf0\x9f\x98\x80", 4}, /* U+1F600 */
+        {"\xf4\x8f\xbf\xbf", 4}, /* U+10FFFF, the last code point */
+        {"\xed\x9f\xbf", 3},     /* U+D7FF, just below the surrogates */
+        {"\xc0\x80", 0},         /* overlong NUL */
+        {"\xc1\xbf", 0},         /* overlong */
+        {"\xe0\x80\x80", 0},     /* overlong 3-byte */
+        {"\xf0\x80\x80\x80", 0}, /* overlong 4-byte */
+        {"\xed\xa0\x80", 0},     /* U+D800, a surrogate */
+        {"\xf4\x90\x80\x80", 0}, /* above U+10FFFF */
+        {"\xf5\x80\x80\x80", 0}, /* no such lead byte */
+        {"\x80", 0},             /* a continuation byte alone */
+        {"\xe2\x82", 0},         /* cut before its end (the NUL stops it) */
+        {"\xe2\x82\x41", 0},     /* ASCII where a continuation belongs */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t got = fq_utf8_len((const unsigned char *)cases[i].bytes);
+        if (got != cases[i].want)
+            fail_msg("case %zu: got %zu, want %zu", i, got, cases[i].want);
+    }
+}
+
+static void test_buf_grows_and_hands_over(void **state)
+{
+    (void)state;
+    fq_buf_t buf = {0};
+    char want[5000];
+    size_t n = 0;
+    for (int i = 0; i < 1000; i++) {
+        char part[8];
+        int len = snprintf(part, sizeof(part), "%d,", i % 100);
+        fq_buf_put(&buf, part, (size_t)len);
+        memcpy(want + n, part, (size_t)len);
+        n += (size_t)len;
+    }
+    want[n] = '\0';
+    fq_buf_puts(&buf, "end");
+    strcat(want, "end");
+    assert_false(buf.oom);
+    assert_true(buf.cap > buf.len);
+    size_t len = 0;
+    char *text = fq_buf_take(&buf, &len);
+    assert_non_null(text);
+    assert_string_equal(text, want);
+    assert_int_equal(len, strlen(want));
+    free(text);
+    /* taken: empty again, and an empty buffer hands over "" */
+    assert_null(buf.data);
+    assert_int_equal(buf.len, 0);
+    text = fq_buf_take(&buf, &len);
+    assert_non_null(text);
+    assert_string_equal(text, "");
+    assert_int_equal(len, 0);
+    free(text);
+}
+
+/* Embedded NUL bytes go in as given; the length counts them. */
+static void test_buf_binary(void **state)
+{
+    (void)state;
+    fq_buf_t buf = {0};
+    fq_buf_put(&buf, "a\0b", 3);
+    assert_int_equal(buf.len, 3);
+    assert_memory_equal(buf.data, "a\0b", 4);
+    free(buf.data);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_utf8_len),
+        cmocka_unit_test(test_buf_grows_and_hands_over),
+        cmocka_unit_test(test_buf_binary),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
