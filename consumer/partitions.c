@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fq_kafka.h"
 #include "fq_log.h"
 #include "worker_int.h"
 
@@ -221,7 +222,7 @@ static void assign(fq_worker_t *w, rd_kafka_t *rk, rd_kafka_topic_partition_list
 void fq_w_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                        rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
-    fq_worker_t *w = opaque;
+    fq_worker_t *w = ((fq_kafka_events_t *)opaque)->user;
     bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         assign(w, rk, parts, cooperative);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "fq_headers.h"
+#include "fq_kafka.h"
 #include "fq_http.h" /* fq_sha256_hex */
 #include "fq_log.h"
 #include "worker_int.h"
@@ -14,69 +15,54 @@
 rd_kafka_t *fq_w_new_producer(fq_worker_t *w, char *errstr, size_t errstr_size)
 {
     const fq_config_t *cfg = w->cfg;
-    rd_kafka_conf_t *conf = fq_config_kafka_conf(cfg, errstr, errstr_size);
+    rd_kafka_conf_t *conf = fq_kafka_conf(cfg, errstr, errstr_size);
     if (!conf)
         return NULL;
-    if (fq_w_conf_set(conf, cfg, "transactional.id", w->txn_id, true, errstr, errstr_size) ||
-        fq_w_conf_set(conf, cfg, "enable.idempotence", "true", true, errstr, errstr_size) ||
-        fq_w_conf_set(conf, cfg, "linger.ms", "2", false, errstr, errstr_size) ||
-        fq_w_conf_set(conf, cfg, "transaction.timeout.ms", "60000", false, errstr, errstr_size)) {
+    if (fq_kafka_force(conf, "transactional.id", w->txn_id, errstr, errstr_size) ||
+        fq_kafka_force(conf, "enable.idempotence", "true", errstr, errstr_size) ||
+        fq_kafka_default(conf, cfg, "linger.ms", "2", errstr, errstr_size) ||
+        fq_kafka_default(conf, cfg, "transaction.timeout.ms", "60000", errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    rd_kafka_conf_set_opaque(conf, w);
-    fq_w_set_callbacks(conf);
-    char why[512];
-    rd_kafka_t *rkp = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
-    if (!rkp) {
-        snprintf(errstr, errstr_size, "producer: %s", why);
-        rd_kafka_conf_destroy(conf);
-        return NULL;
+    atomic_store(&w->pevents.fatal, false);
+    w->pevents.user = w;
+    fq_kafka_set_callbacks(conf, &w->pevents);
+    return fq_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
+}
+
+/* What the worker does after a transactional call failed (fq_kafka_txn_failed has logged it,
+ * and aborted an abortable transaction once). A retriable failure outside the commit's own retry
+ * loop is handled as an outage: the abort stays owed until the cluster answers. */
+static fin_rc_t txn_rc(fq_worker_t *w, fq_kafka_txn_t klass)
+{
+    switch (klass) {
+    case FQ_KAFKA_TXN_OK:
+        w->txn_dirty = false;
+        return FIN_OK;
+    case FQ_KAFKA_TXN_ABORT:
+        w->txn_dirty = false;
+        return FIN_REPLAY;
+    case FQ_KAFKA_TXN_FATAL:
+        w->fatal = true;
+        return FIN_FATAL;
+    case FQ_KAFKA_TXN_RETRY:
+    case FQ_KAFKA_TXN_OUTAGE:
+    default:
+        w->txn_dirty = true;
+        return FIN_OUTAGE;
     }
-    return rkp; /* conf now owned by rkp */
 }
 
 /* Aborts the open transaction; a failed abort is owed until it succeeds. */
 static fin_rc_t txn_abort(fq_worker_t *w)
 {
-    rd_kafka_error_t *error = rd_kafka_abort_transaction(w->rkp, TXN_TIMEOUT_MS);
-    if (!error) {
-        w->txn_dirty = false;
-        return FIN_OK;
-    }
-    fin_rc_t rc = FIN_OUTAGE;
-    if (rd_kafka_error_is_fatal(error)) {
-        w->fatal = true;
-        rc = FIN_FATAL;
-    }
-    FQ_WARN(NULL, "abort transaction: %s", rd_kafka_error_string(error));
-    rd_kafka_error_destroy(error);
-    w->txn_dirty = true;
-    return rc;
+    return txn_rc(w, fq_kafka_txn_abort(w->rkp, TXN_TIMEOUT_MS));
 }
 
-/* Classifies a failed transactional call and cleans up after it. */
 static fin_rc_t txn_failed(fq_worker_t *w, const char *what, rd_kafka_error_t *error)
 {
-    fin_rc_t rc;
-    if (rd_kafka_error_is_fatal(error)) {
-        FQ_ERROR(NULL, "%s: fatal: %s", what, rd_kafka_error_string(error));
-        w->fatal = true;
-        rc = FIN_FATAL;
-    } else if (rd_kafka_error_txn_requires_abort(error)) {
-        FQ_WARN(NULL, "%s: %s: aborting, the message will be replayed", what,
-                rd_kafka_error_string(error));
-        rc = txn_abort(w);
-        if (rc == FIN_OK)
-            rc = FIN_REPLAY;
-    } else {
-        /* Timeouts and transport errors: Kafka itself is the outage. */
-        FQ_WARN(NULL, "%s: %s", what, rd_kafka_error_string(error));
-        w->txn_dirty = true;
-        rc = FIN_OUTAGE;
-    }
-    rd_kafka_error_destroy(error);
-    return rc;
+    return txn_rc(w, fq_kafka_txn_failed(w->rkp, what, error, TXN_TIMEOUT_MS));
 }
 
 /* Publishes one routed entry of m (inside the open transaction). */
@@ -214,7 +200,7 @@ fin_rc_t fq_w_txn_commit(fq_worker_t *w, msg_t **msgs, size_t n,
         error = rd_kafka_commit_transaction(w->rkp, TXN_TIMEOUT_MS);
         if (!error)
             return FIN_OK;
-        if (rd_kafka_error_is_retriable(error) && tries < 3 && !rd_kafka_error_is_fatal(error)) {
+        if (fq_kafka_txn_class(error) == FQ_KAFKA_TXN_RETRY && tries < 3) {
             FQ_WARN(NULL, "commit transaction: %s: retrying", rd_kafka_error_string(error));
             rd_kafka_error_destroy(error);
             continue;
@@ -235,7 +221,7 @@ int fq_w_init_transactions(fq_worker_t *w)
                 FQ_INFO(NULL, "Kafka transactions ready");
             return 0;
         }
-        if (rd_kafka_error_is_fatal(error)) {
+        if (fq_kafka_txn_class(error) == FQ_KAFKA_TXN_FATAL) {
             FQ_ERROR(NULL, "init transactions: fatal: %s", rd_kafka_error_string(error));
             rd_kafka_error_destroy(error);
             return -1;

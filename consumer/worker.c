@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "fq_http.h" /* fq_s3_probe */
+#include "fq_kafka.h"
 #include "fq_lag.h"
 #include "fq_log.h"
 #include "fq_pipeline.h"
@@ -60,7 +61,7 @@ const char *fq_role_name(fq_role_t role)
 
 static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
 {
-    fq_worker_t *w = opaque;
+    fq_worker_t *w = ((fq_kafka_events_t *)opaque)->user;
     if (!w->metrics)
         return 0;
     json_t *root = json_loadb(json, json_len, 0, NULL);
@@ -87,95 +88,38 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
     return 0; /* librdkafka frees json */
 }
 
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    /* syslog levels: 0..3 errors, 4 warning, 5..6 notice/info, 7 debug */
-    fq_log_level_t l = level <= 3 ? FQ_LOG_ERROR : level == 4 ? FQ_LOG_WARN : FQ_LOG_DEBUG;
-    fq_log(l, NULL, "librdkafka %s %s: %s", rd_kafka_name(rk), fac, buf);
-}
-
-static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
-{
-    fq_worker_t *w = opaque;
-    if (err == RD_KAFKA_RESP_ERR__FATAL) {
-        char why[512];
-        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof(why));
-        FQ_ERROR(NULL, "fatal Kafka error (%s): %s", rd_kafka_err2name(orig), why);
-        w->fatal = true;
-        return;
-    }
-    FQ_WARN(NULL, "Kafka %s: %s: %s", rd_kafka_name(rk),
-            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
-}
-
-/* ---- set-up ---- */
-
-static bool user_set(const fq_config_t *cfg, const char *name)
-{
-    for (size_t i = 0; i < cfg->kafka_props_count; i++)
-        if (strcmp(cfg->kafka_props[i].name, name) == 0)
-            return true;
-    return false;
-}
-
-/* Sets a property; a default (force false) yields to the operator's KAFKA_CONFIG_* / -X. */
-int fq_w_conf_set(rd_kafka_conf_t *conf, const fq_config_t *cfg, const char *name,
-                  const char *value, bool force, char *errstr, size_t errstr_size)
-{
-    if (!force && user_set(cfg, name))
-        return 0;
-    char why[256];
-    if (rd_kafka_conf_set(conf, name, value, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
-        snprintf(errstr, errstr_size, "%s: %s", name, why);
-        return -1;
-    }
-    return 0;
-}
-
-void fq_w_set_callbacks(rd_kafka_conf_t *conf)
-{
-    rd_kafka_conf_set_log_cb(conf, log_cb);
-    rd_kafka_conf_set_error_cb(conf, error_cb);
-}
-
 static rd_kafka_t *new_consumer(fq_worker_t *w, char *errstr, size_t errstr_size)
 {
     const fq_config_t *cfg = w->cfg;
-    rd_kafka_conf_t *conf = fq_config_kafka_conf(cfg, errstr, errstr_size);
+    rd_kafka_conf_t *conf = fq_kafka_conf(cfg, errstr, errstr_size);
     if (!conf)
         return NULL;
     /* KIP-848 (consumer): the broker assigns, incrementally (rebalance_cb sees COOPERATIVE);
      * librdkafka refuses partition.assignment.strategy with it. */
     bool kip848 = strcmp(cfg->group_protocol, "consumer") == 0;
-    if (fq_w_conf_set(conf, cfg, "group.id", cfg->kafka_group_id, true, errstr, errstr_size) ||
-        fq_w_conf_set(conf, cfg, "group.protocol", cfg->group_protocol, true, errstr,
-                      errstr_size) ||
-        (!kip848 && fq_w_conf_set(conf, cfg, "partition.assignment.strategy", "cooperative-sticky",
-                                  false, errstr, errstr_size)) ||
-        fq_w_conf_set(conf, cfg, "enable.auto.commit", "false", true, errstr, errstr_size) ||
-        fq_w_conf_set(conf, cfg, "enable.auto.offset.store", "false", true, errstr, errstr_size) ||
-        fq_w_conf_set(conf, cfg, "isolation.level", "read_committed", true, errstr, errstr_size) ||
-        fq_w_conf_set(conf, cfg, "auto.offset.reset", "earliest", false, errstr, errstr_size) ||
-        fq_w_conf_set(conf, cfg, "enable.partition.eof", "true", true, errstr, errstr_size) ||
-        fq_w_conf_set(conf, cfg, "statistics.interval.ms", "5000", false, errstr, errstr_size) ||
+    if (fq_kafka_force(conf, "group.id", cfg->kafka_group_id, errstr, errstr_size) ||
+        fq_kafka_force(conf, "group.protocol", cfg->group_protocol, errstr, errstr_size) ||
+        (!kip848 && fq_kafka_default(conf, cfg, "partition.assignment.strategy",
+                                     "cooperative-sticky", errstr, errstr_size)) ||
+        fq_kafka_force(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
+        fq_kafka_force(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+        fq_kafka_force(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
+        fq_kafka_default(conf, cfg, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+        fq_kafka_force(conf, "enable.partition.eof", "true", errstr, errstr_size) ||
+        fq_kafka_default(conf, cfg, "statistics.interval.ms", "5000", errstr, errstr_size) ||
         /* A resumed retry partition joins the next fetch request: a short long-poll keeps
          * "due" close to "started" (the default 500 ms would add up to that much). */
-        fq_w_conf_set(conf, cfg, "fetch.wait.max.ms", "50", false, errstr, errstr_size)) {
+        fq_kafka_default(conf, cfg, "fetch.wait.max.ms", "50", errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    rd_kafka_conf_set_opaque(conf, w);
+    w->cevents.user = w;
+    fq_kafka_set_callbacks(conf, &w->cevents);
     rd_kafka_conf_set_rebalance_cb(conf, fq_w_rebalance_cb);
     rd_kafka_conf_set_stats_cb(conf, stats_cb);
-    fq_w_set_callbacks(conf);
-    char why[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
-    if (!rk) {
-        snprintf(errstr, errstr_size, "consumer: %s", why);
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_t *rk = fq_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (rk)
+        rd_kafka_poll_set_consumer(rk);
     return rk;
 }
 
@@ -556,6 +500,8 @@ int fq_worker_run(fq_worker_t *w)
     for (;;) {
         /* A fatal error: let the messages in flight finish (their commits fail and rewind
          * them), then renew the producer or stop. */
+        if (atomic_load(&w->pevents.fatal) || atomic_load(&w->cevents.fatal))
+            w->fatal = true; /* reported by librdkafka's error callback */
         if (w->fatal && !fq_w_running(w) && !fq_w_renew_producer(w))
             break;
         int64_t mono = fq_time_mono_ms();

@@ -23,6 +23,7 @@
 #include "fq_log.h"
 #include "fq_backoff.h"
 #include "fq_item.h"
+#include "fq_kafka.h"
 #include "fq_parts.h"
 #include "fq_pool.h"
 #include "fq_prober.h"
@@ -108,6 +109,8 @@ struct fq_worker {
     fq_worker_hooks_t hooks;
     rd_kafka_t *rk;            /* consumer */
     rd_kafka_t *rkp;           /* transactional producer */
+    fq_kafka_events_t cevents; /* the consumer's and the producer's error callbacks: */
+    fq_kafka_events_t pevents; /* fatal errors, and w itself as .user */
     rd_kafka_queue_t *commitq; /* answers of asynchronous offset commits */
     rd_kafka_topic_t *rkt[2];  /* retry and DLQ topics on rkp (metadata kept warm) */
     fq_store_t *store;         /* the loop's connection (error rows) */
@@ -167,9 +170,6 @@ struct fq_worker {
 
 /* worker.c */
 void fq_w_set_ready(fq_worker_t *w, bool ready, const char *reason);
-int fq_w_conf_set(rd_kafka_conf_t *conf, const fq_config_t *cfg, const char *name,
-                  const char *value, bool force, char *errstr, size_t errstr_size);
-void fq_w_set_callbacks(rd_kafka_conf_t *conf);
 void fq_w_enter_outage(fq_worker_t *w, outage_kind_t kind, const char *reason);
 
 /* partitions.c */
