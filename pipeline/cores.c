@@ -1,6 +1,8 @@
-/* frameq core budget (fq_cores.h): a counter under a mutex; acquirers wait on a condition
+/* frameq core budget (fq_cores.h): counters under a mutex; acquirers wait on a condition
  * variable (CLOCK_MONOTONIC, so a clock step cannot stretch the cancel poll), borrowers
- * never wait. */
+ * never wait. A core released while someone waits is reserved for the waiters: neither a
+ * borrower nor a newcomer to acquire can take it first, so a waiting item is never starved by
+ * the decoders it asked to give back. */
 #include "fq_cores.h"
 
 #include <errno.h>
@@ -12,8 +14,10 @@ struct fq_cores {
     pthread_mutex_t lock;
     pthread_cond_t freed; /* a core was released */
     int total;
-    int used;          /* held by acquire plus lent by borrow; never above total */
-    int waiting;       /* threads inside acquire */
+    int used;          /* held by acquire plus lent by borrow */
+    int reserved;      /* released while someone waited, for the waiters only; used + reserved
+                        * never exceeds total, reserved never exceeds waiting */
+    int waiting;       /* threads waiting inside acquire */
     atomic_int wanted; /* waiting > 0, readable without the lock on the decoder's hot path */
 };
 
@@ -62,14 +66,14 @@ int fq_cores_acquire(fq_cores_t *c, const atomic_int *cancel)
     }
     int rc = 0;
     pthread_mutex_lock(&c->lock);
-    if (c->used < c->total) { /* the common case: a free core, nobody to ask */
+    if (c->used + c->reserved < c->total) { /* the common case: a free core, nobody to ask */
         c->used++;
         pthread_mutex_unlock(&c->lock);
         return 0;
     }
     c->waiting++;
     atomic_store(&c->wanted, 1);
-    while (c->used >= c->total) {
+    while (c->reserved == 0) {
         if (cancel && atomic_load(cancel)) {
             rc = -1;
             break;
@@ -83,10 +87,13 @@ int fq_cores_acquire(fq_cores_t *c, const atomic_int *cancel)
         }
         pthread_cond_timedwait(&c->freed, &c->lock, &until);
     }
-    if (rc == 0) {
-        c->used++;
-    }
     c->waiting--;
+    if (rc == 0) {
+        c->reserved--;
+        c->used++;
+    } else if (c->reserved > c->waiting) { /* one reserved for us: free again */
+        c->reserved = c->waiting;
+    }
     atomic_store(&c->wanted, c->waiting > 0);
     pthread_mutex_unlock(&c->lock);
     return rc;
@@ -98,11 +105,13 @@ void fq_cores_release(fq_cores_t *c, int n)
         return;
     }
     pthread_mutex_lock(&c->lock);
-    c->used -= n;
-    if (c->used < 0) { /* a caller's bookkeeping bug must not mint cores */
-        c->used = 0;
+    if (n > c->used) { /* a caller's bookkeeping bug must not mint cores */
+        n = c->used;
     }
-    if (c->waiting > 0) {
+    c->used -= n;
+    int for_waiters = c->waiting - c->reserved;
+    if (for_waiters > 0) {
+        c->reserved += n < for_waiters ? n : for_waiters;
         pthread_cond_broadcast(&c->freed);
     }
     pthread_mutex_unlock(&c->lock);
@@ -114,17 +123,16 @@ int fq_cores_borrow(fq_cores_t *c, int max)
         return 0;
     }
     pthread_mutex_lock(&c->lock);
-    int n = 0;
-    if (c->waiting == 0) {
-        n = c->total - c->used;
-        if (n > max) {
-            n = max;
-        }
-        if (n < 0) {
-            n = 0;
-        }
-        c->used += n;
+    /* Someone waits only when no core is free (freed ones are reserved for the waiters), so
+     * what is free here is taken from nobody. */
+    int n = c->total - c->used - c->reserved;
+    if (n > max) {
+        n = max;
     }
+    if (n < 0) {
+        n = 0;
+    }
+    c->used += n;
     pthread_mutex_unlock(&c->lock);
     return n;
 }
@@ -145,7 +153,7 @@ int fq_cores_in_use(fq_cores_t *c)
         return 0;
     }
     pthread_mutex_lock(&c->lock);
-    int n = c->used;
+    int n = c->used + c->reserved;
     pthread_mutex_unlock(&c->lock);
     return n;
 }
