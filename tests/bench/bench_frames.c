@@ -66,9 +66,10 @@ static void print_json_text(const char *s)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_frames [--mode fps|keyframes|scene] [--fps F] [--max-dim N] "
-                    "[--quality Q] [--scene-threshold T] [--threads N] [--cores N] [--max-frames N] "
-                    "[--max-seconds N] [--out DIR] FILE\n");
+    fprintf(stderr,
+            "usage: bench_frames [--mode fps|keyframes|scene] [--fps F] [--max-dim N] "
+            "[--quality Q] [--scene-threshold T] [--threads N] [--cores N] [--max-frames N] "
+            "[--max-seconds N] [--out DIR] FILE\n");
 }
 
 int main(int argc, char **argv)

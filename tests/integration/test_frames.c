@@ -732,9 +732,37 @@ static void assert_same_frames(const char *what, const collect_t *want, const co
     }
 }
 
+/* Extracts name on one thread without a budget, then as budget_extract does: the same frames,
+ * byte for byte. b keeps the budget run (free with budget_run_free). */
+static void lent_vs_one(const char *name, const fq_frames_opts_t *opts, int total, int held,
+                        budget_run_t *b)
+{
+    fq_frames_opts_t one_opts = *opts;
+    one_opts.threads = 1;
+    collect_t one = {.fail_at = -1};
+    fq_error_t *err = run_extract(name, &one_opts, &one, NULL);
+    if (err) {
+        fail_msg("%s: %s", name, fq_error_message(err));
+    }
+    assert_true(one.count > 0);
+    budget_extract(name, opts, total, held, b);
+    if (b->waiter_started) {
+        assert_int_equal(pthread_join(b->waiter, NULL), 0);
+    }
+    char what[64];
+    snprintf(what, sizeof(what), "%s mode %d at %g fps", name, (int)opts->mode, opts->fps);
+    assert_same_frames(what, &one, &b->c);
+    collect_free(&one);
+}
+
+static void budget_run_free(budget_run_t *b)
+{
+    collect_free(&b->c);
+    fq_cores_destroy(b->cores);
+}
+
 /* One thread vs a budget of 4 cores of which the item holds one and borrows three: the same
- * frames, byte for byte, in every mode (fps with seeks and GOP cuts, open GOPs, keyframes,
- * scene). */
+ * frames in every mode (fps with seeks and GOP cuts, open GOPs, keyframes, scene). */
 static void test_lent_cores_same_frames(void **state)
 {
     (void)state;
@@ -752,21 +780,10 @@ static void test_lent_cores_same_frames(void **state)
         fq_frames_opts_t opts = default_opts();
         opts.mode = cases[i].mode;
         opts.fps = cases[i].fps;
-        opts.threads = 1;
-        collect_t one = {.fail_at = -1};
-        fq_error_t *err = run_extract(cases[i].file, &opts, &one, NULL);
-        assert_null(err);
         budget_run_t b = {0};
-        budget_extract(cases[i].file, &opts, 4, 0, &b);
+        lent_vs_one(cases[i].file, &opts, 4, 0, &b);
         assert_int_equal(fq_cores_in_use(b.cores), 1); /* the lent cores came back */
-        char what[64];
-        snprintf(what, sizeof(what), "%s mode %d at %g fps", cases[i].file, (int)cases[i].mode,
-                 cases[i].fps);
-        assert_true(one.count > 0);
-        assert_same_frames(what, &one, &b.c);
-        collect_free(&one);
-        collect_free(&b.c);
-        fq_cores_destroy(b.cores);
+        budget_run_free(&b);
     }
 }
 
@@ -776,21 +793,13 @@ static void test_lent_core_given_back(void **state)
 {
     (void)state;
     fq_frames_opts_t opts = default_opts();
-    opts.threads = 1;
-    collect_t one = {.fail_at = -1};
-    assert_null(run_extract("h264.mp4", &opts, &one, NULL));
     budget_run_t b = {.waiter_at_first = true};
-    budget_extract("h264.mp4", &opts, 2, 0, &b);
-    assert_true(b.waiter_started);
-    assert_int_equal(pthread_join(b.waiter, NULL), 0);
+    lent_vs_one("h264.mp4", &opts, 2, 0, &b);
     print_message("the waiter had its core before frame %d of %d\n", b.waiter_done_at, b.c.count);
     assert_true(b.waiter_done_at > 0 && b.waiter_done_at < b.c.count - 1);
     assert_int_equal(b.max_in_use_after, 2);       /* never more than the budget */
     assert_int_equal(fq_cores_in_use(b.cores), 2); /* ours and the waiter's */
-    assert_same_frames("h264.mp4 giving back", &one, &b.c);
-    collect_free(&one);
-    collect_free(&b.c);
-    fq_cores_destroy(b.cores);
+    budget_run_free(&b);
 }
 
 /* Cores freed while ours decodes on one thread: the decoder takes them at the next keyframe. */
@@ -798,17 +807,11 @@ static void test_freed_cores_borrowed(void **state)
 {
     (void)state;
     fq_frames_opts_t opts = default_opts();
-    opts.threads = 1;
-    collect_t one = {.fail_at = -1};
-    assert_null(run_extract("h264.mp4", &opts, &one, NULL));
     budget_run_t b = {.release_at_first = 2};
-    budget_extract("h264.mp4", &opts, 3, 2, &b); /* other items hold 2 of 3: no lending */
-    assert_int_equal(b.max_in_use_after, 3);     /* ours and the two it borrowed later */
+    lent_vs_one("h264.mp4", &opts, 3, 2, &b); /* other items hold 2 of 3: no lending */
+    assert_int_equal(b.max_in_use_after, 3);  /* ours and the two it borrowed later */
     assert_int_equal(fq_cores_in_use(b.cores), 1);
-    assert_same_frames("h264.mp4 borrowing later", &one, &b.c);
-    collect_free(&one);
-    collect_free(&b.c);
-    fq_cores_destroy(b.cores);
+    budget_run_free(&b);
 }
 
 /* ---------------------------------------------------------------------------------------- */
