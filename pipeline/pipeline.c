@@ -54,7 +54,8 @@ fq_pipeline_t *fq_pipeline_new(const fq_config_t *cfg, bool with_db, char *errst
     fq_frames_opts_t opts;
     fq_frames_opts_from_config(&opts, cfg);
     /* Items of a batch already run on WORKER_CONCURRENCY threads: share the cores between
-     * them rather than letting every decoder start one thread per core. */
+     * them rather than letting every decoder start one thread per core. A core budget
+     * (fq_pipeline_set_cores) replaces this fixed share with cores lent while idle. */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int per_item =
         (int)(cores > 0 ? cores : 1) / (cfg->worker_concurrency > 0 ? cfg->worker_concurrency : 1);
