@@ -19,6 +19,7 @@ struct fq_pool {
     int nthreads, npipelines;
     pthread_t *threads;
     fq_pipeline_t **pipelines; /* one per thread, unless process is set */
+    fq_cores_t *cores;         /* WORKER_CORES shared by the pipelines; NULL without cfg */
     fq_pool_process_fn process;
     void *process_ctx;
     fq_pool_start_fn on_start;
@@ -109,11 +110,16 @@ static fq_pool_t *pool_new(const fq_config_t *cfg, int threads, bool with_db,
         snprintf(errstr, errstr_size, "pool: out of memory");
         goto fail;
     }
+    if (cfg && !(pool->cores = fq_cores_new(cfg->worker_cores))) {
+        snprintf(errstr, errstr_size, "pool: out of memory");
+        goto fail;
+    }
     /* Build every pipeline first so a configuration error leaves no thread running. */
     for (int i = 0; i < threads && !process; i++) {
         pool->pipelines[i] = fq_pipeline_new(cfg, with_db, errstr, errstr_size);
         if (!pool->pipelines[i])
             goto fail;
+        fq_pipeline_set_cores(pool->pipelines[i], pool->cores);
     }
     for (int i = 0; i < threads; i++) {
         thread_arg_t *arg = malloc(sizeof(*arg));
@@ -168,6 +174,7 @@ void fq_pool_destroy(fq_pool_t *pool)
         pthread_join(pool->threads[i], NULL);
     for (int i = 0; pool->pipelines && i < pool->npipelines; i++)
         fq_pipeline_destroy(pool->pipelines[i]);
+    fq_cores_destroy(pool->cores);
     free(pool->pipelines);
     free(pool->threads);
     pthread_cond_destroy(&pool->done);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "fq_config.h"
+#include "fq_cores.h"
 #include "fq_error.h"
 
 typedef struct fq_frames_opts {
@@ -69,6 +70,13 @@ typedef struct fq_frames fq_frames_t;
  *  calls, so a worker thread allocates nothing per frame. Not thread-safe: one per thread. */
 fq_frames_t *fq_frames_new(const fq_frames_opts_t *opts);
 void fq_frames_destroy(fq_frames_t *fx);
+
+/** @brief Lets the decoder use idle cores of a budget shared with other extractors: it opens
+ *  with 1 + fq_cores_borrow() threads (instead of opts.threads) and, at keyframes where it
+ *  restarts anyway, gives the extra ones back when another item waits for a core or borrows
+ *  more when some are free. The calling thread is expected to hold one core of the budget
+ *  itself. NULL = no budget (opts.threads). Not owned; must outlive the extractor's calls. */
+void fq_frames_set_cores(fq_frames_t *fx, fq_cores_t *cores);
 
 /**
  * @brief Extracts frames from the seekable file fd (not closed). info may be NULL.

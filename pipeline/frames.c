@@ -221,6 +221,11 @@ void fq_frames_destroy(fq_frames_t *fx)
     free(fx);
 }
 
+void fq_frames_set_cores(fq_frames_t *fx, fq_cores_t *cores)
+{
+    fx->cores = cores;
+}
+
 static fq_error_t *check_limits_up_front(run_t *r)
 {
     const fq_frames_opts_t *o = &r->fx->opts;
@@ -301,7 +306,9 @@ static fq_error_t *run_verdict(run_t *r)
 static void run_free(run_t *r)
 {
     fq_frames_t *fx = r->fx;
-    avcodec_free_context(&r->dec);
+    avcodec_free_context(&r->dec); /* joins its threads before their cores go back */
+    fq_cores_release(fx->cores, r->extra_cores);
+    r->extra_cores = 0;
     if (r->fmt) {
         avformat_close_input(&r->fmt);
     }

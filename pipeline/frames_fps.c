@@ -380,6 +380,44 @@ static fq_error_t *send_packet(run_t *r, AVPacket *pkt, enum AVDiscard discard)
     return drain(r);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Decoder threads from the core budget                                                     */
+
+fq_error_t *frames_retune_threads(run_t *r, bool drained)
+{
+    fq_cores_t *cores = r->fx->cores;
+    if (!cores) {
+        return NULL;
+    }
+    int extra = r->extra_cores;
+    if (extra > 0 && fq_cores_wanted(cores)) {
+        extra = 0; /* another item waits for a core: give ours back */
+    } else {
+        int max_extra = fq_cores_total(cores) - 1;
+        if (max_extra > MAX_THREADS - 1) {
+            max_extra = MAX_THREADS - 1;
+        }
+        extra += fq_cores_borrow(cores, max_extra - extra);
+    }
+    if (extra == r->extra_cores) {
+        return NULL;
+    }
+    fq_error_t *err = NULL;
+    /* Frames still inside the decoder come out first, as at the end of input: a reopened
+     * decoder starts at the keyframe that follows, so nothing is lost or decoded twice. */
+    if (!drained && (err = send_packet(r, NULL, AVDISCARD_DEFAULT))) {
+        fq_cores_release(cores, extra - r->extra_cores);
+        return err;
+    }
+    const AVCodec *codec = r->dec->codec;
+    err = frames_open_decoder(r, codec, extra); /* the old decoder's threads are joined */
+    if (extra < r->extra_cores) {
+        fq_cores_release(cores, r->extra_cores - extra);
+    }
+    r->extra_cores = extra;
+    return err;
+}
+
 fq_error_t *frames_decode_fps(run_t *r)
 {
     fq_error_t *err = NULL;
@@ -394,11 +432,17 @@ fq_error_t *frames_decode_fps(run_t *r)
             /* Before an IDR the tail is simply left out and the decoder's pipeline keeps
              * running. Before another keyframe the decoder finishes what it holds (targets
              * come out) and restarts there. */
+            bool drained = false;
             if (!packet_is_idr(r, r->fx->queue[(r->q_head + cut) % LOOKAHEAD])) {
                 if ((err = send_packet(r, NULL, AVDISCARD_DEFAULT))) {
                     goto done;
                 }
                 avcodec_flush_buffers(r->dec);
+                drained = true;
+            }
+            /* the decoder (re)starts at that keyframe: the place to change its threads */
+            if ((err = frames_retune_threads(r, drained))) {
+                goto done;
             }
             for (int i = 0; i < cut; i++) {
                 av_packet_unref(r->fx->queue[r->q_head]);
@@ -440,6 +484,8 @@ fq_error_t *frames_decode_fps(run_t *r)
         if (r->next_target != target_before && fps_want_seek(r, &ts)) {
             if (do_seek(r, ts) < 0) {
                 r->seek_ok = false;
+            } else if ((err = frames_retune_threads(r, true))) { /* flushed, at a keyframe */
+                goto done;
             }
         }
     }
@@ -474,6 +520,13 @@ fq_error_t *frames_decode_all(run_t *r)
         if (key_only && r->saw_key && !(r->fx->pkt->flags & AV_PKT_FLAG_KEY)) {
             av_packet_unref(r->fx->pkt);
             continue;
+        }
+        /* Nothing after an IDR picture refers to anything before it: a decoder reopened there
+         * (after giving out what it holds) decodes the same frames. */
+        if (r->fx->cores && (r->fx->pkt->flags & AV_PKT_FLAG_KEY) && r->decoded > 0 &&
+            packet_is_idr(r, r->fx->pkt) && (err = frames_retune_threads(r, false))) {
+            av_packet_unref(r->fx->pkt);
+            goto done;
         }
         err = send_packet(r, r->fx->pkt, key_only ? AVDISCARD_NONKEY : AVDISCARD_DEFAULT);
         av_packet_unref(r->fx->pkt);

@@ -361,8 +361,9 @@ static void stream_timing(run_t *r)
 }
 
 /* The video decoder, capped (max_pixels, codec_whitelist) and threaded. */
-static fq_error_t *open_decoder(run_t *r, const AVCodec *codec)
+fq_error_t *frames_open_decoder(run_t *r, const AVCodec *codec, int extra_cores)
 {
+    avcodec_free_context(&r->dec);
     r->dec = avcodec_alloc_context3(codec);
     if (!r->dec) {
         return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "out of memory");
@@ -377,7 +378,11 @@ static fq_error_t *open_decoder(run_t *r, const AVCodec *codec)
     if (!r->dec->codec_whitelist) {
         return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "out of memory");
     }
-    r->dec->thread_count = r->fx->opts.threads > 0 ? r->fx->opts.threads : 0;
+    /* With a budget, the caller holds one core and extra_cores borrowed ones; else the
+     * configured count (0 = FFmpeg's automatic choice). thread_count is read by open only. */
+    r->dec->thread_count = r->fx->cores              ? 1 + extra_cores
+                           : r->fx->opts.threads > 0 ? r->fx->opts.threads
+                                                     : 0;
     r->dec->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
     ret = avcodec_open2(r->dec, codec, NULL);
     if (ret < 0) {
@@ -414,7 +419,11 @@ fq_error_t *frames_open_input(run_t *r)
         return err;
     }
     stream_timing(r);
-    if ((err = open_decoder(r, codec))) {
+    /* Idle cores of the budget go to this item's decoder from the start. */
+    int max_extra = fq_cores_total(r->fx->cores) - 1;
+    r->extra_cores =
+        fq_cores_borrow(r->fx->cores, max_extra < MAX_THREADS - 1 ? max_extra : MAX_THREADS - 1);
+    if ((err = frames_open_decoder(r, codec, r->extra_cores))) {
         return err;
     }
     fill_info(r, codec);

@@ -30,16 +30,18 @@
 #define THUMB_H         36
 #define SEEK_MIN_FRAMES 6 /* seek only when it skips at least this many frames */
 #define SEEK_RETRIES    4
+#define MAX_THREADS     16 /* decoder threads at most (FFmpeg's own cap for automatic counts) */
 /* Seeks allowed per extraction: a valid file needs about one per target; a hostile index
  * must not turn seeking into unbounded work. Past it, decoding simply goes on linearly. */
 #define SEEK_MAX(max_frames) (2 * (max_frames) + 16)
 
 struct fq_frames {
     fq_frames_opts_t opts;
-    char *containers; /* ALLOWED_CONTAINERS */
-    char *codecs;     /* ALLOWED_CODECS */
-    char *decoders;   /* the names of every decoder of an allowed codec (codec_whitelist) */
-    AVPacket *pkt;    /* for reading */
+    fq_cores_t *cores; /* NULL = no budget: the decoder uses opts.threads */
+    char *containers;  /* ALLOWED_CONTAINERS */
+    char *codecs;      /* ALLOWED_CODECS */
+    char *decoders;    /* the names of every decoder of an allowed codec (codec_whitelist) */
+    AVPacket *pkt;     /* for reading */
     AVPacket *queue[LOOKAHEAD];
     AVFrame *frame;   /* decoder output */
     AVFrame *held;    /* fps mode: the last decoded frame, shown at pending targets */
@@ -67,6 +69,7 @@ typedef struct run {
     AVIOContext *avio;
     AVFormatContext *fmt;
     AVCodecContext *dec;
+    int extra_cores; /* borrowed from fx->cores for the decoder's threads beyond the first */
     AVStream *st;
     int vidx;
     int rotation;
@@ -153,6 +156,10 @@ static inline double frame_duration_s(const run_t *r, const AVFrame *frame)
 /** @brief Opens the input (allowed demuxers only), finds the video stream, opens its decoder
  *  (allowed decoders only) and fills r->info. NULL or the error. */
 fq_error_t *frames_open_input(run_t *r);
+/** @brief (Re)opens r->dec for r->st with 1 + extra_cores threads when the extractor has a
+ *  core budget (extra_cores already borrowed), else with opts.threads. Frees a previous
+ *  decoder first: call it only where the old one holds nothing still needed. */
+fq_error_t *frames_open_decoder(run_t *r, const AVCodec *codec, int extra_cores);
 /** @brief AVIOInterruptCB: nonzero past the MAX_DECODE_SECONDS deadline (sets r->timed_out). */
 int frames_interrupt_cb(void *opaque);
 /** @brief The error of a run stopped by its deadline. */
@@ -167,6 +174,10 @@ void frames_av_err_text(int code, char *buf, size_t size);
 fq_error_t *frames_decode_fps(run_t *r);
 /** @brief keyframes and scene modes: decodes every packet (keyframes: only keyframes). */
 fq_error_t *frames_decode_all(run_t *r);
+/** @brief At a keyframe where decoding starts afresh (drained: the decoder was already
+ *  emptied; else it is drained here first): gives borrowed cores back when another item waits
+ *  for one, or borrows idle ones; reopens the decoder only when its thread count changes. */
+fq_error_t *frames_retune_threads(run_t *r, bool drained);
 /** @brief Frees the packets read ahead. */
 void frames_queue_clear(run_t *r);
 

@@ -16,6 +16,7 @@ struct fq_pipeline {
     fq_frames_t *frames;
     fq_upload_t *upload;
     fq_store_t *store; /* NULL without a database */
+    fq_cores_t *cores; /* NULL = no budget */
 };
 
 /* Frames go from the decoder straight into the upload queue; the cancel flag is checked per
@@ -53,7 +54,8 @@ fq_pipeline_t *fq_pipeline_new(const fq_config_t *cfg, bool with_db, char *errst
     fq_frames_opts_t opts;
     fq_frames_opts_from_config(&opts, cfg);
     /* Items of a batch already run on WORKER_CONCURRENCY threads: share the cores between
-     * them rather than letting every decoder start one thread per core. */
+     * them rather than letting every decoder start one thread per core. A core budget
+     * (fq_pipeline_set_cores) replaces this fixed share with cores lent while idle. */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int per_item =
         (int)(cores > 0 ? cores : 1) / (cfg->worker_concurrency > 0 ? cfg->worker_concurrency : 1);
@@ -86,6 +88,12 @@ void fq_pipeline_destroy(fq_pipeline_t *pl)
     fq_frames_destroy(pl->frames);
     fq_store_destroy(pl->store);
     free(pl);
+}
+
+void fq_pipeline_set_cores(fq_pipeline_t *pl, fq_cores_t *cores)
+{
+    pl->cores = cores;
+    fq_frames_set_cores(pl->frames, cores);
 }
 
 fq_store_t *fq_pipeline_store(fq_pipeline_t *pl)
@@ -141,8 +149,18 @@ fq_error_t *fq_pipeline_process(fq_pipeline_t *pl, const fq_item_t *item, int at
     err = fq_upload_begin(pl->upload, item);
     if (err)
         goto done;
+    /* One core of the budget for the CPU-bound stage: decoding, scaling and JPEG encoding.
+     * Frames stream into the upload window inside this span, so the core is also held while
+     * a full window (UPLOAD_WINDOW transfers) blocks the next frame; fetch before it and the
+     * wait for the last transfers after it are I/O and hold none. */
+    if (fq_cores_acquire(pl->cores, cancel) != 0) {
+        err = fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_OUTAGE,
+                           "cancelled while waiting for a core: the worker is shutting down");
+        goto done;
+    }
     frame_sink_t sink = {.upload = pl->upload, .cancel = cancel};
     err = fq_frames_extract(pl->frames, src.fd, frame_to_upload, &sink, &out->info);
+    fq_cores_release(pl->cores, 1);
     fq_fetch_source_close(&src);
     out->ms_frames = ms_since(t);
     if (err)

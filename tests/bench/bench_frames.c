@@ -1,8 +1,11 @@
 /* bench_frames: runs the frame extractor once over a file and prints what it did.
  *
  *   bench_frames [--mode fps|keyframes|scene] [--fps F] [--max-dim N] [--quality Q]
- *                [--scene-threshold T] [--threads N] [--max-frames N] [--max-seconds N]
- *                [--out DIR] FILE
+ *                [--scene-threshold T] [--threads N] [--cores N] [--max-frames N]
+ *                [--max-seconds N] [--out DIR] FILE
+ *
+ * --cores N runs the extraction as a worker's pool does: inside a core budget of N cores
+ * (fq_cores.h), holding one and lending the idle ones to the decoder (--threads is ignored).
  *
  * Prints one JSON line: frames, decoded, jpeg_bytes, width, height, duration_ms, codec,
  * rotation; or the error. Writes nothing unless --out is given (DIR/%03d.jpg, for tests
@@ -63,9 +66,10 @@ static void print_json_text(const char *s)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_frames [--mode fps|keyframes|scene] [--fps F] [--max-dim N] "
-                    "[--quality Q] [--scene-threshold T] [--threads N] [--max-frames N] "
-                    "[--max-seconds N] [--out DIR] FILE\n");
+    fprintf(stderr,
+            "usage: bench_frames [--mode fps|keyframes|scene] [--fps F] [--max-dim N] "
+            "[--quality Q] [--scene-threshold T] [--threads N] [--cores N] [--max-frames N] "
+            "[--max-seconds N] [--out DIR] FILE\n");
 }
 
 int main(int argc, char **argv)
@@ -82,6 +86,7 @@ int main(int argc, char **argv)
     };
     sink_t sink = {0};
     const char *file = NULL;
+    int budget = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -106,6 +111,8 @@ int main(int argc, char **argv)
             opts.scene_threshold = atof(v);
         } else if (strcmp(a, "--threads") == 0 && v) {
             opts.threads = atoi(v);
+        } else if (strcmp(a, "--cores") == 0 && v) {
+            budget = atoi(v);
         } else if (strcmp(a, "--max-frames") == 0 && v) {
             opts.max_frames = atoi(v);
         } else if (strcmp(a, "--max-seconds") == 0 && v) {
@@ -131,13 +138,20 @@ int main(int argc, char **argv)
         return 2;
     }
     fq_frames_t *fx = fq_frames_new(&opts);
-    if (!fx) {
+    fq_cores_t *cores = budget > 0 ? fq_cores_new(budget) : NULL;
+    if (!fx || (budget > 0 && !cores)) {
         fprintf(stderr, "bench_frames: out of memory\n");
+        fq_frames_destroy(fx);
         close(fd);
         return 2;
     }
+    fq_frames_set_cores(fx, cores);
     fq_media_info_t info;
-    fq_error_t *err = fq_frames_extract(fx, fd, on_frame, &sink, &info);
+    fq_error_t *err = NULL;
+    if (fq_cores_acquire(cores, NULL) == 0) { /* as fq_pipeline_process does */
+        err = fq_frames_extract(fx, fd, on_frame, &sink, &info);
+        fq_cores_release(cores, 1);
+    }
     int rc = 0;
     if (err) {
         printf("{\"error\":\"");
@@ -156,6 +170,7 @@ int main(int argc, char **argv)
     }
     fq_error_destroy(err);
     fq_frames_destroy(fx);
+    fq_cores_destroy(cores);
     close(fd);
     return rc;
 }

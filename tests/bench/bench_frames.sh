@@ -8,12 +8,15 @@
 # Environment: BUILD_DIR (a build with bench_frames and runstat; default: one is configured
 # under the cache dir with -DCMAKE_BUILD_TYPE=Release and no sanitizers), CACHE_DIR (clips,
 # default ${XDG_CACHE_HOME:-~/.cache}/frameq-bench), ROUNDS (default 5), MODES (default
-# "fps keyframes scene"), CLIPS (default "landscape portrait"), MAX_DIM (512),
-# SCENE_THRESHOLD (0.3).
+# "fps keyframes scene"), CLIPS (default "landscape portrait"; also "long": 30 s of
+# 1080x1920 with 8 s GOPs, otherwise libx264's defaults: preset medium, 3 B-frames), MAX_DIM (512), SCENE_THRESHOLD (0.3), CORES (unset: our decoder
+# uses FFmpeg's automatic thread count; N: ours runs inside a core budget of N cores as a
+# worker's pool does, holding one and lending the idle ones to its decoder).
 #
 # Each round runs ours, then the CLI, alternating, each under runstat (wall, CPU, peak RSS).
 # The CLI writes JPEG-encoded frames to the null muxer, so it encodes but stores nothing;
-# ours hands JPEGs to a callback that only counts bytes.
+# ours hands JPEGs to a callback that only counts bytes. Every round is printed on stderr;
+# the table holds medians, and the CPU utilisation of each (user+sys / wall / cores online).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +27,8 @@ modes=${MODES:-fps keyframes scene}
 clips=${CLIPS:-landscape portrait}
 max_dim=${MAX_DIM:-512}
 scene_t=${SCENE_THRESHOLD:-0.3}
+cores=${CORES:-}
+online=$(getconf _NPROCESSORS_ONLN)
 mkdir -p "$cache"
 
 if [ -z "${BUILD_DIR:-}" ]; then
@@ -50,6 +55,7 @@ clip_file() {
     case $1 in
     landscape) echo "$cache/landscape_1080p30_60s.mp4" ;;
     portrait) echo "$cache/portrait_720x1280_30s.mp4" ;;
+    long) echo "$cache/portrait_1080x1920_30s_gop240_medium.mp4" ;;
     esac
 }
 make_clip() {
@@ -62,6 +68,9 @@ make_clip() {
         ff -f lavfi -i testsrc2=size=1920x1080:rate=30:duration=60 "${x264[@]}" "$out.tmp.mp4" ;;
     portrait)
         ff -f lavfi -i testsrc2=size=720x1280:rate=30:duration=30 "${x264[@]}" "$out.tmp.mp4" ;;
+    long)
+        ff -f lavfi -i testsrc2=size=1080x1920:rate=30:duration=30 -c:v libx264 -g 240 \
+            -keyint_min 240 -sc_threshold 0 -pix_fmt yuv420p "$out.tmp.mp4" ;;
     esac
     mv "$out.tmp.mp4" "$out"
 }
@@ -79,7 +88,8 @@ out_size() {
 }
 
 ours_cmd() { # mode file
-    "$runstat" "$bench" --mode "$1" --fps 1 --max-dim "$max_dim" --scene-threshold "$scene_t" "$2"
+    "$runstat" "$bench" --mode "$1" --fps 1 --max-dim "$max_dim" --scene-threshold "$scene_t" \
+        ${cores:+--cores "$cores"} "$2"
 }
 cli_cmd() { # mode file W:H
     case $1 in
@@ -121,6 +131,13 @@ for clip in $clips; do
             [ "$(field exit "$stat")" = 0 ] || { echo "CLI failed: $stat" >&2; exit 1; }
             cw+=" $(field wall_ms "$stat")" cc+=" $(field cpu_ms "$stat")"
             crss+=" $(field maxrss_kb "$stat")"
+            read -r -a w <<<"$ow" && read -r -a c <<<"$oc" && read -r -a x <<<"$cw"
+            read -r -a y <<<"$cc"
+            awk -v i="$i" -v ow="${w[-1]}" -v oc="${c[-1]}" -v cw="${x[-1]}" -v cc="${y[-1]}" \
+                -v n="$online" -v what="$clip $mode" 'BEGIN {
+                printf "round %d %s: ours wall %.0f cpu %.0f util %.2f | cli wall %.0f cpu %.0f " \
+                    "util %.2f | wall x %.2f cpu x %.2f\n", i, what, ow, oc, oc / ow / n, cw, cc,
+                    cc / cw / n, ow / cw, oc / cc }' >&2
         done
         results+=("$clip $mode $(median <<<"$ow") $(median <<<"$oc") $(median <<<"$cw") \
 $(median <<<"$cc") $(maxof <<<"$orss") $(maxof <<<"$crss") $frames $decoded")
@@ -129,15 +146,18 @@ $(median <<<"$cc") $(maxof <<<"$orss") $(maxof <<<"$crss") $frames $decoded")
 done
 
 echo
-echo "rounds=$rounds max_dim=$max_dim (medians; peak RSS is the maximum over the rounds)"
-printf '%-10s %-9s | %9s %9s | %9s %9s | %6s %6s | %8s %8s | %6s %8s\n' clip mode \
-    "ours wall" "ours cpu" "cli wall" "cli cpu" "wall x" "cpu x" "ours MB" "cli MB" frames decoded
-printf -- '-%.0s' {1..118}
+echo "rounds=$rounds max_dim=$max_dim cores online=$online budget=${cores:-none}" \
+    "(medians; peak RSS is the maximum over the rounds; util = cpu / wall / cores online)"
+printf '%-10s %-9s | %9s %9s %5s | %9s %9s %5s | %6s %6s | %8s %8s | %6s %8s\n' clip mode \
+    "ours wall" "ours cpu" util "cli wall" "cli cpu" util "wall x" "cpu x" "ours MB" "cli MB" \
+    frames decoded
+printf -- '-%.0s' {1..132}
 echo
 for r in "${results[@]}"; do
     read -r clip mode ow oc cw cc orss crss frames decoded <<<"$r"
     awk -v clip="$clip" -v mode="$mode" -v ow="$ow" -v oc="$oc" -v cw="$cw" -v cc="$cc" \
-        -v orss="$orss" -v crss="$crss" -v fr="$frames" -v dec="$decoded" 'BEGIN {
-        printf "%-10s %-9s | %9.0f %9.0f | %9.0f %9.0f | %6.2f %6.2f | %8.1f %8.1f | %6d %8d\n",
-            clip, mode, ow, oc, cw, cc, ow / cw, oc / cc, orss / 1024, crss / 1024, fr, dec }'
+        -v orss="$orss" -v crss="$crss" -v fr="$frames" -v dec="$decoded" -v n="$online" 'BEGIN {
+        printf "%-10s %-9s | %9.0f %9.0f %5.2f | %9.0f %9.0f %5.2f | %6.2f %6.2f | %8.1f %8.1f" \
+            " | %6d %8d\n", clip, mode, ow, oc, oc / ow / n, cw, cc, cc / cw / n, ow / cw,
+            oc / cc, orss / 1024, crss / 1024, fr, dec }'
 done

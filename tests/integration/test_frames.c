@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,12 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include <libavcodec/avcodec.h>
 
+#include "fq_cores.h"
 #include "fq_frames.h"
 
 static char g_videos[1024];
@@ -637,6 +640,181 @@ static void test_fps_vs_cli_rates(void **state)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Decoder threads lent by a core budget                                                    */
+
+typedef struct budget_run {
+    collect_t c;
+    fq_cores_t *cores;
+    /* what the callback does at the first frame */
+    int release_at_first; /* cores "other items" give back */
+    bool waiter_at_first; /* another item starts waiting for a core */
+    pthread_t waiter;
+    bool waiter_started;
+    atomic_int waiter_done;
+    int waiter_done_at;   /* frames handed over before the waiter had its core; -1: never */
+    int max_in_use_after; /* the most cores held or lent after the first frame */
+} budget_run_t;
+
+static void *budget_waiter(void *opaque)
+{
+    budget_run_t *b = opaque;
+    assert_int_equal(fq_cores_acquire(b->cores, NULL), 0);
+    atomic_store(&b->waiter_done, 1);
+    return NULL;
+}
+
+static fq_error_t *budget_cb(void *opaque, const fq_frame_t *frame)
+{
+    budget_run_t *b = opaque;
+    if (frame->index == 0) {
+        fq_cores_release(b->cores, b->release_at_first);
+        if (b->waiter_at_first) {
+            assert_int_equal(pthread_create(&b->waiter, NULL, budget_waiter, b), 0);
+            b->waiter_started = true;
+            /* the decoder is asked only once the waiter waits (bounded poll, ~10 s) */
+            for (int i = 0; i < 10000 && !fq_cores_wanted(b->cores); i++) {
+                nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+            }
+            assert_true(fq_cores_wanted(b->cores));
+        }
+    } else {
+        int n = fq_cores_in_use(b->cores);
+        if (n > b->max_in_use_after) {
+            b->max_in_use_after = n;
+        }
+        if (b->waiter_done_at < 0 && atomic_load(&b->waiter_done)) {
+            b->waiter_done_at = frame->index;
+        }
+    }
+    return collect_cb(&b->c, frame);
+}
+
+/* Extracts name as an item of a worker does: holding one core of a budget of total, with
+ * held cores taken by other items; the decoder borrows the rest. */
+static void budget_extract(const char *name, const fq_frames_opts_t *opts, int total, int held,
+                           budget_run_t *b)
+{
+    char path[PATH_MAX];
+    video_path(name, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    b->cores = fq_cores_new(total);
+    assert_non_null(b->cores);
+    for (int i = 0; i < 1 + held; i++) {
+        assert_int_equal(fq_cores_acquire(b->cores, NULL), 0);
+    }
+    b->c.fail_at = -1;
+    b->waiter_done_at = -1;
+    fq_frames_t *fx = fq_frames_new(opts);
+    assert_non_null(fx);
+    fq_frames_set_cores(fx, b->cores);
+    fq_error_t *err = fq_frames_extract(fx, fd, budget_cb, b, NULL);
+    if (err) {
+        fail_msg("%s: %s", name, fq_error_message(err));
+    }
+    fq_frames_destroy(fx);
+    close(fd);
+}
+
+static void assert_same_frames(const char *what, const collect_t *want, const collect_t *got)
+{
+    if (want->count != got->count) {
+        fail_msg("%s: %d frames with one thread, %d with lent cores", what, want->count,
+                 got->count);
+    }
+    for (int k = 0; k < want->count; k++) {
+        const got_frame_t *a = &want->frames[k], *b = &got->frames[k];
+        if (a->pts_ms != b->pts_ms || a->size != b->size || memcmp(a->jpeg, b->jpeg, a->size)) {
+            fail_msg("%s frame %d: %lld ms (%zu bytes) with one thread, %lld ms (%zu bytes) "
+                     "with lent cores",
+                     what, k, (long long)a->pts_ms, a->size, (long long)b->pts_ms, b->size);
+        }
+    }
+}
+
+/* Extracts name on one thread without a budget, then as budget_extract does: the same frames,
+ * byte for byte. b keeps the budget run (free with budget_run_free). */
+static void lent_vs_one(const char *name, const fq_frames_opts_t *opts, int total, int held,
+                        budget_run_t *b)
+{
+    fq_frames_opts_t one_opts = *opts;
+    one_opts.threads = 1;
+    collect_t one = {.fail_at = -1};
+    fq_error_t *err = run_extract(name, &one_opts, &one, NULL);
+    if (err) {
+        fail_msg("%s: %s", name, fq_error_message(err));
+    }
+    assert_true(one.count > 0);
+    budget_extract(name, opts, total, held, b);
+    if (b->waiter_started) {
+        assert_int_equal(pthread_join(b->waiter, NULL), 0);
+    }
+    char what[64];
+    snprintf(what, sizeof(what), "%s mode %d at %g fps", name, (int)opts->mode, opts->fps);
+    assert_same_frames(what, &one, &b->c);
+    collect_free(&one);
+}
+
+static void budget_run_free(budget_run_t *b)
+{
+    collect_free(&b->c);
+    fq_cores_destroy(b->cores);
+}
+
+/* One thread vs a budget of 4 cores of which the item holds one and borrows three: the same
+ * frames in every mode (fps with seeks and GOP cuts, open GOPs, keyframes, scene). */
+static void test_lent_cores_same_frames(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file;
+        fq_frame_mode_t mode;
+        double fps;
+    } cases[] = {
+        {"h264.mp4", FQ_FRAME_MODE_FPS, 1},       {"h264.mp4", FQ_FRAME_MODE_FPS, 2},
+        {"vfr.mp4", FQ_FRAME_MODE_FPS, 1},        {"hevc.mp4", FQ_FRAME_MODE_FPS, 1},
+        {"long.mp4", FQ_FRAME_MODE_FPS, 0.25},    {"rotated90.mp4", FQ_FRAME_MODE_FPS, 1},
+        {"h264.mp4", FQ_FRAME_MODE_KEYFRAMES, 1}, {"scenes.mp4", FQ_FRAME_MODE_SCENE, 1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fq_frames_opts_t opts = default_opts();
+        opts.mode = cases[i].mode;
+        opts.fps = cases[i].fps;
+        budget_run_t b = {0};
+        lent_vs_one(cases[i].file, &opts, 4, 0, &b);
+        assert_int_equal(fq_cores_in_use(b.cores), 1); /* the lent cores came back */
+        budget_run_free(&b);
+    }
+}
+
+/* Another item asks for a core while ours decodes with a lent one: the decoder gives it back
+ * at the next keyframe (h264.mp4: GOPs of 2 s, 6 targets), and the frames stay the same. */
+static void test_lent_core_given_back(void **state)
+{
+    (void)state;
+    fq_frames_opts_t opts = default_opts();
+    budget_run_t b = {.waiter_at_first = true};
+    lent_vs_one("h264.mp4", &opts, 2, 0, &b);
+    print_message("the waiter had its core before frame %d of %d\n", b.waiter_done_at, b.c.count);
+    assert_true(b.waiter_done_at > 0 && b.waiter_done_at < b.c.count - 1);
+    assert_int_equal(b.max_in_use_after, 2);       /* never more than the budget */
+    assert_int_equal(fq_cores_in_use(b.cores), 2); /* ours and the waiter's */
+    budget_run_free(&b);
+}
+
+/* Cores freed while ours decodes on one thread: the decoder takes them at the next keyframe. */
+static void test_freed_cores_borrowed(void **state)
+{
+    (void)state;
+    fq_frames_opts_t opts = default_opts();
+    budget_run_t b = {.release_at_first = 2};
+    lent_vs_one("h264.mp4", &opts, 3, 2, &b); /* other items hold 2 of 3: no lending */
+    assert_int_equal(b.max_in_use_after, 3);  /* ours and the two it borrowed later */
+    assert_int_equal(fq_cores_in_use(b.cores), 1);
+    budget_run_free(&b);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 
 static int make_corpus(void)
 {
@@ -695,6 +873,9 @@ int main(void)
         cmocka_unit_test(test_media_info),
         cmocka_unit_test(test_callback_error),
         cmocka_unit_test(test_reuse),
+        cmocka_unit_test(test_lent_cores_same_frames),
+        cmocka_unit_test(test_lent_core_given_back),
+        cmocka_unit_test(test_freed_cores_borrowed),
         cmocka_unit_test(test_fps_vs_cli_h264),
         cmocka_unit_test(test_fps_vs_cli_vfr),
         cmocka_unit_test(test_fps_vs_cli_rotated),
