@@ -278,7 +278,7 @@ static fq_error_t *open_file_source(fq_fetch_t *fetch, const char *url, const fq
                                : FQ_CLASS_PERMANENT;
         fq_error_t *err = fq_error_new(FQ_STAGE_FETCH, klass, "cannot open %s: %s", src->url,
                                        e == ELOOP ? "is a symbolic link" : strerror(e));
-        fq_error_set_code(err, e);
+        fq_error_set_code(err, FQ_ERROR_DOMAIN_ERRNO, e);
         return err;
     }
     struct stat st;
@@ -433,7 +433,7 @@ static fq_error_t *curl_failure(fq_fetch_t *fetch, transfer_t *t, CURLcode rc, c
                            "fetching %s failed: %s (curl %d)", safe_url,
                            fetch->errbuf[0] ? fetch->errbuf : curl_easy_strerror(rc), (int)rc);
     }
-    fq_error_set_code(err, (int)rc);
+    fq_error_set_code(err, FQ_ERROR_DOMAIN_CURL, (int)rc);
     return err;
 }
 
@@ -523,7 +523,7 @@ static fq_error_t *fetch_remote(fq_fetch_t *fetch, const char *url, const fq_url
                 err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT,
                                    "too many redirects (more than %d) from %s", FETCH_MAX_REDIRECTS,
                                    safe_url);
-                fq_error_set_code(err, (int)status);
+                fq_error_set_code(err, FQ_ERROR_DOMAIN_HTTP, (int)status);
                 goto done;
             }
             char next[FQ_VIDEO_URL_MAX + 1];
@@ -607,14 +607,14 @@ fq_error_t *fq_fetch_open(fq_fetch_t *fetch, const fq_item_t *item, fq_source_t 
         return open_file_source(fetch, url, &parts, src);
     err = fetch_remote(fetch, url, &parts, src);
     if (err && !item->video_url && fq_error_class(err) == FQ_CLASS_RETRIABLE &&
-        fq_error_code(err) > 0 && fq_error_code(err) < 100 &&
+        fq_error_domain(err) == FQ_ERROR_DOMAIN_CURL &&
         fq_http_curl_unreachable((CURLcode)fq_error_code(err))) {
         /* The configured source serves every item: not reaching its host at all is an outage
          * of a dependency, not this item's failure (no attempt burned, nothing to the DLQ).
          * A video_url host is the item's own business and stays retriable. */
         fq_error_t *outage = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_OUTAGE,
                                           "video source unreachable: %s", fq_error_message(err));
-        fq_error_set_code(outage, fq_error_code(err));
+        fq_error_set_code(outage, fq_error_domain(err), fq_error_code(err));
         fq_error_destroy(err);
         err = outage;
     }

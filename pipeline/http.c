@@ -609,7 +609,7 @@ fq_error_t *fq_http_status_error(fq_stage_t stage, fq_class_t klass, long status
         err = fq_error_new(stage, klass, "HTTP %ld %s from %s", status, code, safe_url);
     else
         err = fq_error_new(stage, klass, "HTTP %ld from %s", status, safe_url);
-    fq_error_set_code(err, (int)status);
+    fq_error_set_code(err, FQ_ERROR_DOMAIN_HTTP, (int)status);
     return err;
 }
 
@@ -693,7 +693,7 @@ fq_error_t *fq_s3_request(const fq_config_t *cfg, fq_stage_t stage, const char *
             stage, fq_http_curl_unreachable(rc) ? FQ_CLASS_OUTAGE : fq_http_class_for_curl(rc),
             "S3 %s %s failed: %s (curl %d)", method, safe,
             errbuf[0] ? errbuf : curl_easy_strerror(rc), (int)rc);
-        fq_error_set_code(err, (int)rc);
+        fq_error_set_code(err, FQ_ERROR_DOMAIN_CURL, (int)rc);
     } else if (code < 200 || code >= 300) {
         err = fq_s3_status_error(stage, code, safe, r.data, r.len);
     }
@@ -743,7 +743,7 @@ fq_error_t *fq_s3_probe(const fq_config_t *cfg)
         /* 5xx, 408, 429, a reset or a timeout: not serving. */
         fq_error_t *outage = fq_error_new(FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE,
                                           "S3 endpoint not serving: %s", fq_error_message(err));
-        fq_error_set_code(outage, fq_error_code(err));
+        fq_error_set_code(outage, fq_error_domain(err), fq_error_code(err));
         fq_error_destroy(err);
         return outage;
     }

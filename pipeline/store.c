@@ -473,7 +473,7 @@ static fq_error_t *store_run(fq_store_t *store, store_body_t body, void *ctx)
             err = fq_error_new(FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, "%s", store->msg);
         break;
     }
-    fq_error_set_code(err, fq_store_sqlstate_code(store->sqlstate));
+    fq_error_set_code(err, FQ_ERROR_DOMAIN_SQLSTATE, fq_store_sqlstate_code(store->sqlstate));
     return err;
 }
 

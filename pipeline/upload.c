@@ -110,7 +110,7 @@ static fq_error_t *file_error(const char *what, const char *url, int e)
     fq_error_t *err =
         fq_error_new(FQ_STAGE_UPLOAD, klass, "%s %s: %s%s", what, url, strerror(e),
                      klass == FQ_CLASS_PERMANENT ? " (check FRAMES_URL_TEMPLATE)" : "");
-    fq_error_set_code(err, e);
+    fq_error_set_code(err, FQ_ERROR_DOMAIN_ERRNO, e);
     return err;
 }
 
@@ -235,7 +235,7 @@ static fq_error_t *slot_result(const fq_upload_t *up, slot_t *slot, CURLcode rc)
                            "%s %s: %s (curl %d)",
                            unreachable ? "frame store unreachable for" : "upload failed for", safe,
                            slot->errbuf[0] ? slot->errbuf : curl_easy_strerror(rc), (int)rc);
-        fq_error_set_code(err, (int)rc);
+        fq_error_set_code(err, FQ_ERROR_DOMAIN_CURL, (int)rc);
         return err;
     }
     if (up->kind == DEST_S3 && fq_s3_credential_error(status, slot->reply, slot->reply_len))
@@ -255,7 +255,7 @@ static fq_error_t *slot_result(const fq_upload_t *up, slot_t *slot, CURLcode rc)
     else
         err = fq_error_new(FQ_STAGE_UPLOAD, klass, "upload of %s failed: HTTP %ld%s%s", safe,
                            status, s3code[0] ? " " : "", s3code);
-    fq_error_set_code(err, (int)status);
+    fq_error_set_code(err, FQ_ERROR_DOMAIN_HTTP, (int)status);
     return err;
 }
 
