@@ -80,6 +80,9 @@ fq_error_t *fq_allow_check(const fq_allow_t *allow, const char *url, const char 
 int fq_s3_object_url(const char *endpoint, const char *region, const char *bucket, const char *key,
                      char *out, size_t out_size) FQ_WARN_UNUSED;
 
+/** @brief An S3 bucket name as frameq accepts it: 3..63 of [a-z0-9.-]. */
+bool fq_s3_bucket_valid(const char *bucket);
+
 /** @brief Splits "s3://bucket/key" into bucket and key (the key without its leading '/').
  *  0, or -1 when it is not an s3 URL with a valid bucket name and a non-empty key. */
 int fq_s3_split(const char *url, char *bucket, size_t bucket_size, char *key,
