@@ -135,8 +135,25 @@ static int fail_choices(const char *const *choices, const char *v, char *why, si
 /* ------------------------------------------------------------------------------------------ */
 /* Checks of string settings                                                                     */
 
+fq_url_placeholder_t fq_url_template_placeholder(const char *name, size_t n, int *width)
+{
+    *width = 0;
+    if (n == 8 && strncmp(name, "platform", 8) == 0)
+        return FQ_URL_PH_PLATFORM;
+    if (n == 4 && strncmp(name, "code", 4) == 0)
+        return FQ_URL_PH_CODE;
+    if (n == 5 && strncmp(name, "index", 5) == 0)
+        return FQ_URL_PH_INDEX;
+    if ((n == 8 || n == 9) && strncmp(name, "index:0", 7) == 0 && isdigit((unsigned char)name[7]) &&
+        (n == 8 || isdigit((unsigned char)name[8]))) {
+        *width = n == 8 ? name[7] - '0' : (name[7] - '0') * 10 + (name[8] - '0');
+        return FQ_URL_PH_INDEX;
+    }
+    return FQ_URL_PH_UNKNOWN;
+}
+
 /* URL templates: a known scheme, an s3 bucket or http host, and only the known placeholders. */
-static int check_template(const char *raw, bool frames, char *why, size_t why_size)
+int fq_url_template_check(const char *raw, bool frames, char *why, size_t why_size)
 {
     /* Messages quote the template; a password in it must not reach a log. */
     char masked[1024];
@@ -181,24 +198,19 @@ static int check_template(const char *raw, bool frames, char *why, size_t why_si
             return cfg_fail(why, why_size, "\"%s\": '{' without '}'", v);
         size_t n = (size_t)(close - p - 1);
         const char *name = p + 1;
-        bool ok = false;
-        if ((n == 8 && strncmp(name, "platform", 8) == 0) ||
-            (n == 4 && strncmp(name, "code", 4) == 0))
-            ok = true;
-        else if (n == 5 && strncmp(name, "index", 5) == 0)
-            ok = has_index = true;
-        else if ((n == 8 || n == 9) && strncmp(name, "index:0", 7) == 0 &&
-                 isdigit((unsigned char)name[7]) && (n == 8 || isdigit((unsigned char)name[8])))
-            ok = has_index = true; /* {index:0N}: zero-padded to N digits, as fetch.c expands */
-        if (!ok)
-            return cfg_fail(why, why_size,
-                            "\"%s\": unknown placeholder {%.*s}; known: {platform} {code} {index} "
-                            "{index:0N}",
-                            v, (int)n, name);
+        int width = 0;
+        fq_url_placeholder_t ph = fq_url_template_placeholder(name, n, &width);
+        if (ph == FQ_URL_PH_UNKNOWN)
+            return cfg_fail(why, why_size, "\"%s\": unknown placeholder {%.*s}; known: %s", v,
+                            (int)n, name, FQ_URL_PLACEHOLDERS);
+        has_index |= ph == FQ_URL_PH_INDEX;
         p = close;
     }
     if (frames && !has_index)
-        return cfg_fail(why, why_size, "\"%s\" must contain {index} (or {index:0N})", v);
+        return cfg_fail(why, why_size,
+                        "\"%s\" must contain {index} (or {index:0N}), or every frame overwrites "
+                        "the same object",
+                        v);
     if (!frames && has_index)
         return cfg_fail(why, why_size, "\"%s\": {index} is only for FRAMES_URL_TEMPLATE", v);
     return 0;
@@ -291,7 +303,7 @@ static int apply_string(fq_config_t *cfg, const param_t *p, const char *value, c
     if (p->choices && choice_index(p->choices, value) < 0)
         return fail_choices(p->choices, value, why, why_size);
     if ((p->flags & (F_SRC_TPL | F_FRAMES_TPL)) &&
-        check_template(value, p->flags & F_FRAMES_TPL, why, why_size) < 0)
+        fq_url_template_check(value, p->flags & F_FRAMES_TPL, why, why_size) < 0)
         return -1;
     if ((p->flags & F_ADDR) && check_addr(value, why, why_size) < 0)
         return -1;

@@ -63,25 +63,21 @@ int fq_url_expand(const char *tmpl, const char *platform, const char *code, int 
             }
             size_t nlen = (size_t)(close - p - 1);
             const char *name = p + 1;
-            if (nlen == 8 && strncmp(name, "platform", 8) == 0) {
+            int width = 0;
+            switch (fq_url_template_placeholder(name, nlen, &width)) {
+            case FQ_URL_PH_PLATFORM:
                 piece = platform;
-            } else if (nlen == 4 && strncmp(name, "code", 4) == 0) {
+                break;
+            case FQ_URL_PH_CODE:
                 piece = code;
-            } else if (nlen == 5 && strncmp(name, "index", 5) == 0) {
-                snprintf(value, sizeof(value), "%d", index);
-                piece = value;
-            } else if ((nlen == 8 || nlen == 9) && strncmp(name, "index:0", 7) == 0 &&
-                       isdigit((unsigned char)name[7]) &&
-                       (nlen == 8 || isdigit((unsigned char)name[8]))) {
-                /* {index:0N}: zero-padded to N digits (N = 1..99). */
-                int width = name[7] - '0';
-                if (nlen == 9)
-                    width = width * 10 + (name[8] - '0');
+                break;
+            case FQ_URL_PH_INDEX:
                 snprintf(value, sizeof(value), "%0*d", width, index);
                 piece = value;
-            } else {
-                snprintf(errstr, errstr_size, "unknown placeholder {%.*s}",
-                         (int)(nlen > 40 ? 40 : nlen), name);
+                break;
+            default:
+                snprintf(errstr, errstr_size, "unknown placeholder {%.*s}; known: %s",
+                         (int)(nlen > 40 ? 40 : nlen), name, FQ_URL_PLACEHOLDERS);
                 return -1;
             }
             plen = strlen(piece);

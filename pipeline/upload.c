@@ -382,7 +382,7 @@ static fq_error_t *queue_put(fq_upload_t *up, const char *url, const void *data,
 fq_upload_t *fq_upload_new(const fq_config_t *cfg, char *errstr, size_t errstr_size)
 {
     fq_upload_t *up = calloc(1, sizeof(*up));
-    char sample[URL_MAX], why[160];
+    char sample[URL_MAX], why[512];
     if (!up) {
         snprintf(errstr, errstr_size, "out of memory");
         return NULL;
@@ -393,10 +393,8 @@ fq_upload_t *fq_upload_new(const fq_config_t *cfg, char *errstr, size_t errstr_s
         snprintf(errstr, errstr_size, "FRAMES_URL_TEMPLATE: must not be empty");
         goto fail;
     }
-    if (!strstr(tmpl, "{index")) {
-        snprintf(errstr, errstr_size,
-                 "FRAMES_URL_TEMPLATE: must contain {index} (or {index:05}), or every frame "
-                 "overwrites the same object");
+    if (fq_url_template_check(tmpl, true, why, sizeof(why)) != 0) {
+        snprintf(errstr, errstr_size, "FRAMES_URL_TEMPLATE: %s", why);
         goto fail;
     }
     if (fq_url_expand(tmpl, "p", "c", 0, sample, sizeof(sample), why, sizeof(why)) != 0) {

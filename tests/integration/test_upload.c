@@ -265,7 +265,7 @@ static void test_bad_templates(void **state)
         const char *tmpl, *msg;
     } cases[] = {
         {"file://./f/{platform}/{code}.jpg", "must contain {index}"},
-        {"ftp://h/{index}.jpg", "scheme ftp is not supported"},
+        {"ftp://h/{index}.jpg", "has scheme \"ftp\""},
         {"s3://x/{index}.jpg", "not an s3://bucket/key URL"},
         {"https://u:p@h/{index}.jpg", "must not carry credentials"},
         {"file://./{index}/{nope}.jpg", "unknown placeholder {nope}"},
