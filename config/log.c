@@ -1,4 +1,5 @@
 #include "fq_log.h"
+#include "fq_utf8.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -122,37 +123,6 @@ FQ_PRINTF(2, 3) static bool putf(line_t *l, const char *fmt, ...)
     return put(l, tmp, (size_t)n);
 }
 
-/* Length of a valid UTF-8 sequence at p (1..4), or 0 when the bytes are not valid UTF-8
- * (overlong forms, surrogates and code points above U+10FFFF included). */
-static size_t utf8_len(const unsigned char *p)
-{
-    if (p[0] < 0x80)
-        return 1;
-    size_t n;
-    uint32_t cp;
-    if ((p[0] & 0xe0) == 0xc0) {
-        n = 2;
-        cp = p[0] & 0x1f;
-    } else if ((p[0] & 0xf0) == 0xe0) {
-        n = 3;
-        cp = p[0] & 0x0f;
-    } else if ((p[0] & 0xf8) == 0xf0) {
-        n = 4;
-        cp = p[0] & 0x07;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80) /* also stops at the terminating NUL */
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    static const uint32_t min_cp[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min_cp[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
 /* Escapes s as a JSON string body (or, for text lines, just keeps it on one line), writing at
  * most max bytes; each escape or UTF-8 sequence goes in whole. Invalid UTF-8 becomes U+FFFD.
  * Returns false when s was cut. */
@@ -187,7 +157,7 @@ static bool put_escaped(line_t *l, const char *s, size_t max)
         default:
             if (*p < 0x20 || *p == 0x7f) {
                 n = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", *p);
-            } else if ((adv = utf8_len(p)) > 0) {
+            } else if ((adv = fq_utf8_len(p)) > 0) {
                 out = (const char *)p;
                 n = adv;
             } else {

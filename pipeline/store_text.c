@@ -11,6 +11,8 @@
 
 #include <jansson.h>
 
+#include "fq_utf8.h"
+
 /* Classifies a failed command from its SQLSTATE (NULL or "" when libpq had none) and
  * whether the connection is still usable. */
 fq_store_kind_t fq_store_kind_for(const char *sqlstate, bool conn_ok)
@@ -152,40 +154,6 @@ done:
     return text;
 }
 
-/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates, nothing
- * above U+10FFFF), or 0 when the bytes there are not one. */
-static size_t store_utf8_len(const unsigned char *p)
-{
-    unsigned char c = p[0];
-    if (c < 0x80)
-        return 1;
-    unsigned char lo = 0x80, hi = 0xBF;
-    size_t n;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    return n;
-}
-
 /* A copy of s (NULL stays NULL) with every byte that is not part of valid UTF-8 replaced by
  * '?'. Error messages quote servers, files and FFmpeg, and are cut at 1 KiB, possibly inside
  * a character: PostgreSQL would reject such text and the failure could never be recorded. */
@@ -198,7 +166,7 @@ char *fq_store_utf8_clean(const char *s)
         return NULL;
     unsigned char *p = (unsigned char *)out;
     while (*p) {
-        size_t n = store_utf8_len(p);
+        size_t n = fq_utf8_len(p);
         if (n == 0) {
             *p++ = '?';
         } else {
