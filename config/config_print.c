@@ -33,29 +33,34 @@ static bool secret_key(const char *key, size_t n)
     return false;
 }
 
+bool fq_config_url_password(const char *url, const char **pw, size_t *len)
+{
+    const char *sep = strstr(url, "://");
+    if (!sep)
+        return false;
+    const char *auth = sep + 3;
+    /* the last '@' of the authority: a password may contain '@' in the wild */
+    const char *at = memrchr(auth, '@', strcspn(auth, "/?#"));
+    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    if (!colon)
+        return false;
+    *pw = colon + 1;
+    *len = (size_t)(at - colon - 1);
+    return true;
+}
+
 /* URI: scheme://user:password@host/path?password=...; auth is past the "://". */
 static void mask_uri(const char *s, const char *auth, char *buf, size_t buf_size)
 {
     size_t len = 0;
-    const char *p;
-    size_t alen = strcspn(auth, "/?#");
-    const char *at = NULL;
-    for (size_t i = 0; i < alen; i++)
-        if (auth[i] == '@')
-            at = auth + i; /* the last '@': a password may contain '@' in the wild */
-    buf_put(buf, buf_size, &len, s, (size_t)(auth - s));
-    if (at) {
-        const char *colon = memchr(auth, ':', (size_t)(at - auth));
-        if (colon) {
-            buf_put(buf, buf_size, &len, auth, (size_t)(colon + 1 - auth));
-            buf_put(buf, buf_size, &len, "****", 4);
-            buf_put(buf, buf_size, &len, at, 1);
-        } else {
-            buf_put(buf, buf_size, &len, auth, (size_t)(at + 1 - auth));
-        }
-        p = at + 1;
+    const char *p = auth, *pw;
+    size_t pw_len;
+    if (fq_config_url_password(s, &pw, &pw_len)) {
+        buf_put(buf, buf_size, &len, s, (size_t)(pw - s));
+        buf_put(buf, buf_size, &len, "****", 4);
+        p = pw + pw_len;
     } else {
-        p = auth;
+        buf_put(buf, buf_size, &len, s, (size_t)(auth - s));
     }
     /* Query parameters: mask password=... values, keep everything else. */
     while (*p) {

@@ -179,6 +179,10 @@ fq_url_placeholder_t fq_url_template_placeholder(const char *name, size_t n, int
  *  0, or -1 with why (the template quoted with any password masked). */
 int fq_url_template_check(const char *tpl, bool frames, char *why, size_t why_size) FQ_WARN_UNUSED;
 
+/** @brief Finds the password in a URI's user:password@ (the last '@' of the authority ends
+ *  it): *pw points into url, *len its length (0 for "user:@"). false when there is none. */
+bool fq_config_url_password(const char *url, const char **pw, size_t *len);
+
 /** @brief The name of a frame mode ("fps", "keyframes", "scene"). */
 const char *fq_frame_mode_name(fq_frame_mode_t mode);
 

@@ -104,21 +104,13 @@ void fq_store_clean_message(char *buf, const char *password, const char *passwor
 /* The password as written in a postgres:// URI (user:PASSWORD@host), or NULL. */
 char *fq_store_uri_password(const char *conninfo)
 {
-    const char *p = NULL;
-    if (strncmp(conninfo, "postgresql://", 13) == 0)
-        p = conninfo + 13;
-    else if (strncmp(conninfo, "postgres://", 11) == 0)
-        p = conninfo + 11;
-    if (!p)
+    const char *pw;
+    size_t len;
+    if ((strncmp(conninfo, "postgresql://", 13) != 0 &&
+         strncmp(conninfo, "postgres://", 11) != 0) ||
+        !fq_config_url_password(conninfo, &pw, &len) || len == 0)
         return NULL;
-    size_t auth = strcspn(p, "/?");
-    const char *at = memrchr(p, '@', auth);
-    if (!at)
-        return NULL;
-    const char *colon = memchr(p, ':', (size_t)(at - p));
-    if (!colon || colon + 1 == at)
-        return NULL;
-    return strndup(colon + 1, (size_t)(at - colon - 1));
+    return strndup(pw, len);
 }
 
 /* The frames as the JSON text fq_done_frames reads: [{"idx":0,"pts_ms":0,"url":"...",
