@@ -24,6 +24,21 @@ FQ_PRINTF(3, 4) int cfg_fail(char *errstr, size_t errstr_size, const char *fmt, 
 /* ------------------------------------------------------------------------------------------ */
 /* Value parsers: each fills why on failure                                                      */
 
+static int parse_integer(const char *s, long long *out, char *why, size_t why_size);
+
+int fq_config_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out, char *why,
+                          size_t why_size)
+{
+    long long v;
+    if (parse_integer(s, &v, why, why_size) < 0)
+        return -1;
+    if (v < min || v > max)
+        return cfg_fail(why, why_size, "%lld is out of range %lld..%lld", v, (long long)min,
+                        (long long)max);
+    *out = v;
+    return 0;
+}
+
 static int parse_integer(const char *s, long long *out, char *why, size_t why_size)
 {
     if (*s == '\0')

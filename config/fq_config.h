@@ -179,6 +179,12 @@ fq_url_placeholder_t fq_url_template_placeholder(const char *name, size_t n, int
  *  0, or -1 with why (the template quoted with any password masked). */
 int fq_url_template_check(const char *tpl, bool frames, char *why, size_t why_size) FQ_WARN_UNUSED;
 
+/** @brief Parses a whole number in min..max as every setting does (no blanks, no suffix);
+ *  0, or -1 with why ("\"x\" is not a whole number", "5 is out of range 1..3"). For the
+ *  programs' own integer flags. */
+int fq_config_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out, char *why,
+                          size_t why_size) FQ_WARN_UNUSED;
+
 /** @brief Finds the password in a URI's user:password@ (the last '@' of the authority ends
  *  it): *pw points into url, *len its length (0 for "user:@"). false when there is none. */
 bool fq_config_url_password(const char *url, const char **pw, size_t *len);

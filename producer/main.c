@@ -148,15 +148,11 @@ static void usage(FILE *out)
 
 static int parse_i64(const char *flag, const char *s, int64_t min, int64_t max, int64_t *out)
 {
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || !end || end == s || *end || v < min || v > max) {
-        fprintf(stderr, "producer: %s: '%s' is not a number in %" PRId64 "..%" PRId64 "\n", flag, s,
-                min, max);
+    char why[160];
+    if (fq_config_parse_int64(s, min, max, out, why, sizeof(why)) != 0) {
+        fprintf(stderr, "producer: %s: %s\n", flag, why);
         return -1;
     }
-    *out = v;
     return 0;
 }
 
