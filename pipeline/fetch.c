@@ -433,6 +433,99 @@ static fq_error_t *curl_failure(fq_fetch_t *fetch, transfer_t *t, CURLcode rc, c
     return err;
 }
 
+/* Points the handle at one hop's URL: an s3:// URL as its signed endpoint request (headers
+ * receives the list the handle then uses), any other as is. */
+static fq_error_t *setup_hop(fq_fetch_t *fetch, transfer_t *t, const char *current, bool is_s3,
+                             const char *safe_url, struct curl_slist **headers)
+{
+    const fq_config_t *cfg = fetch->cfg;
+    if (!is_s3) {
+        setup_request(fetch, t, current);
+        return NULL;
+    }
+    char bucket[64], key[FQ_VIDEO_URL_MAX + 1];
+    char request_url[FQ_VIDEO_URL_MAX * 3 + 256];
+    if (fq_s3_split(current, bucket, sizeof(bucket), key, sizeof(key)) != 0 ||
+        fq_s3_object_url(cfg->s3_endpoint, cfg->s3_region, bucket, key, request_url,
+                         sizeof(request_url)) != 0)
+        return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
+                            "%s is not a usable s3://bucket/key URL", safe_url);
+    setup_request(fetch, t, request_url);
+    *headers = fq_s3_prepare(fetch->curl, cfg, NULL, NULL);
+    if (!*headers)
+        return fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "out of memory");
+    curl_easy_setopt(fetch->curl, CURLOPT_HTTPHEADER, *headers);
+    return NULL;
+}
+
+/* Judges a redirect's Location like any source URL (allow-list, http or https only, the hop
+ * limit) and writes the URL to fetch next into current. */
+static fq_error_t *next_hop(fq_fetch_t *fetch, int hop, long status, const char *location,
+                            const char *safe_url, char *current, size_t current_size)
+{
+    fq_error_t *err;
+    if (hop >= FETCH_MAX_REDIRECTS) {
+        err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT,
+                           "too many redirects (more than %d) from %s", FETCH_MAX_REDIRECTS,
+                           safe_url);
+        fq_error_set_code(err, FQ_ERROR_DOMAIN_HTTP, (int)status);
+        return err;
+    }
+    char next[FQ_VIDEO_URL_MAX + 1];
+    if (strlen(location) >= sizeof(next)) {
+        err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, "redirect from %s is too long",
+                           safe_url);
+        return err;
+    }
+    snprintf(next, sizeof(next), "%s", location);
+    fq_url_parts_t next_parts;
+    err = fq_allow_check(fetch->allow, next, "redirect", &next_parts);
+    if (!err && strcmp(next_parts.scheme, "http") != 0 && strcmp(next_parts.scheme, "https") != 0)
+        err = fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
+                           "redirect scheme %s is not allowed (http and https only)",
+                           next_parts.scheme);
+    if (err)
+        return err;
+    if (strlen(next_parts.url) >= current_size) {
+        err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, "redirect from %s is too long",
+                           safe_url);
+        return err;
+    }
+    snprintf(current, current_size, "%s", next_parts.url); /* the URL judged */
+    return NULL;
+}
+
+/* A 2xx answer: the temp file, rewound, becomes the source. */
+static fq_error_t *keep_body(transfer_t *t, long status, const char *safe_url, fq_source_t *src)
+{
+    if (lseek(t->fd, 0, SEEK_SET) != 0)
+        return fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "temp file: %s", strerror(errno));
+    src->fd = t->fd;
+    src->size = t->bytes;
+    src->http_status = status;
+    snprintf(src->url, sizeof(src->url), "%s", safe_url);
+    t->fd = -1; /* now owned by src */
+    return NULL;
+}
+
+/* Any other answer: classified, with the server's Retry-After. */
+static fq_error_t *status_failure(const transfer_t *t, bool is_s3, long status,
+                                  const char *safe_url)
+{
+    /* Signed requests to the configured endpoint (s3://) report credential and clock
+     * refusals as an outage; a video_url's own 401/403 stays permanent. */
+    fq_error_t *err =
+        is_s3 ? fq_s3_status_error(FQ_STAGE_FETCH, status, safe_url, t->body, t->body_len)
+              : fq_http_status_error(FQ_STAGE_FETCH, fq_error_class_for_http_status(status), status,
+                                     safe_url, t->body, t->body_len);
+    if (t->retry_after[0]) {
+        int64_t ms = fq_fetch_parse_retry_after(t->retry_after, fq_time_now_ms());
+        if (ms > 0)
+            fq_error_set_retry_after_ms(err, ms);
+    }
+    return err;
+}
+
 static fq_error_t *fetch_remote(fq_fetch_t *fetch, const char *url, const fq_url_parts_t *parts,
                                 fq_source_t *src)
 {
@@ -440,7 +533,6 @@ static fq_error_t *fetch_remote(fq_fetch_t *fetch, const char *url, const fq_url
     fq_error_t *err = NULL;
     struct curl_slist *headers = NULL;
     char current[FQ_VIDEO_URL_MAX + 1];
-    char request_url[FQ_VIDEO_URL_MAX * 3 + 256];
     char safe_url[FQ_VIDEO_URL_MAX + 1];
     transfer_t *t = calloc(1, sizeof(*t));
     if (!t)
@@ -472,25 +564,9 @@ static fq_error_t *fetch_remote(fq_fetch_t *fetch, const char *url, const fq_url
         fetch->errbuf[0] = '\0';
         curl_slist_free_all(headers);
         headers = NULL;
-        if (is_s3) {
-            char bucket[64], key[FQ_VIDEO_URL_MAX + 1];
-            if (fq_s3_split(current, bucket, sizeof(bucket), key, sizeof(key)) != 0 ||
-                fq_s3_object_url(cfg->s3_endpoint, cfg->s3_region, bucket, key, request_url,
-                                 sizeof(request_url)) != 0) {
-                err = fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
-                                   "%s is not a usable s3://bucket/key URL", safe_url);
-                goto done;
-            }
-            setup_request(fetch, t, request_url);
-            headers = fq_s3_prepare(fetch->curl, cfg, NULL, NULL);
-            if (!headers) {
-                err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "out of memory");
-                goto done;
-            }
-            curl_easy_setopt(fetch->curl, CURLOPT_HTTPHEADER, headers);
-        } else {
-            setup_request(fetch, t, current);
-        }
+        err = setup_hop(fetch, t, current, is_s3, safe_url, &headers);
+        if (err)
+            goto done;
 
         CURLcode rc = curl_easy_perform(fetch->curl);
         long status = 0;
@@ -500,62 +576,18 @@ static fq_error_t *fetch_remote(fq_fetch_t *fetch, const char *url, const fq_url
             goto done;
         }
         if (status >= 200 && status < 300) {
-            if (lseek(t->fd, 0, SEEK_SET) != 0) {
-                err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "temp file: %s",
-                                   strerror(errno));
-                goto done;
-            }
-            src->fd = t->fd;
-            src->size = t->bytes;
-            src->http_status = status;
-            snprintf(src->url, sizeof(src->url), "%s", safe_url);
-            t->fd = -1; /* now owned by src */
+            err = keep_body(t, status, safe_url, src);
             goto done;
         }
         char *location = NULL;
         curl_easy_getinfo(fetch->curl, CURLINFO_REDIRECT_URL, &location);
         if (status >= 300 && status < 400 && location && !is_s3) {
-            if (hop >= FETCH_MAX_REDIRECTS) {
-                err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT,
-                                   "too many redirects (more than %d) from %s", FETCH_MAX_REDIRECTS,
-                                   safe_url);
-                fq_error_set_code(err, FQ_ERROR_DOMAIN_HTTP, (int)status);
-                goto done;
-            }
-            char next[FQ_VIDEO_URL_MAX + 1];
-            if (strlen(location) >= sizeof(next)) {
-                err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT,
-                                   "redirect from %s is too long", safe_url);
-                goto done;
-            }
-            snprintf(next, sizeof(next), "%s", location);
-            fq_url_parts_t next_parts;
-            err = fq_allow_check(fetch->allow, next, "redirect", &next_parts);
-            if (!err && strcmp(next_parts.scheme, "http") != 0 &&
-                strcmp(next_parts.scheme, "https") != 0)
-                err = fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
-                                   "redirect scheme %s is not allowed (http and https only)",
-                                   next_parts.scheme);
+            err = next_hop(fetch, hop, status, location, safe_url, current, sizeof(current));
             if (err)
                 goto done;
-            if (strlen(next_parts.url) >= sizeof(current)) {
-                err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT,
-                                   "redirect from %s is too long", safe_url);
-                goto done;
-            }
-            snprintf(current, sizeof(current), "%s", next_parts.url); /* the URL judged */
             continue;
         }
-        /* Signed requests to the configured endpoint (s3://) report credential and clock
-         * refusals as an outage; a video_url's own 401/403 stays permanent. */
-        err = is_s3 ? fq_s3_status_error(FQ_STAGE_FETCH, status, safe_url, t->body, t->body_len)
-                    : fq_http_status_error(FQ_STAGE_FETCH, fq_error_class_for_http_status(status),
-                                           status, safe_url, t->body, t->body_len);
-        if (t->retry_after[0]) {
-            int64_t ms = fq_fetch_parse_retry_after(t->retry_after, fq_time_now_ms());
-            if (ms > 0)
-                fq_error_set_retry_after_ms(err, ms);
-        }
+        err = status_failure(t, is_s3, status, safe_url);
         goto done;
     }
 done:
