@@ -1,6 +1,8 @@
 /* S3 and HTTP helpers shared by fetch and upload (fq_http.h): S3 object URLs and SigV4
  * signing through libcurl, classification of curl codes and HTTP answers, one-shot S3
- * requests and the frame store probe. URL parsing and the allow-list are in url.c. */
+ * requests and the frame store probe, Retry-After. URL templates, parsing and the allow-list
+ * are in url.c. */
+#include "fq_fetch.h" /* fq_fetch_parse_retry_after */
 #include "fq_http.h"
 
 #include <arpa/inet.h>
@@ -338,4 +340,36 @@ fq_error_t *fq_s3_probe(const fq_config_t *cfg)
         return outage;
     }
     return NULL;
+}
+
+/* ---- Retry-After --------------------------------------------------------------------- */
+
+int64_t fq_fetch_parse_retry_after(const char *value, int64_t now_ms)
+{
+    if (!value)
+        return -1;
+    while (isspace((unsigned char)*value))
+        value++;
+    if (*value == '\0')
+        return -1;
+    if (isdigit((unsigned char)*value)) {
+        const char *p = value;
+        int64_t secs = 0;
+        while (isdigit((unsigned char)*p)) {
+            if (secs > INT64_MAX / 10000)
+                return -1; /* absurd: would overflow milliseconds */
+            secs = secs * 10 + (*p - '0');
+            p++;
+        }
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p == '\0')
+            return secs * 1000;
+        /* Fall through: "1994 ..." is not delta-seconds; maybe a date, probably garbage. */
+    }
+    time_t when = curl_getdate(value, NULL);
+    if (when == (time_t)-1)
+        return -1;
+    int64_t ms = (int64_t)when * 1000 - now_ms;
+    return ms < 0 ? 0 : ms;
 }

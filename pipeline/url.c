@@ -1,5 +1,7 @@
-/* URLs as libcurl reads them (curl_url): parsing, redaction, and the source allow-list
- * (ALLOWED_SOURCE_SCHEMES / ALLOWED_SOURCE_HOSTS). See fq_http.h. */
+/* URLs: templates expanded for an item (fq_fetch.h), URLs as libcurl reads them (curl_url):
+ * parsing, redaction, and the source allow-list (ALLOWED_SOURCE_SCHEMES /
+ * ALLOWED_SOURCE_HOSTS). See fq_http.h. */
+#include "fq_fetch.h"
 #include "fq_http.h"
 
 #include <arpa/inet.h>
@@ -9,6 +11,65 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+/* ---- URL templates ------------------------------------------------------------------- */
+
+int fq_url_expand(const char *tmpl, const char *platform, const char *code, int index, char *out,
+                  size_t out_size, char *errstr, size_t errstr_size)
+{
+    size_t pos = 0;
+    const char *p = tmpl;
+    if (out_size == 0)
+        goto overflow;
+    while (*p) {
+        char value[160];
+        const char *piece;
+        size_t plen;
+        if (*p == '{') {
+            const char *close = strchr(p, '}');
+            if (!close) {
+                snprintf(errstr, errstr_size, "unterminated placeholder at offset %zu",
+                         (size_t)(p - tmpl));
+                return -1;
+            }
+            size_t nlen = (size_t)(close - p - 1);
+            const char *name = p + 1;
+            int width = 0;
+            switch (fq_url_template_placeholder(name, nlen, &width)) {
+            case FQ_URL_PH_PLATFORM:
+                piece = platform;
+                break;
+            case FQ_URL_PH_CODE:
+                piece = code;
+                break;
+            case FQ_URL_PH_INDEX:
+                snprintf(value, sizeof(value), "%0*d", width, index);
+                piece = value;
+                break;
+            default:
+                snprintf(errstr, errstr_size, "unknown placeholder {%.*s}; known: %s",
+                         (int)(nlen > 40 ? 40 : nlen), name, FQ_URL_PLACEHOLDERS);
+                return -1;
+            }
+            plen = strlen(piece);
+            p = close + 1;
+        } else {
+            piece = p;
+            plen = strcspn(p, "{");
+            p += plen;
+        }
+        if (pos + plen >= out_size)
+            goto overflow;
+        memcpy(out + pos, piece, plen);
+        pos += plen;
+    }
+    out[pos] = '\0';
+    return 0;
+overflow:
+    snprintf(errstr, errstr_size, "expanded URL is longer than %zu bytes",
+             out_size ? out_size - 1 : 0);
+    return -1;
+}
 
 static void set_err(char *errstr, size_t errstr_size, const char *fmt, ...) FQ_PRINTF(3, 4);
 
