@@ -78,8 +78,8 @@ const char *fq_stage_name(fq_stage_t stage);
 /** @brief "retriable", "permanent", "malformed", "outage". */
 const char *fq_class_name(fq_class_t klass);
 /** @brief Parses a stage / class name; 0 on success, -1 when unknown. */
-int fq_stage_parse(const char *name, fq_stage_t *stage);
-int fq_class_parse(const char *name, fq_class_t *klass);
+int fq_stage_parse(const char *name, fq_stage_t *stage) FQ_WARN_UNUSED;
+int fq_class_parse(const char *name, fq_class_t *klass) FQ_WARN_UNUSED;
 
 /** @brief Classification of an HTTP status: 400/401/403/404/410 and other 4xx are permanent,
  *  408/425/429/5xx retriable. (Upload maps an unreachable frame store to outage itself.) */

@@ -57,7 +57,7 @@ void fq_allow_destroy(fq_allow_t *allow);
 
 /** @brief Adds one more entry ("host", "host:port", "*.domain"). 0, -1 on OOM, -2 when the
  *  entry is not one. */
-int fq_allow_add_host(fq_allow_t *allow, const char *host);
+int fq_allow_add_host(fq_allow_t *allow, const char *host) FQ_WARN_UNUSED;
 
 /** @brief True when the scheme ("file", "s3", ...) is listed. */
 bool fq_allow_scheme(const fq_allow_t *allow, const char *scheme);
@@ -110,7 +110,7 @@ fq_error_t *fq_s3_request(const fq_config_t *cfg, fq_stage_t stage, const char *
                           size_t max_reply) FQ_WARN_UNUSED;
 
 /** @brief Reads <Code>...</Code> from an S3 XML error body. 0, or -1 when there is none. */
-int fq_s3_error_code(const char *body, size_t len, char *out, size_t out_size);
+int fq_s3_error_code(const char *body, size_t len, char *out, size_t out_size) FQ_WARN_UNUSED;
 
 /** @brief True for curl results that mean the server could not be reached at all
  *  (refused, DNS failure, connect timeout). */

@@ -80,30 +80,30 @@ static fq_error_t *check_field(const char *prefix, const char *field, const char
     return NULL;
 }
 
-int fq_item_platform_valid(const char *platform)
+bool fq_item_platform_valid(const char *platform)
 {
     if (!platform)
-        return 0;
+        return false;
     size_t len = strnlen(platform, FQ_PLATFORM_MAX + 1);
     if (len == 0 || len > FQ_PLATFORM_MAX)
-        return 0;
+        return false;
     for (size_t i = 0; i < len; i++)
         if (!platform_char_ok((unsigned char)platform[i]))
-            return 0;
-    return 1;
+            return false;
+    return true;
 }
 
-int fq_item_code_valid(const char *code)
+bool fq_item_code_valid(const char *code)
 {
     if (!code)
-        return 0;
+        return false;
     size_t len = strnlen(code, FQ_CODE_MAX + 1);
     if (len == 0 || len > FQ_CODE_MAX)
-        return 0;
+        return false;
     for (size_t i = 0; i < len; i++)
         if (!code_char_ok((unsigned char)code[i]))
-            return 0;
-    return 1;
+            return false;
+    return true;
 }
 
 const char *fq_json_type_name(const json_t *v)

@@ -52,7 +52,7 @@ struct fq_upload {
 
 /* upload_transfer.c */
 /** The local path of a file:// URL ("./" kept relative); 0, or -1 when it is not one. */
-int upload_file_path(const char *url, char *path, size_t path_size);
+int upload_file_path(const char *url, char *path, size_t path_size) FQ_WARN_UNUSED;
 /** Writes one object to a file:// URL: parents created, written to a temporary name and
  *  renamed, so readers never see half a file. */
 fq_error_t *upload_file_write(fq_upload_t *up, const char *url, const void *data,

@@ -16,7 +16,7 @@ uint64_t spool_key_hash(const char *platform, const char *code);
 void spool_prefetch(const fq_spool_t *spool, uint64_t hash);
 /** Appends item (hash from spool_key_hash); with dedupe, 1 when its key was already spooled
  *  (nothing written). 0, 1, or -1 on a write error or out of memory. */
-int spool_add(fq_spool_t *spool, const fq_item_t *item, uint64_t hash, bool dedupe);
+int spool_add(fq_spool_t *spool, const fq_item_t *item, uint64_t hash, bool dedupe) FQ_WARN_UNUSED;
 /** Frees the dedupe set: only needed while reading. */
 void spool_drop_set(fq_spool_t *spool);
 
