@@ -248,11 +248,7 @@ static size_t on_body(char *buf, size_t size, size_t nmemb, void *opaque)
     }
     if (t->status_known == 2) {
         /* An error or redirect body: keep the start (S3 XML error code), drop the rest. */
-        size_t room = sizeof(t->body) - 1 - t->body_len;
-        size_t take = n < room ? n : room;
-        memcpy(t->body + t->body_len, buf, take);
-        t->body_len += take;
-        t->body[t->body_len] = '\0';
+        fq_http_keep_start(t->body, sizeof(t->body), &t->body_len, buf, n);
         return n;
     }
     if (t->bytes + (int64_t)n > t->max_bytes) {

@@ -109,6 +109,10 @@ fq_error_t *fq_s3_request(const fq_config_t *cfg, fq_stage_t stage, const char *
                           long *status, char **reply, size_t *reply_len,
                           size_t max_reply) FQ_WARN_UNUSED;
 
+/** @brief Appends what still fits of src[0..n) to dst (size bytes, *len of them used, kept
+ *  NUL-terminated): the start of a reply is kept (an S3 error code), the rest dropped. */
+void fq_http_keep_start(char *dst, size_t size, size_t *len, const char *src, size_t n);
+
 /** @brief Reads <Code>...</Code> from an S3 XML error body. 0, or -1 when there is none. */
 int fq_s3_error_code(const char *body, size_t len, char *out, size_t out_size) FQ_WARN_UNUSED;
 

@@ -90,6 +90,15 @@ struct curl_slist *fq_s3_prepare(CURL *curl, const fq_config_t *cfg, const char 
     return list;
 }
 
+void fq_http_keep_start(char *dst, size_t size, size_t *len, const char *src, size_t n)
+{
+    size_t room = size - 1 - *len;
+    size_t take = n < room ? n : room;
+    memcpy(dst + *len, src, take);
+    *len += take;
+    dst[*len] = '\0';
+}
+
 int fq_s3_error_code(const char *body, size_t len, char *out, size_t out_size)
 {
     if (!body || len == 0 || out_size == 0)

@@ -80,30 +80,28 @@ static fq_error_t *check_field(const char *prefix, const char *field, const char
     return NULL;
 }
 
-bool fq_item_platform_valid(const char *platform)
+/* Whether s is 1..max characters, each accepted by ok. */
+static bool chars_valid(const char *s, size_t max, int (*ok)(unsigned char))
 {
-    if (!platform)
+    if (!s)
         return false;
-    size_t len = strnlen(platform, FQ_PLATFORM_MAX + 1);
-    if (len == 0 || len > FQ_PLATFORM_MAX)
+    size_t len = strnlen(s, max + 1);
+    if (len == 0 || len > max)
         return false;
     for (size_t i = 0; i < len; i++)
-        if (!platform_char_ok((unsigned char)platform[i]))
+        if (!ok((unsigned char)s[i]))
             return false;
     return true;
 }
 
+bool fq_item_platform_valid(const char *platform)
+{
+    return chars_valid(platform, FQ_PLATFORM_MAX, platform_char_ok);
+}
+
 bool fq_item_code_valid(const char *code)
 {
-    if (!code)
-        return false;
-    size_t len = strnlen(code, FQ_CODE_MAX + 1);
-    if (len == 0 || len > FQ_CODE_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!code_char_ok((unsigned char)code[i]))
-            return false;
-    return true;
+    return chars_valid(code, FQ_CODE_MAX, code_char_ok);
 }
 
 const char *fq_json_type_name(const json_t *v)

@@ -114,11 +114,7 @@ static size_t on_reply(char *buf, size_t size, size_t nmemb, void *opaque)
 {
     slot_t *slot = opaque;
     size_t n = size * nmemb;
-    size_t room = sizeof(slot->reply) - 1 - slot->reply_len;
-    size_t take = n < room ? n : room;
-    memcpy(slot->reply + slot->reply_len, buf, take);
-    slot->reply_len += take;
-    slot->reply[slot->reply_len] = '\0';
+    fq_http_keep_start(slot->reply, sizeof(slot->reply), &slot->reply_len, buf, n);
     return n;
 }
 
