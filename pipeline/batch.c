@@ -3,6 +3,8 @@
 #include "fq_item.h"
 #include "item_int.h"
 
+#include "fq_buf.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,97 +169,55 @@ void fq_batch_destroy(fq_batch_t *batch)
     free(batch);
 }
 
-/* A growable byte buffer for the hand-written encoder (the producer encodes ~100k batches per
- * million items; building jansson trees for them would dominate its profile). */
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf_t;
-
-static void sb_reserve(sbuf_t *sb, size_t extra)
-{
-    if (sb->oom || sb->len + extra + 1 <= sb->cap)
-        return;
-    size_t cap = sb->cap ? sb->cap : 256;
-    while (cap < sb->len + extra + 1)
-        cap *= 2;
-    char *p = realloc(sb->p, cap);
-    if (!p) {
-        sb->oom = 1;
-        return;
-    }
-    sb->p = p;
-    sb->cap = cap;
-}
-
-static void sb_put(sbuf_t *sb, const char *s, size_t n)
-{
-    sb_reserve(sb, n);
-    if (sb->oom)
-        return;
-    memcpy(sb->p + sb->len, s, n);
-    sb->len += n;
-    sb->p[sb->len] = '\0';
-}
-
-static void sb_puts(sbuf_t *sb, const char *s)
-{
-    sb_put(sb, s, strlen(s));
-}
+/* The encoder is written by hand (the producer encodes ~100k batches per million items;
+ * building jansson trees for them would dominate its profile). */
 
 /* A JSON string literal: quotes, backslashes and control bytes escaped; other bytes as given
  * (validated items hold ASCII only). */
-static void sb_put_json_string(sbuf_t *sb, const char *s)
+static void put_json_string(fq_buf_t *sb, const char *s)
 {
-    sb_put(sb, "\"", 1);
+    fq_buf_put(sb, "\"", 1);
     const char *run = s;
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        sb_put(sb, run, (size_t)(s - run));
+        fq_buf_put(sb, run, (size_t)(s - run));
         char esc[8];
         if (c == '"' || c == '\\')
             snprintf(esc, sizeof(esc), "\\%c", c);
         else
             snprintf(esc, sizeof(esc), "\\u%04x", c);
-        sb_puts(sb, esc);
+        fq_buf_puts(sb, esc);
         run = s + 1;
     }
-    sb_put(sb, run, (size_t)(s - run));
-    sb_put(sb, "\"", 1);
+    fq_buf_put(sb, run, (size_t)(s - run));
+    fq_buf_put(sb, "\"", 1);
 }
 
 char *fq_batch_encode(const char *batch_id, const char *enqueued_at, const fq_item_t *items,
                       size_t count, size_t *len)
 {
-    sbuf_t sb = {0};
-    sb_reserve(&sb, 96 + count * 48);
-    sb_puts(&sb, "{\"schema\":\"" FQ_BATCH_SCHEMA "\",\"batch_id\":");
-    sb_put_json_string(&sb, batch_id ? batch_id : "");
-    sb_puts(&sb, ",\"enqueued_at\":");
-    sb_put_json_string(&sb, enqueued_at ? enqueued_at : "");
-    sb_puts(&sb, ",\"items\":[");
+    fq_buf_t sb = {0};
+    fq_buf_reserve(&sb, 96 + count * 48);
+    fq_buf_puts(&sb, "{\"schema\":\"" FQ_BATCH_SCHEMA "\",\"batch_id\":");
+    put_json_string(&sb, batch_id ? batch_id : "");
+    fq_buf_puts(&sb, ",\"enqueued_at\":");
+    put_json_string(&sb, enqueued_at ? enqueued_at : "");
+    fq_buf_puts(&sb, ",\"items\":[");
     for (size_t i = 0; i < count; i++) {
-        sb_puts(&sb, i ? ",{\"platform\":" : "{\"platform\":");
-        sb_put_json_string(&sb, items[i].platform);
-        sb_puts(&sb, ",\"code\":");
-        sb_put_json_string(&sb, items[i].code);
+        fq_buf_puts(&sb, i ? ",{\"platform\":" : "{\"platform\":");
+        put_json_string(&sb, items[i].platform);
+        fq_buf_puts(&sb, ",\"code\":");
+        put_json_string(&sb, items[i].code);
         if (items[i].video_url) {
-            sb_puts(&sb, ",\"video_url\":");
-            sb_put_json_string(&sb, items[i].video_url);
+            fq_buf_puts(&sb, ",\"video_url\":");
+            put_json_string(&sb, items[i].video_url);
         }
-        sb_put(&sb, "}", 1);
+        fq_buf_put(&sb, "}", 1);
     }
-    sb_puts(&sb, "]}");
-    if (sb.oom) {
-        free(sb.p);
-        return NULL;
-    }
-    if (len)
-        *len = sb.len;
-    return sb.p;
+    fq_buf_puts(&sb, "]}");
+    return fq_buf_take(&sb, len);
 }
 
 void fq_uuid4(char out[37])

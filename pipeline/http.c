@@ -5,6 +5,8 @@
 #include "fq_fetch.h" /* fq_fetch_parse_retry_after */
 #include "fq_http.h"
 
+#include "fq_buf.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <stdarg.h>
@@ -217,25 +219,17 @@ fq_error_t *fq_http_status_error(fq_stage_t stage, fq_class_t klass, long status
 /* ---- one-shot S3 requests ------------------------------------------------------------ */
 
 typedef struct reply_buf {
-    char *data;
-    size_t len, max;
+    fq_buf_t buf;
+    size_t max;
 } reply_buf_t;
 
 static size_t on_reply_data(char *buf, size_t size, size_t nmemb, void *opaque)
 {
     reply_buf_t *r = opaque;
     size_t n = size * nmemb;
-    size_t take = r->len + n > r->max ? r->max - r->len : n;
-    if (take > 0) {
-        char *grown = realloc(r->data, r->len + take + 1);
-        if (!grown)
-            return 0;
-        r->data = grown;
-        memcpy(r->data + r->len, buf, take);
-        r->len += take;
-        r->data[r->len] = '\0';
-    }
-    return n;
+    size_t take = r->buf.len + n > r->max ? r->max - r->buf.len : n;
+    fq_buf_put(&r->buf, buf, take);
+    return r->buf.oom ? 0 : n;
 }
 
 fq_error_t *fq_s3_request(const fq_config_t *cfg, fq_stage_t stage, const char *method,
@@ -296,18 +290,18 @@ fq_error_t *fq_s3_request(const fq_config_t *cfg, fq_stage_t stage, const char *
             errbuf[0] ? errbuf : curl_easy_strerror(rc), (int)rc);
         fq_error_set_code(err, FQ_ERROR_DOMAIN_CURL, (int)rc);
     } else if (code < 200 || code >= 300) {
-        err = fq_s3_status_error(stage, code, safe, r.data, r.len);
+        err = fq_s3_status_error(stage, code, safe, r.buf.data, r.buf.len);
     }
 done:
     if (status)
         *status = code;
     if (reply) {
-        *reply = r.data;
-        r.data = NULL;
+        *reply = r.buf.data; /* NULL when the reply was empty */
+        r.buf.data = NULL;
     }
     if (reply_len)
-        *reply_len = r.len;
-    free(r.data);
+        *reply_len = r.buf.len;
+    fq_buf_free(&r.buf);
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
     return err;
