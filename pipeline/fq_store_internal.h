@@ -91,9 +91,9 @@ typedef fq_store_kind_t (*store_body_t)(fq_store_t *store, void *ctx);
 fq_error_t *store_run(fq_store_t *store, store_body_t body, void *ctx) FQ_WARN_UNUSED;
 /** Executes a prepared statement; *out receives the result on success (caller clears). */
 fq_store_kind_t store_exec(fq_store_t *store, int st, int n, const char *const *params,
-                           PGresult **out);
+                           PGresult **out) FQ_WARN_UNUSED;
 /** Runs a plain command (BEGIN/COMMIT/ROLLBACK, migrations: no values in them). */
-fq_store_kind_t store_command(fq_store_t *store, const char *sql, const char *what);
+fq_store_kind_t store_command(fq_store_t *store, const char *sql, const char *what) FQ_WARN_UNUSED;
 /** Ends a transaction whose body failed with kind; returns kind (the body's error stays). */
 fq_store_kind_t store_abort(fq_store_t *store, fq_store_kind_t kind);
 /** Records the failure of the last command (res may be NULL) and classifies it. */
