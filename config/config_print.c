@@ -195,15 +195,16 @@ static void format_value(const fq_config_t *cfg, const param_t *p, char *buf, si
         snprintf(buf, size, "%lld", (long long)*(const int64_t *)field);
         break;
     case P_BYTES: {
+        /* The largest binary unit that divides the value: 512M, not 536870912. */
         long long v = *(const int64_t *)field;
-        if (v > 0 && v % (1LL << 30) == 0)
-            snprintf(buf, size, "%lldG", v >> 30);
-        else if (v > 0 && v % (1LL << 20) == 0)
-            snprintf(buf, size, "%lldM", v >> 20);
-        else if (v > 0 && v % (1LL << 10) == 0)
-            snprintf(buf, size, "%lldK", v >> 10);
-        else
-            snprintf(buf, size, "%lld", v);
+        static const struct {
+            int shift;
+            const char *suffix;
+        } units[] = {{30, "G"}, {20, "M"}, {10, "K"}, {0, ""}};
+        size_t u = 0;
+        while (units[u].shift && !(v > 0 && v % (1LL << units[u].shift) == 0))
+            u++;
+        snprintf(buf, size, "%lld%s", v >> units[u].shift, units[u].suffix);
         break;
     }
     case P_DOUBLE:
