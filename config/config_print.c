@@ -20,6 +20,13 @@ static void buf_put(char *buf, size_t size, size_t *len, const char *s, size_t n
     buf[*len] = '\0';
 }
 
+/* Copies the n bytes at p into buf (as buf_put) and returns the position after them. */
+static const char *put_span(char *buf, size_t size, size_t *len, const char *p, size_t n)
+{
+    buf_put(buf, size, len, p, n);
+    return p + n;
+}
+
 /* Is the key before '=' at key..key+n a password-like conninfo/query key? */
 static bool secret_key(const char *key, size_t n)
 {
@@ -64,13 +71,10 @@ static void mask_uri(const char *s, const char *auth, char *buf, size_t buf_size
     }
     /* Query parameters: mask password=... values, keep everything else. */
     while (*p) {
-        size_t n = strcspn(p, "?&");
-        buf_put(buf, buf_size, &len, p, n);
-        p += n;
+        p = put_span(buf, buf_size, &len, p, strcspn(p, "?&"));
         if (!*p)
             break;
-        buf_put(buf, buf_size, &len, p, 1);
-        p++;
+        p = put_span(buf, buf_size, &len, p, 1);
         const char *eq = strchr(p, '=');
         size_t klen = strcspn(p, "=&#");
         if (eq && (size_t)(eq - p) == klen && secret_key(p, klen)) {
@@ -87,25 +91,17 @@ static void mask_conninfo(const char *s, char *buf, size_t buf_size)
     const char *p = s;
     /* key = value pairs, values optionally single-quoted with \' escapes. */
     while (*p) {
-        size_t ws = strspn(p, " \t\r\n");
-        buf_put(buf, buf_size, &len, p, ws);
-        p += ws;
+        p = put_span(buf, buf_size, &len, p, strspn(p, " \t\r\n"));
         if (!*p)
             break;
         size_t klen = strcspn(p, "= \t");
         const char *k = p;
-        buf_put(buf, buf_size, &len, p, klen);
-        p += klen;
-        ws = strspn(p, " \t");
-        buf_put(buf, buf_size, &len, p, ws);
-        p += ws;
+        p = put_span(buf, buf_size, &len, p, klen);
+        p = put_span(buf, buf_size, &len, p, strspn(p, " \t"));
         if (*p != '=')
             continue;
-        buf_put(buf, buf_size, &len, p, 1);
-        p++;
-        ws = strspn(p, " \t");
-        buf_put(buf, buf_size, &len, p, ws);
-        p += ws;
+        p = put_span(buf, buf_size, &len, p, 1);
+        p = put_span(buf, buf_size, &len, p, strspn(p, " \t"));
         const char *v = p;
         if (*p == '\'') {
             for (p++; *p && *p != '\''; p++)
