@@ -20,7 +20,7 @@ void fq_buf_reserve(fq_buf_t *b, size_t extra)
     b->cap = cap;
 }
 
-void fq_buf_put(fq_buf_t *b, const void *s, size_t n)
+void fq_buf_put(fq_buf_t *b, const char *s, size_t n)
 {
     fq_buf_reserve(b, n);
     if (b->oom)
@@ -40,7 +40,8 @@ char *fq_buf_take(fq_buf_t *b, size_t *len)
     if (!b->data)
         fq_buf_put(b, "", 0);
     if (b->oom) {
-        fq_buf_free(b);
+        free(b->data);
+        *b = (fq_buf_t){0};
         return NULL;
     }
     char *out = b->data;
@@ -48,10 +49,4 @@ char *fq_buf_take(fq_buf_t *b, size_t *len)
         *len = b->len;
     *b = (fq_buf_t){0};
     return out;
-}
-
-void fq_buf_free(fq_buf_t *b)
-{
-    free(b->data);
-    *b = (fq_buf_t){0};
 }

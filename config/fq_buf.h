@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "fq_config.h" /* FQ_WARN_UNUSED */
+
 typedef struct fq_buf {
     char *data; /**< NULL until the first write */
     size_t len, cap;
@@ -15,14 +17,12 @@ typedef struct fq_buf {
 /** @brief Makes room for extra more bytes (and the NUL) ahead of the writes. */
 void fq_buf_reserve(fq_buf_t *b, size_t extra);
 /** @brief Appends s[0..n); on out-of-memory sets b->oom and keeps what was there. */
-void fq_buf_put(fq_buf_t *b, const void *s, size_t n);
+void fq_buf_put(fq_buf_t *b, const char *s, size_t n);
 /** @brief Appends the string s. */
 void fq_buf_puts(fq_buf_t *b, const char *s);
 /** @brief Hands the text over (malloc'd, NUL-terminated; "" when nothing was written) and
  *  empties b; NULL (and b freed) after an out-of-memory. *len (when given) receives its
  *  length. */
-char *fq_buf_take(fq_buf_t *b, size_t *len);
-/** @brief Frees the text and empties b. */
-void fq_buf_free(fq_buf_t *b);
+char *fq_buf_take(fq_buf_t *b, size_t *len) FQ_WARN_UNUSED;
 
 #endif /* FQ_BUF_H */

@@ -301,7 +301,7 @@ done:
     }
     if (reply_len)
         *reply_len = r.buf.len;
-    fq_buf_free(&r.buf);
+    free(r.buf.data);
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
     return err;
