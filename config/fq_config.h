@@ -160,6 +160,37 @@ struct rd_kafka_conf_s *fq_config_kafka_conf(const fq_config_t *cfg, char *errst
 /** @brief Copies s into buf with any password/secret in a URL or conninfo replaced by "****". */
 const char *fq_config_mask_secret_url(const char *s, char *buf, size_t buf_size);
 
+/** The placeholders of a URL template (SOURCE_URL_TEMPLATE, FRAMES_URL_TEMPLATE). */
+typedef enum fq_url_placeholder {
+    FQ_URL_PH_UNKNOWN = -1,
+    FQ_URL_PH_PLATFORM = 0,
+    FQ_URL_PH_CODE,
+    FQ_URL_PH_INDEX, /**< {index}, or {index:0N}: zero-padded to N digits (N = 1..99) */
+} fq_url_placeholder_t;
+
+/** The placeholders, as error messages list them. */
+#define FQ_URL_PLACEHOLDERS "{platform} {code} {index} {index:0N}"
+
+/** @brief The placeholder named by name[0..n) (between '{' and '}'); *width receives N of
+ *  {index:0N}, 0 otherwise. The one reader of the grammar: config checks and fetch expands
+ *  with it. */
+fq_url_placeholder_t fq_url_template_placeholder(const char *name, size_t n, int *width);
+
+/** @brief Checks a URL template: a known scheme (s3, http, https, file), an s3 bucket and key
+ *  or an http host, known placeholders only; {index} required when frames, refused otherwise.
+ *  0, or -1 with why (the template quoted with any password masked). */
+int fq_url_template_check(const char *tpl, bool frames, char *why, size_t why_size) FQ_WARN_UNUSED;
+
+/** @brief Parses a whole number in min..max as every setting does (no blanks, no suffix);
+ *  0, or -1 with why ("\"x\" is not a whole number", "5 is out of range 1..3"). For the
+ *  programs' own integer flags. */
+int fq_config_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out, char *why,
+                          size_t why_size) FQ_WARN_UNUSED;
+
+/** @brief Finds the password in a URI's user:password@ (the last '@' of the authority ends
+ *  it): *pw points into url, *len its length (0 for "user:@"). false when there is none. */
+bool fq_config_url_password(const char *url, const char **pw, size_t *len);
+
 /** @brief The name of a frame mode ("fps", "keyframes", "scene"). */
 const char *fq_frame_mode_name(fq_frame_mode_t mode);
 

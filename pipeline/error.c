@@ -8,6 +8,7 @@
 struct fq_error {
     fq_stage_t stage;
     fq_class_t klass;
+    fq_error_domain_t domain;
     int code;
     int64_t retry_after_ms;
     bool is_static;
@@ -22,6 +23,8 @@ static fq_error_t oom_error = {.stage = FQ_STAGE_VALIDATE,
 
 static const char *const stage_names[FQ_STAGE__COUNT] = {"validate", "fetch", "decode", "encode",
                                                          "upload",   "store", "message"};
+static const char *const domain_names[FQ_ERROR_DOMAIN__COUNT] = {"",     "errno", "curl",
+                                                                 "http", "av",    "sqlstate"};
 static const char *const class_names[FQ_CLASS__COUNT] = {"retriable", "permanent", "malformed",
                                                          "outage"};
 
@@ -60,15 +63,31 @@ const char *fq_error_message(const fq_error_t *err)
     return err->message;
 }
 
+fq_error_domain_t fq_error_domain(const fq_error_t *err)
+{
+    return err->domain;
+}
+
 int fq_error_code(const fq_error_t *err)
 {
     return err->code;
 }
 
-void fq_error_set_code(fq_error_t *err, int code)
+void fq_error_set_code(fq_error_t *err, fq_error_domain_t domain, int code)
 {
-    if (!err->is_static)
-        err->code = code;
+    if (err->is_static)
+        return;
+    if ((unsigned)domain >= FQ_ERROR_DOMAIN__COUNT || domain == FQ_ERROR_DOMAIN_NONE) {
+        domain = FQ_ERROR_DOMAIN_NONE;
+        code = 0;
+    }
+    err->domain = domain;
+    err->code = code;
+}
+
+const char *fq_error_domain_name(fq_error_domain_t domain)
+{
+    return (unsigned)domain < FQ_ERROR_DOMAIN__COUNT ? domain_names[domain] : "";
 }
 
 int64_t fq_error_retry_after_ms(const fq_error_t *err)

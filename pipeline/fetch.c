@@ -41,101 +41,6 @@ typedef struct transfer {
     char retry_after[128];
 } transfer_t;
 
-/* ---- URL templates ------------------------------------------------------------------- */
-
-int fq_url_expand(const char *tmpl, const char *platform, const char *code, int index, char *out,
-                  size_t out_size, char *errstr, size_t errstr_size)
-{
-    size_t pos = 0;
-    const char *p = tmpl;
-    if (out_size == 0)
-        goto overflow;
-    while (*p) {
-        char value[160];
-        const char *piece;
-        size_t plen;
-        if (*p == '{') {
-            const char *close = strchr(p, '}');
-            if (!close) {
-                snprintf(errstr, errstr_size, "unterminated placeholder at offset %zu",
-                         (size_t)(p - tmpl));
-                return -1;
-            }
-            size_t nlen = (size_t)(close - p - 1);
-            const char *name = p + 1;
-            if (nlen == 8 && strncmp(name, "platform", 8) == 0) {
-                piece = platform;
-            } else if (nlen == 4 && strncmp(name, "code", 4) == 0) {
-                piece = code;
-            } else if (nlen == 5 && strncmp(name, "index", 5) == 0) {
-                snprintf(value, sizeof(value), "%d", index);
-                piece = value;
-            } else if ((nlen == 8 || nlen == 9) && strncmp(name, "index:0", 7) == 0 &&
-                       isdigit((unsigned char)name[7]) &&
-                       (nlen == 8 || isdigit((unsigned char)name[8]))) {
-                /* {index:0N}: zero-padded to N digits (N = 1..99). */
-                int width = name[7] - '0';
-                if (nlen == 9)
-                    width = width * 10 + (name[8] - '0');
-                snprintf(value, sizeof(value), "%0*d", width, index);
-                piece = value;
-            } else {
-                snprintf(errstr, errstr_size, "unknown placeholder {%.*s}",
-                         (int)(nlen > 40 ? 40 : nlen), name);
-                return -1;
-            }
-            plen = strlen(piece);
-            p = close + 1;
-        } else {
-            piece = p;
-            plen = strcspn(p, "{");
-            p += plen;
-        }
-        if (pos + plen >= out_size)
-            goto overflow;
-        memcpy(out + pos, piece, plen);
-        pos += plen;
-    }
-    out[pos] = '\0';
-    return 0;
-overflow:
-    snprintf(errstr, errstr_size, "expanded URL is longer than %zu bytes",
-             out_size ? out_size - 1 : 0);
-    return -1;
-}
-
-/* ---- Retry-After --------------------------------------------------------------------- */
-
-int64_t fq_fetch_parse_retry_after(const char *value, int64_t now_ms)
-{
-    if (!value)
-        return -1;
-    while (isspace((unsigned char)*value))
-        value++;
-    if (*value == '\0')
-        return -1;
-    if (isdigit((unsigned char)*value)) {
-        const char *p = value;
-        int64_t secs = 0;
-        while (isdigit((unsigned char)*p)) {
-            if (secs > INT64_MAX / 10000)
-                return -1; /* absurd: would overflow milliseconds */
-            secs = secs * 10 + (*p - '0');
-            p++;
-        }
-        while (isspace((unsigned char)*p))
-            p++;
-        if (*p == '\0')
-            return secs * 1000;
-        /* Fall through: "1994 ..." is not delta-seconds; maybe a date, probably garbage. */
-    }
-    time_t when = curl_getdate(value, NULL);
-    if (when == (time_t)-1)
-        return -1;
-    int64_t ms = (int64_t)when * 1000 - now_ms;
-    return ms < 0 ? 0 : ms;
-}
-
 /* ---- fetcher ------------------------------------------------------------------------- */
 
 fq_allow_t *fq_allow_from_config(const fq_config_t *cfg, char *errstr, size_t errstr_size)
@@ -278,7 +183,7 @@ static fq_error_t *open_file_source(fq_fetch_t *fetch, const char *url, const fq
                                : FQ_CLASS_PERMANENT;
         fq_error_t *err = fq_error_new(FQ_STAGE_FETCH, klass, "cannot open %s: %s", src->url,
                                        e == ELOOP ? "is a symbolic link" : strerror(e));
-        fq_error_set_code(err, e);
+        fq_error_set_code(err, FQ_ERROR_DOMAIN_ERRNO, e);
         return err;
     }
     struct stat st;
@@ -343,11 +248,7 @@ static size_t on_body(char *buf, size_t size, size_t nmemb, void *opaque)
     }
     if (t->status_known == 2) {
         /* An error or redirect body: keep the start (S3 XML error code), drop the rest. */
-        size_t room = sizeof(t->body) - 1 - t->body_len;
-        size_t take = n < room ? n : room;
-        memcpy(t->body + t->body_len, buf, take);
-        t->body_len += take;
-        t->body[t->body_len] = '\0';
+        fq_http_keep_start(t->body, sizeof(t->body), &t->body_len, buf, n);
         return n;
     }
     if (t->bytes + (int64_t)n > t->max_bytes) {
@@ -433,7 +334,100 @@ static fq_error_t *curl_failure(fq_fetch_t *fetch, transfer_t *t, CURLcode rc, c
                            "fetching %s failed: %s (curl %d)", safe_url,
                            fetch->errbuf[0] ? fetch->errbuf : curl_easy_strerror(rc), (int)rc);
     }
-    fq_error_set_code(err, (int)rc);
+    fq_error_set_code(err, FQ_ERROR_DOMAIN_CURL, (int)rc);
+    return err;
+}
+
+/* Points the handle at one hop's URL: an s3:// URL as its signed endpoint request (headers
+ * receives the list the handle then uses), any other as is. */
+static fq_error_t *setup_hop(fq_fetch_t *fetch, transfer_t *t, const char *current, bool is_s3,
+                             const char *safe_url, struct curl_slist **headers)
+{
+    const fq_config_t *cfg = fetch->cfg;
+    if (!is_s3) {
+        setup_request(fetch, t, current);
+        return NULL;
+    }
+    char bucket[64], key[FQ_VIDEO_URL_MAX + 1];
+    char request_url[FQ_VIDEO_URL_MAX * 3 + 256];
+    if (fq_s3_split(current, bucket, sizeof(bucket), key, sizeof(key)) != 0 ||
+        fq_s3_object_url(cfg->s3_endpoint, cfg->s3_region, bucket, key, request_url,
+                         sizeof(request_url)) != 0)
+        return fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
+                            "%s is not a usable s3://bucket/key URL", safe_url);
+    setup_request(fetch, t, request_url);
+    *headers = fq_s3_prepare(fetch->curl, cfg, NULL, NULL);
+    if (!*headers)
+        return fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "out of memory");
+    curl_easy_setopt(fetch->curl, CURLOPT_HTTPHEADER, *headers);
+    return NULL;
+}
+
+/* Judges a redirect's Location like any source URL (allow-list, http or https only, the hop
+ * limit) and writes the URL to fetch next into current. */
+static fq_error_t *next_hop(fq_fetch_t *fetch, int hop, long status, const char *location,
+                            const char *safe_url, char *current, size_t current_size)
+{
+    fq_error_t *err;
+    if (hop >= FETCH_MAX_REDIRECTS) {
+        err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT,
+                           "too many redirects (more than %d) from %s", FETCH_MAX_REDIRECTS,
+                           safe_url);
+        fq_error_set_code(err, FQ_ERROR_DOMAIN_HTTP, (int)status);
+        return err;
+    }
+    char next[FQ_VIDEO_URL_MAX + 1];
+    if (strlen(location) >= sizeof(next)) {
+        err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, "redirect from %s is too long",
+                           safe_url);
+        return err;
+    }
+    snprintf(next, sizeof(next), "%s", location);
+    fq_url_parts_t next_parts;
+    err = fq_allow_check(fetch->allow, next, "redirect", &next_parts);
+    if (!err && strcmp(next_parts.scheme, "http") != 0 && strcmp(next_parts.scheme, "https") != 0)
+        err = fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
+                           "redirect scheme %s is not allowed (http and https only)",
+                           next_parts.scheme);
+    if (err)
+        return err;
+    if (strlen(next_parts.url) >= current_size) {
+        err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, "redirect from %s is too long",
+                           safe_url);
+        return err;
+    }
+    snprintf(current, current_size, "%s", next_parts.url); /* the URL judged */
+    return NULL;
+}
+
+/* A 2xx answer: the temp file, rewound, becomes the source. */
+static fq_error_t *keep_body(transfer_t *t, long status, const char *safe_url, fq_source_t *src)
+{
+    if (lseek(t->fd, 0, SEEK_SET) != 0)
+        return fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "temp file: %s", strerror(errno));
+    src->fd = t->fd;
+    src->size = t->bytes;
+    src->http_status = status;
+    snprintf(src->url, sizeof(src->url), "%s", safe_url);
+    t->fd = -1; /* now owned by src */
+    return NULL;
+}
+
+/* Any other answer: classified, with the server's Retry-After. */
+static fq_error_t *status_failure(const transfer_t *t, bool is_s3, long status,
+                                  const char *safe_url)
+{
+    /* Signed requests to the configured endpoint (s3://) report credential and clock
+     * refusals as an outage; a video_url's own 401/403 stays permanent. */
+    fq_error_t *err =
+        is_s3 ? fq_s3_status_error(FQ_STAGE_FETCH, status, safe_url, t->body, t->body_len)
+              : fq_http_status_error(FQ_STAGE_FETCH, fq_error_class_for_http_status(status), status,
+                                     safe_url, t->body, t->body_len);
+    if (t->retry_after[0]) {
+        int64_t ms = fq_fetch_parse_retry_after(t->retry_after, fq_time_now_ms());
+        if (ms > 0)
+            fq_error_set_retry_after_ms(err, ms);
+    }
     return err;
 }
 
@@ -444,7 +438,6 @@ static fq_error_t *fetch_remote(fq_fetch_t *fetch, const char *url, const fq_url
     fq_error_t *err = NULL;
     struct curl_slist *headers = NULL;
     char current[FQ_VIDEO_URL_MAX + 1];
-    char request_url[FQ_VIDEO_URL_MAX * 3 + 256];
     char safe_url[FQ_VIDEO_URL_MAX + 1];
     transfer_t *t = calloc(1, sizeof(*t));
     if (!t)
@@ -476,25 +469,9 @@ static fq_error_t *fetch_remote(fq_fetch_t *fetch, const char *url, const fq_url
         fetch->errbuf[0] = '\0';
         curl_slist_free_all(headers);
         headers = NULL;
-        if (is_s3) {
-            char bucket[64], key[FQ_VIDEO_URL_MAX + 1];
-            if (fq_s3_split(current, bucket, sizeof(bucket), key, sizeof(key)) != 0 ||
-                fq_s3_object_url(cfg->s3_endpoint, cfg->s3_region, bucket, key, request_url,
-                                 sizeof(request_url)) != 0) {
-                err = fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
-                                   "%s is not a usable s3://bucket/key URL", safe_url);
-                goto done;
-            }
-            setup_request(fetch, t, request_url);
-            headers = fq_s3_prepare(fetch->curl, cfg, NULL, NULL);
-            if (!headers) {
-                err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "out of memory");
-                goto done;
-            }
-            curl_easy_setopt(fetch->curl, CURLOPT_HTTPHEADER, headers);
-        } else {
-            setup_request(fetch, t, current);
-        }
+        err = setup_hop(fetch, t, current, is_s3, safe_url, &headers);
+        if (err)
+            goto done;
 
         CURLcode rc = curl_easy_perform(fetch->curl);
         long status = 0;
@@ -504,62 +481,18 @@ static fq_error_t *fetch_remote(fq_fetch_t *fetch, const char *url, const fq_url
             goto done;
         }
         if (status >= 200 && status < 300) {
-            if (lseek(t->fd, 0, SEEK_SET) != 0) {
-                err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "temp file: %s",
-                                   strerror(errno));
-                goto done;
-            }
-            src->fd = t->fd;
-            src->size = t->bytes;
-            src->http_status = status;
-            snprintf(src->url, sizeof(src->url), "%s", safe_url);
-            t->fd = -1; /* now owned by src */
+            err = keep_body(t, status, safe_url, src);
             goto done;
         }
         char *location = NULL;
         curl_easy_getinfo(fetch->curl, CURLINFO_REDIRECT_URL, &location);
         if (status >= 300 && status < 400 && location && !is_s3) {
-            if (hop >= FETCH_MAX_REDIRECTS) {
-                err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT,
-                                   "too many redirects (more than %d) from %s", FETCH_MAX_REDIRECTS,
-                                   safe_url);
-                fq_error_set_code(err, (int)status);
-                goto done;
-            }
-            char next[FQ_VIDEO_URL_MAX + 1];
-            if (strlen(location) >= sizeof(next)) {
-                err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT,
-                                   "redirect from %s is too long", safe_url);
-                goto done;
-            }
-            snprintf(next, sizeof(next), "%s", location);
-            fq_url_parts_t next_parts;
-            err = fq_allow_check(fetch->allow, next, "redirect", &next_parts);
-            if (!err && strcmp(next_parts.scheme, "http") != 0 &&
-                strcmp(next_parts.scheme, "https") != 0)
-                err = fq_error_new(FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
-                                   "redirect scheme %s is not allowed (http and https only)",
-                                   next_parts.scheme);
+            err = next_hop(fetch, hop, status, location, safe_url, current, sizeof(current));
             if (err)
                 goto done;
-            if (strlen(next_parts.url) >= sizeof(current)) {
-                err = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT,
-                                   "redirect from %s is too long", safe_url);
-                goto done;
-            }
-            snprintf(current, sizeof(current), "%s", next_parts.url); /* the URL judged */
             continue;
         }
-        /* Signed requests to the configured endpoint (s3://) report credential and clock
-         * refusals as an outage; a video_url's own 401/403 stays permanent. */
-        err = is_s3 ? fq_s3_status_error(FQ_STAGE_FETCH, status, safe_url, t->body, t->body_len)
-                    : fq_http_status_error(FQ_STAGE_FETCH, fq_error_class_for_http_status(status),
-                                           status, safe_url, t->body, t->body_len);
-        if (t->retry_after[0]) {
-            int64_t ms = fq_fetch_parse_retry_after(t->retry_after, fq_time_now_ms());
-            if (ms > 0)
-                fq_error_set_retry_after_ms(err, ms);
-        }
+        err = status_failure(t, is_s3, status, safe_url);
         goto done;
     }
 done:
@@ -607,14 +540,14 @@ fq_error_t *fq_fetch_open(fq_fetch_t *fetch, const fq_item_t *item, fq_source_t 
         return open_file_source(fetch, url, &parts, src);
     err = fetch_remote(fetch, url, &parts, src);
     if (err && !item->video_url && fq_error_class(err) == FQ_CLASS_RETRIABLE &&
-        fq_error_code(err) > 0 && fq_error_code(err) < 100 &&
+        fq_error_domain(err) == FQ_ERROR_DOMAIN_CURL &&
         fq_http_curl_unreachable((CURLcode)fq_error_code(err))) {
         /* The configured source serves every item: not reaching its host at all is an outage
          * of a dependency, not this item's failure (no attempt burned, nothing to the DLQ).
          * A video_url host is the item's own business and stays retriable. */
         fq_error_t *outage = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_OUTAGE,
                                           "video source unreachable: %s", fq_error_message(err));
-        fq_error_set_code(outage, fq_error_code(err));
+        fq_error_set_code(outage, fq_error_domain(err), fq_error_code(err));
         fq_error_destroy(err);
         err = outage;
     }

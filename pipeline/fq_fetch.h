@@ -56,9 +56,9 @@ void fq_fetch_source_close(fq_source_t *src);
 int64_t fq_fetch_parse_retry_after(const char *value, int64_t now_ms);
 
 /**
- * @brief Expands {platform}, {code}, {index} (and {index:05} zero-padded) in a URL template.
- * Values are inserted as they are: callers pass only validated fields. Unknown placeholders
- * or a result longer than out_size fail with -1 and errstr.
+ * @brief Expands {platform}, {code}, {index} (and {index:0N}, zero-padded to N digits) in a URL
+ * template. Values are inserted as they are: callers pass only validated fields. Unknown
+ * placeholders or a result longer than out_size fail with -1 and errstr.
  */
 int fq_url_expand(const char *tmpl, const char *platform, const char *code, int index, char *out,
                   size_t out_size, char *errstr, size_t errstr_size) FQ_WARN_UNUSED;

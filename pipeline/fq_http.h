@@ -57,7 +57,7 @@ void fq_allow_destroy(fq_allow_t *allow);
 
 /** @brief Adds one more entry ("host", "host:port", "*.domain"). 0, -1 on OOM, -2 when the
  *  entry is not one. */
-int fq_allow_add_host(fq_allow_t *allow, const char *host);
+int fq_allow_add_host(fq_allow_t *allow, const char *host) FQ_WARN_UNUSED;
 
 /** @brief True when the scheme ("file", "s3", ...) is listed. */
 bool fq_allow_scheme(const fq_allow_t *allow, const char *scheme);
@@ -79,6 +79,9 @@ fq_error_t *fq_allow_check(const fq_allow_t *allow, const char *url, const char 
  */
 int fq_s3_object_url(const char *endpoint, const char *region, const char *bucket, const char *key,
                      char *out, size_t out_size) FQ_WARN_UNUSED;
+
+/** @brief An S3 bucket name as frameq accepts it: 3..63 of [a-z0-9.-]. */
+bool fq_s3_bucket_valid(const char *bucket);
 
 /** @brief Splits "s3://bucket/key" into bucket and key (the key without its leading '/').
  *  0, or -1 when it is not an s3 URL with a valid bucket name and a non-empty key. */
@@ -106,8 +109,12 @@ fq_error_t *fq_s3_request(const fq_config_t *cfg, fq_stage_t stage, const char *
                           long *status, char **reply, size_t *reply_len,
                           size_t max_reply) FQ_WARN_UNUSED;
 
+/** @brief Appends what still fits of src[0..n) to dst (size bytes, *len of them used, kept
+ *  NUL-terminated): the start of a reply is kept (an S3 error code), the rest dropped. */
+void fq_http_keep_start(char *dst, size_t size, size_t *len, const char *src, size_t n);
+
 /** @brief Reads <Code>...</Code> from an S3 XML error body. 0, or -1 when there is none. */
-int fq_s3_error_code(const char *body, size_t len, char *out, size_t out_size);
+int fq_s3_error_code(const char *body, size_t len, char *out, size_t out_size) FQ_WARN_UNUSED;
 
 /** @brief True for curl results that mean the server could not be reached at all
  *  (refused, DNS failure, connect timeout). */

@@ -45,10 +45,10 @@ typedef struct fq_batch {
     fq_batch_entry_t *entries;
 } fq_batch_t;
 
-/** @brief 1 when platform matches [a-z0-9_-]{1,32}. */
-int fq_item_platform_valid(const char *platform);
-/** @brief 1 when code matches [A-Za-z0-9_-]{1,128}. */
-int fq_item_code_valid(const char *code);
+/** @brief Whether platform matches [a-z0-9_-]{1,32}. */
+bool fq_item_platform_valid(const char *platform);
+/** @brief Whether code matches [A-Za-z0-9_-]{1,128}. */
+bool fq_item_code_valid(const char *code);
 
 /**
  * @brief Decodes and validates one item (the value of a retry/DLQ message).
@@ -62,13 +62,13 @@ fq_error_t *fq_item_decode(const void *buf, size_t len, fq_item_t *item) FQ_WARN
 fq_error_t *fq_item_validate(const fq_item_t *item) FQ_WARN_UNUSED;
 
 /** @brief Sets item->json to the compact JSON of the item's fields. 0, or -1 on OOM. */
-int fq_item_encode(fq_item_t *item);
+int fq_item_encode(fq_item_t *item) FQ_WARN_UNUSED;
 
 /** @brief Writes "platform:code" into key (FQ_ITEM_KEY_MAX bytes). */
 void fq_item_key(const fq_item_t *item, char *key, size_t key_size);
 
 /** @brief Deep copy of src into dst. 0, or -1 on OOM. */
-int fq_item_copy(fq_item_t *dst, const fq_item_t *src);
+int fq_item_copy(fq_item_t *dst, const fq_item_t *src) FQ_WARN_UNUSED;
 
 /** @brief Frees what the item owns and zeroes it; NULL-safe. */
 void fq_item_clear(fq_item_t *item);

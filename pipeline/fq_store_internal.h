@@ -1,5 +1,6 @@
-/* The store's pure helpers and a look at its state, for store.c and its unit test
- * (tests/unit/test_store_logic.c). Not for other callers: they use fq_store.h. */
+/* The store's pure helpers (store_text.c) and a look at its state, for the store's files and
+ * its unit test (tests/unit/test_store_logic.c); then the connection layer the store's files
+ * share. Not for other callers: they use fq_store.h. */
 #ifndef FQ_STORE_INTERNAL_H
 #define FQ_STORE_INTERNAL_H
 
@@ -50,5 +51,52 @@ bool fq_store_conninfo_bad(const fq_store_t *store);
 
 /** @brief The decoded password read from the conninfo, or NULL. */
 const char *fq_store_password(const fq_store_t *store);
+
+/* ---- the connection layer, shared by store.c (connection, statements, public set-up),
+ * store_items.c (the item calls) and store_migrate.c (migrations) ---- */
+
+#include <libpq-fe.h>
+
+#define STORE_MSG_MAX 768
+
+/* Prepared statements, prepared once per connection. Parameters carry every value. */
+enum {
+    ST_PING = 0,
+    ST_BEGIN,
+    ST_SELECT_ITEM,
+    ST_DONE_ITEM,
+    ST_DONE_FRAMES,
+    ST_ERROR_ITEM,
+    ST_ERROR_ROW,
+    ST_SET_STATUS,
+    ST__COUNT
+};
+
+struct fq_store {
+    char *conninfo;
+    char *password;     /**< decoded password from conninfo, to scrub from messages */
+    char *password_raw; /**< as written in a URI (may be percent-encoded) */
+    bool conninfo_bad;  /**< libpq cannot parse conninfo: never echo its parse error */
+    PGconn *conn;
+    bool prepared[ST__COUNT]; /**< statements prepared on this connection */
+    bool need_reset;          /**< the connection failed: reset before the next use */
+    char sqlstate[6];
+    char msg[STORE_MSG_MAX];
+};
+
+typedef fq_store_kind_t (*store_body_t)(fq_store_t *store, void *ctx);
+
+/** Runs body on a live connection; a broken connection is reset and the body run once more
+ *  (it is idempotent). Returns NULL or the classified error. */
+fq_error_t *store_run(fq_store_t *store, store_body_t body, void *ctx) FQ_WARN_UNUSED;
+/** Executes a prepared statement; *out receives the result on success (caller clears). */
+fq_store_kind_t store_exec(fq_store_t *store, int st, int n, const char *const *params,
+                           PGresult **out) FQ_WARN_UNUSED;
+/** Runs a plain command (BEGIN/COMMIT/ROLLBACK, migrations: no values in them). */
+fq_store_kind_t store_command(fq_store_t *store, const char *sql, const char *what) FQ_WARN_UNUSED;
+/** Ends a transaction whose body failed with kind; returns kind (the body's error stays). */
+fq_store_kind_t store_abort(fq_store_t *store, fq_store_kind_t kind);
+/** Records the failure of the last command (res may be NULL) and classifies it. */
+fq_store_kind_t store_fail(fq_store_t *store, const PGresult *res, const char *what);
 
 #endif /* FQ_STORE_INTERNAL_H */

@@ -68,7 +68,7 @@ static fq_error_t *ensure_encoder(fq_frames_t *fx, int w, int h)
         frames_av_err_text(ret, text, sizeof(text));
         fq_error_t *err =
             fq_error_new(FQ_STAGE_ENCODE, FQ_CLASS_PERMANENT, "opening mjpeg encoder: %s", text);
-        fq_error_set_code(err, ret);
+        fq_error_set_code(err, FQ_ERROR_DOMAIN_AV, ret);
         return err;
     }
     return NULL;
@@ -147,7 +147,7 @@ static fq_error_t *encode_jpeg(fq_frames_t *fx, AVFrame *out)
         err = fq_error_new(FQ_STAGE_ENCODE,
                            ret == AVERROR(ENOMEM) ? FQ_CLASS_RETRIABLE : FQ_CLASS_PERMANENT,
                            "mjpeg encoding failed: %s", text);
-        fq_error_set_code(err, ret);
+        fq_error_set_code(err, FQ_ERROR_DOMAIN_AV, ret);
     }
     return err;
 }

@@ -114,7 +114,7 @@ fq_error_t *frames_decode_error(int code, const char *what)
     char text[128];
     frames_av_err_text(code, text, sizeof(text));
     fq_error_t *err = fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT, "%s: %s", what, text);
-    fq_error_set_code(err, code);
+    fq_error_set_code(err, FQ_ERROR_DOMAIN_AV, code);
     return err;
 }
 

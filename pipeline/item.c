@@ -3,18 +3,17 @@
  * Everything here reads bytes that anybody with access to the topic can write, so decoding
  * is bounded before jansson sees the input: size (FQ_BATCH_MAX_BYTES), nesting depth and the
  * number of JSON values are checked by a single pre-scan, so neither the parser's recursion
- * nor its allocations can be driven without bound.
+ * nor its allocations can be driven without bound. Batches (the envelope, the encoder, batch
+ * ids) are in batch.c.
  */
 #include "fq_item.h"
+#include "item_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
-#include <uuid/uuid.h>
-
-#include "fq_buf.h"
 
 /* A batch is an object holding an array of objects: depth 3. Unknown item fields may nest a
  * little (forward compatibility) but nothing legitimate comes near 32. */
@@ -81,30 +80,28 @@ static fq_error_t *check_field(const char *prefix, const char *field, const char
     return NULL;
 }
 
-int fq_item_platform_valid(const char *platform)
+/* Whether s is 1..max characters, each accepted by ok. */
+static bool chars_valid(const char *s, size_t max, int (*ok)(unsigned char))
 {
-    if (!platform)
-        return 0;
-    size_t len = strnlen(platform, FQ_PLATFORM_MAX + 1);
-    if (len == 0 || len > FQ_PLATFORM_MAX)
-        return 0;
+    if (!s)
+        return false;
+    size_t len = strnlen(s, max + 1);
+    if (len == 0 || len > max)
+        return false;
     for (size_t i = 0; i < len; i++)
-        if (!platform_char_ok((unsigned char)platform[i]))
-            return 0;
-    return 1;
+        if (!ok((unsigned char)s[i]))
+            return false;
+    return true;
 }
 
-int fq_item_code_valid(const char *code)
+bool fq_item_platform_valid(const char *platform)
 {
-    if (!code)
-        return 0;
-    size_t len = strnlen(code, FQ_CODE_MAX + 1);
-    if (len == 0 || len > FQ_CODE_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!code_char_ok((unsigned char)code[i]))
-            return 0;
-    return 1;
+    return chars_valid(platform, FQ_PLATFORM_MAX, platform_char_ok);
+}
+
+bool fq_item_code_valid(const char *code)
+{
+    return chars_valid(code, FQ_CODE_MAX, code_char_ok);
 }
 
 const char *fq_json_type_name(const json_t *v)
@@ -175,7 +172,7 @@ static fq_error_t *prescan(const unsigned char *p, size_t len)
 
 /* Bounded parse shared by item and batch decoding. NUL inside strings is let through the
  * parser on purpose so validation can name the field and offset instead of a parse error. */
-static fq_error_t *parse_bounded(const void *buf, size_t len, fq_stage_t stage, json_t **out)
+fq_error_t *item_parse_bounded(const void *buf, size_t len, fq_stage_t stage, json_t **out)
 {
     *out = NULL;
     if (!buf && len)
@@ -203,7 +200,7 @@ static fq_error_t *parse_bounded(const void *buf, size_t len, fq_stage_t stage, 
 
 /* Fills item from a JSON value, validating every field. prefix is "" or "items[3].";
  * item->json is always set when memory allows. On error the valid fields are filled. */
-static fq_error_t *item_from_json(const json_t *obj, const char *prefix, fq_item_t *item)
+fq_error_t *item_from_json(const json_t *obj, const char *prefix, fq_item_t *item)
 {
     memset(item, 0, sizeof(*item));
     item->json = json_dumps(obj, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -267,7 +264,7 @@ fq_error_t *fq_item_decode(const void *buf, size_t len, fq_item_t *item)
 {
     memset(item, 0, sizeof(*item));
     json_t *root = NULL;
-    fq_error_t *err = parse_bounded(buf, len, FQ_STAGE_VALIDATE, &root);
+    fq_error_t *err = item_parse_bounded(buf, len, FQ_STAGE_VALIDATE, &root);
     if (err)
         goto done;
     if (!json_is_object(root)) {
@@ -353,207 +350,4 @@ void fq_item_clear(fq_item_t *item)
     free(item->video_url);
     free(item->json);
     memset(item, 0, sizeof(*item));
-}
-
-/* A UUID string as libuuid reads it: 36 characters, 8-4-4-4-12 hex digits. */
-static bool batch_id_valid(const json_t *id)
-{
-    uuid_t uu;
-    return json_is_string(id) && json_string_length(id) == 36 &&
-           strlen(json_string_value(id)) == 36 && uuid_parse(json_string_value(id), uu) == 0;
-}
-
-/* n digits at s into *out; false when any is not a digit. */
-static bool digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-bool fq_rfc3339_valid(const char *s)
-{
-    /* date-time = full-date "T" partial-time time-offset (RFC 3339 section 5.6);
-     * "T" and "Z" may be lower case (section 5.6 NOTE). */
-    int y, mo, d, h, mi, sec;
-    if (!digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
-        !digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') || !digits(s + 11, 2, &h) ||
-        s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' || !digits(s + 17, 2, &sec))
-        return false;
-    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
-        h > 23 || mi > 59 || sec > 60)
-        return false;
-    const char *p = s + 19;
-    if (*p == '.') {
-        const char *frac = ++p;
-        while (*p >= '0' && *p <= '9')
-            p++;
-        if (p == frac)
-            return false;
-    }
-    if ((*p == 'Z' || *p == 'z') && p[1] == '\0')
-        return true;
-    int oh, om;
-    return (*p == '+' || *p == '-') && digits(p + 1, 2, &oh) && p[3] == ':' &&
-           digits(p + 4, 2, &om) && p[6] == '\0' && oh <= 23 && om <= 59;
-}
-
-fq_error_t *fq_batch_decode(const void *buf, size_t len, fq_batch_t **batch)
-{
-    *batch = NULL;
-    fq_batch_t *b = NULL;
-    json_t *root = NULL;
-    fq_error_t *err = parse_bounded(buf, len, FQ_STAGE_MESSAGE, &root);
-    if (err)
-        goto done;
-    if (!json_is_object(root)) {
-        err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_MALFORMED,
-                           "not a batch: expected a JSON object, got %s", fq_json_type_name(root));
-        goto done;
-    }
-    json_t *schema = json_object_get(root, "schema");
-    if (!json_is_string(schema) || strcmp(json_string_value(schema), FQ_BATCH_SCHEMA) != 0 ||
-        json_string_length(schema) != strlen(FQ_BATCH_SCHEMA)) {
-        err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_MALFORMED,
-                           "not a batch: \"schema\" is %s, expected \"%s\"",
-                           !schema                  ? "missing"
-                           : json_is_string(schema) ? "another version"
-                                                    : "not a string",
-                           FQ_BATCH_SCHEMA);
-        goto done;
-    }
-    json_t *items = json_object_get(root, "items");
-    if (!json_is_array(items)) {
-        err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_MALFORMED,
-                           "not a batch: \"items\" is %s, expected an array",
-                           items ? fq_json_type_name(items) : "missing");
-        goto done;
-    }
-
-    size_t n = json_array_size(items);
-    if (n == 0 || n > FQ_BATCH_MAX_ITEMS) {
-        err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_MALFORMED,
-                           "not a batch: \"items\" holds %zu items, expected 1 to %d", n,
-                           FQ_BATCH_MAX_ITEMS);
-        goto done;
-    }
-    /* batch_id and enqueued_at may be absent (other producers); present, they must be what
-     * DESIGN §2 says, or the message is not one of ours. */
-    json_t *id = json_object_get(root, "batch_id");
-    if (id && !batch_id_valid(id)) {
-        err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_MALFORMED,
-                           "not a batch: \"batch_id\" is %s, expected a UUID",
-                           json_is_string(id) ? "not a UUID" : fq_json_type_name(id));
-        goto done;
-    }
-    json_t *at = json_object_get(root, "enqueued_at");
-    if (at && !(json_is_string(at) && fq_rfc3339_valid(json_string_value(at)) &&
-                strlen(json_string_value(at)) == json_string_length(at))) {
-        err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_MALFORMED,
-                           "not a batch: \"enqueued_at\" is %s, expected an RFC 3339 time",
-                           json_is_string(at) ? "not an RFC 3339 time" : fq_json_type_name(at));
-        goto done;
-    }
-
-    b = calloc(1, sizeof(*b));
-    if (!b)
-        goto oom;
-    if (id)
-        snprintf(b->batch_id, sizeof(b->batch_id), "%s", json_string_value(id));
-    if (at && json_string_length(at) < sizeof(b->enqueued_at))
-        snprintf(b->enqueued_at, sizeof(b->enqueued_at), "%s", json_string_value(at));
-    b->entries = calloc(n, sizeof(*b->entries));
-    if (!b->entries)
-        goto oom;
-    for (size_t i = 0; i < n; i++) {
-        char prefix[40];
-        snprintf(prefix, sizeof(prefix), "items[%zu].", i);
-        b->entries[i].err = item_from_json(json_array_get(items, i), prefix, &b->entries[i].item);
-        b->count = i + 1;
-        if (b->entries[i].err && fq_error_class(b->entries[i].err) == FQ_CLASS_OUTAGE)
-            goto oom;
-    }
-    *batch = b;
-    b = NULL;
-    goto done;
-oom:
-    err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_OUTAGE, "out of memory decoding a batch");
-done:
-    fq_batch_destroy(b);
-    json_decref(root);
-    return err;
-}
-
-void fq_batch_destroy(fq_batch_t *batch)
-{
-    if (!batch)
-        return;
-    for (size_t i = 0; i < batch->count; i++) {
-        fq_item_clear(&batch->entries[i].item);
-        fq_error_destroy(batch->entries[i].err);
-    }
-    free(batch->entries);
-    free(batch);
-}
-
-/* A JSON string literal: quotes, backslashes and control bytes escaped; other bytes as given
- * (validated items hold ASCII only). */
-static void sb_put_json_string(fq_buf_t *sb, const char *s)
-{
-    fq_buf_put(sb, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        fq_buf_put(sb, run, (size_t)(s - run));
-        char esc[8];
-        if (c == '"' || c == '\\')
-            snprintf(esc, sizeof(esc), "\\%c", c);
-        else
-            snprintf(esc, sizeof(esc), "\\u%04x", c);
-        fq_buf_puts(sb, esc);
-        run = s + 1;
-    }
-    fq_buf_put(sb, run, (size_t)(s - run));
-    fq_buf_put(sb, "\"", 1);
-}
-
-char *fq_batch_encode(const char *batch_id, const char *enqueued_at, const fq_item_t *items,
-                      size_t count, size_t *len)
-{
-    fq_buf_t sb = {0};
-    fq_buf_reserve(&sb, 96 + count * 48);
-    fq_buf_puts(&sb, "{\"schema\":\"" FQ_BATCH_SCHEMA "\",\"batch_id\":");
-    sb_put_json_string(&sb, batch_id ? batch_id : "");
-    fq_buf_puts(&sb, ",\"enqueued_at\":");
-    sb_put_json_string(&sb, enqueued_at ? enqueued_at : "");
-    fq_buf_puts(&sb, ",\"items\":[");
-    for (size_t i = 0; i < count; i++) {
-        fq_buf_puts(&sb, i ? ",{\"platform\":" : "{\"platform\":");
-        sb_put_json_string(&sb, items[i].platform);
-        fq_buf_puts(&sb, ",\"code\":");
-        sb_put_json_string(&sb, items[i].code);
-        if (items[i].video_url) {
-            fq_buf_puts(&sb, ",\"video_url\":");
-            sb_put_json_string(&sb, items[i].video_url);
-        }
-        fq_buf_put(&sb, "}", 1);
-    }
-    fq_buf_puts(&sb, "]}");
-    return fq_buf_take(&sb, len);
-}
-
-void fq_uuid4(char out[37])
-{
-    uuid_t uu;
-    uuid_generate_random(uu); /* libuuid: getrandom(2), or /dev/urandom without it */
-    uuid_unparse_lower(uu, out);
 }

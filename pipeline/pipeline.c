@@ -201,8 +201,11 @@ char *fq_outcome_to_json(const fq_item_t *item, const fq_outcome_t *out, const f
         json_object_set_new(o, "stage", json_string(fq_stage_name(fq_error_stage(err))));
         json_object_set_new(o, "class", json_string(fq_class_name(fq_error_class(err))));
         json_object_set_new(o, "error", json_string(fq_error_message(err)));
-        if (fq_error_code(err))
+        if (fq_error_domain(err) != FQ_ERROR_DOMAIN_NONE) {
             json_object_set_new(o, "code_number", json_integer(fq_error_code(err)));
+            json_object_set_new(o, "code_domain",
+                                json_string(fq_error_domain_name(fq_error_domain(err))));
+        }
         if (fq_error_retry_after_ms(err))
             json_object_set_new(o, "retry_after_ms", json_integer(fq_error_retry_after_ms(err)));
     } else if (out && out->skipped) {

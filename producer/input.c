@@ -1,6 +1,7 @@
 /* producer input: streaming split of a JSON array or NDJSON into item records, validation
  * through the item codec, deduplication and spooling (see fq_input.h for the memory budget). */
 #include "fq_input.h"
+#include "spool_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -8,26 +9,6 @@
 #include <unistd.h>
 
 #include <jansson.h>
-
-#define SPOOL_LINE_MAX (FQ_PLATFORM_MAX + FQ_CODE_MAX + FQ_VIDEO_URL_MAX + 8)
-#define SET_MIN_BITS   14
-
-/* One entry of the dedupe set: the key's 64-bit hash and where its record is in the spool. */
-typedef struct set_slot {
-    uint64_t hash;
-    uint64_t offset1; /* offset + 1; 0 = empty */
-} set_slot_t;
-
-struct fq_spool {
-    FILE *fp;
-    size_t count;
-    uint64_t end;    /* bytes written */
-    set_slot_t *set; /* dedupe: open addressing, linear probing */
-    size_t set_cap;  /* 2^set_bits */
-    unsigned set_bits;
-    size_t set_used;
-    char line[SPOOL_LINE_MAX];
-};
 
 /* A reader over the input with line/column tracking (both 1-based, column in bytes). */
 typedef struct reader {
@@ -84,115 +65,6 @@ static void rec_trim(record_t *rec)
 {
     while (rec->len && is_space((unsigned char)rec->buf[rec->len - 1]))
         rec->len--;
-}
-
-static uint64_t key_hash(const char *platform, const char *code)
-{
-    /* FNV-1a over "platform\tcode", then a final mix so low and high bits both vary. */
-    uint64_t h = UINT64_C(1469598103934665603);
-    for (const char *p = platform; *p; p++)
-        h = (h ^ (unsigned char)*p) * UINT64_C(1099511628211);
-    h = (h ^ '\t') * UINT64_C(1099511628211);
-    for (const char *p = code; *p; p++)
-        h = (h ^ (unsigned char)*p) * UINT64_C(1099511628211);
-    h ^= h >> 33;
-    h *= UINT64_C(0xff51afd7ed558ccd);
-    h ^= h >> 33;
-    return h;
-}
-
-/* Reads the spool record at offset into spool->line (pread: the write position is untouched). */
-static int spool_read_at(fq_spool_t *spool, uint64_t offset)
-{
-    if (fflush(spool->fp) != 0)
-        return -1;
-    ssize_t n = pread(fileno(spool->fp), spool->line, sizeof(spool->line) - 1, (off_t)offset);
-    if (n <= 0)
-        return -1;
-    spool->line[n] = '\0';
-    return 0;
-}
-
-/* Home slot: the top bits of the hash, so doubling the table splits each run in order. */
-static size_t set_home(uint64_t hash, unsigned bits)
-{
-    return (size_t)(hash >> (64 - bits));
-}
-
-static void set_put(set_slot_t *set, unsigned bits, uint64_t hash, uint64_t offset)
-{
-    size_t mask = ((size_t)1 << bits) - 1;
-    for (size_t i = set_home(hash, bits);; i = (i + 1) & mask) {
-        if (!set[i].offset1) {
-            set[i].hash = hash;
-            set[i].offset1 = offset + 1;
-            return;
-        }
-    }
-}
-
-/* Doubles the set; the full hashes are kept, so nothing is re-read. */
-static int set_grow(fq_spool_t *spool)
-{
-    unsigned bits = spool->set_cap ? spool->set_bits + 1 : SET_MIN_BITS;
-    size_t cap = (size_t)1 << bits;
-    set_slot_t *set = calloc(cap, sizeof(*set));
-    if (!set)
-        return -1;
-    for (size_t i = 0; i < spool->set_cap; i++)
-        if (spool->set[i].offset1)
-            set_put(set, bits, spool->set[i].hash, spool->set[i].offset1 - 1);
-    free(spool->set);
-    spool->set = set;
-    spool->set_cap = cap;
-    spool->set_bits = bits;
-    return 0;
-}
-
-/* 1 when platform:code is already spooled, 0 when it was added, -1 on error. */
-static int set_check_add(fq_spool_t *spool, const fq_item_t *item, uint64_t hash, uint64_t offset)
-{
-    if ((spool->set_used + 1) * 4 > spool->set_cap * 3 && set_grow(spool) != 0)
-        return -1;
-    size_t plen = strlen(item->platform), clen = strlen(item->code);
-    size_t mask = spool->set_cap - 1;
-    for (size_t i = set_home(hash, spool->set_bits);; i = (i + 1) & mask) {
-        const set_slot_t *slot = &spool->set[i];
-        if (!slot->offset1)
-            break;
-        if (slot->hash != hash)
-            continue;
-        /* Same 64-bit hash: compare the real key in the spool, so a collision never drops an
-         * item. Real duplicates are the only frequent case here. */
-        if (spool_read_at(spool, slot->offset1 - 1) != 0)
-            return -1;
-        const char *l = spool->line;
-        if (strncmp(l, item->platform, plen) == 0 && l[plen] == '\t' &&
-            strncmp(l + plen + 1, item->code, clen) == 0 && l[plen + 1 + clen] == '\t')
-            return 1;
-    }
-    set_put(spool->set, spool->set_bits, hash, offset);
-    spool->set_used++;
-    return 0;
-}
-
-static int spool_add(fq_spool_t *spool, const fq_item_t *item, uint64_t hash, bool dedupe)
-{
-    if (dedupe) {
-        int dup = set_check_add(spool, item, hash, spool->end);
-        if (dup != 0)
-            return dup;
-    }
-    FILE *fp = spool->fp;
-    size_t plen = strlen(item->platform), clen = strlen(item->code);
-    size_t ulen = item->video_url ? strlen(item->video_url) : 0;
-    if (fwrite(item->platform, 1, plen, fp) != plen || putc_unlocked('\t', fp) == EOF ||
-        fwrite(item->code, 1, clen, fp) != clen || putc_unlocked('\t', fp) == EOF ||
-        (ulen && fwrite(item->video_url, 1, ulen, fp) != ulen) || putc_unlocked('\n', fp) == EOF)
-        return -1;
-    spool->end += plen + clen + ulen + 3;
-    spool->count++;
-    return 0;
 }
 
 /* A JSON string without escapes at *p (after its opening quote): sets start/len and moves
@@ -317,6 +189,37 @@ static int flush_pending(scan_t *s)
     return 0;
 }
 
+/* Reports a record the codec refused; a JSON syntax error gets its position in the input. */
+static void report_rejected(scan_t *s, size_t index, char *where, size_t where_size,
+                            const fq_error_t *err)
+{
+    const record_t *rec = &s->rec;
+    bool array = s->stats->format == FQ_INPUT_ARRAY;
+    if (fq_error_class(err) == FQ_CLASS_MALFORMED &&
+        strncmp(fq_error_message(err), "not valid JSON", 14) == 0) {
+        /* Parse again only on this error path, to give the position in the input. */
+        json_error_t jerr;
+        json_t *v = json_loadb(rec->buf, rec->len,
+                               JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
+        if (v) {
+            char why[64];
+            snprintf(why, sizeof(why), "expected an object, got %s", fq_json_type_name(v));
+            json_decref(v);
+            report(s, where, why);
+        } else {
+            int line = rec->line + jerr.line - 1;
+            int col = jerr.line <= 1 ? rec->col + jerr.column - 1 : jerr.column;
+            if (array)
+                snprintf(where, where_size, "items[%zu] (line %d, column %d)", index, line, col);
+            else
+                snprintf(where, where_size, "line %d, column %d", line, col);
+            report(s, where, jerr.text);
+        }
+    } else {
+        report(s, where, fq_error_message(err));
+    }
+}
+
 /* Validates one record and spools it. index is the array index (format array) or unused.
  * Returns 0, or -1 on a fatal (I/O) error. */
 static int handle_record(scan_t *s, size_t index)
@@ -349,31 +252,7 @@ static int handle_record(scan_t *s, size_t index)
     }
     fq_error_t *err = fq_item_decode(rec->buf, rec->len, &item);
     if (err) {
-        if (fq_error_class(err) == FQ_CLASS_MALFORMED &&
-            strncmp(fq_error_message(err), "not valid JSON", 14) == 0) {
-            /* Parse again only on this error path, to give the position in the input. */
-            json_error_t jerr;
-            json_t *v =
-                json_loadb(rec->buf, rec->len,
-                           JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
-            if (v) {
-                char why[64];
-                snprintf(why, sizeof(why), "expected an object, got %s", fq_json_type_name(v));
-                json_decref(v);
-                report(s, where, why);
-            } else {
-                int line = rec->line + jerr.line - 1;
-                int col = jerr.line <= 1 ? rec->col + jerr.column - 1 : jerr.column;
-                if (array)
-                    snprintf(where, sizeof(where), "items[%zu] (line %d, column %d)", index, line,
-                             col);
-                else
-                    snprintf(where, sizeof(where), "line %d, column %d", line, col);
-                report(s, where, jerr.text);
-            }
-        } else {
-            report(s, where, fq_error_message(err));
-        }
+        report_rejected(s, index, where, sizeof(where), err);
         fq_error_destroy(err);
         return 0;
     }
@@ -392,10 +271,9 @@ valid:
     /* Software pipelining: the set lookup of this item is a likely cache miss, so its slot is
      * prefetched now and the item is checked and spooled on the next call, while the
      * previous one is processed here. Order and verdicts are unchanged. */
-    uint64_t hash = key_hash(item.platform, item.code);
-    fq_spool_t *spool = s->spool;
-    if (!s->opts->allow_duplicates && spool->set)
-        __builtin_prefetch(&spool->set[set_home(hash, spool->set_bits)]);
+    uint64_t hash = spool_key_hash(item.platform, item.code);
+    if (!s->opts->allow_duplicates)
+        spool_prefetch(s->spool, hash);
     int rc = flush_pending(s);
     s->pending = item;
     s->pending_hash = hash;
@@ -506,14 +384,13 @@ fq_spool_t *fq_input_read(FILE *in, const fq_input_opts_t *opts, fq_input_stats_
     s.reader = &r;
     int ok = 0;
 
-    s.spool = calloc(1, sizeof(*s.spool));
     s.rec.buf = malloc(FQ_INPUT_RECORD_MAX);
-    if (!s.spool || !s.rec.buf) {
+    if (!s.rec.buf) {
         snprintf(errstr, errstr_size, "out of memory");
         goto done;
     }
-    s.spool->fp = tmpfile();
-    if (!s.spool->fp) {
+    s.spool = spool_new();
+    if (!s.spool) {
         snprintf(errstr, errstr_size, "temporary spool file: %s", strerror(errno));
         goto done;
     }
@@ -566,52 +443,6 @@ done:
         fq_spool_destroy(s.spool);
         return NULL;
     }
-    /* The dedupe set is only needed while reading. */
-    free(s.spool->set);
-    s.spool->set = NULL;
-    s.spool->set_cap = s.spool->set_used = 0;
+    spool_drop_set(s.spool); /* only needed while reading */
     return s.spool;
-}
-
-int fq_spool_next(fq_spool_t *spool, fq_item_t *item)
-{
-    memset(item, 0, sizeof(*item));
-    if (!fgets(spool->line, sizeof(spool->line), spool->fp))
-        return ferror(spool->fp) ? -1 : 0;
-    char *nl = strchr(spool->line, '\n');
-    char *tab1 = strchr(spool->line, '\t');
-    char *tab2 = tab1 ? strchr(tab1 + 1, '\t') : NULL;
-    if (!nl || !tab2)
-        return -1;
-    *nl = *tab1 = *tab2 = '\0';
-    size_t plen = (size_t)(tab1 - spool->line), clen = (size_t)(tab2 - tab1 - 1);
-    if (plen > FQ_PLATFORM_MAX || clen > FQ_CODE_MAX)
-        return -1;
-    memcpy(item->platform, spool->line, plen + 1);
-    memcpy(item->code, tab1 + 1, clen + 1);
-    if (tab2[1] && !(item->video_url = strdup(tab2 + 1)))
-        return -1;
-    return 1;
-}
-
-int fq_spool_rewind(fq_spool_t *spool)
-{
-    if (fflush(spool->fp) != 0)
-        return -1;
-    return fseeko(spool->fp, 0, SEEK_SET);
-}
-
-size_t fq_spool_count(const fq_spool_t *spool)
-{
-    return spool->count;
-}
-
-void fq_spool_destroy(fq_spool_t *spool)
-{
-    if (!spool)
-        return;
-    if (spool->fp)
-        fclose(spool->fp);
-    free(spool->set);
-    free(spool);
 }

@@ -148,15 +148,11 @@ static void usage(FILE *out)
 
 static int parse_i64(const char *flag, const char *s, int64_t min, int64_t max, int64_t *out)
 {
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || !end || end == s || *end || v < min || v > max) {
-        fprintf(stderr, "producer: %s: '%s' is not a number in %" PRId64 "..%" PRId64 "\n", flag, s,
-                min, max);
+    char why[160];
+    if (fq_config_parse_int64(s, min, max, out, why, sizeof(why)) != 0) {
+        fprintf(stderr, "producer: %s: %s\n", flag, why);
         return -1;
     }
-    *out = v;
     return 0;
 }
 
@@ -215,10 +211,120 @@ static int parse_command(int argc, char **argv, fq_cli_opts_t *o)
     return 0;
 }
 
-/* Parses program flags (config flags were already removed). Returns -1 to exit 2, 1 to exit 0
- * (help/version/print-config done), 0 to run. Long: one case per flag of long_options, read
- * as a table; each case is a line or two. */
-static int parse_args(int argc, char **argv, const fq_config_t *cfg, fq_cli_opts_t *o)
+/* Flags that only set a field of fq_cli_opts_t: a switch (FF_BOOL, no value) or a whole number
+ * in min..max. One row each; parse_args keeps a case for the flags with their own rules. */
+typedef struct flag_field {
+    int opt;
+    enum { FF_BOOL, FF_INT, FF_I64 } kind;
+    size_t offset;
+    int64_t min, max;
+} flag_field_t;
+
+#define FIELD(f) offsetof(fq_cli_opts_t, f)
+static const flag_field_t flag_fields[] = {
+    {OPT_SKIP_INVALID, FF_BOOL, FIELD(skip_invalid), 0, 0},
+    {OPT_ALLOW_DUPLICATES, FF_BOOL, FIELD(allow_duplicates), 0, 0},
+    {OPT_DRY_RUN, FF_BOOL, FIELD(dry_run), 0, 0},
+    {OPT_PROGRESS, FF_BOOL, FIELD(progress_forced), 0, 0},
+    {OPT_NO_PROGRESS, FF_BOOL, FIELD(no_progress), 0, 0},
+    {OPT_INCLUDE_MALFORMED, FF_BOOL, FIELD(include_malformed), 0, 0},
+    {OPT_NO_DB, FF_BOOL, FIELD(no_db), 0, 0},
+    {OPT_TIMEOUT, FF_I64, FIELD(timeout_ms), 1, 3600000},
+    {OPT_LIMIT, FF_I64, FIELD(limit), 0, INT64_MAX},
+    {OPT_MAX_REDRIVES, FF_I64, FIELD(max_redrives), 0, 1000000},
+    {OPT_PARTITIONS, FF_INT, FIELD(partitions), 1, 100000},
+    {OPT_RETRY_PARTITIONS, FF_INT, FIELD(retry_partitions), 1, 100000},
+    {OPT_DLQ_PARTITIONS, FF_INT, FIELD(dlq_partitions), 1, 100000},
+    {OPT_RETENTION_MS, FF_I64, FIELD(retention_ms), -1, INT64_MAX},
+    {OPT_DLQ_RETENTION_MS, FF_I64, FIELD(dlq_retention_ms), -1, INT64_MAX},
+};
+#undef FIELD
+
+/* "--name" of a getopt value, for messages. */
+static void opt_flag(int opt, char *buf, size_t size)
+{
+    for (const struct option *lo = long_options; lo->name; lo++)
+        if (lo->val == opt) {
+            snprintf(buf, size, "--%s", lo->name);
+            return;
+        }
+    snprintf(buf, size, "option %d", opt);
+}
+
+/* Sets the field of opt when flag_fields has it: 1 done, 0 not a field flag, -1 after printing
+ * why the value is refused. */
+static int set_flag_field(fq_cli_opts_t *o, int opt, const char *arg)
+{
+    for (size_t i = 0; i < sizeof(flag_fields) / sizeof(flag_fields[0]); i++) {
+        const flag_field_t *f = &flag_fields[i];
+        if (f->opt != opt)
+            continue;
+        char *field = (char *)o + f->offset;
+        if (f->kind == FF_BOOL) {
+            *(bool *)field = true;
+            return 1;
+        }
+        char flag[40];
+        int64_t v;
+        opt_flag(opt, flag, sizeof(flag));
+        if (parse_i64(flag, arg, f->min, f->max, &v) != 0)
+            return -1;
+        if (f->kind == FF_INT)
+            *(int *)field = (int)v; /* min..max is within int */
+        else
+            *(int64_t *)field = v;
+        return 1;
+    }
+    return 0;
+}
+
+/* The DLQ filter flags (--reason, --stage, --class, --platform, --failed-after/-before):
+ * 1 set, 0 not one of them, -1 after printing why the value is refused. */
+static int set_filter_flag(fq_cli_opts_t *o, int c, const char *arg, int64_t now)
+{
+    switch (c) {
+    case OPT_REASON:
+        o->filter.reason = arg;
+        return 1;
+    case OPT_STAGE: {
+        fq_stage_t st;
+        if (fq_stage_parse(arg, &st) != 0) {
+            fprintf(stderr, "producer: --stage: unknown stage '%s'\n", arg);
+            return -1;
+        }
+        o->filter.stage = arg;
+        return 1;
+    }
+    case OPT_CLASS: {
+        fq_class_t k;
+        if (fq_class_parse(arg, &k) != 0) {
+            fprintf(stderr, "producer: --class: unknown class '%s'\n", arg);
+            return -1;
+        }
+        o->filter.klass = arg;
+        return 1;
+    }
+    case OPT_PLATFORM:
+        o->filter.platform = arg;
+        return 1;
+    case OPT_FAILED_AFTER:
+    case OPT_FAILED_BEFORE: {
+        int64_t *dst =
+            c == OPT_FAILED_AFTER ? &o->filter.failed_after_ms : &o->filter.failed_before_ms;
+        if (fq_time_arg_parse(arg, now, dst) != 0) {
+            fprintf(stderr, "producer: %s: '%s' is neither RFC 3339 nor an age like 30m, 2h, 7d\n",
+                    c == OPT_FAILED_AFTER ? "--failed-after" : "--failed-before", arg);
+            return -1;
+        }
+        return 1;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* The defaults of the program flags. */
+static void opts_defaults(fq_cli_opts_t *o)
 {
     memset(o, 0, sizeof(*o));
     o->timeout_ms = 30000;
@@ -231,6 +337,13 @@ static int parse_args(int argc, char **argv, const fq_config_t *cfg, fq_cli_opts
     o->replication_factor = 1;
     o->retention_ms = 7LL * 86400 * 1000;
     o->dlq_retention_ms = 30LL * 86400 * 1000;
+}
+
+/* Parses program flags (config flags were already removed). Returns -1 to exit 2, 1 to exit 0
+ * (help/version/print-config done), 0 to run. */
+static int parse_args(int argc, char **argv, const fq_config_t *cfg, fq_cli_opts_t *o)
+{
+    opts_defaults(o);
     int want_print_config = 0;
     int64_t now = fq_time_now_ms();
 
@@ -239,6 +352,13 @@ static int parse_args(int argc, char **argv, const fq_config_t *cfg, fq_cli_opts
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, ":", long_options, NULL)) != -1) {
+        int set = set_flag_field(o, c, optarg);
+        if (set == 0)
+            set = set_filter_flag(o, c, optarg, now);
+        if (set < 0)
+            return -1;
+        if (set > 0)
+            continue;
         switch (c) {
         case OPT_HELP:
             usage(stdout);
@@ -249,67 +369,8 @@ static int parse_args(int argc, char **argv, const fq_config_t *cfg, fq_cli_opts
         case OPT_PRINT_CONFIG:
             want_print_config = 1;
             break;
-        case OPT_SKIP_INVALID:
-            o->skip_invalid = true;
-            break;
-        case OPT_ALLOW_DUPLICATES:
-            o->allow_duplicates = true;
-            break;
-        case OPT_DRY_RUN:
-            o->dry_run = true;
-            break;
-        case OPT_TIMEOUT:
-            if (parse_i64("--timeout", optarg, 1, 3600000, &o->timeout_ms) != 0)
-                return -1;
-            break;
-        case OPT_PROGRESS:
-            o->progress_forced = true;
-            break;
-        case OPT_NO_PROGRESS:
-            o->no_progress = true;
-            break;
         case OPT_GROUP:
             o->group = optarg;
-            break;
-        case OPT_REASON:
-            o->filter.reason = optarg;
-            break;
-        case OPT_STAGE: {
-            fq_stage_t st;
-            if (fq_stage_parse(optarg, &st) != 0) {
-                fprintf(stderr, "producer: --stage: unknown stage '%s'\n", optarg);
-                return -1;
-            }
-            o->filter.stage = optarg;
-            break;
-        }
-        case OPT_CLASS: {
-            fq_class_t k;
-            if (fq_class_parse(optarg, &k) != 0) {
-                fprintf(stderr, "producer: --class: unknown class '%s'\n", optarg);
-                return -1;
-            }
-            o->filter.klass = optarg;
-            break;
-        }
-        case OPT_PLATFORM:
-            o->filter.platform = optarg;
-            break;
-        case OPT_FAILED_AFTER:
-        case OPT_FAILED_BEFORE: {
-            int64_t *dst =
-                c == OPT_FAILED_AFTER ? &o->filter.failed_after_ms : &o->filter.failed_before_ms;
-            if (fq_time_arg_parse(optarg, now, dst) != 0) {
-                fprintf(stderr,
-                        "producer: %s: '%s' is neither RFC 3339 nor an age like 30m, 2h, 7d\n",
-                        c == OPT_FAILED_AFTER ? "--failed-after" : "--failed-before", optarg);
-                return -1;
-            }
-            break;
-        }
-        case OPT_LIMIT:
-            if (parse_i64("--limit", optarg, 0, INT64_MAX, &o->limit) != 0)
-                return -1;
             break;
         case OPT_RATE: {
             char *end = NULL;
@@ -327,28 +388,6 @@ static int parse_args(int argc, char **argv, const fq_config_t *cfg, fq_cli_opts
             }
             o->to = optarg;
             break;
-        case OPT_MAX_REDRIVES:
-            if (parse_i64("--max-redrives", optarg, 0, 1000000, &o->max_redrives) != 0)
-                return -1;
-            break;
-        case OPT_INCLUDE_MALFORMED:
-            o->include_malformed = true;
-            break;
-        case OPT_NO_DB:
-            o->no_db = true;
-            break;
-        case OPT_PARTITIONS:
-            if (parse_int("--partitions", optarg, 1, 100000, &o->partitions) != 0)
-                return -1;
-            break;
-        case OPT_RETRY_PARTITIONS:
-            if (parse_int("--retry-partitions", optarg, 1, 100000, &o->retry_partitions) != 0)
-                return -1;
-            break;
-        case OPT_DLQ_PARTITIONS:
-            if (parse_int("--dlq-partitions", optarg, 1, 100000, &o->dlq_partitions) != 0)
-                return -1;
-            break;
         case OPT_REPLICATION_FACTOR:
             if (parse_int("--replication-factor", optarg, -1, 1000, &o->replication_factor) != 0 ||
                 o->replication_factor == 0) {
@@ -356,14 +395,6 @@ static int parse_args(int argc, char **argv, const fq_config_t *cfg, fq_cli_opts
                     fprintf(stderr, "producer: --replication-factor: 0 is not allowed\n");
                 return -1;
             }
-            break;
-        case OPT_RETENTION_MS:
-            if (parse_i64("--retention-ms", optarg, -1, INT64_MAX, &o->retention_ms) != 0)
-                return -1;
-            break;
-        case OPT_DLQ_RETENTION_MS:
-            if (parse_i64("--dlq-retention-ms", optarg, -1, INT64_MAX, &o->dlq_retention_ms) != 0)
-                return -1;
             break;
         case ':':
             fprintf(stderr, "producer: %s: needs a value\n", argv[optind - 1]);

@@ -1,4 +1,5 @@
 #include "fq_log.h"
+#include "fq_utf8.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -148,37 +148,45 @@ typedef struct fault_case {
     int ok; /* 1: the bytes of v.mp4 */
     fq_stage_t stage;
     fq_class_t klass;
+    fq_error_domain_t domain;     /* of code: FQ_ERROR_DOMAIN_HTTP or _CURL */
     int code;                     /* HTTP status or curl code; 0 = do not check */
     int64_t retry_min, retry_max; /* Retry-After window in ms (0/0 = none expected) */
     const char *msg;
 } fault_case_t;
 
 static const fault_case_t fault_cases[] = {
-    {"/ok/v.mp4", 1, 0, 0, 0, 0, 0, NULL},
-    {"/404/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, 404, 0, 0, "HTTP 404"},
-    {"/500/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, 500, 0, 0, "HTTP 500"},
-    {"/429/7/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, 429, 7000, 7000, "HTTP 429"},
+    {"/ok/v.mp4", 1, 0, 0, FQ_ERROR_DOMAIN_NONE, 0, 0, 0, NULL},
+    {"/404/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, FQ_ERROR_DOMAIN_HTTP, 404, 0, 0,
+     "HTTP 404"},
+    {"/500/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, FQ_ERROR_DOMAIN_HTTP, 500, 0, 0,
+     "HTTP 500"},
+    {"/429/7/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, FQ_ERROR_DOMAIN_HTTP, 429, 7000, 7000,
+     "HTTP 429"},
     /* The date is 120 s ahead with 1 s resolution; the clock may move while we run. */
-    {"/429date/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, 429, 1000, 121000, "HTTP 429"},
-    {"/stall/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, CURLE_OPERATION_TIMEDOUT, 0, 0,
-     "timed out"},
-    {"/short/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, CURLE_PARTIAL_FILE, 0, 0, NULL},
-    {"/big/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, 0, 0, 0,
+    {"/429date/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, FQ_ERROR_DOMAIN_HTTP, 429, 1000,
+     121000, "HTTP 429"},
+    {"/stall/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, FQ_ERROR_DOMAIN_CURL,
+     CURLE_OPERATION_TIMEDOUT, 0, 0, "timed out"},
+    {"/short/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, FQ_ERROR_DOMAIN_CURL,
+     CURLE_PARTIAL_FILE, 0, 0, NULL},
+    {"/big/v.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, FQ_ERROR_DOMAIN_NONE, 0, 0, 0,
      "video is larger than MAX_VIDEO_BYTES (1048576 bytes)"},
-    {"/ok/large.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, 0, 0, 0,
+    {"/ok/large.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, FQ_ERROR_DOMAIN_NONE, 0, 0, 0,
      "video is larger than MAX_VIDEO_BYTES"},
     /* No Content-Length: the limit is enforced while streaming. */
-    {"/chunked/large.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, 0, 0, 0,
+    {"/chunked/large.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, FQ_ERROR_DOMAIN_NONE, 0, 0, 0,
      "video is larger than MAX_VIDEO_BYTES"},
-    {"/chunked/v.mp4", 1, 0, 0, 0, 0, 0, NULL},
-    {"/redirect/1/v.mp4", 1, 0, 0, 0, 0, 0, NULL},
-    {"/redirect/3/v.mp4", 1, 0, 0, 0, 0, 0, NULL},
-    {"/redirect/4/v4.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, 302, 0, 0, "too many redirects"},
-    {"/redirect-loop/x", 0, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, 302, 0, 0, "too many redirects"},
-    {"/redirect-to/file%3A%2F%2F%2Fetc%2Fpasswd", 0, FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT, 0, 0, 0,
-     "redirect scheme file is not in ALLOWED_SOURCE_SCHEMES"},
+    {"/chunked/v.mp4", 1, 0, 0, FQ_ERROR_DOMAIN_NONE, 0, 0, 0, NULL},
+    {"/redirect/1/v.mp4", 1, 0, 0, FQ_ERROR_DOMAIN_NONE, 0, 0, 0, NULL},
+    {"/redirect/3/v.mp4", 1, 0, 0, FQ_ERROR_DOMAIN_NONE, 0, 0, 0, NULL},
+    {"/redirect/4/v4.mp4", 0, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, FQ_ERROR_DOMAIN_HTTP, 302, 0, 0,
+     "too many redirects"},
+    {"/redirect-loop/x", 0, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, FQ_ERROR_DOMAIN_HTTP, 302, 0, 0,
+     "too many redirects"},
+    {"/redirect-to/file%3A%2F%2F%2Fetc%2Fpasswd", 0, FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT,
+     FQ_ERROR_DOMAIN_NONE, 0, 0, 0, "redirect scheme file is not in ALLOWED_SOURCE_SCHEMES"},
     {"/redirect-to/http%3A%2F%2F169.254.169.254%2Flatest%2Fmeta-data%2F", 0, FQ_STAGE_VALIDATE,
-     FQ_CLASS_PERMANENT, 0, 0, 0,
+     FQ_CLASS_PERMANENT, FQ_ERROR_DOMAIN_NONE, 0, 0, 0,
      "redirect host 169.254.169.254:80 is not in ALLOWED_SOURCE_HOSTS"},
 };
 
@@ -211,8 +219,10 @@ static void test_fault_paths(void **state)
             fail_msg("%s: got %s/%s, want %s/%s", c->path, fq_stage_name(fq_error_stage(err)),
                      fq_class_name(fq_error_class(err)), fq_stage_name(c->stage),
                      fq_class_name(c->klass));
-        if (c->code)
+        if (c->code) {
+            assert_int_equal(fq_error_domain(err), c->domain);
             assert_int_equal(fq_error_code(err), c->code);
+        }
         int64_t ra = fq_error_retry_after_ms(err);
         if (ra < c->retry_min || ra > c->retry_max)
             fail_msg("%s: Retry-After %lld ms, want %lld..%lld", c->path, (long long)ra,
@@ -242,7 +252,7 @@ static void test_redirect_to_disallowed_host_is_never_contacted(void **state)
              g.site.port, g.site.port);
     fq_source_t src;
     fq_error_t *err = fetch_url(fetch, url, &src);
-    fq_test_assert_error(err, FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT, FQ_TEST_ANY);
+    fq_test_assert_error(err, FQ_STAGE_VALIDATE, FQ_CLASS_PERMANENT, FQ_TEST_ANY, FQ_TEST_ANY);
     assert_non_null(strstr(fq_error_message(err), "redirect host localhost:"));
     fq_error_destroy(err);
     assert_int_equal(fq_test_fault_count(g.site.port, "/ok/never.mp4"), 0);
@@ -268,7 +278,7 @@ static void test_flaky_then_works(void **state)
     fq_source_t src;
     for (int attempt = 1; attempt <= 2; attempt++) {
         fq_error_t *err = fetch_url(fetch, url, &src);
-        fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_RETRIABLE, 500);
+        fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_RETRIABLE, FQ_ERROR_DOMAIN_HTTP, 500);
         fq_error_destroy(err);
     }
     fq_error_t *err = fetch_url(fetch, url, &src);
@@ -289,7 +299,8 @@ static void test_connection_refused_is_retriable(void **state)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v.mp4", port);
     fq_source_t src;
     fq_error_t *err = fetch_url(fetch, url, &src);
-    fq_test_assert_error(err, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, CURLE_COULDNT_CONNECT);
+    fq_test_assert_error(err, FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, FQ_ERROR_DOMAIN_CURL,
+                         CURLE_COULDNT_CONNECT);
     fq_error_destroy(err);
     fq_fetch_destroy(fetch);
 }
@@ -308,7 +319,8 @@ static void test_unreachable_template_source_is_outage(void **state)
     fq_item_t item = {.platform = "test", .code = "v"};
     fq_source_t src;
     fq_error_t *err = fq_fetch_open(fetch, &item, &src);
-    fq_test_assert_error(err, FQ_STAGE_FETCH, FQ_CLASS_OUTAGE, CURLE_COULDNT_CONNECT);
+    fq_test_assert_error(err, FQ_STAGE_FETCH, FQ_CLASS_OUTAGE, FQ_ERROR_DOMAIN_CURL,
+                         CURLE_COULDNT_CONNECT);
     fq_error_destroy(err);
 
     char url[128];
@@ -394,7 +406,7 @@ static void test_s3_source(void **state)
     /* Through the template too, and a missing key is a permanent 404 (NoSuchKey). */
     snprintf(url, sizeof(url), "s3://frameq-videos/itest/missing-%ld.mp4", (long)getpid());
     err = fetch_url(fetch, url, &src);
-    fq_test_assert_error(err, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, 404);
+    fq_test_assert_error(err, FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, FQ_ERROR_DOMAIN_HTTP, 404);
     fprintf(stderr, "  missing key -> %s\n", fq_error_message(err));
     fq_error_destroy(err);
     fq_fetch_destroy(fetch);
@@ -407,7 +419,7 @@ static void test_s3_source(void **state)
     err = fetch_url(fetch, url, &src);
     assert_non_null(err);
     fprintf(stderr, "  wrong secret -> %s\n", fq_error_message(err));
-    fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_OUTAGE, 403);
+    fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_OUTAGE, FQ_ERROR_DOMAIN_HTTP, 403);
     assert_non_null(strstr(fq_error_message(err), "S3 authentication failed (HTTP 403"));
     assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));
     fq_error_destroy(err);

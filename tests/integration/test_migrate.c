@@ -85,7 +85,7 @@ static void test_migrate_once(void **state)
     int64_t id = 0;
     bool done = true;
     fq_error_t *err = fq_store_begin_item(store, &item, 1, &id, &done);
-    fq_test_assert_error(err, FQ_STAGE_STORE, FQ_CLASS_OUTAGE, FQ_TEST_ANY);
+    fq_test_assert_error(err, FQ_STAGE_STORE, FQ_CLASS_OUTAGE, FQ_TEST_ANY, FQ_TEST_ANY);
     if (!strstr(fq_error_message(err), "42P01") || !strstr(fq_error_message(err), "--migrate"))
         fail_msg("unexpected message: %s", fq_error_message(err));
     fq_error_destroy(err);

@@ -177,7 +177,8 @@ static void test_bad_credentials(void **state)
             assert_true(status == 403 || status == 404);
         else
             assert_int_equal(status, 403);
-        fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE, (int)status);
+        fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE, FQ_ERROR_DOMAIN_HTTP,
+                             (int)status);
         assert_non_null(strstr(fq_error_message(err), "S3 authentication failed (HTTP 40"));
         assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));
         fq_error_destroy(err);

@@ -272,7 +272,7 @@ static void test_mark_done_missing_item(void **state)
 {
     fixture_t *fx = *state;
     fq_error_t *err = fq_store_mark_done(fx->store, -42, NULL, NULL, 0);
-    fq_test_assert_error(err, FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, FQ_TEST_ANY);
+    fq_test_assert_error(err, FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, FQ_TEST_ANY, FQ_TEST_ANY);
     fq_error_destroy(err);
     /* the store is still usable afterwards (the transaction was rolled back) */
     fq_test_assert_ok(fq_store_ping(fx->store));
@@ -410,11 +410,11 @@ static void test_constraint_violation_is_retriable(void **state)
     int64_t id = 0;
     bool done = false;
     fq_error_t *err = fq_store_begin_item(fx->store, &item, 1, &id, &done);
-    fq_test_assert_error(err, FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, FQ_TEST_ANY);
+    /* PostgreSQL's MAKE_SQLSTATE('2','3','5','1','4') */
+    fq_test_assert_error(err, FQ_STAGE_STORE, FQ_CLASS_RETRIABLE, FQ_ERROR_DOMAIN_SQLSTATE,
+                         2 + (3 << 6) + (5 << 12) + (1 << 18) + (4 << 24));
     if (!strstr(fq_error_message(err), "SQLSTATE 23514"))
         fail_msg("no SQLSTATE in: %s", fq_error_message(err));
-    /* PostgreSQL's MAKE_SQLSTATE('2','3','5','1','4') */
-    assert_int_equal(fq_error_code(err), 2 + (3 << 6) + (5 << 12) + (1 << 18) + (4 << 24));
     fq_error_destroy(err);
     fq_test_assert_ok(fq_store_ping(fx->store));
 }

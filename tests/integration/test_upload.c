@@ -265,7 +265,7 @@ static void test_bad_templates(void **state)
         const char *tmpl, *msg;
     } cases[] = {
         {"file://./f/{platform}/{code}.jpg", "must contain {index}"},
-        {"ftp://h/{index}.jpg", "scheme ftp is not supported"},
+        {"ftp://h/{index}.jpg", "has scheme \"ftp\""},
         {"s3://x/{index}.jpg", "not an s3://bucket/key URL"},
         {"https://u:p@h/{index}.jpg", "must not carry credentials"},
         {"file://./{index}/{nope}.jpg", "unknown placeholder {nope}"},
@@ -323,7 +323,7 @@ static void test_http_failures(void **state)
     fq_upload_t *up = run_item(&cfg, "e500", 1, &err);
     assert_non_null(err);
     fprintf(stderr, "  500 -> %s: %s\n", fq_class_name(fq_error_class(err)), fq_error_message(err));
-    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_RETRIABLE, 500);
+    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_RETRIABLE, FQ_ERROR_DOMAIN_HTTP, 500);
     assert_int_equal(fq_test_fault_count(g.site.port, "/put500/itest/e500/0.jpg"), 3);
     size_t count;
     fq_upload_frames(up, &count);
@@ -339,7 +339,7 @@ static void test_http_failures(void **state)
     up = run_item(&cfg, "e403", 1, &err);
     assert_non_null(err);
     fprintf(stderr, "  403 -> %s: %s\n", fq_class_name(fq_error_class(err)), fq_error_message(err));
-    fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_PERMANENT, 403);
+    fq_test_assert_error(err, FQ_TEST_ANY, FQ_CLASS_PERMANENT, FQ_ERROR_DOMAIN_HTTP, 403);
     assert_non_null(strstr(fq_error_message(err), "REFUSED"));
     assert_int_equal(fq_test_fault_count(g.site.port, "/put403/itest/e403/0.jpg"), 1);
     fq_error_destroy(err);
@@ -353,7 +353,8 @@ static void test_http_failures(void **state)
     assert_non_null(err);
     fprintf(stderr, "  down -> %s: %s\n", fq_class_name(fq_error_class(err)),
             fq_error_message(err));
-    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE, CURLE_COULDNT_CONNECT);
+    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE, FQ_ERROR_DOMAIN_CURL,
+                         CURLE_COULDNT_CONNECT);
     fq_error_destroy(err);
     fq_upload_destroy(up);
 }
@@ -426,7 +427,7 @@ static void test_s3_failures(void **state)
     assert_non_null(err);
     fprintf(stderr, "  wrong secret -> %s: %s\n", fq_class_name(fq_error_class(err)),
             fq_error_message(err));
-    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE,
+    fq_test_assert_error(err, FQ_STAGE_UPLOAD, FQ_CLASS_OUTAGE, FQ_ERROR_DOMAIN_HTTP,
                          403); /* DESIGN §3: nothing burned */
     assert_non_null(strstr(fq_error_message(err), "S3 authentication failed"));
     assert_null(strstr(fq_error_message(err), "definitely-wrong-secret"));

@@ -88,12 +88,58 @@ static void test_buf_binary(void **state)
     free(buf.data);
 }
 
+static void test_buf_keeps_bytes_across_growth(void **state)
+{
+    (void)state;
+    fq_buf_t b = {0};
+    char want[5000];
+    for (size_t i = 0; i < sizeof(want) - 1; i++) {
+        want[i] = (char)('a' + i % 26);
+        fq_buf_put(&b, &want[i], 1);
+    }
+    want[sizeof(want) - 1] = '\0';
+    fq_buf_puts(&b, "");
+    assert_false(b.oom);
+    assert_int_equal(b.len, sizeof(want) - 1);
+    size_t len = 0;
+    char *text = fq_buf_take(&b, &len);
+    assert_string_equal(text, want);
+    assert_int_equal(len, sizeof(want) - 1);
+    assert_null(b.data);
+    assert_int_equal(b.len, 0);
+    free(text);
+}
+
+static void test_buf_empty_take(void **state)
+{
+    (void)state;
+    fq_buf_t b = {0};
+    size_t len = 7;
+    char *text = fq_buf_take(&b, &len);
+    assert_non_null(text);
+    assert_string_equal(text, "");
+    assert_int_equal(len, 0);
+    free(text);
+}
+
+static void test_buf_oom_take(void **state)
+{
+    (void)state;
+    fq_buf_t b = {0};
+    fq_buf_puts(&b, "kept");
+    b.oom = true; /* as after a failed realloc */
+    fq_buf_puts(&b, " ignored");
+    assert_int_equal(b.len, 4);
+    assert_null(fq_buf_take(&b, NULL));
+    assert_null(b.data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_utf8_len),
-        cmocka_unit_test(test_buf_grows_and_hands_over),
-        cmocka_unit_test(test_buf_binary),
+        cmocka_unit_test(test_utf8_len),       cmocka_unit_test(test_buf_grows_and_hands_over),
+        cmocka_unit_test(test_buf_binary),     cmocka_unit_test(test_buf_keeps_bytes_across_growth),
+        cmocka_unit_test(test_buf_empty_take), cmocka_unit_test(test_buf_oom_take),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1025,6 +1025,96 @@ static void test_set_api(void **state)
     fq_config_destroy(NULL);
 }
 
+/* ---- shared readers: integers, URL passwords, template placeholders -------------------- */
+
+static void test_parse_int64(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        int64_t min, max;
+        int rc;
+        int64_t want;
+        const char *why;
+    } cases[] = {
+        {"42", 1, 100, 0, 42, NULL},
+        {"-1", -1, 1000, 0, -1, NULL},
+        {"0", 1, 100000, -1, 0, "0 is out of range 1..100000"},
+        {"12x", 0, 100, -1, 0, "\"12x\" is not a whole number"},
+        {" 5", 0, 100, -1, 0, "is not a whole number"},
+        {"", 0, 100, -1, 0, "must not be empty"},
+        {"99999999999999999999", 0, INT64_MAX, -1, 0, "is too large"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t v = 0;
+        char why[128] = "";
+        int rc =
+            fq_config_parse_int64(cases[i].in, cases[i].min, cases[i].max, &v, why, sizeof(why));
+        assert_int_equal(rc, cases[i].rc);
+        if (rc == 0)
+            assert_int_equal(v, cases[i].want);
+        else if (!strstr(why, cases[i].why))
+            fail_msg("'%s': why '%s' lacks '%s'", cases[i].in, why, cases[i].why);
+    }
+}
+
+static void test_url_password(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url, *want; /* want NULL: no password */
+    } cases[] = {
+        {"postgresql://u:s3cret@h/db", "s3cret"},
+        {"postgres://u:p@ss@h:5432/db?sslmode=require", "p@ss"}, /* the last '@' ends it */
+        {"postgresql://u:@h/db", ""},
+        {"postgresql://u@h/db", NULL},
+        {"postgresql://h/db?password=x", NULL}, /* a query parameter is not userinfo */
+        {"host=h password=x", NULL},
+        {"s3://k:v@bucket/key", "v"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *pw = NULL;
+        size_t len = 0;
+        bool found = fq_config_url_password(cases[i].url, &pw, &len);
+        if (!cases[i].want) {
+            assert_false(found);
+            continue;
+        }
+        assert_true(found);
+        assert_int_equal(len, strlen(cases[i].want));
+        assert_memory_equal(pw, cases[i].want, len);
+    }
+}
+
+static void test_template_placeholders(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        fq_url_placeholder_t want;
+        int width;
+    } cases[] = {
+        {"platform", FQ_URL_PH_PLATFORM, 0}, {"code", FQ_URL_PH_CODE, 0},
+        {"index", FQ_URL_PH_INDEX, 0},       {"index:05", FQ_URL_PH_INDEX, 5},
+        {"index:012", FQ_URL_PH_INDEX, 12},  {"index:5", FQ_URL_PH_UNKNOWN, 0},
+        {"index:0", FQ_URL_PH_UNKNOWN, 0},   {"index:0123", FQ_URL_PH_UNKNOWN, 0},
+        {"Platform", FQ_URL_PH_UNKNOWN, 0},  {"", FQ_URL_PH_UNKNOWN, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int width = -1;
+        fq_url_placeholder_t got =
+            fq_url_template_placeholder(cases[i].name, strlen(cases[i].name), &width);
+        if (got != cases[i].want || width != cases[i].width)
+            fail_msg("{%s}: got %d width %d, want %d width %d", cases[i].name, (int)got, width,
+                     (int)cases[i].want, cases[i].width);
+    }
+    char why[256];
+    assert_int_equal(fq_url_template_check("file://./f/{code}.jpg", true, why, sizeof(why)), -1);
+    assert_non_null(strstr(why, "must contain {index} (or {index:0N})"));
+    assert_int_equal(fq_url_template_check("s3://b/{nope}", false, why, sizeof(why)), -1);
+    assert_non_null(strstr(why, "unknown placeholder {nope}; known: " FQ_URL_PLACEHOLDERS));
+}
+
 int main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -1049,6 +1139,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_print_masks_secrets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mask_secret_url, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_api, setup, teardown),
+        cmocka_unit_test(test_parse_int64),
+        cmocka_unit_test(test_url_password),
+        cmocka_unit_test(test_template_placeholders),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     /* Remove the scratch files. */

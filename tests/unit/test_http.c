@@ -322,6 +322,7 @@ static void test_s3_status_classes(void **state)
             fail_msg("%ld %s: class %s, want %s", cases[i].status,
                      cases[i].code ? cases[i].code : "(no body)",
                      fq_class_name(fq_error_class(err)), fq_class_name(cases[i].klass));
+        assert_int_equal(fq_error_domain(err), FQ_ERROR_DOMAIN_HTTP);
         assert_int_equal(fq_error_code(err), (int)cases[i].status);
         fq_error_destroy(err);
     }
@@ -353,6 +354,7 @@ static void test_status_mapping(void **state)
             fq_http_status_error(FQ_STAGE_FETCH, klass, cases[i].status, "https://h/v", "", 0);
         assert_int_equal(fq_error_class(err), cases[i].klass);
         assert_int_equal(fq_error_stage(err), FQ_STAGE_FETCH);
+        assert_int_equal(fq_error_domain(err), FQ_ERROR_DOMAIN_HTTP);
         assert_int_equal(fq_error_code(err), (int)cases[i].status);
         char want[32];
         snprintf(want, sizeof(want), "HTTP %ld", cases[i].status);
