@@ -218,15 +218,25 @@ void fq_worker_destroy(fq_worker_t *w)
     if (!w)
         return;
     fq_prober_stop(w->prober); /* it uses rk and probe_store */
-    fq_w_drop_held(w, false);  /* closing runs the rebalance callback, which looks at it */
+    /* Jobs first: they point into the window's messages. */
+    fq_w_cancel_running(w);
+    fq_pool_destroy(w->pool); /* drains the queue (cancelled jobs end at once), joins */
+    w->pool = NULL;
+    fq_w_drop_held(w, false);
     if (w->rk) {
+        /* Closing runs the rebalance callback, which settles and commits from the window;
+         * then every message goes before the consumer: librdkafka's destroy waits for every
+         * message the application still holds (measured: a worker hung in rd_kafka_destroy
+         * with messages of its window alive). */
         rd_kafka_consumer_close(w->rk);
+        fq_w_window_clear(w);
         if (w->commitq) {
             rd_kafka_queue_poll_callback(w->commitq, 0);
             rd_kafka_queue_destroy(w->commitq);
         }
         rd_kafka_destroy(w->rk);
     }
+    fq_w_window_clear(w);
     if (w->rkp) {
         for (int i = 0; i < 2; i++)
             if (w->rkt[i])
@@ -234,9 +244,6 @@ void fq_worker_destroy(fq_worker_t *w)
         rd_kafka_flush(w->rkp, 5000);
         rd_kafka_destroy(w->rkp);
     }
-    fq_w_cancel_running(w);
-    fq_pool_destroy(w->pool); /* joins the threads: no job runs after this */
-    fq_w_window_clear(w);
     fq_store_destroy(w->store);
     fq_store_destroy(w->probe_store);
     fq_parts_clear(&w->parts);
