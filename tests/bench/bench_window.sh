@@ -6,7 +6,7 @@
 #
 # main — mixed durations, the main role against the pipeline alone:
 #   clips of 2 s, 10 s and 40 s (WINDOW_SIZE, default 640x360, 30 fps, 2 s GOP, made once with
-#   the ffmpeg CLI in CACHE_DIR), WINDOW_ITEMS items (default 180, a third of each length) in a
+#   the ffmpeg CLI in CACHE_DIR), WINDOW_ITEMS items (default 120, a third of each length) in a
 #   random order fixed by SEED; the file:// source (no network in the measurement).
 #   (i)  `consumer --process-file`: every item submitted at once to the same pool of
 #        WORKER_CONCURRENCY threads the worker uses, with the database, without Kafka;
@@ -33,6 +33,9 @@
 # platform:code, text headers frameq-attempt (1) and frameq-not-before as the worker writes
 # them. MAX_RETRIES is 100 so nothing dead-letters.
 #
+# Each part runs ROUNDS rounds (default 2), the reference and the measured runs in the other
+# order every other round, and prints every round and the median of the ratios: the machine's
+# load changes from minute to minute and would otherwise favour whichever side ran second.
 # For every run the worker process's CPU utilisation: user+sys / wall / cores, sampled from
 # /proc over the same span as the throughput ("span"), and over the whole process ("process").
 # Every run has its own topics (PARTITIONS partitions), consumer group and database, dropped at
@@ -50,7 +53,8 @@ case $parts in main | retry | all) ;; *)
     exit 2
     ;;
 esac
-WINDOW_ITEMS=${WINDOW_ITEMS:-180}
+WINDOW_ITEMS=${WINDOW_ITEMS:-120}
+ROUNDS=${ROUNDS:-2}
 WINDOW_SIZE=${WINDOW_SIZE:-640x360}
 WINDOW_DURATIONS=${WINDOW_DURATIONS:-2 10 40}
 RETRY_ITEMS=${RETRY_ITEMS:-200}
@@ -224,13 +228,27 @@ expect_done() { # LABEL GOT WANT
     [[ $2 == "$3" ]] || cq_fail "$1: $2 items done, want $3 (items lost)"
 }
 
-summary=()
+summary=() STAG_GAP=""
+median() { python3 -c "import statistics, sys; print('%.2f' % statistics.median(map(float, sys.argv[1:])))" "$@"; }
 
 # --- part a: mixed durations through the main role ---------------------------------------------
+# main_alone R / main_e2e R: one measured run of round R; the rate in R_ALONE / R_E2E, the
+# summary line in L_ALONE / L_E2E.
+main_alone() {
+    run_case "main-alone-r$1" "$WINDOW_ITEMS" "$CQ_BUILD/consumer" --process-file "$CQ_TMP/main.ndjson"
+    R_ALONE=${FIG[2]} L_ALONE=$(fig_line)
+}
+main_e2e() {
+    new_topics "main-r$1"
+    cq_enqueue "$(cat "$CQ_TMP/main.json")" 2>/dev/null
+    run_case "main-e2e-r$1" "$WINDOW_ITEMS" "$CQ_BUILD/consumer" --role main --once
+    R_E2E=${FIG[2]} L_E2E=$(fig_line)
+}
+
 part_main() {
-    local d n_items=$WINDOW_ITEMS
+    local d r q qs=()
     for d in $WINDOW_DURATIONS; do make_clip "$d"; done
-    python3 - "$n_items" "$SEED" "$WINDOW_DURATIONS" "$CQ_TMP/main.ndjson" "$CQ_TMP/main.json" <<'PY'
+    python3 - "$WINDOW_ITEMS" "$SEED" "$WINDOW_DURATIONS" "$CQ_TMP/main.ndjson" "$CQ_TMP/main.json" <<'PY'
 import json, random, sys
 n, seed, durs = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split()
 items = [{"platform": "d" + durs[i % len(durs)], "code": "w%05d" % i} for i in range(n)]
@@ -239,32 +257,34 @@ with open(sys.argv[4], "w") as f:
     for it in items: f.write(json.dumps(it, separators=(",", ":")) + "\n")
 with open(sys.argv[5], "w") as f: json.dump(items, f, separators=(",", ":"))
 PY
-    say "main: $n_items items (durations $WINDOW_DURATIONS s, $WINDOW_SIZE), WORKER_CONCURRENCY=$WORKER_CONCURRENCY"
+    say "main: $WINDOW_ITEMS items (durations $WINDOW_DURATIONS s, $WINDOW_SIZE), WORKER_CONCURRENCY=$WORKER_CONCURRENCY, $ROUNDS round(s)"
     export FRAMES_URL_TEMPLATE="file://$CQ_TMP/frames/{platform}/{code}/{index}.jpg"
-
-    run_case main-alone "$n_items" "$CQ_BUILD/consumer" --process-file "$CQ_TMP/main.ndjson"
-    local alone r_a=${FIG[2]}
-    alone=$(fig_line)
-    new_topics main
-    cq_enqueue "$(cat "$CQ_TMP/main.json")" 2>/dev/null
-    run_case main-e2e "$n_items" "$CQ_BUILD/consumer" --role main --once
-    local r_e=${FIG[2]}
-
-    local q
-    q=$(ratio "$r_e" "$r_a")
-    summary+=(
-        "main role, mixed durations: $n_items items ($WINDOW_DURATIONS s clips, $WINDOW_SIZE, seed $SEED), WORKER_CONCURRENCY=$WORKER_CONCURRENCY, BATCH_SIZE=$BATCH_SIZE, $PARTITIONS partitions"
-        "  pipeline alone (--process-file) : $alone"
-        "  end to end (--role main --once) : $(fig_line)"
-        "  end to end / pipeline alone     : $q  (target >= 0.95: $(verdict "$q" ge 0.95))"
-    )
+    summary+=("main role, mixed durations: $WINDOW_ITEMS items ($WINDOW_DURATIONS s clips, $WINDOW_SIZE, seed $SEED), WORKER_CONCURRENCY=$WORKER_CONCURRENCY, BATCH_SIZE=$BATCH_SIZE, $PARTITIONS partitions")
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if ((r % 2)); then
+            main_alone "$r"
+            main_e2e "$r"
+        else # the other order, so a load that changes during a round favours neither side
+            main_e2e "$r"
+            main_alone "$r"
+        fi
+        q=$(ratio "$R_E2E" "$R_ALONE")
+        qs+=("$q")
+        summary+=(
+            "  round $r pipeline alone (--process-file) : $L_ALONE"
+            "  round $r end to end (--role main --once) : $L_E2E"
+            "  round $r end to end / pipeline alone     : $q"
+        )
+    done
+    q=$(median "${qs[@]}")
+    summary+=("  end to end / pipeline alone, median of $ROUNDS: $q  (target >= 0.95: $(verdict "$q" ge 0.95))")
 }
 
 # --- part b: the retry role --------------------------------------------------------------------
 # publish LABEL MODE: RETRY_ITEMS retry messages to KAFKA_RETRY_TOPIC; MODE due (all due 1 s
-# ago) or staggered (first due RETRY_LEAD_MS from now, then one every GAP ms).
+# ago) or staggered (first due RETRY_LEAD_MS from now, then one every STAG_GAP ms).
 publish() {
-    python3 - "$RETRY_ITEMS" "$PARTITIONS" "$2" "$RETRY_LEAD_MS" "$GAP" >"$CQ_TMP/$1.pub" <<'PY'
+    python3 - "$RETRY_ITEMS" "$PARTITIONS" "$2" "$RETRY_LEAD_MS" "${STAG_GAP:-0}" >"$CQ_TMP/$1.pub" <<'PY'
 import json, sys, time
 n, parts, mode, lead, gap = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 now = int(time.time() * 1000)
@@ -277,38 +297,34 @@ PY
         >"$CQ_TMP/$1.pubout" 2>&1 || cq_fail "publishing retry messages: $(cat "$CQ_TMP/$1.pubout")"
 }
 
-part_retry() {
-    local n=$RETRY_ITEMS c=$RETRY_CONCURRENCY
-    make_clip 1
-    python3 -c '
-import sys
-for i in range(int(sys.argv[1])): print("{\"platform\":\"d1\",\"code\":\"r%05d\"}" % i)
-' "$n" >"$CQ_TMP/retry.ndjson"
-    export FRAMES_URL_TEMPLATE="file://$CQ_TMP/frames/{platform}/{code}/{index}.jpg"
-    say "retry: $n one-item messages (1 s clips, $WINDOW_SIZE), WORKER_CONCURRENCY=$c"
-
-    WORKER_CONCURRENCY=1 WORKER_CORES=1 run_case retry-one "$n" \
+# retry_one R / retry_alone R / retry_due R: the runs of round R (rates in R_ONE, R_DUE; lines in
+# L_ONE, L_ALONE, L_DUE)
+retry_one() {
+    WORKER_CONCURRENCY=1 WORKER_CORES=1 run_case "retry-one-r$1" "$RETRY_ITEMS" \
         "$CQ_BUILD/consumer" --process-file "$CQ_TMP/retry.ndjson"
-    local one alone due r_1=${FIG[2]} r_d
-    one=$(fig_line)
-    WORKER_CONCURRENCY=$c run_case retry-alone "$n" \
+    R_ONE=${FIG[2]} L_ONE=$(fig_line)
+}
+retry_alone() {
+    WORKER_CONCURRENCY=$RETRY_CONCURRENCY run_case "retry-alone-r$1" "$RETRY_ITEMS" \
         "$CQ_BUILD/consumer" --process-file "$CQ_TMP/retry.ndjson"
-    alone=$(fig_line)
-    GAP=${RETRY_GAP_MS:-$(python3 -c "import sys; print(max(20, round(2000 / float(sys.argv[1]))))" "$r_1")}
+    L_ALONE=$(fig_line)
+}
+retry_due() {
+    new_topics "retrydue-r$1"
+    publish "retry-due-r$1" due
+    WORKER_CONCURRENCY=$RETRY_CONCURRENCY run_case "retry-due-r$1" "$RETRY_ITEMS" \
+        "$CQ_BUILD/consumer" --role retry --once
+    R_DUE=${FIG[2]} L_DUE=$(fig_line)
+}
 
-    # throughput: every message due
-    new_topics retrydue
-    publish retry-due due
-    WORKER_CONCURRENCY=$c run_case retry-due "$n" "$CQ_BUILD/consumer" --role retry --once
-    due=$(fig_line)
-    r_d=${FIG[2]}
-
-    # start delay: staggered not-before
-    new_topics retrystag
-    publish retry-stag staggered
-    WORKER_CONCURRENCY=$c run_case retry-stag "$n" "$CQ_BUILD/consumer" --role retry --once
-    local delays
-    delays=$(python3 - "$CQ_TMP/retry-stag.log" "$n" "$CQ_TMP/retry-stag.pub" <<'PY'
+# retry_stag R: the staggered run; its delays line in L_STAG, its p99 in P99
+retry_stag() {
+    local label="retry-stag-r$1" out
+    new_topics "retrystag-r$1"
+    publish "$label" staggered
+    WORKER_CONCURRENCY=$RETRY_CONCURRENCY run_case "$label" "$RETRY_ITEMS" \
+        "$CQ_BUILD/consumer" --role retry --once
+    out=$(python3 - "$CQ_TMP/$label.log" "$RETRY_ITEMS" "$CQ_TMP/$label.pub" <<'PY'
 import datetime, json, math, re, sys
 n = int(sys.argv[2])
 first_due = min(int(l.split()[1]) for l in open(sys.argv[3]) if l.strip())
@@ -328,23 +344,51 @@ v = sorted(d.values())
 p = lambda q: v[max(0, math.ceil(q * len(v)) - 1)]
 early = "" if assigned is None or assigned < first_due else \
     " (worker joined %d ms after the first due time: raise RETRY_LEAD_MS)" % (assigned - first_due)
-print("p50 %d, p90 %d, p99 %d, max %d ms%s" % (p(.5), p(.9), p(.99), v[-1], early))
-print(p(.99))
+print("%d p50 %d, p90 %d, p99 %d, max %d ms%s" % (p(.99), p(.5), p(.9), p(.99), v[-1], early))
 PY
 )
-    [[ $delays != ERROR* ]] || cq_fail "start delay: ${delays#ERROR }"
-    local p99=${delays##*$'\n'} q
-    delays=${delays%$'\n'*}
-    q=$(python3 -c "import sys; a, c, r = map(float, sys.argv[1:]); print('%.2f' % (a / (c * r) if r else 0))" "$r_d" "$c" "$r_1")
-    summary+=(
-        "retry role: $n one-item retry messages (1 s clips, $WINDOW_SIZE), WORKER_CONCURRENCY=$c, $PARTITIONS partitions"
-        "  single item (--process-file, concurrency 1)    : $one"
-        "  pipeline alone (--process-file, concurrency $c) : $alone"
-        "  retry role, all due (--role retry --once)      : $due"
-        "  retry items/s / ($c x single-item rate)          : $q  (target >= 0.9: $(verdict "$q" ge 0.9))"
-        "  start delay after frameq-not-before (staggered, one due every $GAP ms): $delays"
-        "                                                   p99 target <= 50 ms: $(verdict "$p99" le 50)   CPU span ${FIG[3]}, process ${FIG[4]}"
-    )
+    [[ $out != ERROR* ]] || cq_fail "$label: ${out#ERROR }"
+    P99=${out%% *} L_STAG="${out#* }  CPU span ${FIG[3]}, process ${FIG[4]}"
+}
+
+part_retry() {
+    local n=$RETRY_ITEMS c=$RETRY_CONCURRENCY r q qs=() p99s=()
+    make_clip 1
+    python3 -c '
+import sys
+for i in range(int(sys.argv[1])): print("{\"platform\":\"d1\",\"code\":\"r%05d\"}" % i)
+' "$n" >"$CQ_TMP/retry.ndjson"
+    export FRAMES_URL_TEMPLATE="file://$CQ_TMP/frames/{platform}/{code}/{index}.jpg"
+    say "retry: $n one-item messages (1 s clips, $WINDOW_SIZE), WORKER_CONCURRENCY=$c, $ROUNDS round(s)"
+    summary+=("retry role: $n one-item retry messages (1 s clips, $WINDOW_SIZE), WORKER_CONCURRENCY=$c, $PARTITIONS partitions")
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if ((r % 2)); then
+            retry_one "$r"
+            retry_alone "$r"
+            retry_due "$r"
+        else
+            retry_due "$r"
+            retry_alone "$r"
+            retry_one "$r"
+        fi
+        # the schedule of the staggered runs: fixed by round 1's single-item rate
+        STAG_GAP=${STAG_GAP:-${RETRY_GAP_MS:-$(python3 -c "import sys; print(max(20, round(2000 / float(sys.argv[1]))))" "$R_ONE")}}
+        retry_stag "$r"
+        q=$(python3 -c "import sys; a, c, r = map(float, sys.argv[1:]); print('%.2f' % (a / (c * r) if r else 0))" "$R_DUE" "$c" "$R_ONE")
+        qs+=("$q")
+        p99s+=("$P99")
+        summary+=(
+            "  round $r single item (--process-file, concurrency 1)    : $L_ONE"
+            "  round $r pipeline alone (--process-file, concurrency $c) : $L_ALONE"
+            "  round $r retry role, all due (--role retry --once)      : $L_DUE"
+            "  round $r retry items/s / ($c x single-item rate)          : $q"
+            "  round $r start delay after frameq-not-before (one due every $STAG_GAP ms): $L_STAG"
+        )
+    done
+    q=$(median "${qs[@]}")
+    summary+=("  retry items/s / ($c x single-item rate), median of $ROUNDS: $q  (target >= 0.9: $(verdict "$q" ge 0.9))")
+    q=$(median "${p99s[@]}")
+    summary+=("  start delay p99, median of $ROUNDS: $q ms  (target <= 50 ms: $(verdict "$q" le 50))")
 }
 
 [[ $parts == main || $parts == all ]] && part_main
