@@ -22,9 +22,10 @@
 #     `consumer --role retry --once` with WORKER_CONCURRENCY=RETRY_CONCURRENCY (default 2);
 #     target items/s >= 0.9 x RETRY_CONCURRENCY x the single-item rate;
 #   start delay: the same items with frameq-not-before staggered, RETRY_GAP_MS apart (default
-#     two single-item times, so even a worker that runs one item at a time is busy half of the
-#     time and no message waits behind another: the delay is the worker's reaction to a due
-#     retry — pause, resume, fetch — not a queue), the first RETRY_LEAD_MS (4000) after the
+#     two item times at the slower of the single-item rate and the retry role's measured rate,
+#     so whatever its design the worker is busy at most half of the time and a message need not
+#     wait behind another: the delay is the worker's reaction to a due retry — pause, resume,
+#     fetch — not a queue), the first RETRY_LEAD_MS (4000) after the
 #     publish so the worker has joined its group; messages round-robin over the partitions, so
 #     frameq-not-before grows with the offset in each partition as in a real retry topic.
 #     D per item from the worker's log line "retry attempt started (not-before T, D ms after)";
@@ -371,8 +372,9 @@ for i in range(int(sys.argv[1])): print("{\"platform\":\"d1\",\"code\":\"r%05d\"
             retry_alone "$r"
             retry_one "$r"
         fi
-        # the schedule of the staggered runs: fixed by round 1's single-item rate
-        STAG_GAP=${STAG_GAP:-${RETRY_GAP_MS:-$(python3 -c "import sys; print(max(20, round(2000 / float(sys.argv[1]))))" "$R_ONE")}}
+        # the schedule of the staggered runs, fixed by round 1: two item times at the slower of
+        # the single-item and the retry role's rates
+        STAG_GAP=${STAG_GAP:-${RETRY_GAP_MS:-$(python3 -c "import sys; print(max(20, round(2000 / min(map(float, sys.argv[1:])))))" "$R_ONE" "$R_DUE")}}
         retry_stag "$r"
         q=$(python3 -c "import sys; a, c, r = map(float, sys.argv[1:]); print('%.2f' % (a / (c * r) if r else 0))" "$R_DUE" "$c" "$R_ONE")
         qs+=("$q")
