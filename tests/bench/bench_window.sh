@@ -7,7 +7,8 @@
 # main — mixed durations, the main role against the pipeline alone:
 #   clips of 2 s, 10 s and 40 s (WINDOW_SIZE, default 640x360, 30 fps, 2 s GOP, made once with
 #   the ffmpeg CLI in CACHE_DIR), WINDOW_ITEMS items (default 120, a third of each length) in a
-#   random order fixed by SEED; the file:// source (no network in the measurement).
+#   random order fixed by SEED; the file:// source (no network in the measurement). The
+#   defaults keep a part near 3 minutes on 2 cores with some other load (more when loaded).
 #   (i)  `consumer --process-file`: every item submitted at once to the same pool of
 #        WORKER_CONCURRENCY threads the worker uses, with the database, without Kafka;
 #   (ii) `producer` publishes the same items (BATCH_SIZE per message, PARTITIONS partitions),
@@ -17,7 +18,9 @@
 #
 # retry — the retry role fed only one-item retry messages (RETRY_ITEMS, default 200, 1 s clips):
 #   reference: the single-item rate, `consumer --process-file` with WORKER_CONCURRENCY=1 and
-#     WORKER_CORES=1 (one item at a time); the pipeline alone at RETRY_CONCURRENCY for comparison;
+#     WORKER_CORES=1 (one item at a time; a decoder may still use several threads: the pipeline
+#     gives each item online cores / WORKER_CONCURRENCY); the pipeline alone at RETRY_CONCURRENCY
+#     for comparison;
 #   throughput: every message already due (frameq-not-before 1 s in the past), one
 #     `consumer --role retry --once` with WORKER_CONCURRENCY=RETRY_CONCURRENCY (default 2);
 #     target items/s >= 0.9 x RETRY_CONCURRENCY x the single-item rate;
