@@ -171,6 +171,22 @@ done:
 }
 
 /* Benchmark mode: the pipeline alone, on the same pool the worker uses. */
+/* Waits until every job finished; progress on a terminal. */
+static void wait_for_jobs(fq_pool_t *pool, const fq_pool_job_t *jobs, size_t n)
+{
+    bool tty = isatty(STDERR_FILENO);
+    while (fq_pool_pending(pool) > 0) {
+        if (!fq_pool_wait(pool, 1000) || !tty)
+            continue;
+        size_t finished = 0;
+        for (size_t i = 0; i < n; i++)
+            finished += atomic_load(&jobs[i].finished);
+        fprintf(stderr, "\rconsumer: %zu/%zu item(s) finished", finished, n);
+    }
+    if (tty)
+        fputc('\n', stderr);
+}
+
 static int run_process_file(const fq_config_t *cfg, const char *path, bool with_db)
 {
     FILE *in = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
@@ -224,17 +240,7 @@ static int run_process_file(const fq_config_t *cfg, const char *path, bool with_
     int64_t t0 = fq_time_mono_ms();
     static const atomic_int no_cancel = 0;
     fq_pool_submit(pool, jobs, n, &no_cancel);
-    bool tty = isatty(STDERR_FILENO);
-    while (fq_pool_pending(pool) > 0) {
-        if (!fq_pool_wait(pool, 1000) || !tty)
-            continue;
-        size_t finished = 0;
-        for (size_t i = 0; i < n; i++)
-            finished += atomic_load(&jobs[i].finished);
-        fprintf(stderr, "\rconsumer: %zu/%zu item(s) finished", finished, n);
-    }
-    if (tty)
-        fputc('\n', stderr);
+    wait_for_jobs(pool, jobs, n);
     double secs = (double)(fq_time_mono_ms() - t0) / 1000.0;
     for (size_t i = 0; i < n; i++) {
         if (jobs[i].err)
@@ -260,13 +266,136 @@ done:
     return rc;
 }
 
+/* What the command line asks for, beyond the settings (fq_config_load took those). */
+typedef struct cli {
+    fq_role_t role;
+    bool once, migrate, no_db, print_config;
+    const char *process, *process_file;
+} cli_t;
+
+/* Reads the options left after the settings. -1 = go on; else the exit code. */
+static int parse_options(int argc, char **argv, cli_t *cli)
+{
+    struct option longopts[N_OPTIONS + 1];
+    size_t n_longopts = 0;
+    for (size_t i = 0; i < N_OPTIONS; i++)
+        if (options[i].id != OPT_CONFIG_LAYER)
+            longopts[n_longopts++] =
+                (struct option){options[i].name, options[i].has_arg, NULL, options[i].id};
+    longopts[n_longopts] = (struct option){0};
+    /* getopt permutes: options may stand in any order; our own messages, not getopt's. */
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_ROLE:
+            if (fq_role_parse(optarg, &cli->role) != 0) {
+                fprintf(stderr, "consumer: --role: '%s' is not main, retry or all\n", optarg);
+                return FQ_EXIT_USAGE;
+            }
+            break;
+        case OPT_ONCE:
+            cli->once = true;
+            break;
+        case OPT_MIGRATE:
+            cli->migrate = true;
+            break;
+        case OPT_PROCESS:
+            cli->process = optarg;
+            break;
+        case OPT_PROCESS_FILE:
+            cli->process_file = optarg;
+            break;
+        case OPT_NO_DB:
+            cli->no_db = true;
+            break;
+        case OPT_PRINT_CONFIG:
+            cli->print_config = true;
+            break;
+        case OPT_HELP: /* usually answered before the settings; here when abbreviated ("--he") */
+            print_usage(stdout);
+            return FQ_EXIT_OK;
+        case OPT_VERSION:
+            print_version(stdout);
+            return FQ_EXIT_OK;
+        case ':':
+            fprintf(stderr, "consumer: %s: needs a value (see --help)\n", argv[optind - 1]);
+            return FQ_EXIT_USAGE;
+        default:
+            fprintf(stderr, "consumer: %s: unknown option (see --help)\n", argv[optind - 1]);
+            return FQ_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "consumer: %s: unexpected argument (see --help)\n", argv[optind]);
+        return FQ_EXIT_USAGE;
+    }
+    return -1;
+}
+
+/* The one-shot modes (--migrate, --process, --process-file); -1 when none is asked for. */
+static int run_one_shot(const fq_config_t *cfg, const cli_t *cli)
+{
+    if (!cli->migrate && !cli->process && !cli->process_file)
+        return -1;
+    /* A signal stops them the ordinary way. */
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    if (g_stop)
+        return FQ_EXIT_OK; /* asked to stop before any work began */
+    if (cli->migrate)
+        return run_migrate(cfg);
+    if (cli->process)
+        return run_process(cfg, cli->process, !cli->no_db);
+    return run_process_file(cfg, cli->process_file, !cli->no_db);
+}
+
+/* The long-running worker: metrics endpoint, worker, loop. */
+static int run_worker(const fq_config_t *cfg, const cli_t *cli)
+{
+    char errstr[1024];
+    fq_worker_t *worker = NULL;
+    int rc = FQ_EXIT_USAGE;
+    fq_metrics_t *metrics = fq_metrics_new();
+    if (!metrics) {
+        fprintf(stderr, "consumer: out of memory\n");
+        return FQ_EXIT_FAILED;
+    }
+    fq_worker_declare_metrics(metrics);
+    if (fq_metrics_serve(metrics, cfg->metrics_addr, errstr, sizeof(errstr)) != 0) {
+        FQ_ERROR(NULL, "METRICS_ADDR: %s", errstr);
+        goto done;
+    }
+    fq_worker_opts_t opts = {
+        .role = cli->role, .once = cli->once, .stop = &g_stop, .metrics = metrics};
+    worker = fq_worker_new(cfg, &opts, errstr, sizeof(errstr));
+    if (!worker) {
+        FQ_ERROR(NULL, "%s", errstr);
+        goto done;
+    }
+    unsigned avf = avformat_version(), avc = avcodec_version();
+    fq_role_t role = cli->role;
+    FQ_INFO(NULL,
+            "started: frameq %s, librdkafka %s, libpq %s, libavformat %u.%u.%u, libavcodec "
+            "%u.%u.%u; role %s, topics %s%s%s, dlq %s, group %s, concurrency %d%s",
+            FQ_VERSION, rd_kafka_version_str(), fq_store_libpq_version(), avf >> 16,
+            (avf >> 8) & 0xff, avf & 0xff, avc >> 16, (avc >> 8) & 0xff, avc & 0xff,
+            fq_role_name(role), role == FQ_ROLE_RETRY ? "" : cfg->kafka_topic,
+            role == FQ_ROLE_ALL ? "," : "", role == FQ_ROLE_MAIN ? "" : cfg->kafka_retry_topic,
+            cfg->kafka_dlq_topic, cfg->kafka_group_id, cfg->worker_concurrency,
+            cli->once ? ", once" : "");
+    rc = fq_worker_run(worker);
+    FQ_INFO(NULL, "exiting with %d", rc);
+done:
+    fq_worker_destroy(worker);
+    fq_metrics_destroy(metrics);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
-    fq_config_t *cfg = NULL;
-    fq_metrics_t *metrics = NULL;
-    fq_worker_t *worker = NULL;
     char errstr[1024];
-    int rc = FQ_EXIT_USAGE;
 
     /* First of all: a SIGTERM that comes while the process starts (a pod stopped right after
      * it was scheduled) is a request to stop cleanly, not a kill by the default action. */
@@ -290,143 +419,32 @@ int main(int argc, char **argv)
         }
     }
 
-    cfg = fq_config_new();
+    fq_config_t *cfg = fq_config_new();
     if (!cfg) {
         fprintf(stderr, "consumer: out of memory\n");
         return FQ_EXIT_USAGE;
     }
+    int rc = FQ_EXIT_USAGE;
+    cli_t cli = {.role = FQ_ROLE_ALL};
     if (fq_config_load(cfg, &argc, argv, errstr, sizeof(errstr)) != 0) {
         fprintf(stderr, "consumer: %s\n", errstr);
         goto done;
     }
-
-    fq_role_t role = FQ_ROLE_ALL;
-    bool once = false, migrate = false, no_db = false, print_config = false;
-    const char *process = NULL, *process_file = NULL;
-    struct option longopts[N_OPTIONS + 1];
-    size_t n_longopts = 0;
-    for (size_t i = 0; i < N_OPTIONS; i++)
-        if (options[i].id != OPT_CONFIG_LAYER)
-            longopts[n_longopts++] =
-                (struct option){options[i].name, options[i].has_arg, NULL, options[i].id};
-    longopts[n_longopts] = (struct option){0};
-    /* getopt permutes: options may stand in any order; our own messages, not getopt's. */
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        switch (c) {
-        case OPT_ROLE:
-            if (fq_role_parse(optarg, &role) != 0) {
-                fprintf(stderr, "consumer: --role: '%s' is not main, retry or all\n", optarg);
-                goto done;
-            }
-            break;
-        case OPT_ONCE:
-            once = true;
-            break;
-        case OPT_MIGRATE:
-            migrate = true;
-            break;
-        case OPT_PROCESS:
-            process = optarg;
-            break;
-        case OPT_PROCESS_FILE:
-            process_file = optarg;
-            break;
-        case OPT_NO_DB:
-            no_db = true;
-            break;
-        case OPT_PRINT_CONFIG:
-            print_config = true;
-            break;
-        case OPT_HELP: /* usually answered above; here when abbreviated ("--he") */
-            print_usage(stdout);
-            rc = FQ_EXIT_OK;
-            goto done;
-        case OPT_VERSION:
-            print_version(stdout);
-            rc = FQ_EXIT_OK;
-            goto done;
-        case ':':
-            fprintf(stderr, "consumer: %s: needs a value (see --help)\n", argv[optind - 1]);
-            goto done;
-        default:
-            fprintf(stderr, "consumer: %s: unknown option (see --help)\n", argv[optind - 1]);
-            goto done;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "consumer: %s: unexpected argument (see --help)\n", argv[optind]);
+    if ((rc = parse_options(argc, argv, &cli)) >= 0)
         goto done;
-    }
-
+    rc = FQ_EXIT_USAGE;
     if (fq_log_init("consumer", cfg->worker_id, cfg->log_format, cfg->log_level) != 0) {
         fprintf(stderr, "consumer: LOG_FORMAT/LOG_LEVEL: unknown value\n");
         goto done;
     }
-    if (print_config) {
+    if (cli.print_config) {
         fq_config_print(cfg, stdout);
         rc = FQ_EXIT_OK;
         goto done;
     }
-    if (migrate || process || process_file) {
-        /* One-shot modes: a signal stops them the ordinary way. */
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGINT, SIG_DFL);
-        if (g_stop) {
-            rc = FQ_EXIT_OK; /* asked to stop before any work began */
-            goto done;
-        }
-    }
-    if (migrate) {
-        rc = run_migrate(cfg);
-        goto done;
-    }
-    if (process) {
-        rc = run_process(cfg, process, !no_db);
-        goto done;
-    }
-    if (process_file) {
-        rc = run_process_file(cfg, process_file, !no_db);
-        goto done;
-    }
-
-    metrics = fq_metrics_new();
-    if (!metrics) {
-        fprintf(stderr, "consumer: out of memory\n");
-        rc = FQ_EXIT_FAILED;
-        goto done;
-    }
-    fq_worker_declare_metrics(metrics);
-    if (fq_metrics_serve(metrics, cfg->metrics_addr, errstr, sizeof(errstr)) != 0) {
-        FQ_ERROR(NULL, "METRICS_ADDR: %s", errstr);
-        rc = FQ_EXIT_USAGE;
-        goto done;
-    }
-    fq_worker_opts_t opts = {.role = role, .once = once, .stop = &g_stop, .metrics = metrics};
-    worker = fq_worker_new(cfg, &opts, errstr, sizeof(errstr));
-    if (!worker) {
-        FQ_ERROR(NULL, "%s", errstr);
-        rc = FQ_EXIT_USAGE;
-        goto done;
-    }
-    unsigned avf = avformat_version(), avc = avcodec_version();
-    FQ_INFO(NULL,
-            "started: frameq %s, librdkafka %s, libpq %s, libavformat %u.%u.%u, libavcodec "
-            "%u.%u.%u; role %s, topics %s%s%s, dlq %s, group %s, concurrency %d%s",
-            FQ_VERSION, rd_kafka_version_str(), fq_store_libpq_version(), avf >> 16,
-            (avf >> 8) & 0xff, avf & 0xff, avc >> 16, (avc >> 8) & 0xff, avc & 0xff,
-            fq_role_name(role), role == FQ_ROLE_RETRY ? "" : cfg->kafka_topic,
-            role == FQ_ROLE_ALL ? "," : "", role == FQ_ROLE_MAIN ? "" : cfg->kafka_retry_topic,
-            cfg->kafka_dlq_topic, cfg->kafka_group_id, cfg->worker_concurrency,
-            once ? ", once" : "");
-    rc = fq_worker_run(worker);
-    FQ_INFO(NULL, "exiting with %d", rc);
-
+    if ((rc = run_one_shot(cfg, &cli)) < 0)
+        rc = run_worker(cfg, &cli);
 done:
-    fq_worker_destroy(worker);
-    fq_metrics_destroy(metrics);
     fq_config_destroy(cfg);
     return rc;
 }
