@@ -110,13 +110,14 @@ static bool valid_label_name(const char *s)
     return true;
 }
 
-/* Label values: backslash, double quote and newline are escaped (exposition format 0.0.4). */
-static void escape_label_value(fq_buf_t *sb, const char *v)
+/* Escapes v as the exposition format 0.0.4 wants it: backslash and newline always, the double
+ * quote only in label values (quote true), not in HELP text. */
+static void escape_text(fq_buf_t *sb, const char *v, bool quote)
 {
     for (const char *p = v; *p; p++) {
         if (*p == '\\')
             fq_buf_put(sb, "\\\\", 2);
-        else if (*p == '"')
+        else if (*p == '"' && quote)
             fq_buf_put(sb, "\\\"", 2);
         else if (*p == '\n')
             fq_buf_put(sb, "\\n", 2);
@@ -125,17 +126,16 @@ static void escape_label_value(fq_buf_t *sb, const char *v)
     }
 }
 
+/* Label values: backslash, double quote and newline are escaped. */
+static void escape_label_value(fq_buf_t *sb, const char *v)
+{
+    escape_text(sb, v, true);
+}
+
 /* HELP text: only backslash and newline are escaped. */
 static void escape_help(fq_buf_t *sb, const char *v)
 {
-    for (const char *p = v; *p; p++) {
-        if (*p == '\\')
-            fq_buf_put(sb, "\\\\", 2);
-        else if (*p == '\n')
-            fq_buf_put(sb, "\\n", 2);
-        else
-            fq_buf_put(sb, p, 1);
-    }
+    escape_text(sb, v, false);
 }
 
 /* Renders the NULL-terminated "k","v",... pairs as the series key, keys sorted so the same

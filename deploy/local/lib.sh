@@ -122,6 +122,18 @@ fq_wait_started() {
     return 1
 }
 
+# fq_started_or_die NAME PROGRAM PIDFN HEALTHFN LOG: fq_wait_started, or dies with the end of
+# LOG, saying whether PROGRAM exited during start or stayed unhealthy.
+fq_started_or_die() {
+    local name=$1 program=$2 pidfn=$3 healthfn=$4 log=$5
+    fq_wait_started "$FQ_START_TIMEOUT" "$pidfn" "$healthfn" && return 0
+    fq_log_tail "$log"
+    if [[ -z $("$pidfn") ]]; then
+        fq_die "$name: $program exited during start"
+    fi
+    fq_die "$name: not healthy after ${FQ_START_TIMEOUT}s"
+}
+
 # Sends SIGTERM, waits, then SIGKILL: a stuck JVM must not keep `down` waiting forever.
 fq_stop_pid() {
     local pid=$1 wait_s=${2:-30}
@@ -137,6 +149,44 @@ fq_stop_pid() {
     fi
 }
 
+# fq_pid_in PIDFILE PATTERN: prints the pid of PIDFILE when that process is alive and its command
+# line holds PATTERN (a recycled pid is not our server).
+fq_pid_in() {
+    local pid
+    pid=$(fq_read_pid "$1")
+    if fq_pid_alive "$pid" && grep -qa "$2" "/proc/$pid/cmdline" 2>/dev/null; then
+        printf '%s' "$pid"
+    fi
+}
+
+# fq_stop_server NAME PID PIDFILE WAIT_S: stops our server PID (see fq_stop_pid) and removes
+# its PIDFILE; says so under NAME.
+fq_stop_server() {
+    local name=$1 pid=$2 pidfile=$3 wait_s=$4
+    if [[ -z $pid ]]; then
+        fq_say "$name: not running"
+        rm -f "$pidfile"
+        return 0
+    fi
+    fq_stop_pid "$pid" "$wait_s"
+    rm -f "$pidfile"
+    fq_say "$name: stopped"
+}
+
+# fq_running_healthy NAME PID HEALTHFN LOG WHERE: false when PID (our server's, maybe empty)
+# is not running; true, saying so, when it runs and HEALTHFN passes within the start timeout;
+# dies with the end of LOG when it runs but stays unhealthy.
+fq_running_healthy() {
+    local name=$1 pid=$2 healthfn=$3 log=$4 where=$5
+    [[ -n $pid ]] || return 1
+    if fq_wait_for "$FQ_START_TIMEOUT" "$healthfn"; then
+        fq_say "$name: already running (pid $pid, $where)"
+        return 0
+    fi
+    fq_log_tail "$log"
+    fq_die "$name: pid $pid runs but is not healthy"
+}
+
 # ---- Kafka ----------------------------------------------------------------------------------
 
 KAFKA_DIR=$FQ_STATE/kafka
@@ -144,11 +194,7 @@ KAFKA_PIDFILE=$KAFKA_DIR/kafka.pid
 KAFKA_LOG=$FQ_LOGS/kafka.log
 
 kafka_pid() {
-    local pid
-    pid=$(fq_read_pid "$KAFKA_PIDFILE")
-    if fq_pid_alive "$pid" && grep -qa 'kafka.Kafka' "/proc/$pid/cmdline" 2>/dev/null; then
-        printf '%s' "$pid"
-    fi
+    fq_pid_in "$KAFKA_PIDFILE" 'kafka.Kafka'
 }
 
 kafka_healthy() {
@@ -221,16 +267,9 @@ EOF
 }
 
 kafka_start() {
-    local pid
     kafka_restart_if_config_changed
-    pid=$(kafka_pid)
-    if [[ -n $pid ]]; then
-        if fq_wait_for "$FQ_START_TIMEOUT" kafka_healthy; then
-            fq_say "kafka: already running (pid $pid, $FQ_HOST:$KAFKA_PORT)"
-            return 0
-        fi
-        fq_log_tail "$KAFKA_LOG"
-        fq_die "kafka: pid $pid runs but is not healthy"
+    if fq_running_healthy kafka "$(kafka_pid)" kafka_healthy "$KAFKA_LOG" "$FQ_HOST:$KAFKA_PORT"; then
+        return 0
     fi
     command -v java >/dev/null || fq_die "java not found (install openjdk-17-jre-headless)"
     command -v kcat >/dev/null || fq_die "kcat not found (install kcat)"
@@ -261,27 +300,12 @@ kafka_start() {
         -cp "$cp" kafka.Kafka "$KAFKA_DIR/server.properties" \
         </dev/null >>"$KAFKA_LOG" 2>&1 9>&- &
     echo $! >"$KAFKA_PIDFILE"
-    if ! fq_wait_started "$FQ_START_TIMEOUT" kafka_pid kafka_healthy; then
-        fq_log_tail "$KAFKA_LOG"
-        if [[ -z $(kafka_pid) ]]; then
-            fq_die "kafka: the broker exited during start"
-        fi
-        fq_die "kafka: not healthy after ${FQ_START_TIMEOUT}s"
-    fi
+    fq_started_or_die kafka "the broker" kafka_pid kafka_healthy "$KAFKA_LOG"
     fq_say "kafka: healthy (pid $(kafka_pid))"
 }
 
 kafka_stop() {
-    local pid
-    pid=$(kafka_pid)
-    if [[ -z $pid ]]; then
-        fq_say "kafka: not running"
-        rm -f "$KAFKA_PIDFILE"
-        return 0
-    fi
-    fq_stop_pid "$pid" 60
-    rm -f "$KAFKA_PIDFILE"
-    fq_say "kafka: stopped"
+    fq_stop_server kafka "$(kafka_pid)" "$KAFKA_PIDFILE" 60
 }
 
 # ---- PostgreSQL -----------------------------------------------------------------------------
@@ -364,20 +388,13 @@ pg_admin() {
 }
 
 pg_start() {
-    local pid
     [[ -x $PG_BIN/pg_ctl ]] || fq_die "postgresql: $PG_BIN/pg_ctl not found (install postgresql-15)"
     command -v psql >/dev/null || fq_die "psql not found (install postgresql-client-15)"
     pg_prepare_root
     mkdir -p "$FQ_LOGS"
-    pid=$(pg_pid)
-    if [[ -n $pid ]]; then
-        if fq_wait_for "$FQ_START_TIMEOUT" pg_healthy; then
-            fq_say "postgresql: already running (pid $pid, $FQ_HOST:$PG_PORT)"
-            tls_pg_enable
-            return 0
-        fi
-        fq_log_tail "$PG_LOG"
-        fq_die "postgresql: pid $pid runs but is not healthy"
+    if fq_running_healthy postgresql "$(pg_pid)" pg_healthy "$PG_LOG" "$FQ_HOST:$PG_PORT"; then
+        tls_pg_enable
+        return 0
     fi
     fq_require_free_port postgresql "$PG_PORT"
     local data sockdir server_log
@@ -460,11 +477,7 @@ S3_LOG=$FQ_LOGS/s3.log
 S3_ENDPOINT_URL=http://$FQ_HOST:$S3_PORT
 
 s3_pid() {
-    local pid
-    pid=$(fq_read_pid "$S3_PIDFILE")
-    if fq_pid_alive "$pid" && grep -qa 'versitygw' "/proc/$pid/cmdline" 2>/dev/null; then
-        printf '%s' "$pid"
-    fi
+    fq_pid_in "$S3_PIDFILE" 'versitygw'
 }
 
 # SHA-256 of the empty body; S3 servers require the header and curl signs it when given.
@@ -498,16 +511,9 @@ s3_fetch_binary() {
 }
 
 s3_start() {
-    local pid
-    pid=$(s3_pid)
-    if [[ -n $pid ]]; then
-        if fq_wait_for "$FQ_START_TIMEOUT" s3_healthy; then
-            fq_say "s3: already running (pid $pid, $S3_ENDPOINT_URL)"
-            s3_make_buckets
-            return 0
-        fi
-        fq_log_tail "$S3_LOG"
-        fq_die "s3: pid $pid runs but is not healthy"
+    if fq_running_healthy s3 "$(s3_pid)" s3_healthy "$S3_LOG" "$S3_ENDPOINT_URL"; then
+        s3_make_buckets
+        return 0
     fi
     command -v curl >/dev/null || fq_die "curl not found"
     fq_require_free_port s3 "$S3_PORT"
@@ -519,13 +525,7 @@ s3_start() {
         setsid "$VERSITYGW_BIN" --quiet --port "$FQ_HOST:$S3_PORT" --region "$S3_REGION" \
         posix "$S3_DIR" </dev/null >>"$S3_LOG" 2>&1 9>&- &
     echo $! >"$S3_PIDFILE"
-    if ! fq_wait_started "$FQ_START_TIMEOUT" s3_pid s3_healthy; then
-        fq_log_tail "$S3_LOG"
-        if [[ -z $(s3_pid) ]]; then
-            fq_die "s3: versitygw exited during start"
-        fi
-        fq_die "s3: not healthy after ${FQ_START_TIMEOUT}s"
-    fi
+    fq_started_or_die s3 versitygw s3_pid s3_healthy "$S3_LOG"
     # A server that accepts any signature would hide signing bugs in our code.
     local code
     code=$(s3_curl "wrong-$S3_SECRET_KEY" "$S3_ENDPOINT_URL/")
@@ -548,16 +548,7 @@ s3_make_buckets() {
 }
 
 s3_stop() {
-    local pid
-    pid=$(s3_pid)
-    if [[ -z $pid ]]; then
-        fq_say "s3: not running"
-        rm -f "$S3_PIDFILE"
-        return 0
-    fi
-    fq_stop_pid "$pid" 15
-    rm -f "$S3_PIDFILE"
-    fq_say "s3: stopped"
+    fq_stop_server s3 "$(s3_pid)" "$S3_PIDFILE" 15
 }
 
 # ---- environment ----------------------------------------------------------------------------

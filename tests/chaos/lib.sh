@@ -21,51 +21,23 @@ ch_say() { echo "# $*" >&2; }
 
 ch_fail() {
     echo "FAIL: $*" >&2
-    if [[ -n $CH_TMP && -d $CH_TMP && ${CH_QUIET_FAIL:-0} != 1 ]]; then
-        local f
-        for f in "$CH_TMP"/*.log; do
-            [[ -f $f ]] || continue
-            echo "--- last lines of $(basename "$f")" >&2
-            tail -n 8 "$f" | cut -c1-300 >&2
-        done
-    fi
+    [[ ${CH_QUIET_FAIL:-0} == 1 ]] || fq_test_log_tails "$CH_TMP" 8 300
     exit 1
 }
 
 # ch_require_env [VAR...]: the stack's variables, the programs and the tools.
 ch_require_env() {
-    local v missing=()
-    for v in KAFKA_BROKERS DATABASE_URL "$@"; do
-        [[ -n ${!v:-} ]] || missing+=("$v")
-    done
-    if ((${#missing[@]})); then
-        ch_fail "environment of the local stack missing: ${missing[*]}" \
-            "(run deploy/local/up, then . .stack/env)"
-    fi
+    local msg
+    msg=$(fq_test_check_env "" "$@") || ch_fail "$msg"
     [[ -x $CH_BUILD/consumer && -x $CH_BUILD/producer ]] ||
         ch_fail "FQ_BUILD_DIR must point at a build with the consumer and producer programs" \
             "(got '$CH_BUILD')"
-    local t
-    for t in kcat psql jq ffmpeg python3 curl timeout; do
-        command -v "$t" >/dev/null || ch_fail "$t not found"
-    done
+    msg=$(fq_test_check_env "kcat psql jq ffmpeg python3 curl timeout") || ch_fail "$msg"
 }
 
 ch_cleanup() {
-    local pid
-    for pid in "${CH_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${CH_PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n $CH_DB && -n $CH_ADMIN_URL ]]; then
-        psql "$CH_ADMIN_URL" -qAtc "DROP DATABASE IF EXISTS $CH_DB WITH (FORCE)" \
-            >/dev/null 2>&1 || true
-    fi
-    if [[ -n $CH_TMP && ${CH_KEEP:-0} != 1 ]]; then
-        rm -rf "$CH_TMP"
-    elif [[ -n $CH_TMP ]]; then
+    fq_test_teardown "$CH_ADMIN_URL" "$CH_DB" "$CH_TMP" "${CH_KEEP:-0}" "${CH_PIDS[@]}"
+    if [[ -n $CH_TMP && ${CH_KEEP:-0} == 1 ]]; then
         ch_say "kept $CH_TMP"
     fi
 }
@@ -155,9 +127,7 @@ ch_produce_raw() {
 # ch_dlq_json: every committed DLQ message as one kcat JSON line (valid UTF-8). A DLQ that
 # cannot be read fails the test: an empty answer would pass every check on it.
 ch_dlq_json() {
-    kcat -b "$KAFKA_BROKERS" -X isolation.level=read_committed -C -t "$KAFKA_DLQ_TOPIC" \
-        -o beginning -e -q -J 2>"$CH_TMP/dlq_read.err" |
-        python3 -c 'import sys; sys.stdout.write(sys.stdin.buffer.read().decode("utf-8", "replace"))' ||
+    fq_test_read_json "$KAFKA_DLQ_TOPIC" "$CH_TMP/dlq_read.err" ||
         ch_fail "reading the DLQ $KAFKA_DLQ_TOPIC failed: $(head -c 300 "$CH_TMP/dlq_read.err")"
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fq_headers.h"
+#include "fuzz_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -20,15 +21,11 @@ static size_t header_count(rd_kafka_headers_t *hdrs, const char *name)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *buf = malloc(size + 3);
+    const char *s[3];
+    char *buf = fuzz_three_strings(data, size, s);
     if (!buf)
         return 0;
-    memcpy(buf, data, size);
-    buf[size] = buf[size + 1] = buf[size + 2] = '\0';
-    const char *name = buf;
-    const char *value = name + strlen(name) + 1;
-    /* Three NULs were appended, so each strlen below stops inside the buffer. */
-    const char *value2 = value + strlen(value) + 1;
+    const char *name = s[0], *value = s[1], *value2 = s[2];
     if (!*name)
         name = FQ_HDR_ATTEMPT;
 

@@ -14,6 +14,7 @@
 #include "fq_fetch.h"
 #include "fq_http.h"
 #include "fq_item.h"
+#include "fuzz_input.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -54,15 +55,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!allow)
             abort();
     }
-    char *buf = malloc(size + 3);
+    const char *s[3];
+    char *buf = fuzz_three_strings(data, size, s);
     if (!buf)
         return 0;
-    memcpy(buf, data, size);
-    buf[size] = buf[size + 1] = buf[size + 2] = '\0';
-    const char *tmpl = buf;
-    /* Three NULs were appended, so each strlen below stops inside the buffer. */
-    const char *platform = tmpl + strlen(tmpl) + 1;
-    const char *code = platform + strlen(platform) + 1;
+    const char *tmpl = s[0], *platform = s[1], *code = s[2];
     if (!fq_item_platform_valid(platform))
         platform = "instagram";
     if (!fq_item_code_valid(code))

@@ -211,6 +211,24 @@ step "redrive: DLQ -> main, resumable, loop guard, malformed, dry run"
 export KAFKA_TOPIC=$run_id.rd
 "$producer" topics create --partitions 2 --dlq-partitions 2 >/dev/null
 D=$KAFKA_TOPIC.dlq
+# dlq_of_100 NAME LETTER: KAFKA_TOPIC=$run_id.NAME with one partition, and 100 permanent
+# failures ig:LETTER1..ig:LETTER100 in its DLQ.
+dlq_of_100() {
+    export KAFKA_TOPIC=$run_id.$1
+    "$producer" topics create --partitions 1 >/dev/null
+    local i
+    for i in $(seq 1 100); do
+        printf 'ig:%s%d\t{"platform":"ig","code":"%s%d"}\n' "$2" "$i" "$2" "$i"
+    done | kcat -b "$B" -P -t "$KAFKA_TOPIC.dlq" -K $'\t' -H frameq-dlq-reason=permanent
+}
+
+# code_counts: how many codes of the main topic's batches were published how many times, as
+# " COUNT TIMES" lines (" 100 1": 100 codes, each once).
+code_counts() {
+    read_topic "$KAFKA_TOPIC" | jq -r '.payload | fromjson | .items[0].code' | sort |
+        uniq -c | awk '{ print $1 }' | sort | uniq -c | tr -s ' '
+}
+
 put_dlq() { # key value headers...
     local key=$1 value=$2
     shift 2
@@ -299,11 +317,7 @@ jq -e '.key == "ig:T1" and .payload == "{\"platform\":\"ig\",\"code\":\"T1\"}"
     fail "retry message wrong: $(cat "$work/rt.json")"
 
 step "two concurrent redrives of one group: the newer fences the older, each message once"
-export KAFKA_TOPIC=$run_id.fence
-"$producer" topics create --partitions 1 >/dev/null
-for i in $(seq 1 100); do
-    printf 'ig:F%d\t{"platform":"ig","code":"F%d"}\n' "$i" "$i"
-done | kcat -b "$B" -P -t "$KAFKA_TOPIC.dlq" -K $'\t' -H frameq-dlq-reason=permanent
+dlq_of_100 fence F
 "$producer" redrive --rate 20 >"$work/f1.out" 2>"$work/f1.err" &
 slow=$!
 # The second starts while the slow one is mid-way (a chunk committed, more to go), so they overlap.
@@ -315,16 +329,11 @@ cat "$work/f1.out" "$work/f2.out"
 # Fenced by the newer one: the older exits 1 and says why.
 [ "$rc" = 1 ] || fail "the older redrive was not fenced: exit $rc: $(cat "$work/f1.out" "$work/f1.err")"
 grep -qi "fenc" "$work/f1.err" || fail "the older redrive exited 1 without a fencing error: $(cat "$work/f1.err")"
-counts=$(read_topic "$KAFKA_TOPIC" | jq -r '.payload | fromjson | .items[0].code' | sort |
-    uniq -c | awk '{ print $1 }' | sort | uniq -c | tr -s ' ')
+counts=$(code_counts)
 [ "$counts" = " 100 1" ] || fail "after concurrent redrives: '$counts' (count of codes x times)"
 
 step "redrive killed with SIGKILL mid-way, then run again: each message once"
-export KAFKA_TOPIC=$run_id.kill
-"$producer" topics create --partitions 1 >/dev/null
-for i in $(seq 1 100); do
-    printf 'ig:K%d\t{"platform":"ig","code":"K%d"}\n' "$i" "$i"
-done | kcat -b "$B" -P -t "$KAFKA_TOPIC.dlq" -K $'\t' -H frameq-dlq-reason=permanent
+dlq_of_100 kill K
 "$producer" redrive --rate 20 >/dev/null 2>&1 &
 victim=$!
 until_midway "$victim" "$KAFKA_TOPIC"
@@ -334,8 +343,7 @@ wait "$victim" || rc=$?
 [ "$rc" = 137 ] || fail "the SIGKILL did not land: the redrive exited $rc"
 out=$("$producer" redrive 2>/dev/null) || fail "redrive after the kill failed"
 echo "$out"
-counts=$(read_topic "$KAFKA_TOPIC" | jq -r '.payload | fromjson | .items[0].code' | sort |
-    uniq -c | awk '{ print $1 }' | sort | uniq -c | tr -s ' ')
+counts=$(code_counts)
 [ "$counts" = " 100 1" ] || fail "after SIGKILL and a rerun: '$counts' (count of codes x times)"
 
 # ---------------------------------------------------------------------------------------------

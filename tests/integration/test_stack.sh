@@ -6,19 +6,8 @@
 set -euo pipefail
 
 ROOT=${FQ_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-fails=0
-passes=0
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        passes=$((passes + 1))
-        printf 'ok   %s\n' "$what"
-    else
-        fails=$((fails + 1))
-        printf 'FAIL %s\n' "$what"
-    fi
-}
+# shellcheck source=tests/support/check.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../support/check.sh"
 
 VARS=(KAFKA_BROKERS DATABASE_URL S3_ENDPOINT S3_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
     FRAMEQ_STATE_DIR)
@@ -81,5 +70,4 @@ done
 if ((fails > 0)); then
     printf -- '--- second up:\n%s\n--- status:\n%s\n' "$(cat "$tmp/up2")" "$(cat "$tmp/status")"
 fi
-printf '%d passed, %d failed\n' "$passes" "$fails"
-((fails == 0))
+check_summary

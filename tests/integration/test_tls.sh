@@ -12,24 +12,8 @@
 set -euo pipefail
 
 BUILD=${FQ_BUILD_DIR:-}
-fails=0
-passes=0
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        passes=$((passes + 1))
-        printf 'ok   %s\n' "$what"
-    else
-        fails=$((fails + 1))
-        printf 'FAIL %s\n' "$what"
-        # LOG=FILE check ...: the end of the log that explains the failure
-        if [[ -n ${LOG:-} && -f ${LOG:-} ]]; then
-            printf -- '--- last lines of %s:\n' "$(basename "$LOG")"
-            tail -n 12 "$LOG" | cut -c1-400
-        fi
-    fi
-}
+# shellcheck source=tests/support/check.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../support/check.sh"
 die() {
     printf 'FAIL %s\n' "$*"
     exit 1
@@ -205,5 +189,4 @@ KAFKA_BROKERS=$FRAMEQ_KAFKA_SSL_BROKERS timeout 60 "$BUILD/producer" --timeout 5
 check "a plaintext producer on the SSL port exits 1 (got $rc)" test "$rc" -eq 1
 check "neither refused run published anything" test "$(batches)" -eq 1
 
-printf '%d passed, %d failed\n' "$passes" "$fails"
-((fails == 0))
+check_summary

@@ -14,17 +14,72 @@ CQ_PIDS=()
 
 cq_fail() {
     echo "FAIL: $*" >&2
-    if [[ -n ${CQ_TMP:-} && -d ${CQ_TMP:-} ]]; then
-        for f in "$CQ_TMP"/*.log; do
-            [[ -f $f ]] || continue
-            echo "--- last lines of $(basename "$f")" >&2
-            tail -n 15 "$f" | cut -c1-400 >&2
-        done
-    fi
+    fq_test_log_tails "${CQ_TMP:-}" 15 400
     exit 1
 }
 
 cq_say() { echo "# $*" >&2; }
+
+# fq_test_log_tails DIR LINES WIDTH: the last LINES lines (cut at WIDTH characters) of every
+# DIR/*.log on stderr, to explain a failure. Nothing when DIR is empty or gone.
+fq_test_log_tails() {
+    [[ -n $1 && -d $1 ]] || return 0
+    local f
+    for f in "$1"/*.log; do
+        [[ -f $f ]] || continue
+        echo "--- last lines of $(basename "$f")" >&2
+        tail -n "$2" "$f" | cut -c1-"$3" >&2
+    done
+}
+
+# fq_test_check_env TOOLS VAR...: prints what is missing (the stack's KAFKA_BROKERS and
+# DATABASE_URL, each VAR, each program of the space-separated TOOLS) and returns 1; silent
+# and 0 when nothing is.
+fq_test_check_env() {
+    local tools=$1 v t missing=()
+    shift
+    for v in KAFKA_BROKERS DATABASE_URL "$@"; do
+        [[ -n ${!v:-} ]] || missing+=("$v")
+    done
+    if ((${#missing[@]})); then
+        echo "environment of the local stack missing: ${missing[*]} (run deploy/local/up, then . .stack/env)"
+        return 1
+    fi
+    for t in $tools; do
+        command -v "$t" >/dev/null || {
+            echo "$t not found"
+            return 1
+        }
+    done
+}
+
+# fq_test_teardown ADMIN_URL DB TMP KEEP PID...: kills and reaps every PID, drops database DB
+# (when both ADMIN_URL and DB are set) and removes TMP unless KEEP is 1.
+fq_test_teardown() {
+    local admin=$1 db=$2 tmp=$3 keep=$4 pid
+    shift 4
+    for pid in "$@"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "$@"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n $db && -n $admin ]]; then
+        psql "$admin" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+    if [[ -n $tmp && $keep != 1 ]]; then
+        rm -rf "$tmp"
+    fi
+}
+
+# fq_test_read_json TOPIC ERRFILE: every committed message of TOPIC as one kcat JSON line
+# (headers included), made valid UTF-8 (raw payloads need not be: compare raw bytes with
+# kcat -f '%s' instead). Returns non-zero (kcat's stderr in ERRFILE) when TOPIC cannot be read.
+fq_test_read_json() {
+    kcat -b "$KAFKA_BROKERS" -C -t "$1" -o beginning -e -q -J -X isolation.level=read_committed \
+        2>"$2" |
+        python3 -c 'import sys; sys.stdout.write(sys.stdin.buffer.read().decode("utf-8", "replace"))'
+}
 
 # fq_test_tiny DIR: the one-frame test clip DIR/tiny.mp4, made at test time.
 fq_test_tiny() {
@@ -59,35 +114,15 @@ fq_test_db() {
 }
 
 cq_require_env() {
-    local v missing=()
-    for v in KAFKA_BROKERS DATABASE_URL "$@"; do
-        [[ -n ${!v:-} ]] || missing+=("$v")
-    done
-    if ((${#missing[@]})); then
-        cq_fail "environment of the local stack missing: ${missing[*]} (run deploy/local/up, then . .stack/env)"
-    fi
+    local msg
+    msg=$(fq_test_check_env "" "$@") || cq_fail "$msg"
     [[ -n $CQ_BUILD && -x $CQ_BUILD/consumer ]] ||
         cq_fail "FQ_BUILD_DIR must point at a build with the consumer program (got '${CQ_BUILD}')"
-    local t
-    for t in kcat psql ffmpeg python3; do
-        command -v "$t" >/dev/null || cq_fail "$t not found"
-    done
+    msg=$(fq_test_check_env "kcat psql ffmpeg python3") || cq_fail "$msg"
 }
 
 cq_cleanup() {
-    local pid
-    for pid in "${CQ_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${CQ_PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n ${CQ_DB:-} ]]; then
-        psql "$CQ_ADMIN_URL" -qAtc "DROP DATABASE IF EXISTS $CQ_DB WITH (FORCE)" >/dev/null 2>&1 || true
-    fi
-    if [[ -n ${CQ_TMP:-} && ${CQ_KEEP:-0} != 1 ]]; then
-        rm -rf "$CQ_TMP"
-    fi
+    fq_test_teardown "${CQ_ADMIN_URL:-}" "${CQ_DB:-}" "${CQ_TMP:-}" "${CQ_KEEP:-0}" "${CQ_PIDS[@]}"
 }
 
 # cq_setup NAME: topics, group, database, temp dir, videos, fault server; exports the
@@ -215,11 +250,7 @@ cq_metrics_port() {
 # cq_read TOPIC: every committed message as one kcat JSON line (headers included). A topic that
 # cannot be read fails the test: an empty answer would pass every "nothing there" check.
 cq_read() {
-    # Raw (malformed) payloads need not be UTF-8: lines are made valid text here; compare
-    # raw bytes with kcat -f '%s' instead.
-    kcat -b "$KAFKA_BROKERS" -C -t "$1" -e -q -J -X isolation.level=read_committed \
-        2>"$CQ_TMP/read.err" |
-        python3 -c 'import sys; sys.stdout.write(sys.stdin.buffer.read().decode("utf-8", "replace"))' ||
+    fq_test_read_json "$1" "$CQ_TMP/read.err" ||
         cq_fail "reading topic $1 failed: $(head -c 300 "$CQ_TMP/read.err")"
 }
 
