@@ -29,7 +29,7 @@ static int parse_integer(const char *s, long long *out, char *why, size_t why_si
 int fq_config_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out, char *why,
                           size_t why_size)
 {
-    long long v;
+    long long v = 0; /* set by parse_integer; 0 keeps -O3 from seeing a path without it */
     if (parse_integer(s, &v, why, why_size) < 0)
         return -1;
     if (v < min || v > max)
