@@ -43,9 +43,7 @@ static bool only_these(const fq_worker_t *w, const fq_part_t *p, size_t k)
     size_t n = 0;
     for (size_t i = 0; i < w->nwin; i++)
         n += w->win[i]->partition == p->partition && strcmp(w->win[i]->topic, p->topic) == 0;
-    bool held = w->held && w->held->partition == p->partition &&
-                strcmp(rd_kafka_topic_name(w->held->rkt), p->topic) == 0;
-    return n == k && !held;
+    return n == k && !fq_w_held_in(w, p->topic, p->partition);
 }
 
 static void txn_done(fq_worker_t *w, msg_t **tx, size_t ntx,

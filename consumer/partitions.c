@@ -14,14 +14,9 @@ fq_part_t *fq_w_part(fq_worker_t *w, const char *topic, int32_t partition)
     return fq_parts_find(&w->parts, topic, partition);
 }
 
-static bool same_partition(const rd_kafka_message_t *rkm, const char *topic, int32_t partition)
-{
-    return rkm->partition == partition && strcmp(rd_kafka_topic_name(rkm->rkt), topic) == 0;
-}
-
 bool fq_w_part_busy(const fq_worker_t *w, const char *topic, int32_t partition)
 {
-    if (w->held && same_partition(w->held, topic, partition))
+    if (fq_w_held_in(w, topic, partition))
         return true;
     for (size_t i = 0; i < w->nwin; i++)
         if (w->win[i]->partition == partition && strcmp(w->win[i]->topic, topic) == 0)
@@ -72,13 +67,13 @@ static void wake_fetcher(fq_worker_t *w, const rd_kafka_topic_partition_list_t *
 }
 
 /* Pauses or resumes every assigned partition to match what the loop needs now: all paused while
- * a message is held for want of room (so nothing more is buffered, and the fetch of the held one
+ * HELD_MAX messages are held for want of room (so nothing more is buffered, and the fetch of them
  * overlapped the work), during an outage, at shutdown and while a fatal error is handled;
  * otherwise only partitions holding too many retries that are not due yet, until one is. */
 void fq_w_apply_pause(fq_worker_t *w)
 {
     int64_t now = fq_time_now_ms();
-    bool all = w->held || w->outage || w->stopping || w->fatal;
+    bool all = w->nheld >= HELD_MAX || w->outage || w->stopping || w->fatal;
     rd_kafka_topic_partition_list_t *pause = NULL, *resume = NULL;
     for (size_t i = 0; i < w->parts.n; i++) {
         fq_part_t *p = &w->parts.v[i];
@@ -243,10 +238,7 @@ void fq_w_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         int32_t partition = parts->elems[i].partition;
         size_t before = w->nwin;
         fq_w_abandon(w, topic, partition, 0, true);
-        if (w->held && same_partition(w->held, topic, partition)) {
-            rd_kafka_message_destroy(w->held); /* never started: the new owner reads it */
-            w->held = NULL;
-        }
+        fq_w_drop_held_of(w, topic, partition, 0); /* never started: the new owner reads them */
         if (before)
             FQ_DEBUG(NULL, "partition %s [%d] revoked: its messages in the window abandoned", topic,
                      (int)partition);
@@ -281,5 +273,5 @@ void fq_w_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     FQ_INFO(NULL, "revoked %d partition(s)%s, %zu left", parts->cnt, lost ? " (lost)" : "",
             w->parts.n);
-    fq_w_apply_pause(w); /* the held message may be gone */
+    fq_w_apply_pause(w); /* held messages may be gone */
 }

@@ -6,8 +6,8 @@
  *
  * Room: a message starts while the pool has fewer queued jobs than threads (so a thread that
  * frees up always finds work), fewer than MAX_INFLIGHT_ITEMS items are unfinished and the
- * window's payloads stay under MAX_INFLIGHT_BYTES. One message taken without room is held, and
- * every partition pauses until it starts. */
+ * window's payloads stay under MAX_INFLIGHT_BYTES. Messages taken without room are held (up to
+ * HELD_MAX, then every partition pauses) and start in the order taken as room comes. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,16 +221,17 @@ static void start(fq_worker_t *w, rd_kafka_message_t *rkm)
 
 void fq_w_take(fq_worker_t *w, rd_kafka_message_t *rkm)
 {
-    if (w->held || w->stopping || w->outage || w->fatal) {
+    if (w->nheld >= HELD_MAX || w->stopping || w->outage || w->fatal) {
         /* Fetched before the pause took effect: give it back, it is not ours to run yet. */
         fq_w_rewind(w, rd_kafka_topic_name(rkm->rkt), rkm->partition, rkm->offset);
         rd_kafka_message_destroy(rkm);
         return;
     }
-    if (!fq_w_has_room(w)) {
+    if (w->nheld || !fq_w_has_room(w)) {
         /* Held, not started: its fetch is hidden behind the current work. */
-        w->held = rkm;
-        fq_w_apply_pause(w);
+        w->held[w->nheld++] = rkm;
+        if (w->nheld == HELD_MAX)
+            fq_w_apply_pause(w);
         return;
     }
     start(w, rkm);
@@ -238,12 +239,41 @@ void fq_w_take(fq_worker_t *w, rd_kafka_message_t *rkm)
 
 void fq_w_start_held(fq_worker_t *w)
 {
-    if (!w->held || w->outage || w->stopping || w->fatal || !fq_w_has_room(w))
-        return;
-    rd_kafka_message_t *rkm = w->held;
-    w->held = NULL;
-    start(w, rkm);
-    fq_w_apply_pause(w);
+    bool was_full = w->nheld >= HELD_MAX;
+    bool started = false;
+    while (w->nheld && !w->outage && !w->stopping && !w->fatal && fq_w_has_room(w)) {
+        rd_kafka_message_t *rkm = w->held[0]; /* off the list first: start may rewind */
+        memmove(w->held, w->held + 1, (w->nheld - 1) * sizeof(*w->held));
+        w->nheld--;
+        start(w, rkm);
+        started = true;
+    }
+    if (started && was_full)
+        fq_w_apply_pause(w);
+}
+
+bool fq_w_held_in(const fq_worker_t *w, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < w->nheld; i++)
+        if (w->held[i]->partition == partition &&
+            strcmp(rd_kafka_topic_name(w->held[i]->rkt), topic) == 0)
+            return true;
+    return false;
+}
+
+/* Drops the held messages of the partition from offset from on (they will be read again). */
+void fq_w_drop_held_of(fq_worker_t *w, const char *topic, int32_t partition, int64_t from)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < w->nheld; i++) {
+        rd_kafka_message_t *rkm = w->held[i];
+        if (rkm->partition == partition && rkm->offset >= from &&
+            strcmp(rd_kafka_topic_name(rkm->rkt), topic) == 0)
+            rd_kafka_message_destroy(rkm);
+        else
+            w->held[k++] = rkm;
+    }
+    w->nheld = k;
 }
 
 void fq_w_start_due(fq_worker_t *w)
@@ -344,11 +374,7 @@ void fq_w_abandon(fq_worker_t *w, const char *topic, int32_t partition, int64_t 
         if (cancel)
             atomic_store(&m->cancel, 1);
     }
-    if (w->held && w->held->partition == partition && w->held->offset >= from &&
-        strcmp(rd_kafka_topic_name(w->held->rkt), topic) == 0) {
-        rd_kafka_message_destroy(w->held);
-        w->held = NULL;
-    }
+    fq_w_drop_held_of(w, topic, partition, from);
 }
 
 /* Shutdown: retries not due are left for whoever reads the partition next (their offsets stay
@@ -362,13 +388,14 @@ void fq_w_drop_waiting(fq_worker_t *w)
 
 void fq_w_drop_held(fq_worker_t *w, bool rewind)
 {
-    rd_kafka_message_t *rkm = w->held;
-    if (!rkm)
-        return;
-    w->held = NULL;
-    if (rewind)
-        fq_w_rewind(w, rd_kafka_topic_name(rkm->rkt), rkm->partition, rkm->offset);
-    rd_kafka_message_destroy(rkm);
+    /* In the order taken: the first rewind of a partition is its lowest offset. */
+    for (size_t i = 0; i < w->nheld; i++) {
+        rd_kafka_message_t *rkm = w->held[i];
+        if (rewind)
+            fq_w_rewind(w, rd_kafka_topic_name(rkm->rkt), rkm->partition, rkm->offset);
+        rd_kafka_message_destroy(rkm);
+    }
+    w->nheld = 0;
 }
 
 void fq_w_cancel_running(fq_worker_t *w)
@@ -386,8 +413,5 @@ void fq_w_window_clear(fq_worker_t *w)
     w->win = NULL;
     w->nwin = w->capwin = 0;
     w->win_bytes = 0;
-    if (w->held) {
-        rd_kafka_message_destroy(w->held);
-        w->held = NULL;
-    }
+    fq_w_drop_held(w, false);
 }

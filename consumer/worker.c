@@ -374,7 +374,7 @@ static void handle_event(fq_worker_t *w, rd_kafka_message_t *rkm)
 /* Nothing of this worker is running, held, waiting or owed to the group. */
 static bool idle(const fq_worker_t *w)
 {
-    if (w->nwin || w->held || w->outage)
+    if (w->nwin || w->nheld || w->outage)
         return false;
     for (size_t i = 0; i < w->parts.n; i++) {
         const fq_part_t *p = &w->parts.v[i];
@@ -534,7 +534,7 @@ int fq_worker_run(fq_worker_t *w)
         fq_w_apply_pause(w); /* resumes partitions whose waiting retries became due */
 
         bool running = fq_w_running(w) > 0;
-        int timeout = turn_timeout(w, fq_w_has_room(w) && !w->held, running);
+        int timeout = turn_timeout(w, fq_w_has_room(w) && !w->nheld, running);
         /* Serve the group (heartbeats, rebalances, new messages) while the pool works. */
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(w->rk, running ? 0 : timeout);
         if (rkm)

@@ -50,6 +50,7 @@
 /* Retry messages not due yet are held in the window; a partition holding this many pauses until
  * the earliest of them is due (so a long backoff cannot fill memory). */
 #define WAITING_MAX_PER_PARTITION 64
+#define HELD_MAX                  8
 
 /* One decision unit of a message: a batch entry, a retry item or the raw message. */
 typedef struct entry {
@@ -126,9 +127,13 @@ struct fq_worker {
     /* The window: messages taken and not yet freed, in the order they were taken. */
     msg_t **win;
     size_t nwin, capwin;
-    size_t items_unfinished;  /* jobs submitted and not finished (abandoned ones too) */
-    size_t win_bytes;         /* payload bytes of the window's messages */
-    rd_kafka_message_t *held; /* taken while the window was full; started when it has room */
+    size_t items_unfinished; /* jobs submitted and not finished (abandoned ones too) */
+    size_t win_bytes;        /* payload bytes of the window's messages */
+    /* Taken while the window had no room, in the order taken; started as room comes. Every
+     * partition pauses only when HELD_MAX wait: pausing and resuming for each message would
+     * make librdkafka fetch again each time (a per-message stall on short items). */
+    rd_kafka_message_t *held[HELD_MAX];
+    size_t nheld;
 
     bool outage;
     outage_kind_t outage_kind;
@@ -192,6 +197,8 @@ void fq_w_take(fq_worker_t *w, rd_kafka_message_t *rkm);
 bool fq_w_has_room(fq_worker_t *w);
 void fq_w_job_started(void *ctx, const fq_pool_job_t *job);
 void fq_w_start_held(fq_worker_t *w);
+bool fq_w_held_in(const fq_worker_t *w, const char *topic, int32_t partition);
+void fq_w_drop_held_of(fq_worker_t *w, const char *topic, int32_t partition, int64_t from);
 void fq_w_start_due(fq_worker_t *w);
 int64_t fq_w_next_due(const fq_worker_t *w); /* epoch ms of the earliest waiting retry; 0 none */
 void fq_w_reap(fq_worker_t *w);
