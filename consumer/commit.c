@@ -87,6 +87,9 @@ void fq_w_commit_settled(fq_worker_t *w, bool transactions)
         settle_clean(w, p);
         if (!transactions || !p->ninflight)
             continue;
+        const msg_t *head = fq_w_find(w, p->topic, p->partition, p->inflight[0]);
+        if (!head || head->state != MSG_DECIDED)
+            continue; /* nothing to publish yet: no allocation on the loop's every turn */
         if (!tx) {
             tx = calloc(w->nwin ? w->nwin : 1, sizeof(*tx));
             if (!tx)

@@ -338,7 +338,7 @@ void fq_w_reap(fq_worker_t *w)
         if (m->abandoned)
             continue; /* swept */
         if (fq_w_decide(w, m) != FIN_OK) {
-            /* decide entered the outage; the whole message runs again when it is over */
+            /* an outage (decide entered it) or a cancel: the message is read again */
             fq_w_rewind(w, m->topic, m->partition, m->offset);
         }
     }
