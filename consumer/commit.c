@@ -4,6 +4,7 @@
  * at once and their offset goes out with the next asynchronous commit. A prefix with retry or DLQ
  * messages to publish is committed in one transaction with them (all such partitions together), so
  * a crash can never publish them without the offset that covers them, nor the reverse. */
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,26 +47,32 @@ static bool only_these(const fq_worker_t *w, const fq_part_t *p, size_t k)
     return n == k && !fq_w_held_in(w, p->topic, p->partition);
 }
 
-static void txn_done(fq_worker_t *w, msg_t **tx, size_t ntx,
-                     const rd_kafka_topic_partition_list_t *offsets, fin_rc_t rc)
+/* The transaction on its way ended with rc: its prefixes settle (FIN_OK) or are read again.
+ * A message whose partition was revoked meanwhile is its new owner's business either way (the
+ * new owner's offset fetch waits for the transaction's outcome), so only the outcome is
+ * reported for it. */
+void fq_w_txn_end(fq_worker_t *w, fin_rc_t rc)
 {
-    for (int i = 0; i < offsets->cnt; i++) {
+    msg_t **tx = w->txn_msgs;
+    size_t ntx = w->ntxn;
+    const rd_kafka_topic_partition_list_t *offsets = w->txn_offsets;
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
+        msg_t *lowest = NULL; /* lowest first in tx for each partition */
+        for (size_t j = 0; j < ntx && !lowest; j++)
+            if (tx[j]->partition == tp->partition && strcmp(tx[j]->topic, tp->topic) == 0)
+                lowest = tx[j];
         fq_part_t *p = fq_w_part(w, tp->topic, tp->partition);
-        if (rc == FIN_OK) {
-            for (size_t j = 0; j < ntx; j++)
-                if (p && tx[j]->partition == tp->partition && strcmp(tx[j]->topic, tp->topic) == 0)
-                    fq_part_settle(p, tx[j]->offset);
-            if (p)
-                fq_part_committed(p, tp->offset, true, fq_time_mono_ms());
+        if (!lowest || lowest->abandoned || !p)
+            continue;
+        if (rc != FIN_OK) {
+            fq_w_rewind(w, tp->topic, tp->partition, lowest->offset);
             continue;
         }
-        /* Not committed: the prefix is read again (lowest first in tx for each partition). */
         for (size_t j = 0; j < ntx; j++)
-            if (tx[j]->partition == tp->partition && strcmp(tx[j]->topic, tp->topic) == 0) {
-                fq_w_rewind(w, tp->topic, tp->partition, tx[j]->offset);
-                break;
-            }
+            if (tx[j]->partition == tp->partition && strcmp(tx[j]->topic, tp->topic) == 0)
+                fq_part_settle(p, tx[j]->offset);
+        fq_part_committed(p, tp->offset, true, fq_time_mono_ms());
     }
     if (rc == FIN_OK) {
         for (size_t j = 0; j < ntx; j++) {
@@ -75,17 +82,58 @@ static void txn_done(fq_worker_t *w, msg_t **tx, size_t ntx,
     } else if (rc == FIN_OUTAGE) {
         fq_w_enter_outage(w, OUTAGE_PROBED, "kafka: publishing or committing failed");
     }
+    FQ_DEBUG(NULL, "transaction of %zu message(s) over %d partition(s): %s, %" PRId64 " ms", ntx,
+             offsets ? offsets->cnt : 0, rc == FIN_OK ? "committed" : "not committed",
+             fq_time_mono_ms() - w->txn_since);
+    fq_w_txn_forget(w);
+}
+
+void fq_w_txn_forget(fq_worker_t *w)
+{
+    for (size_t j = 0; j < w->ntxn; j++)
+        w->txn_msgs[j]->in_txn = false;
+    free(w->txn_msgs);
+    w->txn_msgs = NULL;
+    w->ntxn = 0;
+    if (w->txn_offsets)
+        rd_kafka_topic_partition_list_destroy(w->txn_offsets);
+    w->txn_offsets = NULL;
+    w->txn_slow = false;
+}
+
+/* The commit on its way: one more slice. One that outlives COMMIT_WAIT_MS is an outage (the
+ * worker pauses and turns not-ready) while the commit goes on. */
+static void txn_resume(fq_worker_t *w)
+{
+    fin_rc_t rc = fq_w_txn_resume(w);
+    if (rc != FIN_PENDING) {
+        fq_w_txn_end(w, rc);
+        return;
+    }
+    if (!w->txn_slow && fq_time_mono_ms() - w->txn_since > COMMIT_WAIT_MS) {
+        w->txn_slow = true;
+        FQ_WARN(NULL,
+                "commit transaction: no answer within %d ms: pausing; the commit goes on in "
+                "the background",
+                COMMIT_WAIT_MS);
+        fq_w_enter_outage(w, OUTAGE_PROBED, "kafka: a transaction's commit is not answered");
+    }
 }
 
 void fq_w_commit_settled(fq_worker_t *w, bool transactions)
 {
+    if (transactions && w->ntxn) {
+        txn_resume(w); /* one transaction at a time: the next waits for this one */
+        if (w->ntxn)
+            transactions = false;
+    }
     msg_t **tx = NULL;
     size_t ntx = 0;
     rd_kafka_topic_partition_list_t *offsets = NULL;
     for (size_t i = 0; i < w->parts.n; i++) {
         fq_part_t *p = &w->parts.v[i];
         settle_clean(w, p);
-        if (!transactions || !p->ninflight)
+        if (!transactions || w->ntxn || !p->ninflight)
             continue;
         const msg_t *head = fq_w_find(w, p->topic, p->partition, p->inflight[0]);
         if (!head || head->state != MSG_DECIDED)
@@ -105,12 +153,16 @@ void fq_w_commit_settled(fq_worker_t *w, bool transactions)
         rd_kafka_topic_partition_list_add(offsets, p->topic, p->partition)->offset = target;
     }
     if (ntx) {
-        int64_t t0 = fq_time_mono_ms();
+        w->txn_msgs = tx;
+        w->ntxn = ntx;
+        w->txn_offsets = offsets;
+        w->txn_since = fq_time_mono_ms();
+        for (size_t j = 0; j < ntx; j++)
+            tx[j]->in_txn = true;
         fin_rc_t rc = fq_w_txn_commit(w, tx, ntx, offsets);
-        FQ_DEBUG(NULL, "transaction of %zu message(s) over %d partition(s): %s, %d ms", ntx,
-                 offsets->cnt, rc == FIN_OK ? "committed" : "not committed",
-                 (int)(fq_time_mono_ms() - t0));
-        txn_done(w, tx, ntx, offsets, rc);
+        if (rc != FIN_PENDING)
+            fq_w_txn_end(w, rc);
+        return; /* tx and offsets are the transaction's now */
     }
     if (offsets)
         rd_kafka_topic_partition_list_destroy(offsets);

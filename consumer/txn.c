@@ -32,8 +32,8 @@ rd_kafka_t *fq_w_new_producer(fq_worker_t *w, char *errstr, size_t errstr_size)
 }
 
 /* What the worker does after a transactional call failed (fq_kafka_txn_failed has logged it,
- * and aborted an abortable transaction once). A retriable failure outside the commit's own retry
- * loop is handled as an outage: the abort stays owed until the cluster answers. */
+ * and aborted an abortable transaction once). A retriable failure other than a commit on its way
+ * (fq_w_txn_resume) is handled as an outage: the abort stays owed until the cluster answers. */
 static fin_rc_t txn_rc(fq_worker_t *w, fq_kafka_txn_t klass)
 {
     switch (klass) {
@@ -57,12 +57,12 @@ static fin_rc_t txn_rc(fq_worker_t *w, fq_kafka_txn_t klass)
 /* Aborts the open transaction; a failed abort is owed until it succeeds. */
 static fin_rc_t txn_abort(fq_worker_t *w)
 {
-    return txn_rc(w, fq_kafka_txn_abort(w->rkp, TXN_TIMEOUT_MS));
+    return txn_rc(w, fq_kafka_txn_abort(w->rkp, COMMIT_WAIT_MS));
 }
 
 static fin_rc_t txn_failed(fq_worker_t *w, const char *what, rd_kafka_error_t *error)
 {
-    return txn_rc(w, fq_kafka_txn_failed(w->rkp, what, error, TXN_TIMEOUT_MS));
+    return txn_rc(w, fq_kafka_txn_failed(w->rkp, what, error, COMMIT_WAIT_MS));
 }
 
 /* Publishes one routed entry of m (inside the open transaction). */
@@ -192,21 +192,27 @@ fin_rc_t fq_w_txn_commit(fq_worker_t *w, msg_t **msgs, size_t n,
         }
     }
     rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(w->rk);
-    error = rd_kafka_send_offsets_to_transaction(w->rkp, offsets, cgmd, TXN_TIMEOUT_MS);
+    error = rd_kafka_send_offsets_to_transaction(w->rkp, offsets, cgmd, COMMIT_WAIT_MS);
     rd_kafka_consumer_group_metadata_destroy(cgmd);
     if (error)
         return txn_failed(w, "send offsets to transaction", error);
-    for (int tries = 0;; tries++) {
-        error = rd_kafka_commit_transaction(w->rkp, TXN_TIMEOUT_MS);
-        if (!error)
-            return FIN_OK;
-        if (fq_kafka_txn_class(error) == FQ_KAFKA_TXN_RETRY && tries < 3) {
-            FQ_WARN(NULL, "commit transaction: %s: retrying", rd_kafka_error_string(error));
-            rd_kafka_error_destroy(error);
-            continue;
-        }
-        return txn_failed(w, "commit transaction", error);
+    return fq_w_txn_resume(w);
+}
+
+/* One slice of the commit: librdkafka's commit is resumable, so a commit that takes longer (the
+ * cluster away, a coordinator moving) goes on in the background while the loop serves the group;
+ * the next turn calls again. It ends by itself: messages time out after transaction.timeout.ms,
+ * which makes the transaction abortable (FIN_REPLAY). */
+fin_rc_t fq_w_txn_resume(fq_worker_t *w)
+{
+    rd_kafka_error_t *error = rd_kafka_commit_transaction(w->rkp, TXN_SLICE_MS);
+    if (!error)
+        return FIN_OK;
+    if (fq_kafka_txn_class(error) == FQ_KAFKA_TXN_RETRY) {
+        rd_kafka_error_destroy(error);
+        return FIN_PENDING;
     }
+    return txn_failed(w, "commit transaction", error);
 }
 
 int fq_w_init_transactions(fq_worker_t *w)
@@ -214,23 +220,28 @@ int fq_w_init_transactions(fq_worker_t *w)
     int64_t backoff = OUTAGE_MIN_MS;
     bool logged = false;
     while (!*w->opts.stop) {
-        rd_kafka_error_t *error = rd_kafka_init_transactions(w->rkp, TXN_TIMEOUT_MS);
+        /* Resumable: a slice at a time, so SIGTERM is seen within one. */
+        rd_kafka_error_t *error = rd_kafka_init_transactions(w->rkp, TXN_INIT_SLICE_MS);
         if (!error) {
             w->txn_ready = true;
             if (logged)
                 FQ_INFO(NULL, "Kafka transactions ready");
             return 0;
         }
-        if (fq_kafka_txn_class(error) == FQ_KAFKA_TXN_FATAL) {
+        fq_kafka_txn_t klass = fq_kafka_txn_class(error);
+        if (klass == FQ_KAFKA_TXN_FATAL) {
             FQ_ERROR(NULL, "init transactions: fatal: %s", rd_kafka_error_string(error));
             rd_kafka_error_destroy(error);
             return -1;
         }
+        bool timed_out = rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__TIMED_OUT;
         if (!logged)
             FQ_WARN(NULL, "init transactions: %s: retrying", rd_kafka_error_string(error));
         logged = true;
         fq_w_set_ready(w, false, "kafka: transactions not initialised");
         rd_kafka_error_destroy(error);
+        if (timed_out)
+            continue; /* still on its way: resume it */
         for (int64_t t = 0; t < backoff && !*w->opts.stop; t += 100)
             usleep(100 * 1000);
         backoff = backoff * 2 > OUTAGE_MAX_MS ? OUTAGE_MAX_MS : backoff * 2;

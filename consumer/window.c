@@ -352,7 +352,7 @@ void fq_w_sweep(fq_worker_t *w)
     size_t k = 0;
     for (size_t i = 0; i < w->nwin; i++) {
         msg_t *m = w->win[i];
-        bool gone = m->settled || (m->abandoned && m->state != MSG_RUNNING);
+        bool gone = !m->in_txn && (m->settled || (m->abandoned && m->state != MSG_RUNNING));
         if (!gone) {
             w->win[k++] = m;
             continue;

@@ -148,7 +148,7 @@ static fq_error_t *probe_dependencies(void *opaque)
             rd_kafka_metadata_destroy(md);
     }
     /* Not ready at once, even while the loop waits in a Kafka call that the same outage
-     * holds up (up to TXN_TIMEOUT_MS); the loop pauses on its next turn and says when the
+     * holds up (up to COMMIT_WAIT_MS); the loop pauses on its next turn and says when the
      * outage is over. */
     if (err)
         fq_w_set_ready(w, false, fq_error_message(err));
@@ -222,21 +222,22 @@ void fq_worker_destroy(fq_worker_t *w)
     fq_w_cancel_running(w);
     fq_pool_destroy(w->pool); /* drains the queue (cancelled jobs end at once), joins */
     w->pool = NULL;
+    fq_w_txn_forget(w); /* a commit still on its way is the coordinator's to finish */
     fq_w_drop_held(w, false);
-    if (w->rk) {
-        /* Closing runs the rebalance callback, which settles and commits from the window;
-         * then every message goes before the consumer: librdkafka's destroy waits for every
-         * message the application still holds (measured: a worker hung in rd_kafka_destroy
-         * with messages of its window alive). */
+    /* Closing runs the rebalance callback, which settles and commits from the window; then
+     * every message goes before the consumer: librdkafka's destroy waits for every message the
+     * application still holds (measured: a worker hung in rd_kafka_destroy with messages of its
+     * window alive). */
+    if (w->rk)
         rd_kafka_consumer_close(w->rk);
-        fq_w_window_clear(w);
+    fq_w_window_clear(w);
+    if (w->rk) {
         if (w->commitq) {
             rd_kafka_queue_poll_callback(w->commitq, 0);
             rd_kafka_queue_destroy(w->commitq);
         }
         rd_kafka_destroy(w->rk);
     }
-    fq_w_window_clear(w);
     if (w->rkp) {
         for (int i = 0; i < 2; i++)
             if (w->rkt[i])
@@ -473,6 +474,8 @@ static void begin_stop(fq_worker_t *w, int64_t mono)
 static int turn_timeout(fq_worker_t *w, bool room, bool running)
 {
     int timeout = room && running ? POLL_ROOM_MS : POLL_MS;
+    if (w->ntxn)
+        return 1; /* the commit on its way is resumed each turn (it waits up to TXN_SLICE_MS) */
     int64_t now = fq_time_now_ms();
     int64_t due = fq_w_next_due(w);
     if (due && due - now < timeout)
@@ -509,6 +512,8 @@ int fq_worker_run(fq_worker_t *w)
          * them), then renew the producer or stop. */
         if (atomic_load(&w->pevents.fatal) || atomic_load(&w->cevents.fatal))
             w->fatal = true; /* reported by librdkafka's error callback */
+        if (w->fatal && w->ntxn)
+            fq_w_txn_end(w, FIN_FATAL); /* its producer is gone: read the prefixes again */
         if (w->fatal && !fq_w_running(w) && !fq_w_renew_producer(w))
             break;
         int64_t mono = fq_time_mono_ms();
@@ -521,8 +526,13 @@ int fq_worker_run(fq_worker_t *w)
 
         if (*w->opts.stop && !w->stopping)
             begin_stop(w, mono);
-        if (w->stopping && !fq_w_running(w))
+        /* A commit on its way is waited for within the grace; after it, it is left to the
+         * coordinator (it commits or aborts it; the next reader sees which). */
+        if (w->stopping && !fq_w_running(w) && (!w->ntxn || !w->stop_deadline)) {
+            if (w->ntxn)
+                FQ_WARN(NULL, "shutdown grace over: a transaction's commit is still on its way");
             break;
+        }
         if (w->stopping && mono >= w->stop_deadline && w->stop_deadline) {
             FQ_WARN(NULL, "shutdown grace over: cancelling %zu item(s)", fq_pool_pending(w->pool));
             fq_w_cancel_running(w);

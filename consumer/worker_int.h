@@ -42,11 +42,16 @@
 #define OUTAGE_MIN_MS 1000
 #define OUTAGE_MAX_MS 30000
 
-#define POLL_MS        100 /* longest wait of one loop turn */
-#define POLL_ROOM_MS   10  /* ... while the window has room for another message */
-#define TXN_TIMEOUT_MS 30000
-#define COMMIT_WAIT_MS 10000 /* a commit not answered by then is a Kafka outage */
-#define RESEEK_MS      1000  /* a rewind that has not landed by then is issued again */
+#define POLL_MS      100 /* longest wait of one loop turn */
+#define POLL_ROOM_MS 10  /* ... while the window has room for another message */
+
+/* The transaction's commit and init_transactions are resumable: called a slice at a time (the
+ * commit once per turn of the loop), so the loop never waits on Kafka for long. Sending the
+ * offsets and aborting wait up to COMMIT_WAIT_MS. */
+#define TXN_SLICE_MS      100
+#define TXN_INIT_SLICE_MS 1000
+#define COMMIT_WAIT_MS    10000 /* a commit not answered by then is a Kafka outage */
+#define RESEEK_MS         1000  /* a rewind that has not landed by then is issued again */
 /* Retry messages not due yet are held in the window; a partition holding this many pauses until
  * the earliest of them is due (so a long backoff cannot fill memory). */
 #define WAITING_MAX_PER_PARTITION 64
@@ -78,6 +83,7 @@ typedef struct msg {
     msg_state_t state;
     bool abandoned; /* it will be read again (revoked or rewound): never committed or reported */
     bool settled;   /* durable and committed (or owed to the group): may be freed */
+    bool in_txn;    /* in the transaction being committed: kept until its commit ends */
     int64_t not_before; /* retry: epoch ms */
     fq_batch_t *batch;
     fq_item_t item;
@@ -97,6 +103,7 @@ typedef enum fin_rc {
     FIN_REPLAY, /* rewound: the message will be consumed again */
     FIN_OUTAGE,
     FIN_FATAL,
+    FIN_PENDING, /* the transaction's commit is on its way: resumed on the next turn */
 } fin_rc_t;
 
 typedef enum outage_kind {
@@ -122,6 +129,13 @@ struct fq_worker {
     char txn_id[300];
     bool txn_ready;
     bool txn_dirty; /* an abort is still owed */
+    /* The transaction whose commit is on its way (ntxn > 0): the loop resumes it each turn
+     * rather than block on it, so heartbeats, rebalances and SIGTERM are served meanwhile. */
+    msg_t **txn_msgs;
+    size_t ntxn;
+    rd_kafka_topic_partition_list_t *txn_offsets;
+    int64_t txn_since; /* monotonic ms of its first commit call */
+    bool txn_slow;     /* it outlived COMMIT_WAIT_MS: logged, outage entered */
 
     fq_parts_t parts;
     /* The window: messages taken and not yet freed, in the order they were taken. */
@@ -217,14 +231,22 @@ void fq_w_report(fq_worker_t *w, const msg_t *m);
 void fq_w_log_ctx(const msg_t *m, const entry_t *e, fq_log_ctx_t *ctx, char *key, size_t key_size);
 
 /* commit.c */
+/** Settles clean prefixes; with transactions, resumes the commit on its way or begins one for
+ * the routed prefixes (the rebalance callback passes false: no transaction inside it). */
 void fq_w_commit_settled(fq_worker_t *w, bool transactions);
+/** The transaction on its way ended with rc: settle its prefixes or read them again. */
+void fq_w_txn_end(fq_worker_t *w, fin_rc_t rc);
+/** Forgets the transaction on its way without an outcome (shutdown). */
+void fq_w_txn_forget(fq_worker_t *w);
 
 /* txn.c */
 rd_kafka_t *fq_w_new_producer(fq_worker_t *w, char *errstr, size_t errstr_size);
 int fq_w_init_transactions(fq_worker_t *w);
 void fq_w_warm_up_producer(fq_worker_t *w);
 bool fq_w_renew_producer(fq_worker_t *w);
+/** Begins, publishes and starts committing; FIN_PENDING: resume with fq_w_txn_resume. */
 fin_rc_t fq_w_txn_commit(fq_worker_t *w, msg_t **msgs, size_t n,
                          const rd_kafka_topic_partition_list_t *offsets);
+fin_rc_t fq_w_txn_resume(fq_worker_t *w);
 
 #endif

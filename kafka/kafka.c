@@ -46,7 +46,13 @@ fq_log_level_t fq_kafka_log_level(int syslog_level)
 /* librdkafka's own log lines become JSON log lines like every other diagnostic. */
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    fq_log(fq_kafka_log_level(level), NULL, "librdkafka %s %s: %s", rd_kafka_name(rk), fac, buf);
+    fq_log_level_t lvl = fq_kafka_log_level(level);
+    /* KAFKA_CONFIG_* reaches every client of a program by design (one setting for the
+     * consumer and the producer beside it): a property of the other kind is no warning. */
+    if (strcmp(fac, "CONFWARN") == 0 && (strstr(buf, "will be ignored by this producer") ||
+                                         strstr(buf, "will be ignored by this consumer")))
+        lvl = FQ_LOG_DEBUG;
+    fq_log(lvl, NULL, "librdkafka %s %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
 /* A fatal error marks the client's events (renew or exit); others are logged and kept as the

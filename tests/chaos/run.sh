@@ -186,8 +186,24 @@ start_worker() {
     W_PID[i]=$!
     ALL_PIDS+=("$!")
 }
+# hung_worker SLOT: a worker that outlived its SIGTERM by 40 s. Its threads' stacks go to
+# $SDIR/wSLOT.stacks (gdb, when installed) before the SIGKILL; prints where its main thread was,
+# innermost frame first, for the failure line.
+hung_worker() {
+    local i=$1 where=""
+    if command -v gdb >/dev/null; then
+        gdb -p "${W_PID[i]}" -batch -ex 'thread apply all bt' >"$SDIR/w$i.stacks" 2>&1 || :
+        # Thread 1 is the loop: its frames, our and librdkafka's functions only.
+        where=$(awk '/^Thread 1 /{on=1; next} /^Thread /{on=0} on && / in [a-z_]+ \(/ {
+            for (f = 1; f <= NF; f++) if ($f == "in") { print $(f + 1); break } }' \
+            "$SDIR/w$i.stacks" | grep -E '^(fq_|rd_kafka_|main$|run_)' | head -6 | paste -sd '<' -)
+    fi
+    kill -KILL "${W_PID[i]}" 2>/dev/null || :
+    echo "main thread in ${where:-?} (stacks: w$i.stacks; last log line: $(tail -n 1 "$SDIR/w$i.log" | cut -c1-200))"
+}
+
 stop_workers() { # SIGTERM all, wait for each (SIGKILL after 40 s); non-zero exits to bad_exits
-    local i n rc
+    local i n rc hung
     for i in "${!W_PID[@]}"; do
         # A worker already gone is no error here: wait below reports how it ended.
         [[ -z ${W_PID[i]:-} ]] || kill -TERM "${W_PID[i]}" 2>/dev/null || :
@@ -198,10 +214,11 @@ stop_workers() { # SIGTERM all, wait for each (SIGKILL after 40 s); non-zero exi
             kill -0 "${W_PID[i]}" 2>/dev/null || break
             sleep 0.1
         done
-        kill -KILL "${W_PID[i]}" 2>/dev/null || true
+        hung=""
+        ((n < 400)) || hung=$(hung_worker "$i")
         rc=0
         wait "${W_PID[i]}" 2>/dev/null || rc=$?
-        ((rc == 0)) || echo "w$i exited $rc on the final SIGTERM" >>"${SDIR:-$CH_TMP}/bad_exits"
+        ((rc == 0)) || echo "w$i exited $rc on the final SIGTERM${hung:+: $hung}" >>"${SDIR:-$CH_TMP}/bad_exits"
         W_PID[i]=
     done
 }
@@ -317,8 +334,7 @@ stop_worker() {
         sleep 0.1
     done
     if ((n == 400)); then
-        kill -KILL "${W_PID[i]}" 2>/dev/null || :
-        echo "w$i still running 40 s after SIGTERM ($2)" >>"$SDIR/bad_exits"
+        echo "w$i still running 40 s after SIGTERM ($2): $(hung_worker "$i")" >>"$SDIR/bad_exits"
     fi
     wait "${W_PID[i]}" 2>/dev/null || rc=$?
     ((rc == 0)) || echo "w$i exited $rc on SIGTERM ($2)" >>"$SDIR/bad_exits"

@@ -558,6 +558,42 @@ static void test_txn_offset_commit_error_replays(void **state)
     txn_error_replays(API_TXN_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION, 1);
 }
 
+/* A transaction whose commit the coordinator holds up (EndTxn answered after END_TXN_DELAY_MS,
+ * longer than WAIT_MS) does not hold the worker: a message of another partition runs and is
+ * committed meanwhile, and SIGTERM ends the worker within its grace, the commit left to the
+ * coordinator (a worker blocked in the commit once outlived the chaos suite's 40 s SIGTERM
+ * wait and stalled its group's rebalance). */
+#define END_TXN_DELAY_MS (2 * WAIT_MS)
+
+static bool perm_recorded(void)
+{
+    return stat_get("perm-s", 3) == 1;
+}
+
+static bool other_partition_ok(void)
+{
+    return stat_get("ok-s2", 1) == 1;
+}
+
+static void test_slow_commit_does_not_hold_the_loop(void **state)
+{
+    cluster_up(2);
+    for (int32_t b = 1; b <= 3; b++) /* whichever broker coordinates the transaction */
+        rd_kafka_mock_broker_push_request_error_rtts(H.mc, b, API_END_TXN, 1,
+                                                     RD_KAFKA_RESP_ERR_NO_ERROR, END_TXN_DELAY_MS);
+    const char *b0[] = {"perm-s"};
+    produce_batch(0, b0, 1);
+    wthread_t a;
+    worker_start(&a, "slowtxn", false);
+    assert_true(wait_for(perm_recorded)); /* decided: its transaction is on its way */
+    const char *b1[] = {"ok-s2"};
+    produce_batch(1, b1, 1);
+    assert_true(wait_for(other_partition_ok));
+    assert_int_equal(worker_join(&a, true), 0);
+    assert_int_equal(stat_get("perm-s", 0), 1);
+    cluster_down();
+}
+
 /* A producer fenced at EndTxn (what a Kafka 4 coordinator does after aborting a transaction
  * that outlived transaction.timeout.ms during an outage) is replaced by a new one under the same
  * transactional.id: the worker does not exit, replays the message and goes on. */
@@ -647,6 +683,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_due_retry_not_held_behind_a_waiting_one),
         cmocka_unit_test(test_end_txn_error_replays),
         cmocka_unit_test(test_txn_offset_commit_error_replays),
+        cmocka_unit_test(test_slow_commit_does_not_hold_the_loop),
         cmocka_unit_test(test_fenced_producer_is_renewed),
         cmocka_unit_test(test_coordinator_goes_away),
         cmocka_unit_test(test_probe_pauses_and_resumes_an_idle_worker),
