@@ -138,6 +138,9 @@ void fq_w_commit_settled(fq_worker_t *w, bool transactions)
         const msg_t *head = fq_w_find(w, p->topic, p->partition, p->inflight[0]);
         if (!head || head->state != MSG_DECIDED)
             continue; /* nothing to publish yet: no allocation on the loop's every turn */
+        if (p->pending)
+            continue; /* its asynchronous commits are answered first: the coordinator keeps
+                         whichever commit it appends last (a later turn, never a wait here) */
         if (!tx) {
             tx = calloc(w->nwin ? w->nwin : 1, sizeof(*tx));
             if (!tx)

@@ -176,21 +176,6 @@ void fq_w_reseek_lost(fq_worker_t *w)
     }
 }
 
-/* Waits until the partition's asynchronous commits are answered, so a transactional offset
- * commit that follows is appended after them (the coordinator keeps the later one). */
-bool fq_w_commits_settled(fq_worker_t *w, const char *topic, int32_t partition)
-{
-    int64_t until = fq_time_mono_ms() + COMMIT_WAIT_MS;
-    for (;;) {
-        const fq_part_t *p = fq_w_part(w, topic, partition);
-        if (!p || !p->pending)
-            return true;
-        if (fq_time_mono_ms() >= until)
-            return false;
-        rd_kafka_queue_poll_callback(w->commitq, 50);
-    }
-}
-
 static void assign(fq_worker_t *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
                    bool cooperative)
 {
@@ -218,7 +203,11 @@ void fq_w_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                        rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     fq_worker_t *w = ((fq_kafka_events_t *)opaque)->user;
-    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    /* NULL once the group is shutting down (the revoke of a close): the last one known. */
+    const char *protocol = rd_kafka_rebalance_protocol(rk);
+    if (protocol)
+        w->cooperative = strcmp(protocol, "COOPERATIVE") == 0;
+    bool cooperative = w->cooperative;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         assign(w, rk, parts, cooperative);
         return;

@@ -170,13 +170,6 @@ fin_rc_t fq_w_txn_commit(fq_worker_t *w, msg_t **msgs, size_t n,
                          const rd_kafka_topic_partition_list_t *offsets)
 {
     rd_kafka_error_t *error;
-    for (int i = 0; i < offsets->cnt; i++) {
-        if (fq_w_commits_settled(w, offsets->elems[i].topic, offsets->elems[i].partition))
-            continue;
-        FQ_WARN(NULL, "commit %s [%d]: no answer from the group coordinator within %d ms",
-                offsets->elems[i].topic, (int)offsets->elems[i].partition, COMMIT_WAIT_MS);
-        return FIN_OUTAGE;
-    }
     if (w->txn_dirty) {
         fin_rc_t rc = txn_abort(w);
         if (rc != FIN_OK)

@@ -138,6 +138,7 @@ struct fq_worker {
     bool txn_slow;     /* it outlived COMMIT_WAIT_MS: logged, outage entered */
 
     fq_parts_t parts;
+    bool cooperative; /* the group's rebalance protocol, as last reported */
     /* The window: messages taken and not yet freed, in the order they were taken. */
     msg_t **win;
     size_t nwin, capwin;
@@ -202,7 +203,6 @@ void fq_w_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                     rd_kafka_topic_partition_list_t *offsets, void *opaque);
 void fq_w_commit_owed(fq_worker_t *w);
 void fq_w_reseek_lost(fq_worker_t *w);
-bool fq_w_commits_settled(fq_worker_t *w, const char *topic, int32_t partition);
 /** The partition has a message in the window (abandoned ones too) or held. */
 bool fq_w_part_busy(const fq_worker_t *w, const char *topic, int32_t partition);
 
