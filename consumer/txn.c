@@ -299,6 +299,8 @@ bool fq_w_renew_producer(fq_worker_t *w)
     w->renewals++;
     FQ_WARN(NULL, "transactional producer failed fatally (%s: %s): starting a new one",
             rd_kafka_err2name(e), why);
+    if (w->ntxn)
+        fq_w_txn_end(w, FIN_FATAL); /* it goes with its producer: the prefixes are read again */
     for (int i = 0; i < 2; i++) {
         if (w->rkt[i])
             rd_kafka_topic_destroy(w->rkt[i]);

@@ -473,9 +473,9 @@ static void begin_stop(fq_worker_t *w, int64_t mono)
  * past a waiting retry's due time. */
 static int turn_timeout(fq_worker_t *w, bool room, bool running)
 {
-    int timeout = room && running ? POLL_ROOM_MS : POLL_MS;
     if (w->ntxn)
         return 1; /* the commit on its way is resumed each turn (it waits up to TXN_SLICE_MS) */
+    int timeout = room && running ? POLL_ROOM_MS : POLL_MS;
     int64_t now = fq_time_now_ms();
     int64_t due = fq_w_next_due(w);
     if (due && due - now < timeout)
@@ -512,8 +512,6 @@ int fq_worker_run(fq_worker_t *w)
          * them), then renew the producer or stop. */
         if (atomic_load(&w->pevents.fatal) || atomic_load(&w->cevents.fatal))
             w->fatal = true; /* reported by librdkafka's error callback */
-        if (w->fatal && w->ntxn)
-            fq_w_txn_end(w, FIN_FATAL); /* its producer is gone: read the prefixes again */
         if (w->fatal && !fq_w_running(w) && !fq_w_renew_producer(w))
             break;
         int64_t mono = fq_time_mono_ms();

@@ -190,16 +190,16 @@ start_worker() {
 # $SDIR/wSLOT.stacks (gdb, when installed) before the SIGKILL; prints where its main thread was,
 # innermost frame first, for the failure line.
 hung_worker() {
-    local i=$1 where=""
+    local i=$1 where="" dir=${SDIR:-$CH_TMP}
     if command -v gdb >/dev/null; then
-        gdb -p "${W_PID[i]}" -batch -ex 'thread apply all bt' >"$SDIR/w$i.stacks" 2>&1 || :
+        gdb -p "${W_PID[i]}" -batch -ex 'thread apply all bt' >"$dir/w$i.stacks" 2>&1 || :
         # Thread 1 is the loop: its frames, our and librdkafka's functions only.
         where=$(awk '/^Thread 1 /{on=1; next} /^Thread /{on=0} on && / in [a-z_]+ \(/ {
             for (f = 1; f <= NF; f++) if ($f == "in") { print $(f + 1); break } }' \
-            "$SDIR/w$i.stacks" | grep -E '^(fq_|rd_kafka_|main$|run_)' | head -6 | paste -sd '<' -)
+            "$dir/w$i.stacks" | grep -E '^(fq_|rd_kafka_|main$|run_)' | head -6 | paste -sd '<' -)
     fi
     kill -KILL "${W_PID[i]}" 2>/dev/null || :
-    echo "main thread in ${where:-?} (stacks: w$i.stacks; last log line: $(tail -n 1 "$SDIR/w$i.log" | cut -c1-200))"
+    echo "main thread in ${where:-?} (stacks: w$i.stacks; last log line: $(tail -n 1 "$dir/w$i.log" | cut -c1-200))"
 }
 
 stop_workers() { # SIGTERM all, wait for each (SIGKILL after 40 s); non-zero exits to bad_exits
