@@ -11,6 +11,7 @@
 #include <libavformat/avformat.h>
 #include <librdkafka/rdkafka.h>
 
+#include "fq_buf.h"
 #include "fq_config.h"
 #include "fq_item.h"
 #include "fq_log.h"
@@ -208,13 +209,10 @@ static int run_process_file(const fq_config_t *cfg, const char *path, bool with_
             line[--len] = '\0';
         if (len == 0)
             continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 256;
-            fq_item_t *grown = realloc(items, cap * sizeof(*items));
-            if (!grown)
-                goto done;
-            items = grown;
-        }
+        fq_item_t *grown = fq_grow(items, &cap, n, sizeof(*items), 256);
+        if (!grown)
+            goto done;
+        items = grown;
         memset(&items[n], 0, sizeof(items[n]));
         fq_error_t *err = fq_item_decode(line, (size_t)len, &items[n]);
         if (err) {

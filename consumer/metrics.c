@@ -254,16 +254,12 @@ static series_t *get_series(family_t *f, char *labels)
         free(labels);
         return NULL;
     }
-    if (f->n_series == f->cap_series) {
-        size_t cap = f->cap_series ? f->cap_series * 2 : 4;
-        series_t **arr = realloc(f->series, cap * sizeof(*arr));
-        if (!arr) {
-            free(labels);
-            return NULL;
-        }
-        f->series = arr;
-        f->cap_series = cap;
+    series_t **arr = fq_grow(f->series, &f->cap_series, f->n_series, sizeof(*arr), 4);
+    if (!arr) {
+        free(labels);
+        return NULL;
     }
+    f->series = arr;
     s = calloc(1, sizeof(*s));
     if (!s) {
         free(labels);
@@ -391,14 +387,11 @@ int fq_metrics_declare(fq_metrics_t *metrics, const char *name, fq_metric_type_t
         rc = 0;
         goto done;
     }
-    if (metrics->n_families == metrics->cap_families) {
-        size_t cap = metrics->cap_families ? metrics->cap_families * 2 : 16;
-        family_t **arr = realloc(metrics->families, cap * sizeof(*arr));
-        if (!arr)
-            goto done;
-        metrics->families = arr;
-        metrics->cap_families = cap;
-    }
+    family_t **arr =
+        fq_grow(metrics->families, &metrics->cap_families, metrics->n_families, sizeof(*arr), 16);
+    if (!arr)
+        goto done;
+    metrics->families = arr;
     f = calloc(1, sizeof(*f));
     if (!f)
         goto done;

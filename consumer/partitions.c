@@ -176,6 +176,26 @@ void fq_w_reseek_lost(fq_worker_t *w)
     }
 }
 
+/* Gives librdkafka the partitions (add) or takes them back, as the group's protocol wants:
+ * incrementally (cooperative), or the whole assignment at once (eager). */
+static void set_assignment(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts, bool cooperative,
+                           bool add)
+{
+    const char *what = add ? "assign" : "unassign";
+    if (!cooperative) {
+        rd_kafka_resp_err_t err = rd_kafka_assign(rk, add ? parts : NULL);
+        if (err)
+            FQ_ERROR(NULL, "%s: %s", what, rd_kafka_err2str(err));
+        return;
+    }
+    rd_kafka_error_t *error =
+        add ? rd_kafka_incremental_assign(rk, parts) : rd_kafka_incremental_unassign(rk, parts);
+    if (error) {
+        FQ_ERROR(NULL, "incremental %s: %s", what, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+}
+
 static void assign(fq_worker_t *w, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
                    bool cooperative)
 {
@@ -183,15 +203,7 @@ static void assign(fq_worker_t *w, rd_kafka_t *rk, rd_kafka_topic_partition_list
         if (!fq_parts_add(&w->parts, parts->elems[i].topic, parts->elems[i].partition))
             FQ_ERROR(NULL, "out of memory tracking partition %s [%d]", parts->elems[i].topic,
                      (int)parts->elems[i].partition);
-    if (cooperative) {
-        rd_kafka_error_t *error = rd_kafka_incremental_assign(rk, parts);
-        if (error) {
-            FQ_ERROR(NULL, "incremental assign: %s", rd_kafka_error_string(error));
-            rd_kafka_error_destroy(error);
-        }
-    } else {
-        rd_kafka_assign(rk, parts);
-    }
+    set_assignment(rk, parts, cooperative, true);
     /* A partition we paused, lost and got back may still carry librdkafka's pause flag: start
      * every new one from "not paused", then pause what needs it. */
     rd_kafka_resume_partitions(rk, parts);
@@ -251,15 +263,7 @@ void fq_w_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             fq_metrics_remove(w->metrics, "frameq_consumer_lag", "topic", parts->elems[i].topic,
                               "partition", num, NULL);
     }
-    if (cooperative) {
-        rd_kafka_error_t *error = rd_kafka_incremental_unassign(rk, parts);
-        if (error) {
-            FQ_ERROR(NULL, "incremental unassign: %s", rd_kafka_error_string(error));
-            rd_kafka_error_destroy(error);
-        }
-    } else {
-        rd_kafka_assign(rk, NULL);
-    }
+    set_assignment(rk, parts, cooperative, false);
     FQ_INFO(NULL, "revoked %d partition(s)%s, %zu left", parts->cnt, lost ? " (lost)" : "",
             w->parts.n);
     fq_w_apply_pause(w); /* held messages may be gone */

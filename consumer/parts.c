@@ -1,5 +1,7 @@
 #include "fq_parts.h"
 
+#include "fq_buf.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,14 +21,10 @@ fq_part_t *fq_parts_add(fq_parts_t *t, const char *topic, int32_t partition)
     fq_part_t *p = fq_parts_find(t, topic, partition);
     if (p)
         return p;
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 16;
-        fq_part_t *v = realloc(t->v, cap * sizeof(*v));
-        if (!v)
-            return NULL;
-        t->v = v;
-        t->cap = cap;
-    }
+    fq_part_t *v = fq_grow(t->v, &t->cap, t->n, sizeof(*v), 16);
+    if (!v)
+        return NULL;
+    t->v = v;
     char *name = strdup(topic);
     if (!name)
         return NULL;
@@ -71,14 +69,10 @@ fq_take_t fq_part_take(fq_part_t *p, int64_t offset)
     } else if (p->next >= 0 && offset < p->next) {
         return FQ_TAKE_REPEAT;
     }
-    if (p->ninflight == p->capinflight) {
-        size_t cap = p->capinflight ? p->capinflight * 2 : 8;
-        int64_t *v = realloc(p->inflight, cap * sizeof(*v));
-        if (!v)
-            return FQ_TAKE_NOMEM;
-        p->inflight = v;
-        p->capinflight = cap;
-    }
+    int64_t *v = fq_grow(p->inflight, &p->capinflight, p->ninflight, sizeof(*v), 8);
+    if (!v)
+        return FQ_TAKE_NOMEM;
+    p->inflight = v;
     /* Offsets are taken in ascending order (a rewind forgets everything above it), so an append
      * keeps the set sorted. */
     p->inflight[p->ninflight++] = offset;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fq_buf.h"
 #include "fq_headers.h"
 #include "fq_log.h"
 #include "worker_int.h"
@@ -118,14 +119,10 @@ static msg_t *msg_new(fq_worker_t *w, rd_kafka_message_t *rkm)
 
 static int win_push(fq_worker_t *w, msg_t *m)
 {
-    if (w->nwin == w->capwin) {
-        size_t cap = w->capwin ? w->capwin * 2 : 16;
-        msg_t **v = realloc(w->win, cap * sizeof(*v));
-        if (!v)
-            return -1;
-        w->win = v;
-        w->capwin = cap;
-    }
+    msg_t **v = fq_grow(w->win, &w->capwin, w->nwin, sizeof(*v), 16);
+    if (!v)
+        return -1;
+    w->win = v;
     w->win[w->nwin++] = m;
     w->win_bytes += m->rkm->len;
     return 0;

@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "fq_buf.h"
 #include "fq_http.h"
 #include "fq_log.h"
 
@@ -152,14 +153,10 @@ fq_error_t *fq_upload_frame(void *opaque, const fq_frame_t *frame)
     if (fq_url_expand(up->cfg->frames_url_template, up->platform, up->code, frame->index, url,
                       sizeof(url), why, sizeof(why)) != 0)
         return fq_error_new(FQ_STAGE_UPLOAD, FQ_CLASS_PERMANENT, "FRAMES_URL_TEMPLATE: %s", why);
-    if (up->count == up->cap) {
-        size_t cap = up->cap ? up->cap * 2 : 64;
-        fq_stored_frame_t *grown = realloc(up->frames, cap * sizeof(*grown));
-        if (!grown)
-            return fq_error_new(FQ_STAGE_UPLOAD, FQ_CLASS_RETRIABLE, "out of memory");
-        up->frames = grown;
-        up->cap = cap;
-    }
+    fq_stored_frame_t *grown = fq_grow(up->frames, &up->cap, up->count, sizeof(*grown), 64);
+    if (!grown)
+        return fq_error_new(FQ_STAGE_UPLOAD, FQ_CLASS_RETRIABLE, "out of memory");
+    up->frames = grown;
     char safe[URL_MAX];
     fq_url_redact(url, safe, sizeof(safe));
     char *stored_url = strdup(safe);

@@ -23,6 +23,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "fq_buf.h"
 #include "fq_cli.h"
 #include "fq_config.h"
 #include "fq_headers.h"
@@ -316,13 +317,11 @@ static int redrive_take(redrive_t *rd, const rd_kafka_message_t *rkm, const fq_i
         return -1;
     rd->rs.redriven++;
     if (item && rd->store) {
-        if (rd->pending_n == rd->pending_cap) {
-            fq_item_t *p = realloc(rd->pending, 2 * rd->pending_cap * sizeof(*p));
-            if (p) {
-                memset(p + rd->pending_cap, 0, rd->pending_cap * sizeof(*p));
-                rd->pending = p;
-                rd->pending_cap *= 2;
-            }
+        size_t had = rd->pending_cap;
+        fq_item_t *p = fq_grow(rd->pending, &rd->pending_cap, rd->pending_n, sizeof(*p), 128);
+        if (p) { /* the cleanup clears every slot up to pending_cap */
+            memset(p + had, 0, (rd->pending_cap - had) * sizeof(*p));
+            rd->pending = p;
         }
         if (rd->pending_n < rd->pending_cap && fq_item_copy(&rd->pending[rd->pending_n], item) == 0)
             rd->pending_n++;

@@ -1,5 +1,6 @@
 #include "fq_buf.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,4 +46,22 @@ char *fq_buf_take(fq_buf_t *buf, size_t *len)
         *len = data ? buf->len : 0;
     memset(buf, 0, sizeof(*buf));
     return data;
+}
+
+void *fq_grow(void *v, size_t *cap, size_t n, size_t elem, size_t first)
+{
+    if (n < *cap)
+        return v;
+    size_t want = *cap ? *cap : (first ? first : 1);
+    if (*cap && want > SIZE_MAX / 2)
+        return NULL;
+    if (*cap)
+        want *= 2;
+    if (want > SIZE_MAX / elem)
+        return NULL;
+    void *grown = realloc(v, want * elem);
+    if (!grown)
+        return NULL;
+    *cap = want;
+    return grown;
 }

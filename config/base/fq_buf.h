@@ -29,4 +29,10 @@ void fq_buf_puts(fq_buf_t *buf, const char *s);
  *  afterwards either way. */
 char *fq_buf_take(fq_buf_t *buf, size_t *len) FQ_WARN_UNUSED;
 
+/** @brief Room for one more element in a growable array v of *cap elements of elem bytes, n of
+ *  them used: v itself while n < *cap, else v reallocated to twice *cap (first when *cap is 0)
+ *  with *cap updated. NULL when that fails or would overflow; v and *cap are then untouched
+ *  (still the caller's). New elements are not initialised. */
+void *fq_grow(void *v, size_t *cap, size_t n, size_t elem, size_t first) FQ_WARN_UNUSED;
+
 #endif

@@ -33,6 +33,12 @@
 #     frameq-not-before grows with the offset in each partition as in a real retry topic.
 #     D per item from the worker's log line "retry attempt started (not-before T, D ms after)";
 #     target p99 <= 50 ms.
+#   RETRY_FETCH_DELAY_MS (default 0: the file:// source, every item CPU-bound): when set, the
+#     retry part fetches its clips over HTTP from tests/tools/fault_server.py, each answer
+#     delayed by that many ms (a distant CDN's first byte; a retry is most often an item whose
+#     download failed). The single-item rate is then bound by the wait, not by the cores, and
+#     the ratio shows whether the retry role really overlaps its items; with the default the
+#     ratio is bound by the 2 cores the worker shares with PostgreSQL, S3 and Kafka here.
 # Retry messages are written by bench_kafka publish-retry: the item JSON as value, key
 # platform:code, text headers frameq-attempt (1) and frameq-not-before as the worker writes
 # them. MAX_RETRIES is 100 so nothing dead-letters.
@@ -64,6 +70,7 @@ WINDOW_DURATIONS=${WINDOW_DURATIONS:-2 10 40}
 RETRY_ITEMS=${RETRY_ITEMS:-200}
 RETRY_CONCURRENCY=${RETRY_CONCURRENCY:-2}
 RETRY_LEAD_MS=${RETRY_LEAD_MS:-4000}
+RETRY_FETCH_DELAY_MS=${RETRY_FETCH_DELAY_MS:-0}
 PARTITIONS=${PARTITIONS:-4}
 SEED=${SEED:-12}
 RUN_TIMEOUT=${RUN_TIMEOUT:-1200}
@@ -363,8 +370,16 @@ import sys
 for i in range(int(sys.argv[1])): print("{\"platform\":\"d1\",\"code\":\"r%05d\"}" % i)
 ' "$n" >"$CQ_TMP/retry.ndjson"
     export FRAMES_URL_TEMPLATE="file://$CQ_TMP/frames/{platform}/{code}/{index}.jpg"
-    say "retry: $n one-item messages (1 s clips, $WINDOW_SIZE), WORKER_CONCURRENCY=$c, $ROUNDS round(s)"
-    summary+=("retry role: $n one-item retry messages (1 s clips, $WINDOW_SIZE), WORKER_CONCURRENCY=$c, $PARTITIONS partitions")
+    local src="file source"
+    if ((RETRY_FETCH_DELAY_MS > 0)); then
+        fq_test_fault_server "$clips" "$CQ_TMP" || cq_fail "fault server did not start"
+        BG+=("$FQ_FAULT_PID")
+        export SOURCE_URL_TEMPLATE="$FQ_FAULT_HTTP/slow/$RETRY_FETCH_DELAY_MS/{platform}.mp4"
+        export ALLOWED_SOURCE_SCHEMES=http
+        src="HTTP source answering after $RETRY_FETCH_DELAY_MS ms"
+    fi
+    say "retry: $n one-item messages (1 s clips, $WINDOW_SIZE, $src), WORKER_CONCURRENCY=$c, $ROUNDS round(s)"
+    summary+=("retry role: $n one-item retry messages (1 s clips, $WINDOW_SIZE, $src), WORKER_CONCURRENCY=$c, $PARTITIONS partitions")
     for ((r = 1; r <= ROUNDS; r++)); do
         if ((r % 2)); then
             retry_one "$r"

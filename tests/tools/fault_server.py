@@ -18,6 +18,7 @@ prefixes select the behaviour:
   /redirect-loop/<x>         302 to itself, forever
   /redirect-to/<url-encoded target>   one 302 to the target
   /flaky/<n>/<key>/<file>    500 for the first n requests of <key>, then the file
+  /slow/<ms>/<file>          the file after <ms> milliseconds (a distant server's first byte)
   PUT /upload/<path>         stores the body under DIR/uploads/<path> (201)
   PUT /put500/...            500 (for upload failure tests)
   /counts                    JSON: {"<path>": requests, ...}
@@ -175,6 +176,12 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(302, b"", {"Location": self.path})
         elif kind == "redirect-to":
             self.reply(302, b"", {"Location": urllib.parse.unquote(rest)})
+        elif kind == "slow":
+            if len(parts) < 3 or not parts[1].isdigit():
+                self.reply(400, b"bad delay\n")
+                return
+            time.sleep(int(parts[1]) / 1000.0)
+            self.serve_file("/".join(parts[2:]))
         elif kind == "flaky":
             try:
                 n = int(parts[1])

@@ -1,4 +1,4 @@
-/* config/base: UTF-8 sequence lengths (RFC 3629's edges) and the growable buffer. */
+/* config/base: UTF-8 sequence lengths (RFC 3629's edges), the growable buffer and fq_grow. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -70,6 +70,7 @@ static void test_buf_grows_and_hands_over(void **state)
     /* taken: empty again, and an empty buffer hands over "" */
     assert_null(buf.data);
     assert_int_equal(buf.len, 0);
+    len = 7;
     text = fq_buf_take(&buf, &len);
     assert_non_null(text);
     assert_string_equal(text, "");
@@ -110,16 +111,40 @@ static void test_buf_keeps_bytes_across_growth(void **state)
     free(text);
 }
 
-static void test_buf_empty_take(void **state)
+/* fq_grow: the same array while there is room, then twice the capacity, the elements kept;
+ * an impossible size leaves the array and its capacity as they were. */
+static void test_grow(void **state)
 {
     (void)state;
-    fq_buf_t b = {0};
-    size_t len = 7;
-    char *text = fq_buf_take(&b, &len);
-    assert_non_null(text);
-    assert_string_equal(text, "");
-    assert_int_equal(len, 0);
-    free(text);
+    int *v = NULL;
+    size_t cap = 0, n = 0, grew = 0;
+    for (int i = 0; i < 1000; i++) {
+        size_t had = cap;
+        int *g = fq_grow(v, &cap, n, sizeof(*v), 4);
+        assert_non_null(g);
+        if (had == n) { /* full: a new capacity, 4 first, then doubled */
+            assert_int_equal(cap, had ? 2 * had : 4);
+            grew++;
+        } else {
+            assert_ptr_equal(g, v);
+            assert_int_equal(cap, had);
+        }
+        v = g;
+        v[n++] = i;
+    }
+    assert_int_equal(grew, 9); /* 4, 8, ..., 1024 */
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(v[i], i);
+    size_t cap_before = cap;
+    assert_null(fq_grow(v, &cap, cap, SIZE_MAX / 4, 4)); /* twice cap elements would overflow */
+    assert_int_equal(cap, cap_before);
+    free(v);
+    char *c = NULL;
+    size_t ccap = 0;
+    c = fq_grow(c, &ccap, 0, 1, 0); /* first 0: one element */
+    assert_non_null(c);
+    assert_int_equal(ccap, 1);
+    free(c);
 }
 
 static void test_buf_oom_take(void **state)
@@ -137,9 +162,9 @@ static void test_buf_oom_take(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_utf8_len),       cmocka_unit_test(test_buf_grows_and_hands_over),
-        cmocka_unit_test(test_buf_binary),     cmocka_unit_test(test_buf_keeps_bytes_across_growth),
-        cmocka_unit_test(test_buf_empty_take), cmocka_unit_test(test_buf_oom_take),
+        cmocka_unit_test(test_utf8_len),   cmocka_unit_test(test_buf_grows_and_hands_over),
+        cmocka_unit_test(test_buf_binary), cmocka_unit_test(test_buf_keeps_bytes_across_growth),
+        cmocka_unit_test(test_grow),       cmocka_unit_test(test_buf_oom_take),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
