@@ -32,6 +32,7 @@ typedef struct fq_part {
     int64_t committed;  /**< highest offset the coordinator confirmed from us; -1 = none */
     int pending;        /**< asynchronous commits not answered yet */
     int64_t retry_mono; /**< a failed commit is retried from then on */
+    int64_t pace_mono;  /**< after a confirmed commit, the next is not sent before then */
     int64_t *inflight;  /**< offsets taken and not settled, ascending */
     size_t ninflight, capinflight;
 } fq_part_t;
@@ -81,8 +82,13 @@ void fq_part_eof(fq_part_t *p, int64_t offset);
  * @brief The offset to commit now, or -1 when nothing is owed. A known end offset is committed
  * (it only skips transaction markers and aborted records) when nothing taken from the partition
  * is in flight and the caller says it is idle (no message of it running, even abandoned).
+ * One commit per partition at a time, and at most one every FQ_COMMIT_PACE_MS: a worker
+ * settling a hundred one-item retry messages a second would otherwise send as many commits,
+ * and the broker's work for them costs more than the items (a crash replays at most that
+ * much more; replayed items that are done are skipped).
  */
 int64_t fq_part_commit_target(const fq_part_t *p, bool idle, int64_t now_mono);
+#define FQ_COMMIT_PACE_MS 100
 
 /** @brief As fq_part_commit_target, for a partition about to be handed over: whatever is owed,
  *  without waiting for pending answers or a retry delay (an unanswered commit may be refused). */

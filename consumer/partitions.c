@@ -159,6 +159,23 @@ void fq_w_commit_owed(fq_worker_t *w)
     rd_kafka_topic_partition_list_destroy(list);
 }
 
+static void wait_commits(fq_worker_t *w, int64_t until)
+{
+    for (size_t i = 0; i < w->parts.n && fq_time_mono_ms() < until; i++)
+        while (w->parts.v[i].pending && fq_time_mono_ms() < until)
+            rd_kafka_queue_poll_callback(w->commitq, 50);
+}
+
+void fq_w_commit_last(fq_worker_t *w, int wait_ms)
+{
+    int64_t until = fq_time_mono_ms() + wait_ms;
+    wait_commits(w, until);
+    for (size_t i = 0; i < w->parts.n; i++)
+        w->parts.v[i].pace_mono = 0;
+    fq_w_commit_owed(w);
+    wait_commits(w, until);
+}
+
 /* Issues again a rewind that has not landed after RESEEK_MS: an asynchronous seek can be lost
  * (a broker restart, a rebalance), and a partition at its end would then deliver nothing that
  * could show it (the stale-message check when taking covers the other case). */

@@ -144,7 +144,7 @@ int64_t fq_part_final_target(const fq_part_t *p, bool idle)
 
 int64_t fq_part_commit_target(const fq_part_t *p, bool idle, int64_t now_mono)
 {
-    if (p->pending || now_mono < p->retry_mono)
+    if (p->pending || now_mono < p->retry_mono || now_mono < p->pace_mono)
         return -1;
     return fq_part_final_target(p, idle);
 }
@@ -159,4 +159,5 @@ void fq_part_committed(fq_part_t *p, int64_t offset, bool ok, int64_t now_mono)
     }
     if (offset > p->committed)
         p->committed = offset;
+    p->pace_mono = now_mono + FQ_COMMIT_PACE_MS;
 }

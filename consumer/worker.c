@@ -559,14 +559,10 @@ int fq_worker_run(fq_worker_t *w)
             break;
     }
 
-    /* What is settled and not answered yet: give it a moment (closing commits the rest). */
+    /* What is settled and not committed yet: give it a moment (closing commits the rest). */
     fq_w_commit_settled(w, true);
     fq_w_sweep(w);
-    int64_t until = fq_time_mono_ms() + 5000;
-    fq_w_commit_owed(w);
-    for (size_t i = 0; i < w->parts.n && fq_time_mono_ms() < until; i++)
-        while (w->parts.v[i].pending && fq_time_mono_ms() < until)
-            rd_kafka_queue_poll_callback(w->commitq, 50);
+    fq_w_commit_last(w, 5000);
     fq_w_set_ready(w, false, "stopped");
     if (w->fatal)
         return FQ_EXIT_FATAL;

@@ -202,6 +202,9 @@ void fq_w_rewind(fq_worker_t *w, const char *topic, int32_t partition, int64_t o
 void fq_w_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                     rd_kafka_topic_partition_list_t *offsets, void *opaque);
 void fq_w_commit_owed(fq_worker_t *w);
+/* The loop is over: waits for the commits on their way, sends what is still owed without the
+ * pace, and waits for its answer; wait_ms in all. */
+void fq_w_commit_last(fq_worker_t *w, int wait_ms);
 void fq_w_reseek_lost(fq_worker_t *w);
 /** The partition has a message in the window (abandoned ones too) or held. */
 bool fq_w_part_busy(const fq_worker_t *w, const char *topic, int32_t partition);

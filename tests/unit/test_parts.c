@@ -204,13 +204,13 @@ static void sim_run(unsigned seed)
             int64_t o = p->inflight[sim_rand(&s) % p->ninflight];
             fq_part_rewind(p, o, 0);
             s.pos = p->expect; /* the seek lands */
-        } else if (r < 95) {   /* a commit answered */
-            int64_t c = fq_part_commit_target(p, p->ninflight == 0, 0);
+        } else if (r < 95) {   /* a commit answered (a step is 10 ms: some are paced) */
+            int64_t c = fq_part_commit_target(p, p->ninflight == 0, step * 10);
             if (c >= 0) {
                 assert_true(c >= s.committed);
                 s.committed = c;
                 p->pending++;
-                fq_part_committed(p, c, true, 0);
+                fq_part_committed(p, c, true, step * 10);
             }
         } else { /* hand-over: final commit, then a new owner from the committed offset */
             int64_t c = fq_part_final_target(p, p->ninflight == 0);
@@ -273,6 +273,12 @@ static void test_commit_answers(void **state)
     fq_part_committed(p, 5, true, 1200);
     assert_int_equal(p->committed, 5);
     assert_int_equal(fq_part_commit_target(p, true, 1300), -1); /* nothing owed */
+    /* Paced: after a confirmed commit the next waits FQ_COMMIT_PACE_MS; a hand-over does not. */
+    assert_int_equal(fq_part_take(p, 5), FQ_TAKE);
+    fq_part_settle(p, 5);
+    assert_int_equal(fq_part_commit_target(p, false, 1200 + FQ_COMMIT_PACE_MS - 1), -1);
+    assert_int_equal(fq_part_final_target(p, false), 6);
+    assert_int_equal(fq_part_commit_target(p, false, 1200 + FQ_COMMIT_PACE_MS), 6);
     fq_parts_clear(&t);
 }
 
