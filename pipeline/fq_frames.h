@@ -8,6 +8,7 @@
 #ifndef FQ_FRAMES_H
 #define FQ_FRAMES_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,6 +60,8 @@ typedef struct fq_media_info {
     double avg_fps;         /**< 0 when unknown */
     int frame_count;        /**< frames handed to the callback */
     int64_t frames_decoded; /**< frames the decoder produced (for benchmarks) */
+    int chunks;             /**< pieces decoded side by side (lent cores, fps mode); 1 = whole */
+    int chunks_helped;      /**< of those, the ones helper threads decoded */
 } fq_media_info_t;
 
 /** Called once per chosen frame, in order; a non-NULL return stops extraction and is returned. */
@@ -71,12 +74,20 @@ typedef struct fq_frames fq_frames_t;
 fq_frames_t *fq_frames_new(const fq_frames_opts_t *opts);
 void fq_frames_destroy(fq_frames_t *fx);
 
-/** @brief Lets the decoder use idle cores of a budget shared with other extractors: it opens
- *  with 1 + fq_cores_borrow() threads (instead of opts.threads) and, at keyframes where it
- *  restarts anyway, gives the extra ones back when another item waits for a core or borrows
- *  more when some are free. The calling thread is expected to hold one core of the budget
- *  itself. NULL = no budget (opts.threads). Not owned; must outlive the extractor's calls. */
+/** @brief Lets the decoder use idle cores of a budget shared with other extractors. In fps
+ *  mode an H.264/HEVC input with clean keyframes is cut into chunks there, and each borrowed
+ *  core runs a helper thread that decodes chunks on one thread (no frame-threading overhead);
+ *  a helper takes no new chunk once another item waits for a core. Otherwise the decoder
+ *  opens with 1 + fq_cores_borrow() threads (instead of opts.threads) and, at keyframes where
+ *  it restarts anyway, gives the extra ones back when another item waits for a core or
+ *  borrows more when some are free. The frames are the same either way. The calling thread is
+ *  expected to hold one core of the budget itself. NULL = no budget (opts.threads). Not
+ *  owned; must outlive the extractor's calls. */
 void fq_frames_set_cores(fq_frames_t *fx, fq_cores_t *cores);
+
+/** @brief Extraction stops within a packet once *cancel is non-zero (on every thread of a
+ *  split run): stage decode, class outage, "cancelled". NULL = never. Not owned. */
+void fq_frames_set_cancel(fq_frames_t *fx, const atomic_int *cancel);
 
 /**
  * @brief Extracts frames from the seekable file fd (not closed). info may be NULL.

@@ -212,6 +212,7 @@ void fq_frames_destroy(fq_frames_t *fx)
     av_frame_free(&fx->scaled);
     av_frame_free(&fx->rotated);
     av_packet_free(&fx->jpeg);
+    frames_split_free(fx);
     sws_freeContext(fx->sws);
     sws_freeContext(fx->thumb_sws);
     avcodec_free_context(&fx->enc);
@@ -224,6 +225,11 @@ void fq_frames_destroy(fq_frames_t *fx)
 void fq_frames_set_cores(fq_frames_t *fx, fq_cores_t *cores)
 {
     fx->cores = cores;
+}
+
+void fq_frames_set_cancel(fq_frames_t *fx, const atomic_int *cancel)
+{
+    fx->cancel = cancel;
 }
 
 static fq_error_t *check_limits_up_front(run_t *r)
@@ -246,8 +252,7 @@ static fq_error_t *check_limits_up_front(run_t *r)
     return NULL;
 }
 
-/* A run's state for one extraction, the extractor's reused buffers reset. NULL on OOM. */
-static run_t *run_new(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *opaque,
+run_t *frames_run_new(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *opaque,
                       fq_media_info_t *info)
 {
     run_t *r = calloc(1, sizeof(*r));
@@ -265,6 +270,8 @@ static run_t *run_new(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *opaque,
     r->pkt_pts_known = true;
     r->seek_ok = true;
     r->verify_bucket = -1;
+    r->end_dts = INT64_MAX;
+    r->end_target = INT64_MAX;
     r->jpeg_serial = -1;
     r->held_serial = -1;
     av_frame_unref(fx->held);
@@ -302,8 +309,7 @@ static fq_error_t *run_verdict(run_t *r)
     return NULL;
 }
 
-/* Closes the input and decoder and frees the run; the extractor keeps its buffers. */
-static void run_free(run_t *r)
+void frames_run_free(run_t *r)
 {
     fq_frames_t *fx = r->fx;
     avcodec_free_context(&r->dec); /* joins its threads before their cores go back */
@@ -332,7 +338,8 @@ fq_error_t *fq_frames_extract(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *o
         info = &local_info;
     }
     memset(info, 0, sizeof(*info));
-    run_t *r = run_new(fx, fd, cb, opaque, info);
+    info->chunks = 1;
+    run_t *r = frames_run_new(fx, fd, cb, opaque, info);
     if (!r) {
         return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_RETRIABLE, "out of memory");
     }
@@ -342,13 +349,17 @@ fq_error_t *fq_frames_extract(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *o
             err = frames_timeout_error(r);
         }
     } else if (!(err = check_limits_up_front(r))) {
-        err = fx->opts.mode == FQ_FRAME_MODE_FPS ? frames_decode_fps(r) : frames_decode_all(r);
+        if (fx->opts.mode != FQ_FRAME_MODE_FPS) {
+            err = frames_decode_all(r);
+        } else if (!frames_decode_split(r, &err)) {
+            err = frames_decode_fps(r);
+        }
         if (!err) {
             err = run_verdict(r);
         }
     }
     info->frame_count = r->emitted;
     info->frames_decoded = r->decoded;
-    run_free(r);
+    frames_run_free(r);
     return err;
 }

@@ -111,6 +111,9 @@ static bool fps_packet_needed(const run_t *r, const AVPacket *pkt)
         return true;
     }
     int64_t n = bucket_of(r, rel_seconds(r, pkt->pts));
+    if (n >= r->end_target) {
+        return false; /* the next chunk shows it, or a later frame of it */
+    }
     int64_t n_succ = bucket_of(r, rel_seconds(r, succ));
     int64_t first = n > r->next_target ? n : r->next_target;
     return n_succ > first;
@@ -182,9 +185,7 @@ static bool packet_nal_info(const run_t *r, const AVPacket *pkt, nal_info_t *ni)
     return true;
 }
 
-/* True when nothing after this keyframe refers to anything before it, so packets before it
- * may be left out without restarting the decoder. */
-static bool packet_is_idr(const run_t *r, const AVPacket *pkt)
+bool frames_packet_is_idr(const run_t *r, const AVPacket *pkt)
 {
     nal_info_t ni;
     return packet_nal_info(r, pkt, &ni) && ni.idr;
@@ -247,8 +248,8 @@ static bool fps_want_seek(run_t *r, int64_t *seek_ts)
     }
     /* Forward only, measured from the furthest point ever sent: a corrupt index whose
      * keyframes lie behind it would otherwise send the reader back and forth forever. */
-    if (e->timestamp <= r->max_sent_dts) {
-        return false;
+    if (e->timestamp <= r->max_sent_dts || e->timestamp >= r->end_dts) {
+        return false; /* behind us, or the next chunk's */
     }
     double ahead_s = (double)(e->timestamp - r->last_sent_dts) * r->tb;
     if (!(r->frame_dur > 0) || ahead_s < SEEK_MIN_FRAMES * r->frame_dur) {
@@ -257,6 +258,30 @@ static bool fps_want_seek(run_t *r, int64_t *seek_ts)
     /* demuxers seek by pts (mov) or dts (others); verify_seek() catches a landing past it */
     *seek_ts = limit;
     return true;
+}
+
+const AVPacket *frames_lookahead(run_t *r, int i)
+{
+    queue_fill(r);
+    return i < r->q_len ? r->fx->queue[(r->q_head + i) % LOOKAHEAD] : NULL;
+}
+
+const AVPacket *frames_reposition(run_t *r, int64_t ts)
+{
+    int ret = ts == INT64_MIN
+                  ? avformat_seek_file(r->fmt, r->vidx, INT64_MIN, r->start_pts, r->start_pts, 0)
+                  : av_seek_frame(r->fmt, r->vidx, ts, AVSEEK_FLAG_BACKWARD);
+    avcodec_flush_buffers(r->dec);
+    frames_queue_clear(r);
+    r->eof = false;
+    r->read_error = 0;
+    r->verify_bucket = -1;
+    if (ret < 0 || read_video_packet(r, r->fx->queue[0]) < 0) {
+        r->eof = true; /* read_error stays 0: a chunk's failed start is not damage */
+        return NULL;
+    }
+    r->q_len = 1;
+    return r->fx->queue[0];
 }
 
 static int do_seek(run_t *r, int64_t ts)
@@ -386,7 +411,7 @@ static fq_error_t *send_packet(run_t *r, AVPacket *pkt, enum AVDiscard discard)
 fq_error_t *frames_retune_threads(run_t *r, bool drained)
 {
     fq_cores_t *cores = r->fx->cores;
-    if (!cores) {
+    if (!cores || r->no_retune) {
         return NULL;
     }
     int extra = r->extra_cores;
@@ -427,13 +452,17 @@ fq_error_t *frames_decode_fps(run_t *r)
         if (r->q_len == 0) {
             break;
         }
+        const AVPacket *head = r->fx->queue[r->q_head];
+        if (head->dts != AV_NOPTS_VALUE && head->dts >= r->end_dts) {
+            break; /* the next chunk starts here */
+        }
         int cut = fps_tail_cut(r);
         if (cut > 0) {
             /* Before an IDR the tail is simply left out and the decoder's pipeline keeps
              * running. Before another keyframe the decoder finishes what it holds (targets
              * come out) and restarts there. */
             bool drained = false;
-            if (!packet_is_idr(r, r->fx->queue[(r->q_head + cut) % LOOKAHEAD])) {
+            if (!frames_packet_is_idr(r, r->fx->queue[(r->q_head + cut) % LOOKAHEAD])) {
                 if ((err = send_packet(r, NULL, AVDISCARD_DEFAULT))) {
                     goto done;
                 }
@@ -493,9 +522,7 @@ fq_error_t *frames_decode_fps(run_t *r)
     if ((err = send_packet(r, NULL, AVDISCARD_DEFAULT))) {
         goto done;
     }
-    if (r->decoded > 0) {
-        err = frames_fps_finish(r);
-    }
+    err = frames_fps_finish(r); /* nothing without a decoded frame */
 done:
     return err;
 }
@@ -524,7 +551,7 @@ fq_error_t *frames_decode_all(run_t *r)
         /* Nothing after an IDR picture refers to anything before it: a decoder reopened there
          * (after giving out what it holds) decodes the same frames. */
         if (r->fx->cores && (r->fx->pkt->flags & AV_PKT_FLAG_KEY) && r->decoded > 0 &&
-            packet_is_idr(r, r->fx->pkt) && (err = frames_retune_threads(r, false))) {
+            frames_packet_is_idr(r, r->fx->pkt) && (err = frames_retune_threads(r, false))) {
             av_packet_unref(r->fx->pkt);
             goto done;
         }

@@ -90,11 +90,17 @@ int frames_interrupt_cb(void *opaque)
     if (r->deadline_ms && fq_time_mono_ms() > r->deadline_ms) {
         r->timed_out = true;
     }
+    if (r->fx->cancel && atomic_load(r->fx->cancel)) {
+        r->timed_out = r->cancelled = true;
+    }
     return r->timed_out;
 }
 
 fq_error_t *frames_timeout_error(const run_t *r)
 {
+    if (r->cancelled) {
+        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_OUTAGE, "cancelled while decoding");
+    }
     return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
                         "decoding took longer than MAX_DECODE_SECONDS (%lld s): %lld frames "
                         "decoded",

@@ -5,6 +5,8 @@
  *                    opening the stream and the decoder
  *   frames_fps.c     decoding: the fps planner (packet lookahead, non-reference skipping,
  *                    seeking to the keyframe before the next target) and plain decoding
+ *   frames_split.c   fps mode with lent cores: the file cut at clean keyframes into chunks
+ *                    that single-threaded decoders on helper threads take in turn
  *   frames_select.c  selection: which decoded frames are shown (fps buckets, scene scoring)
  *   frames_image.c   output: scale, rotate, JPEG-encode, hand to the callback
  * One fq_frames_extract call keeps its state in a run_t.
@@ -31,17 +33,19 @@
 #define SEEK_MIN_FRAMES 6 /* seek only when it skips at least this many frames */
 #define SEEK_RETRIES    4
 #define MAX_THREADS     16 /* decoder threads at most (FFmpeg's own cap for automatic counts) */
+#define MAX_HELPERS     (MAX_THREADS - 1)
 /* Seeks allowed per extraction: a valid file needs about one per target; a hostile index
  * must not turn seeking into unbounded work. Past it, decoding simply goes on linearly. */
 #define SEEK_MAX(max_frames) (2 * (max_frames) + 16)
 
 struct fq_frames {
     fq_frames_opts_t opts;
-    fq_cores_t *cores; /* NULL = no budget: the decoder uses opts.threads */
-    char *containers;  /* ALLOWED_CONTAINERS */
-    char *codecs;      /* ALLOWED_CODECS */
-    char *decoders;    /* the names of every decoder of an allowed codec (codec_whitelist) */
-    AVPacket *pkt;     /* for reading */
+    fq_cores_t *cores;        /* NULL = no budget: the decoder uses opts.threads */
+    const atomic_int *cancel; /* fq_frames_set_cancel */
+    char *containers;         /* ALLOWED_CONTAINERS */
+    char *codecs;             /* ALLOWED_CODECS */
+    char *decoders;           /* the names of every decoder of an allowed codec (codec_whitelist) */
+    AVPacket *pkt;            /* for reading */
     AVPacket *queue[LOOKAHEAD];
     AVFrame *frame;   /* decoder output */
     AVFrame *held;    /* fps mode: the last decoded frame, shown at pending targets */
@@ -51,6 +55,7 @@ struct fq_frames {
     struct SwsContext *thumb_sws;
     AVCodecContext *enc; /* mjpeg, reopened only when the output size changes */
     AVPacket *jpeg;      /* the last JPEG, reused when the same frame is shown again */
+    struct fq_frames *helpers[MAX_HELPERS]; /* frames_split.c: one per helper thread, lazily */
     uint8_t thumb_cur[THUMB_W * THUMB_H];
     uint8_t thumb_kept[THUMB_W * THUMB_H];
 };
@@ -106,9 +111,15 @@ typedef struct run {
     int64_t last_end_ms; /* end of the last decoded frame */
     bool have_kept_thumb;
 
+    /* one chunk of a split run (frames_split.c); a whole-file run keeps INT64_MAX, false */
+    int64_t end_dts;    /* the chunk ends before the packet with this dts */
+    int64_t end_target; /* targets from this one on belong to the next chunk */
+    bool no_retune;     /* the decoder keeps its thread count (split runs: one thread each) */
+
     /* caps on hostile input */
     int64_t deadline_ms; /* monotonic; 0 = none */
-    bool timed_out;
+    bool timed_out;      /* stopped by the interrupt callback: the deadline, or */
+    bool cancelled;      /* by fq_frames_set_cancel's flag */
     int packets_since_frame;
 
     /* counters */
@@ -152,6 +163,13 @@ static inline double frame_duration_s(const run_t *r, const AVFrame *frame)
 
 /* ---- across files ---- */
 
+/* frames.c */
+/** @brief A run's state for one extraction, the extractor's reused buffers reset. NULL on OOM. */
+run_t *frames_run_new(fq_frames_t *fx, int fd, fq_frame_cb_t cb, void *opaque,
+                      fq_media_info_t *info);
+/** @brief Closes the input and decoder (giving back borrowed cores) and frees the run. */
+void frames_run_free(run_t *r);
+
 /* frames_input.c */
 /** @brief Opens the input (allowed demuxers only), finds the video stream, opens its decoder
  *  (allowed decoders only) and fills r->info. NULL or the error. */
@@ -160,9 +178,10 @@ fq_error_t *frames_open_input(run_t *r);
  *  core budget (extra_cores already borrowed), else with opts.threads. Frees a previous
  *  decoder first: call it only where the old one holds nothing still needed. */
 fq_error_t *frames_open_decoder(run_t *r, const AVCodec *codec, int extra_cores);
-/** @brief AVIOInterruptCB: nonzero past the MAX_DECODE_SECONDS deadline (sets r->timed_out). */
+/** @brief AVIOInterruptCB: nonzero past the MAX_DECODE_SECONDS deadline or once cancelled
+ *  (sets r->timed_out, and r->cancelled). */
 int frames_interrupt_cb(void *opaque);
-/** @brief The error of a run stopped by its deadline. */
+/** @brief The error of a run stopped by its deadline (or cancelled). */
 fq_error_t *frames_timeout_error(const run_t *r);
 /** @brief A permanent decode-stage error "what: reason" carrying the AVERROR code. */
 fq_error_t *frames_decode_error(int code, const char *what);
@@ -180,6 +199,24 @@ fq_error_t *frames_decode_all(run_t *r);
 fq_error_t *frames_retune_threads(run_t *r, bool drained);
 /** @brief Frees the packets read ahead. */
 void frames_queue_clear(run_t *r);
+/** @brief Seeks to ts (AVSEEK_FLAG_BACKWARD; INT64_MIN = the start of the stream), flushes
+ *  the decoder and reads the first video packet there into the lookahead. That packet, or
+ *  NULL at the end of input or on an error. Not counted against SEEK_MAX. */
+const AVPacket *frames_reposition(run_t *r, int64_t ts);
+/** @brief An H.264/HEVC IDR picture: nothing after it refers to anything before it. */
+bool frames_packet_is_idr(const run_t *r, const AVPacket *pkt);
+/** @brief Packet i of the lookahead (0 = the next to decode), read if need be; NULL past the
+ *  end of input or beyond LOOKAHEAD. */
+const AVPacket *frames_lookahead(run_t *r, int i);
+
+/* frames_split.c */
+/** @brief fps mode with borrowed cores: cuts the input into chunks at clean keyframes and
+ *  decodes them on this thread and on helper threads (one per borrowed core, one decoder
+ *  thread each), handing the frames to r->cb in order. false when the input cannot be cut
+ *  (r untouched but its position: decode it whole); true with *err set otherwise. */
+bool frames_decode_split(run_t *r, fq_error_t **err);
+/** @brief Frees the helpers' extractors (fq_frames_destroy). */
+void frames_split_free(fq_frames_t *fx);
 
 /* frames_select.c */
 /** @brief One decoded frame: checks the caps, then shows it or not by mode. */

@@ -113,7 +113,7 @@ static fq_error_t *fps_frame(run_t *r, AVFrame *frame, double rel_s, int64_t pts
     fq_frames_t *fx = r->fx;
     fq_error_t *err = NULL;
     int64_t n = bucket_of(r, rel_s);
-    while (r->next_target < n) {
+    while (r->next_target < n && r->next_target < r->end_target) {
         if (r->have_held) {
             err = frames_emit(r, fx->held, r->held_serial, r->held_pts_ms);
         } else {
@@ -139,8 +139,11 @@ fq_error_t *frames_fps_finish(run_t *r)
     if (!r->have_held) {
         return NULL;
     }
-    int64_t end_ms = r->last_end_ms;
-    int64_t count = (int64_t)fq_frames_fps_targets(r->fx->opts.fps, end_ms, NULL, 0);
+    /* a chunk shows its held frame up to the next chunk's first target, as that chunk's
+     * first frame would have had it shown; the last one up to the end of the stream */
+    int64_t count = r->end_target != INT64_MAX
+                        ? r->end_target
+                        : (int64_t)fq_frames_fps_targets(r->fx->opts.fps, r->last_end_ms, NULL, 0);
     while (r->next_target < count) {
         if ((err = frames_emit(r, r->fx->held, r->held_serial, r->held_pts_ms))) {
             return err;

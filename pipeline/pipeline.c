@@ -159,6 +159,7 @@ fq_error_t *fq_pipeline_process(fq_pipeline_t *pl, const fq_item_t *item, int at
         goto done;
     }
     frame_sink_t sink = {.upload = pl->upload, .cancel = cancel};
+    fq_frames_set_cancel(pl->frames, cancel); /* also between frames: chunks of a split run */
     err = fq_frames_extract(pl->frames, src.fd, frame_to_upload, &sink, &out->info);
     fq_cores_release(pl->cores, 1);
     fq_fetch_source_close(&src);

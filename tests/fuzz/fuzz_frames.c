@@ -1,6 +1,8 @@
 /* libFuzzer target: the frame extractor on mutated videos (seeds are generated at run time by
  * tests/fuzz/test_fuzz.sh with the ffmpeg CLI). Small limits keep each run short; the
- * container and codec whitelists and the caps are production's. */
+ * container and codec whitelists and the caps are production's. It runs inside a budget of
+ * two cores, holding one as a worker's item does, so the idle one is lent: an input with IDR
+ * pictures 4 s or longer is cut into chunks decoded on a helper thread (frames_split.c). */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,6 +25,7 @@ static fq_error_t *count_frame(void *opaque, const fq_frame_t *frame)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static fq_frames_t *fx;
+    static fq_cores_t *cores;
     if (!fx) {
         fq_frames_opts_t opts = {.mode = FQ_FRAME_MODE_FPS,
                                  .fps = 2,
@@ -39,7 +42,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                  .max_decode_ms = 5000, /* under libFuzzer's -timeout=10 */
                                  .max_packets_without_frame = 1000};
         fx = fq_frames_new(&opts);
+        cores = fq_cores_new(2);
+        if (!fx || !cores)
+            abort();
+        fq_frames_set_cores(fx, cores);
     }
+    if (fq_cores_acquire(cores, NULL) != 0)
+        abort();
     int fd = memfd_create("fuzz-video", 0);
     if (fd < 0)
         return 0;
@@ -52,5 +61,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fq_error_destroy(err);
     }
     close(fd);
+    if (fq_cores_in_use(cores) != 1) /* every lent core came back */
+        abort();
+    fq_cores_release(cores, 1);
     return 0;
 }

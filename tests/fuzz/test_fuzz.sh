@@ -30,6 +30,8 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/seeds/frames"
 gen() { ffmpeg -loglevel error -nostdin -y "$@"; }
 gen -f lavfi -i testsrc2=s=64x48:r=10:d=1 -c:v libx264 -g 5 -pix_fmt yuv420p "$work/seeds/frames/h264.mp4"
+# 4 s with an IDR picture every second: long enough to be cut into chunks (at most 8 frames)
+gen -f lavfi -i testsrc2=s=64x48:r=10:d=4 -c:v libx264 -g 10 -pix_fmt yuv420p "$work/seeds/frames/h264_chunks.mp4"
 gen -f lavfi -i testsrc2=s=64x48:r=10:d=1 -c:v mpeg4 "$work/seeds/frames/mpeg4.mp4"
 gen -f lavfi -i testsrc2=s=64x48:r=10:d=1 -c:v libvpx-vp9 -deadline realtime "$work/seeds/frames/vp9.webm"
 gen -f lavfi -i testsrc2=s=48x64:r=10:d=1 -c:v mjpeg -pix_fmt yuvj420p "$work/seeds/frames/mjpeg.mkv"

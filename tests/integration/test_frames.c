@@ -648,11 +648,13 @@ typedef struct budget_run {
     /* what the callback does at the first frame */
     int release_at_first; /* cores "other items" give back */
     bool waiter_at_first; /* another item starts waiting for a core */
+    bool hold_for_waiter; /* ... and the callback returns only once it has its core */
     pthread_t waiter;
     bool waiter_started;
     atomic_int waiter_done;
     int waiter_done_at;   /* frames handed over before the waiter had its core; -1: never */
     int max_in_use_after; /* the most cores held or lent after the first frame */
+    fq_media_info_t info;
 } budget_run_t;
 
 static void *budget_waiter(void *opaque)
@@ -676,6 +678,10 @@ static fq_error_t *budget_cb(void *opaque, const fq_frame_t *frame)
                 nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
             }
             assert_true(fq_cores_wanted(b->cores));
+            for (int i = 0; i < 10000 && b->hold_for_waiter && !atomic_load(&b->waiter_done); i++) {
+                nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+            }
+            assert_true(!b->hold_for_waiter || atomic_load(&b->waiter_done));
         }
     } else {
         int n = fq_cores_in_use(b->cores);
@@ -708,7 +714,7 @@ static void budget_extract(const char *name, const fq_frames_opts_t *opts, int t
     fq_frames_t *fx = fq_frames_new(opts);
     assert_non_null(fx);
     fq_frames_set_cores(fx, b->cores);
-    fq_error_t *err = fq_frames_extract(fx, fd, budget_cb, b, NULL);
+    fq_error_t *err = fq_frames_extract(fx, fd, budget_cb, b, &b->info);
     if (err) {
         fail_msg("%s: %s", name, fq_error_message(err));
     }
@@ -762,7 +768,9 @@ static void budget_run_free(budget_run_t *b)
 }
 
 /* One thread vs a budget of 4 cores of which the item holds one and borrows three: the same
- * frames in every mode (fps with seeks and GOP cuts, open GOPs, keyframes, scene). */
+ * frames in every mode (fps with seeks and GOP cuts, open GOPs, keyframes, scene). fps mode
+ * on an input with IDR pictures is cut into chunks decoded side by side (split: 1), one with
+ * open GOPs (or too short) is decoded whole by a frame-threaded decoder (split: 0). */
 static void test_lent_cores_same_frames(void **state)
 {
     (void)state;
@@ -770,11 +778,22 @@ static void test_lent_cores_same_frames(void **state)
         const char *file;
         fq_frame_mode_t mode;
         double fps;
+        int split; /* 1: cut into chunks, 0: whole, -1: either */
     } cases[] = {
-        {"h264.mp4", FQ_FRAME_MODE_FPS, 1},       {"h264.mp4", FQ_FRAME_MODE_FPS, 2},
-        {"vfr.mp4", FQ_FRAME_MODE_FPS, 1},        {"hevc.mp4", FQ_FRAME_MODE_FPS, 1},
-        {"long.mp4", FQ_FRAME_MODE_FPS, 0.25},    {"rotated90.mp4", FQ_FRAME_MODE_FPS, 1},
-        {"h264.mp4", FQ_FRAME_MODE_KEYFRAMES, 1}, {"scenes.mp4", FQ_FRAME_MODE_SCENE, 1},
+        {"h264.mp4", FQ_FRAME_MODE_FPS, 1, 1},
+        {"h264.mp4", FQ_FRAME_MODE_FPS, 2, 1},
+        {"h264_opengop.mp4", FQ_FRAME_MODE_FPS, 1, 0},
+        {"vfr.mp4", FQ_FRAME_MODE_FPS, 1, -1},
+        {"hevc.mp4", FQ_FRAME_MODE_FPS, 1, 0},
+        {"hevc_closed.mp4", FQ_FRAME_MODE_FPS, 1, 1},
+        /* cuts at 2 s, 4 s, ...: between two targets, nearer the earlier (2 s x 0.6 = 1.2) */
+        {"hevc_closed.mp4", FQ_FRAME_MODE_FPS, 0.6, 1},
+        {"long.mp4", FQ_FRAME_MODE_FPS, 0.25, 1},
+        /* its index lists keyframes past the end of its data: those cuts are not made */
+        {"truncated.mp4", FQ_FRAME_MODE_FPS, 1, 1},
+        {"rotated90.mp4", FQ_FRAME_MODE_FPS, 1, -1},
+        {"h264.mp4", FQ_FRAME_MODE_KEYFRAMES, 1, 0},
+        {"scenes.mp4", FQ_FRAME_MODE_SCENE, 1, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         fq_frames_opts_t opts = default_opts();
@@ -782,24 +801,91 @@ static void test_lent_cores_same_frames(void **state)
         opts.fps = cases[i].fps;
         budget_run_t b = {0};
         lent_vs_one(cases[i].file, &opts, 4, 0, &b);
+        print_message("%s at %g fps: %d chunks, %d by helpers\n", cases[i].file, cases[i].fps,
+                      b.info.chunks, b.info.chunks_helped);
+        if (cases[i].split >= 0 && (b.info.chunks > 1) != cases[i].split) {
+            fail_msg("%s at %g fps: %d chunks", cases[i].file, cases[i].fps, b.info.chunks);
+        }
         assert_int_equal(fq_cores_in_use(b.cores), 1); /* the lent cores came back */
         budget_run_free(&b);
     }
 }
 
-/* Another item asks for a core while ours decodes with a lent one: the decoder gives it back
- * at the next keyframe (h264.mp4: GOPs of 2 s, 6 targets), and the frames stay the same. */
+/* Another item asks for a core while ours decodes with a lent one: the frame-threaded
+ * decoder gives it back at the next keyframe (h264_opengop.mp4: not cut into chunks, GOPs of
+ * 2 s, 6 targets), and the frames stay the same. */
 static void test_lent_core_given_back(void **state)
 {
     (void)state;
     fq_frames_opts_t opts = default_opts();
     budget_run_t b = {.waiter_at_first = true};
-    lent_vs_one("h264.mp4", &opts, 2, 0, &b);
+    lent_vs_one("h264_opengop.mp4", &opts, 2, 0, &b);
     print_message("the waiter had its core before frame %d of %d\n", b.waiter_done_at, b.c.count);
+    assert_int_equal(b.info.chunks, 1);
     assert_true(b.waiter_done_at > 0 && b.waiter_done_at < b.c.count - 1);
     assert_int_equal(b.max_in_use_after, 2);       /* never more than the budget */
     assert_int_equal(fq_cores_in_use(b.cores), 2); /* ours and the waiter's */
     budget_run_free(&b);
+}
+
+/* The same with chunks: hevc_closed.mp4 is cut into 8 chunks; the first frame goes out when
+ * the item's thread has decoded the first chunk, and the callback then holds that thread
+ * until the waiter has its core. The helper must give it back after the chunk it is on: if
+ * it went on taking chunks, it would decode all 7 others while the item's thread waits. */
+static void test_split_helper_gives_back(void **state)
+{
+    (void)state;
+    fq_frames_opts_t opts = default_opts();
+    budget_run_t b = {.waiter_at_first = true, .hold_for_waiter = true};
+    lent_vs_one("hevc_closed.mp4", &opts, 2, 0, &b);
+    print_message("%d chunks, %d by the helper\n", b.info.chunks, b.info.chunks_helped);
+    assert_int_equal(b.info.chunks, 8);
+    assert_true(b.info.chunks_helped >= 1 && b.info.chunks_helped <= 3);
+    assert_true(b.max_in_use_after <= 2);          /* never more than the budget */
+    assert_int_equal(fq_cores_in_use(b.cores), 2); /* ours and the waiter's */
+    budget_run_free(&b);
+}
+
+/* fq_frames_set_cancel: a flag raised at the first frame stops a split run at its next
+ * packet on every thread (an outage, so nothing is burned), and every lent core comes back. */
+static fq_error_t *cancel_at_first(void *opaque, const fq_frame_t *frame)
+{
+    (void)frame;
+    atomic_store((atomic_int *)opaque, 1);
+    return NULL;
+}
+
+static void test_cancel_split_run(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    video_path("hevc_closed.mp4", path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    fq_cores_t *cores = fq_cores_new(2);
+    assert_non_null(cores);
+    assert_int_equal(fq_cores_acquire(cores, NULL), 0);
+    fq_frames_opts_t opts = default_opts();
+    fq_frames_t *fx = fq_frames_new(&opts);
+    assert_non_null(fx);
+    fq_frames_set_cores(fx, cores);
+    atomic_int cancel = 0;
+    fq_frames_set_cancel(fx, &cancel);
+    fq_media_info_t info;
+    fq_error_t *err = fq_frames_extract(fx, fd, cancel_at_first, &cancel, &info);
+    assert_non_null(err);
+    print_message("%s after %d frames of 16, %d chunks\n", fq_error_message(err), info.frame_count,
+                  info.chunks);
+    assert_int_equal(fq_error_class(err), FQ_CLASS_OUTAGE);
+    assert_non_null(strstr(fq_error_message(err), "cancelled"));
+    assert_int_equal(info.chunks, 8);
+    assert_true(info.frame_count < 16);
+    assert_int_equal(fq_cores_in_use(cores), 1);
+    fq_error_destroy(err);
+    fq_frames_destroy(fx);
+    fq_cores_release(cores, 1);
+    fq_cores_destroy(cores);
+    close(fd);
 }
 
 /* Cores freed while ours decodes on one thread: the decoder takes them at the next keyframe. */
@@ -875,6 +961,8 @@ int main(void)
         cmocka_unit_test(test_reuse),
         cmocka_unit_test(test_lent_cores_same_frames),
         cmocka_unit_test(test_lent_core_given_back),
+        cmocka_unit_test(test_split_helper_gives_back),
+        cmocka_unit_test(test_cancel_split_run),
         cmocka_unit_test(test_freed_cores_borrowed),
         cmocka_unit_test(test_fps_vs_cli_h264),
         cmocka_unit_test(test_fps_vs_cli_vfr),

@@ -9,7 +9,9 @@
 # Files (names are stable; other tests use them):
 #   h264.mp4            1280x720 testsrc2, 6 s, 30 fps, GOP 2 s, B-frames, moov at the end
 #   h264_faststart.mp4  the same with moov first
+#   h264_opengop.mp4    h264.mp4 with open GOPs: its keyframes after the first are not IDR
 #   hevc.mp4            640x360, 3 s (libx265, open GOP)
+#   hevc_closed.mp4     640x360, 16 s, closed GOPs of 2 s: an IDR picture every 2 s (split runs)
 #   vp9.webm            320x240, 3 s
 #   mpeg4.avi           640x360, 3 s, 25 fps (MPEG-4 part 2)
 #   av1.mkv             320x240, 2 s (only when libsvtav1 is there)
@@ -77,6 +79,15 @@ gen_h264() {
 gen_h264_faststart() {
     ff -f lavfi -i testsrc2=size=1280x720:rate=30:duration=6 $(x264_gop) \
         -movflags +faststart -f mp4 "$tmp"
+}
+gen_h264_opengop() {
+    ff -f lavfi -i testsrc2=size=1280x720:rate=30:duration=6 $(x264_gop) -x264-params open-gop=1 \
+        -f mp4 "$tmp"
+}
+gen_hevc_closed() {
+    ff -f lavfi -i testsrc2=size=640x360:rate=30:duration=16 -c:v libx265 -preset ultrafast \
+        -x265-params log-level=error:keyint=60:min-keyint=60:scenecut=0:open-gop=0 \
+        -pix_fmt yuv420p -tag:v hvc1 -f mp4 "$tmp"
 }
 gen_hevc() {
     ff -f lavfi -i testsrc2=size=640x360:rate=30:duration=3 -c:v libx265 -preset ultrafast \
@@ -186,7 +197,9 @@ gen_mjpeg() {
 
 make_one h264.mp4 gen_h264
 make_one h264_faststart.mp4 gen_h264_faststart
+make_one h264_opengop.mp4 gen_h264_opengop
 make_one hevc.mp4 gen_hevc
+make_one hevc_closed.mp4 gen_hevc_closed
 make_one vp9.webm gen_vp9
 make_one mpeg4.avi gen_mpeg4
 if has_encoder libsvtav1; then
