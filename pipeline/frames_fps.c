@@ -443,6 +443,38 @@ fq_error_t *frames_retune_threads(run_t *r, bool drained)
     return err;
 }
 
+/* Leaves out the cut packets before the keyframe at position cut of the lookahead (the rest
+ * of a GOP that shows nothing more), then seeks on if the next target is far. Before an IDR
+ * the decoder's pipeline keeps running; before another keyframe the decoder finishes what it
+ * holds (targets come out) and restarts there. */
+static fq_error_t *skip_tail(run_t *r, int cut)
+{
+    fq_error_t *err = NULL;
+    bool drained = false;
+    if (!frames_packet_is_idr(r, r->fx->queue[(r->q_head + cut) % LOOKAHEAD])) {
+        if ((err = send_packet(r, NULL, AVDISCARD_DEFAULT))) {
+            return err;
+        }
+        avcodec_flush_buffers(r->dec);
+        drained = true;
+    }
+    /* the decoder (re)starts at that keyframe: the place to change its threads */
+    if ((err = frames_retune_threads(r, drained))) {
+        return err;
+    }
+    for (int i = 0; i < cut; i++) {
+        av_packet_unref(r->fx->queue[r->q_head]);
+        r->q_head = (r->q_head + 1) % LOOKAHEAD;
+        r->q_len--;
+    }
+    r->hist_len = r->hist_pos = 0;
+    int64_t ts;
+    if (fps_want_seek(r, &ts) && do_seek(r, ts) < 0) {
+        r->seek_ok = false;
+    }
+    return NULL;
+}
+
 fq_error_t *frames_decode_fps(run_t *r)
 {
     fq_error_t *err = NULL;
@@ -458,30 +490,8 @@ fq_error_t *frames_decode_fps(run_t *r)
         }
         int cut = fps_tail_cut(r);
         if (cut > 0) {
-            /* Before an IDR the tail is simply left out and the decoder's pipeline keeps
-             * running. Before another keyframe the decoder finishes what it holds (targets
-             * come out) and restarts there. */
-            bool drained = false;
-            if (!frames_packet_is_idr(r, r->fx->queue[(r->q_head + cut) % LOOKAHEAD])) {
-                if ((err = send_packet(r, NULL, AVDISCARD_DEFAULT))) {
-                    goto done;
-                }
-                avcodec_flush_buffers(r->dec);
-                drained = true;
-            }
-            /* the decoder (re)starts at that keyframe: the place to change its threads */
-            if ((err = frames_retune_threads(r, drained))) {
+            if ((err = skip_tail(r, cut))) {
                 goto done;
-            }
-            for (int i = 0; i < cut; i++) {
-                av_packet_unref(r->fx->queue[r->q_head]);
-                r->q_head = (r->q_head + 1) % LOOKAHEAD;
-                r->q_len--;
-            }
-            r->hist_len = r->hist_pos = 0;
-            int64_t ts;
-            if (fps_want_seek(r, &ts) && do_seek(r, ts) < 0) {
-                r->seek_ok = false;
             }
             continue;
         }
