@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fq_config.h"
 #include "fq_frames.h"
 
 typedef struct sink {
@@ -72,18 +73,27 @@ static void usage(void)
             "[--max-seconds N] [--out DIR] FILE\n");
 }
 
+/* The production defaults (config/config_table.c); the options point into them. */
+static fq_config_t *g_defaults;
+
+static void free_defaults(void)
+{
+    fq_config_destroy(g_defaults);
+}
+
 int main(int argc, char **argv)
 {
-    fq_frames_opts_t opts = {
-        .mode = FQ_FRAME_MODE_FPS,
-        .fps = 1,
-        .max_dim = 512,
-        .jpeg_quality = 3,
-        .scene_threshold = 0.3,
-        .max_frames = 100000,
-        .max_seconds = 86400,
-        .threads = 0,
-    };
+    g_defaults = fq_config_new();
+    if (!g_defaults) {
+        fprintf(stderr, "bench_frames: out of memory\n");
+        return 2;
+    }
+    atexit(free_defaults);
+    fq_frames_opts_t opts;
+    fq_frames_opts_from_config(&opts, g_defaults);
+    opts.max_frames = 100000; /* no caps on what is measured */
+    opts.max_seconds = 86400;
+    opts.max_decode_ms = 0;
     sink_t sink = {0};
     const char *file = NULL;
     int budget = 0;

@@ -3,12 +3,12 @@
  * container and codec whitelists and the caps are production's. It runs inside a budget of
  * two cores, holding one as a worker's item does, so the idle one is lent: an input with IDR
  * pictures 4 s or longer is cut into chunks decoded on a helper thread (frames_split.c). */
-#define _GNU_SOURCE
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fq_config.h"
 #include "fq_frames.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -27,21 +27,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static fq_frames_t *fx;
     static fq_cores_t *cores;
     if (!fx) {
-        fq_frames_opts_t opts = {.mode = FQ_FRAME_MODE_FPS,
-                                 .fps = 2,
-                                 .max_dim = 64,
-                                 .jpeg_quality = 10,
-                                 .scene_threshold = 0.3,
-                                 .max_frames = 8,
-                                 .max_seconds = 20,
-                                 .threads = 1,
-                                 /* the decoder surface as production has it by default */
-                                 .allowed_containers = FQ_FRAMES_DEFAULT_CONTAINERS,
-                                 .allowed_codecs = FQ_FRAMES_DEFAULT_CODECS,
-                                 .max_pixels = FQ_FRAMES_DEFAULT_MAX_PIXELS,
-                                 .max_decode_ms = 5000, /* under libFuzzer's -timeout=10 */
-                                 .max_packets_without_frame = 1000};
-        fx = fq_frames_new(&opts);
+        /* the decoder surface and caps as production has them by default */
+        fq_config_t *defaults = fq_config_new();
+        if (!defaults)
+            abort();
+        fq_frames_opts_t opts;
+        fq_frames_opts_from_config(&opts, defaults);
+        opts.fps = 2;
+        opts.max_dim = 64;
+        opts.jpeg_quality = 10;
+        opts.max_frames = 8;
+        opts.max_seconds = 20;
+        opts.threads = 1;
+        opts.max_decode_ms = 5000; /* under libFuzzer's -timeout=10 */
+        fx = fq_frames_new(&opts); /* copies what opts points to */
+        fq_config_destroy(defaults);
         cores = fq_cores_new(2);
         if (!fx || !cores)
             abort();

@@ -23,6 +23,7 @@
 
 #include <libavcodec/avcodec.h>
 
+#include "fq_config.h"
 #include "fq_cores.h"
 #include "fq_frames.h"
 
@@ -91,24 +92,15 @@ static bool video_exists(const char *name)
     return access(path, R_OK) == 0;
 }
 
+/* The production defaults (config/config_table.c): fps 1, 512 px, JPEG quality 3, at most
+ * 1000 frames and 900 s, the default decoder surface and caps. The options point into
+ * g_defaults, which lives as long as the test. */
+static fq_config_t *g_defaults;
+
 static fq_frames_opts_t default_opts(void)
 {
-    fq_frames_opts_t o = {
-        .mode = FQ_FRAME_MODE_FPS,
-        .fps = 1,
-        .max_dim = 512,
-        .jpeg_quality = 3,
-        .scene_threshold = 0.3,
-        .max_frames = 1000,
-        .max_seconds = 900,
-        .threads = 0,
-        /* the production defaults of the decoder surface (config/config.c) */
-        .allowed_containers = FQ_FRAMES_DEFAULT_CONTAINERS,
-        .allowed_codecs = FQ_FRAMES_DEFAULT_CODECS,
-        .max_pixels = FQ_FRAMES_DEFAULT_MAX_PIXELS,
-        .max_decode_ms = 300 * 1000,
-        .max_packets_without_frame = 1000,
-    };
+    fq_frames_opts_t o;
+    fq_frames_opts_from_config(&o, g_defaults);
     return o;
 }
 
@@ -949,7 +941,8 @@ static void remove_corpus(void)
 
 int main(void)
 {
-    if (make_corpus() < 0) {
+    g_defaults = fq_config_new();
+    if (!g_defaults || make_corpus() < 0) {
         remove_corpus();
         return 1;
     }
@@ -973,5 +966,6 @@ int main(void)
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     remove_corpus();
+    fq_config_destroy(g_defaults);
     return rc;
 }
