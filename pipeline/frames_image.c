@@ -178,15 +178,24 @@ static fq_error_t *encode_frame(run_t *r, const AVFrame *src)
     if ((err = ensure_frame(fx->scaled, sw, sh))) {
         goto done;
     }
-    fx->sws = sws_getCachedContext(fx->sws, src->width, src->height, src->format, sw, sh,
-                                   AV_PIX_FMT_YUVJ420P, SWS_BICUBIC, NULL, NULL, NULL);
-    if (!fx->sws) {
-        err = fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
-                           "cannot convert pixel format %s (%dx%d)",
-                           av_get_pix_fmt_name(src->format), src->width, src->height);
-        goto done;
+    /* One context while the input and output stay the same. Not sws_getCachedContext: it
+     * compares the format asked for (YUVJ420P) with the one the context keeps (YUV420P with
+     * the full range), so it would build a new context for every frame. */
+    sws_key_t key = {src->width,      src->height, src->format, src->color_range,
+                     src->colorspace, sw,          sh};
+    if (!fx->sws || memcmp(&key, &fx->sws_key, sizeof(key)) != 0) {
+        sws_freeContext(fx->sws);
+        fx->sws = sws_getContext(src->width, src->height, src->format, sw, sh, AV_PIX_FMT_YUVJ420P,
+                                 SWS_BICUBIC, NULL, NULL, NULL);
+        if (!fx->sws) {
+            err = fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
+                               "cannot convert pixel format %s (%dx%d)",
+                               av_get_pix_fmt_name(src->format), src->width, src->height);
+            goto done;
+        }
+        fx->sws_key = key;
+        set_full_range(fx->sws, src);
     }
-    set_full_range(fx->sws, src);
     if (av_frame_make_writable(fx->scaled) < 0) {
         err = fq_error_new(FQ_STAGE_ENCODE, FQ_CLASS_RETRIABLE, "frame buffer: out of memory");
         goto done;

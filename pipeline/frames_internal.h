@@ -38,6 +38,12 @@
  * must not turn seeking into unbounded work. Past it, decoding simply goes on linearly. */
 #define SEEK_MAX(max_frames) (2 * (max_frames) + 16)
 
+/* What the scaler context was made for (frames_image.c). */
+typedef struct sws_key {
+    int src_w, src_h, src_format, src_range, src_colorspace;
+    int dst_w, dst_h;
+} sws_key_t;
+
 struct fq_frames {
     fq_frames_opts_t opts;
     fq_cores_t *cores;        /* NULL = no budget: the decoder uses opts.threads */
@@ -52,6 +58,7 @@ struct fq_frames {
     AVFrame *scaled;  /* YUVJ420P, before rotation */
     AVFrame *rotated; /* YUVJ420P, upright */
     struct SwsContext *sws;
+    sws_key_t sws_key;
     struct SwsContext *thumb_sws;
     AVCodecContext *enc; /* mjpeg, reopened only when the output size changes */
     AVPacket *jpeg;      /* the last JPEG, reused when the same frame is shown again */

@@ -262,11 +262,14 @@ cq_count() {
 }
 
 # cq_uncommitted TOPIC...: messages a fresh member of the group would still get (0 when the
-# group's committed offsets are at the end of every partition).
+# group's committed offsets are at the end of every partition). Reads without committing: kcat
+# commits the offsets it stored when it leaves the group even with enable.auto.commit=false,
+# so no offset is stored (a worker started after this still gets those messages).
 cq_uncommitted() {
     local t n=0 c
     for t in "$@"; do
         c=$(timeout 60 kcat -b "$KAFKA_BROKERS" -G "$KAFKA_GROUP_ID" -X enable.auto.commit=false \
+            -X enable.auto.offset.store=false \
             -X auto.offset.reset=earliest -X isolation.level=read_committed -e -q -f '%o\n' "$t" \
             2>"$CQ_TMP/uncommitted.err" | awk 'END { print NR }') ||
             cq_fail "reading $t as group $KAFKA_GROUP_ID failed (or took 60 s): $(head -c 300 "$CQ_TMP/uncommitted.err")"

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# SIGTERM while an item decodes on lent cores: one item at a time on 2 cores, so its H.264
+# clip (40 s, an IDR every 2 s) is cut into chunks decoded by the item's thread and a helper.
+# After SHUTDOWN_GRACE_MS the worker's cancel flag stops the item on every thread: it is
+# abandoned where it was (a log line says so), nothing is committed or routed, the worker exits
+# 0, and the next worker gets the message again and takes the item to done.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../support/consumer_lib.sh"
+
+export SHUTDOWN_GRACE_MS=200 WORKER_CONCURRENCY=1 WORKER_CORES=2 FRAME_FPS=20 LOG_LEVEL=info
+cq_setup cancel_decode
+ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
+    -i testsrc2=size=1280x720:rate=30:duration=40 -c:v libx264 -preset ultrafast -g 60 \
+    -pix_fmt yuv420p -f mp4 "$CQ_TMP/videos/long40.mp4" || cq_fail "ffmpeg could not make long40.mp4"
+cq_produce 0 "$(cq_batch "$(cq_item c long40)")"
+
+cq_consumer_bg worker
+worker=$CQ_LAST_PID
+# the first frames on disk: the item is decoding
+cq_wait_sql "SELECT count(*) FROM extraction_items WHERE code='long40' AND status='processing'" 1 60
+for i in $(seq 600); do
+    compgen -G "$CQ_TMP/frames/c/long40/*.jpg" >/dev/null && break
+    sleep 0.05
+done
+compgen -G "$CQ_TMP/frames/c/long40/*.jpg" >/dev/null || cq_fail "no frame was written"
+kill -TERM "$worker"
+rc=0
+wait "$worker" || rc=$?
+cq_expect_eq "exit code after SIGTERM" "$rc" 0
+grep -q 'abandoned without commit' "$CQ_TMP/worker.log" || cq_fail "the message was not abandoned"
+line=$(grep '"msg":"item abandoned at shutdown' "$CQ_TMP/worker.log") || cq_fail "no 'item abandoned' line"
+[[ $line == *'"item":"c:long40"'* && $line == *'"stage":"decode"'* ]] || cq_fail "abandoned line: $line"
+# the decoder threads see the flag at their next packet ("cancelled while decoding"), the
+# frame callback between chunks ("cancelled: the worker is shutting down"): whichever is first
+[[ $line == *'"msg":"item abandoned at shutdown: cancelled'* ]] || cq_fail "not cancelled: $line"
+cq_expect_eq "status of the item" "$(cq_sql "SELECT status FROM extraction_items WHERE code='long40'")" processing
+cq_expect_eq "retry messages" "$(cq_count "$KAFKA_RETRY_TOPIC")" 0
+cq_expect_eq "DLQ messages" "$(cq_count "$KAFKA_DLQ_TOPIC")" 0
+cq_expect_eq "error rows" "$(cq_sql "SELECT count(*) FROM extraction_errors")" 0
+cq_expect_eq "messages the group will see again" "$(cq_uncommitted "$KAFKA_TOPIC")" 1
+
+# the next worker replays the message and finishes the item (40 s at 20 fps: 800 frames)
+cq_consumer worker2 --once || cq_fail "the second worker failed (exit $?)"
+cq_expect_eq "status after the replay" "$(cq_sql "SELECT status || ' ' || frame_count FROM extraction_items WHERE code='long40'")" "done 800"
+cq_expect_eq "messages left for the group" "$(cq_uncommitted "$KAFKA_TOPIC")" 0
+cq_say "PASS"
