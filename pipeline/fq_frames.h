@@ -62,6 +62,7 @@ typedef struct fq_media_info {
     int64_t frames_decoded; /**< frames the decoder produced (for benchmarks) */
     int chunks;             /**< pieces decoded side by side (lent cores, fps mode); 1 = whole */
     int chunks_helped;      /**< of those, the ones helper threads decoded */
+    int chunk_helpers;      /**< helper threads started for them (at the start or later) */
 } fq_media_info_t;
 
 /** Called once per chosen frame, in order; a non-NULL return stops extraction and is returned. */

@@ -16,7 +16,8 @@
  * one from it on shows K or a later frame. Each chunk runs the ordinary fps planner.
  *
  * A helper takes no new chunk once another item waits for a core, and gives its core back:
- * the item's thread finishes what is left.
+ * the item's thread finishes what is left. Cores freed meanwhile (another item finished) start
+ * more helpers, as the item's thread takes its next chunk.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -62,6 +63,9 @@ typedef struct split {
     bool stop;       /* an error: take no more */
     int emitted;     /* chunks handed to the callback */
     fq_error_t *err; /* the first error in chunk order (the item's thread only) */
+    /* helper threads, started by the item's thread only */
+    struct helper *h; /* [max_helpers] */
+    int max_helpers, started;
 } split_t;
 
 typedef struct helper {
@@ -71,6 +75,8 @@ typedef struct helper {
     run_t *w; /* its run: what it learned is added to the item's run after the join */
     fq_media_info_t info;
 } helper_t;
+
+static void borrow_helpers(split_t *s);
 
 static void chunk_free(chunk_t *c)
 {
@@ -283,6 +289,9 @@ static bool emit_ready(split_t *s, bool wait)
 static void take_chunks(split_t *s, run_t *w, bool helper)
 {
     for (;;) {
+        if (!helper) {
+            borrow_helpers(s);
+        }
         pthread_mutex_lock(&s->mu);
         bool quit = s->stop || s->next >= s->n || (helper && fq_cores_wanted(s->r->fx->cores));
         chunk_t *c = quit ? NULL : &s->chunks[s->next++];
@@ -343,6 +352,36 @@ static fq_frames_t *helper_fx(fq_frames_t *fx, int i)
     return fx->helpers[i];
 }
 
+/* Starts a helper thread for each of k cores borrowed; gives back those it cannot use. */
+static void start_helpers(split_t *s, int k)
+{
+    for (int i = 0; i < k; i++) {
+        helper_t *h = &s->h[s->started];
+        *h = (helper_t){.s = s, .fx = helper_fx(s->r->fx, s->started)};
+        if (!h->fx || pthread_create(&h->thread, NULL, helper_main, h)) {
+            fq_cores_release(s->r->fx->cores, k - i); /* this thread does their share */
+            return;
+        }
+        s->started++;
+    }
+}
+
+/* On the item's thread, before it takes a chunk: cores freed since (another item finished)
+ * start more helpers, while at least two chunks are left (one is this thread's). */
+static void borrow_helpers(split_t *s)
+{
+    if (s->started >= s->max_helpers) {
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    int left = s->stop ? 0 : s->n - s->next;
+    pthread_mutex_unlock(&s->mu);
+    int want = s->max_helpers - s->started < left - 1 ? s->max_helpers - s->started : left - 1;
+    if (want > 0) {
+        start_helpers(s, fq_cores_borrow(s->r->fx->cores, want));
+    }
+}
+
 /* What a helper's run learned, added to the item's run (for run_verdict); frees it. */
 static void add_helper_run(run_t *r, run_t *w)
 {
@@ -377,36 +416,38 @@ bool frames_decode_split(run_t *r, fq_error_t **err)
         return false;
     }
     /* one decoder thread here; the borrowed cores go to the helpers */
-    int helpers = r->extra_cores < n - 1 ? r->extra_cores : n - 1;
+    int max_helpers = fq_cores_total(r->fx->cores) - 1;
+    max_helpers = max_helpers < n - 1 ? max_helpers : n - 1;
+    max_helpers = max_helpers < MAX_HELPERS ? max_helpers : MAX_HELPERS;
+    int lent = r->extra_cores < max_helpers ? r->extra_cores : max_helpers;
     if ((*err = frames_open_decoder(r, r->dec->codec, 0))) {
         free(chunks);
         return true;
     }
-    fq_cores_release(r->fx->cores, r->extra_cores - helpers);
+    fq_cores_release(r->fx->cores, r->extra_cores - lent);
     r->extra_cores = 0;
     r->no_retune = true;
 
-    split_t s = {.r = r, .cb = r->cb, .opaque = r->opaque, .chunks = chunks, .n = n};
+    helper_t h[MAX_HELPERS];
+    split_t s = {.r = r,
+                 .cb = r->cb,
+                 .opaque = r->opaque,
+                 .chunks = chunks,
+                 .n = n,
+                 .h = h,
+                 .max_helpers = max_helpers};
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
-    helper_t h[MAX_HELPERS];
-    int started = 0;
-    for (int i = 0; i < helpers; i++) {
-        h[started] = (helper_t){.s = &s, .fx = helper_fx(r->fx, i)};
-        if (!h[started].fx || pthread_create(&h[started].thread, NULL, helper_main, &h[started])) {
-            fq_cores_release(r->fx->cores, 1); /* this thread does its share */
-            continue;
-        }
-        started++;
-    }
+    start_helpers(&s, lent);
     take_chunks(&s, r, false);
     emit_ready(&s, true);
     *err = s.err;
-    for (int i = 0; i < started; i++) {
+    for (int i = 0; i < s.started; i++) {
         pthread_join(h[i].thread, NULL);
         add_helper_run(r, h[i].w);
     }
     r->info->chunks = n;
+    r->info->chunk_helpers = s.started;
     for (int i = 0; i < n; i++) {
         r->info->chunks_helped += chunks[i].helped && chunks[i].done;
         chunk_free(&chunks[i]);

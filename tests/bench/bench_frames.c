@@ -174,10 +174,11 @@ int main(int argc, char **argv)
         printf("{\"frames\":%d,\"decoded\":%lld,\"jpeg_bytes\":%lld,\"width\":%d,\"height\":%d,"
                "\"duration_ms\":%lld,\"codec\":\"%s\",\"container\":\"%s\",\"rotation\":%d,"
                "\"src_width\":%d,\"src_height\":%d,\"avg_fps\":%.3f,\"chunks\":%d,"
-               "\"chunks_helped\":%d}\n",
+               "\"chunks_helped\":%d,\"chunk_helpers\":%d}\n",
                info.frame_count, (long long)info.frames_decoded, (long long)sink.bytes, sink.width,
                sink.height, (long long)info.duration_ms, info.codec, info.container, info.rotation,
-               info.width, info.height, info.avg_fps, info.chunks, info.chunks_helped);
+               info.width, info.height, info.avg_fps, info.chunks, info.chunks_helped,
+               info.chunk_helpers);
     }
     fq_error_destroy(err);
     fq_frames_destroy(fx);
