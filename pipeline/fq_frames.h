@@ -86,8 +86,9 @@ void fq_frames_destroy(fq_frames_t *fx);
  *  owned; must outlive the extractor's calls. */
 void fq_frames_set_cores(fq_frames_t *fx, fq_cores_t *cores);
 
-/** @brief Extraction stops within a packet once *cancel is non-zero (on every thread of a
- *  split run): stage decode, class outage, "cancelled". NULL = never. Not owned. */
+/** @brief Extraction stops at the next packet or frame once *cancel is non-zero (on every
+ *  thread of a split run): stage decode, class outage, "cancelled while decoding". NULL =
+ *  never. Not owned. */
 void fq_frames_set_cancel(fq_frames_t *fx, const atomic_int *cancel);
 
 /**

@@ -226,32 +226,37 @@ done:
 
 /* Hands one chosen frame to the callback. serial identifies the decoded frame, so a frame
  * shown at several fps targets is encoded once. */
+fq_error_t *frames_deliver(run_t *r, fq_frame_t *out)
+{
+    const fq_frames_opts_t *o = &r->fx->opts;
+    if (frames_interrupt_cb(r)) {
+        return frames_timeout_error(r); /* cancelled (or out of time): hand over nothing more */
+    }
+    if (o->max_frames > 0 && r->emitted >= o->max_frames) {
+        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
+                            "more than %d frames would be extracted, limit is %d", o->max_frames,
+                            o->max_frames);
+    }
+    out->index = r->emitted++;
+    return r->cb(r->opaque, out);
+}
+
 fq_error_t *frames_emit(run_t *r, const AVFrame *frame, int64_t serial, int64_t pts_ms)
 {
     fq_frames_t *fx = r->fx;
     fq_error_t *err = NULL;
-    if (fx->opts.max_frames > 0 && r->emitted >= fx->opts.max_frames) {
-        err = fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
-                           "more than %d frames would be extracted, limit is %d",
-                           fx->opts.max_frames, fx->opts.max_frames);
-        goto done;
-    }
     if (serial != r->jpeg_serial || !fx->jpeg->data) {
         if ((err = encode_frame(r, frame))) {
-            goto done;
+            return err;
         }
         r->jpeg_serial = serial;
     }
     fq_frame_t out = {
-        .index = r->emitted,
         .pts_ms = pts_ms,
         .width = fx->enc->width,
         .height = fx->enc->height,
         .jpeg = fx->jpeg->data,
         .size = (size_t)fx->jpeg->size,
     };
-    r->emitted++;
-    err = r->cb(r->opaque, &out);
-done:
-    return err;
+    return frames_deliver(r, &out);
 }

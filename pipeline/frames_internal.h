@@ -234,6 +234,9 @@ fq_error_t *frames_fps_finish(run_t *r);
 fq_error_t *frames_check_packet_length(run_t *r, const AVPacket *pkt);
 
 /* frames_image.c */
+/** @brief Hands one frame to r->cb with the next index, unless the run is cancelled or out of
+ *  time, or MAX_FRAMES are out already (the error then). */
+fq_error_t *frames_deliver(run_t *r, fq_frame_t *out);
 /** @brief Scales, rotates, encodes and hands one chosen frame to the callback. serial
  *  identifies the decoded frame, so a frame shown at several fps targets is encoded once. */
 fq_error_t *frames_emit(run_t *r, const AVFrame *frame, int64_t serial, int64_t pts_ms);

@@ -48,18 +48,16 @@ typedef struct chunk {
     kept_frame_t *frames;
     size_t nframes, cap;
     fq_error_t *err;
-    bool taken, done, helped;
+    bool done, helped;
 } chunk_t;
 
 typedef struct split {
-    run_t *r; /* the item's run: its thread emits */
-    fq_frame_cb_t cb;
-    void *opaque;
+    run_t *r; /* the item's run: its thread hands the frames to its callback */
     chunk_t *chunks;
     int n;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int next;        /* the next chunk to take */
+    int next;        /* the next chunk to take: those before it are taken */
     bool stop;       /* an error: take no more */
     int emitted;     /* chunks handed to the callback */
     fq_error_t *err; /* the first error in chunk order (the item's thread only) */
@@ -203,8 +201,13 @@ static int plan_chunks(run_t *r, chunk_t **out)
 /* Runs the fps planner over chunk c on w, its frames kept in c. */
 static fq_error_t *run_chunk(run_t *w, chunk_t *c)
 {
+    /* the item's run hands the kept frames to its own callback later, counting them */
+    fq_frame_cb_t cb = w->cb;
+    void *opaque = w->opaque;
+    int emitted = w->emitted;
     w->cb = chunk_keep;
     w->opaque = c;
+    w->emitted = 0;
     w->next_target = c->first_target;
     w->end_target = c->end_target;
     w->end_dts = c->end_dts;
@@ -212,8 +215,6 @@ static fq_error_t *run_chunk(run_t *w, chunk_t *c)
     av_frame_unref(w->fx->held);
     av_packet_unref(w->fx->jpeg);
     w->held_serial = w->jpeg_serial = -1;
-    int emitted = w->emitted; /* the item's run counts what went out to its callback */
-    w->emitted = 0;
     w->last_sent_dts = w->max_sent_dts = AV_NOPTS_VALUE;
     w->seek_retries = 0;
     w->packets_since_frame = 0;
@@ -225,31 +226,24 @@ static fq_error_t *run_chunk(run_t *w, chunk_t *c)
         frames_reposition(w, INT64_MIN);
     }
     fq_error_t *err = frames_decode_fps(w);
+    w->cb = cb;
+    w->opaque = opaque;
     w->emitted = emitted;
     return err;
 }
 
 static fq_error_t *emit_chunk(split_t *s, chunk_t *c)
 {
-    run_t *r = s->r;
-    const fq_frames_opts_t *o = &r->fx->opts;
     for (size_t i = 0; i < c->nframes; i++) {
-        if (o->max_frames > 0 && r->emitted >= o->max_frames) {
-            return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_PERMANENT,
-                                "more than %d frames would be extracted, limit is %d",
-                                o->max_frames, o->max_frames);
-        }
         const kept_frame_t *k = &c->frames[i];
         fq_frame_t out = {
-            .index = r->emitted,
             .pts_ms = k->pts_ms,
             .width = k->width,
             .height = k->height,
             .jpeg = (const uint8_t *)c->jpeg.data + k->off,
             .size = k->size,
         };
-        r->emitted++;
-        fq_error_t *err = s->cb(s->opaque, &out);
+        fq_error_t *err = frames_deliver(s->r, &out);
         if (err) {
             return err;
         }
@@ -265,7 +259,7 @@ static bool emit_ready(split_t *s, bool wait)
     while (!s->err) {
         pthread_mutex_lock(&s->mu);
         chunk_t *c = s->emitted < s->n ? &s->chunks[s->emitted] : NULL;
-        while (wait && c && c->taken && !c->done) {
+        while (wait && c && s->emitted < s->next && !c->done) {
             pthread_cond_wait(&s->cv, &s->mu);
         }
         bool ready = c && c->done;
@@ -296,7 +290,6 @@ static void take_chunks(split_t *s, run_t *w, bool helper)
         bool quit = s->stop || s->next >= s->n || (helper && fq_cores_wanted(s->r->fx->cores));
         chunk_t *c = quit ? NULL : &s->chunks[s->next++];
         if (c) {
-            c->taken = true;
             c->helped = helper;
         }
         pthread_mutex_unlock(&s->mu);
@@ -429,13 +422,7 @@ bool frames_decode_split(run_t *r, fq_error_t **err)
     r->no_retune = true;
 
     helper_t h[MAX_HELPERS];
-    split_t s = {.r = r,
-                 .cb = r->cb,
-                 .opaque = r->opaque,
-                 .chunks = chunks,
-                 .n = n,
-                 .h = h,
-                 .max_helpers = max_helpers};
+    split_t s = {.r = r, .chunks = chunks, .n = n, .h = h, .max_helpers = max_helpers};
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
     start_helpers(&s, lent);
@@ -455,8 +442,6 @@ bool frames_decode_split(run_t *r, fq_error_t **err)
     free(chunks);
     pthread_cond_destroy(&s.cv);
     pthread_mutex_destroy(&s.mu);
-    r->cb = s.cb;
-    r->opaque = s.opaque;
     return true;
 }
 

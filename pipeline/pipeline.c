@@ -19,20 +19,12 @@ struct fq_pipeline {
     fq_cores_t *cores; /* NULL = no budget */
 };
 
-/* Frames go from the decoder straight into the upload queue; the cancel flag is checked per
- * frame so a shutdown abandons a long video quickly. */
-typedef struct frame_sink {
-    fq_upload_t *upload;
-    const atomic_int *cancel;
-} frame_sink_t;
-
+/* Frames go from the decoder straight into the upload queue. A shutdown's cancel flag stops
+ * the extractor at its next packet or frame (fq_frames_set_cancel), so a long video is
+ * abandoned quickly. */
 static fq_error_t *frame_to_upload(void *opaque, const fq_frame_t *frame)
 {
-    frame_sink_t *sink = opaque;
-    if (sink->cancel && atomic_load(sink->cancel))
-        return fq_error_new(FQ_STAGE_DECODE, FQ_CLASS_OUTAGE,
-                            "cancelled: the worker is shutting down");
-    return fq_upload_frame(sink->upload, frame);
+    return fq_upload_frame(opaque, frame);
 }
 
 fq_pipeline_t *fq_pipeline_new(const fq_config_t *cfg, bool with_db, char *errstr,
@@ -158,9 +150,8 @@ fq_error_t *fq_pipeline_process(fq_pipeline_t *pl, const fq_item_t *item, int at
                            "cancelled while waiting for a core: the worker is shutting down");
         goto done;
     }
-    frame_sink_t sink = {.upload = pl->upload, .cancel = cancel};
-    fq_frames_set_cancel(pl->frames, cancel); /* also between frames: chunks of a split run */
-    err = fq_frames_extract(pl->frames, src.fd, frame_to_upload, &sink, &out->info);
+    fq_frames_set_cancel(pl->frames, cancel);
+    err = fq_frames_extract(pl->frames, src.fd, frame_to_upload, pl->upload, &out->info);
     fq_cores_release(pl->cores, 1);
     fq_fetch_source_close(&src);
     out->ms_frames = ms_since(t);
