@@ -155,26 +155,31 @@ static int record_errors(fq_worker_t *w, const msg_t *m, char *reason, size_t re
     return 0;
 }
 
+void fq_w_log_cancelled(const msg_t *m)
+{
+    /* Where each unfinished item stopped is worth a line: nothing else records it. */
+    const char *why = m->cancel_why ? m->cancel_why : "(cancelled)";
+    for (size_t i = 0; i < m->nentries; i++) {
+        const entry_t *e = &m->entries[i];
+        const fq_error_t *err = e->job ? e->job->err : e->err;
+        if (!err)
+            continue;
+        fq_log_ctx_t ctx;
+        char key[FQ_ITEM_KEY_MAX];
+        fq_w_log_ctx(m, e, &ctx, key, sizeof(key));
+        ctx.stage = fq_stage_name(fq_error_stage(err));
+        ctx.outcome = "abandoned";
+        FQ_INFO(&ctx, "item abandoned %s: %s", why, fq_error_message(err));
+    }
+    FQ_INFO(NULL, "message %s [%d] @%" PRId64 " abandoned without commit (cancelled %s)", m->topic,
+            (int)m->partition, m->offset, why);
+}
+
 fin_rc_t fq_w_decide(fq_worker_t *w, msg_t *m)
 {
     char reason[700];
     if (atomic_load(&m->cancel)) {
-        /* Cancelled at shutdown: whoever reads the partition next replays it. Where each
-         * unfinished item stopped is worth a line: nothing else records it. */
-        for (size_t i = 0; i < m->nentries; i++) {
-            const entry_t *e = &m->entries[i];
-            const fq_error_t *err = e->job ? e->job->err : e->err;
-            if (!err)
-                continue;
-            fq_log_ctx_t ctx;
-            char key[FQ_ITEM_KEY_MAX];
-            fq_w_log_ctx(m, e, &ctx, key, sizeof(key));
-            ctx.stage = fq_stage_name(fq_error_stage(err));
-            ctx.outcome = "abandoned";
-            FQ_INFO(&ctx, "item abandoned at shutdown: %s", fq_error_message(err));
-        }
-        FQ_INFO(NULL, "message %s [%d] @%" PRId64 " abandoned without commit (cancelled)", m->topic,
-                (int)m->partition, m->offset);
+        fq_w_log_cancelled(m); /* whoever reads the partition next replays it */
         return FIN_REPLAY;
     }
     outage_kind_t kind = route_entries(w, m, reason, sizeof(reason));

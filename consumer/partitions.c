@@ -45,7 +45,7 @@ void fq_w_seek(fq_worker_t *w, const char *topic, int32_t partition, int64_t off
  * longer ours: its new owner starts at the committed offset, at or before this one. */
 void fq_w_rewind(fq_worker_t *w, const char *topic, int32_t partition, int64_t offset)
 {
-    fq_w_abandon(w, topic, partition, offset, false);
+    fq_w_abandon(w, topic, partition, offset, NULL);
     fq_part_t *p = fq_w_part(w, topic, partition);
     if (!p)
         return;
@@ -255,7 +255,8 @@ void fq_w_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         const char *topic = parts->elems[i].topic;
         int32_t partition = parts->elems[i].partition;
         size_t before = w->nwin;
-        fq_w_abandon(w, topic, partition, 0, true);
+        fq_w_abandon(w, topic, partition, 0,
+                     lost ? "with its lost partition" : "with its revoked partition");
         fq_w_drop_held_of(w, topic, partition, 0); /* never started: the new owner reads them */
         if (before)
             FQ_DEBUG(NULL, "partition %s [%d] revoked: its messages in the window abandoned", topic,

@@ -332,8 +332,11 @@ void fq_w_reap(fq_worker_t *w)
             continue;
         }
         m->state = MSG_DECIDED;
-        if (m->abandoned)
+        if (m->abandoned) {
+            if (atomic_load(&m->cancel))
+                fq_w_log_cancelled(m);
             continue; /* swept */
+        }
         if (fq_w_decide(w, m) != FIN_OK) {
             /* an outage (decide entered it) or a cancel: the message is read again */
             fq_w_rewind(w, m->topic, m->partition, m->offset);
@@ -361,15 +364,24 @@ void fq_w_sweep(fq_worker_t *w)
     set_gauges(w);
 }
 
-void fq_w_abandon(fq_worker_t *w, const char *topic, int32_t partition, int64_t from, bool cancel)
+/* The first reason stays: it is what stopped the items. */
+static void cancel(msg_t *m, const char *why)
+{
+    if (!m->cancel_why)
+        m->cancel_why = why;
+    atomic_store(&m->cancel, 1);
+}
+
+void fq_w_abandon(fq_worker_t *w, const char *topic, int32_t partition, int64_t from,
+                  const char *cancel_why)
 {
     for (size_t i = 0; i < w->nwin; i++) {
         msg_t *m = w->win[i];
         if (m->offset < from || m->partition != partition || strcmp(m->topic, topic) != 0)
             continue;
         m->abandoned = true;
-        if (cancel)
-            atomic_store(&m->cancel, 1);
+        if (cancel_why)
+            cancel(m, cancel_why);
     }
     fq_w_drop_held_of(w, topic, partition, from);
 }
@@ -395,11 +407,11 @@ void fq_w_drop_held(fq_worker_t *w, bool rewind)
     w->nheld = 0;
 }
 
-void fq_w_cancel_running(fq_worker_t *w)
+void fq_w_cancel_running(fq_worker_t *w, const char *why)
 {
     for (size_t i = 0; i < w->nwin; i++)
         if (w->win[i]->state == MSG_RUNNING)
-            atomic_store(&w->win[i]->cancel, 1);
+            cancel(w->win[i], why);
 }
 
 void fq_w_window_clear(fq_worker_t *w)

@@ -219,7 +219,7 @@ void fq_worker_destroy(fq_worker_t *w)
         return;
     fq_prober_stop(w->prober); /* it uses rk and probe_store */
     /* Jobs first: they point into the window's messages. */
-    fq_w_cancel_running(w);
+    fq_w_cancel_running(w, "at shutdown");
     fq_pool_destroy(w->pool); /* drains the queue (cancelled jobs end at once), joins */
     w->pool = NULL;
     fq_w_txn_forget(w); /* a commit still on its way is the coordinator's to finish */
@@ -533,7 +533,7 @@ int fq_worker_run(fq_worker_t *w)
         }
         if (w->stopping && mono >= w->stop_deadline && w->stop_deadline) {
             FQ_WARN(NULL, "shutdown grace over: cancelling %zu item(s)", fq_pool_pending(w->pool));
-            fq_w_cancel_running(w);
+            fq_w_cancel_running(w, "at shutdown");
             w->stop_deadline = 0;
         }
 

@@ -93,8 +93,9 @@ typedef struct msg {
     size_t nentries;
     fq_pool_job_t *jobs;
     size_t njobs;
-    size_t nrouted;    /* entries going to the retry topic or the DLQ */
-    atomic_int cancel; /* set by the loop, read by the pool threads */
+    size_t nrouted;         /* entries going to the retry topic or the DLQ */
+    atomic_int cancel;      /* set by the loop, read by the pool threads */
+    const char *cancel_why; /* for the log: "at shutdown", "with its revoked partition"... */
     int64_t t0;
 } msg_t;
 
@@ -220,16 +221,21 @@ void fq_w_start_due(fq_worker_t *w);
 int64_t fq_w_next_due(const fq_worker_t *w); /* epoch ms of the earliest waiting retry; 0 none */
 void fq_w_reap(fq_worker_t *w);
 void fq_w_sweep(fq_worker_t *w);
-void fq_w_abandon(fq_worker_t *w, const char *topic, int32_t partition, int64_t from, bool cancel);
+/* Every message of the partition from offset `from` is read again; cancel_why non-NULL also
+ * cancels their items (why, for the log), NULL lets them finish. */
+void fq_w_abandon(fq_worker_t *w, const char *topic, int32_t partition, int64_t from,
+                  const char *cancel_why);
 void fq_w_drop_waiting(fq_worker_t *w);
 void fq_w_drop_held(fq_worker_t *w, bool rewind);
-void fq_w_cancel_running(fq_worker_t *w);
+void fq_w_cancel_running(fq_worker_t *w, const char *why);
 size_t fq_w_running(const fq_worker_t *w); /* messages with jobs on the pool */
 msg_t *fq_w_find(const fq_worker_t *w, const char *topic, int32_t partition, int64_t offset);
 void fq_w_window_clear(fq_worker_t *w);
 
 /* outcome.c */
 fin_rc_t fq_w_decide(fq_worker_t *w, msg_t *m);
+/* A cancelled message: where each unfinished item stopped, and that it is read again. */
+void fq_w_log_cancelled(const msg_t *m);
 void fq_w_report(fq_worker_t *w, const msg_t *m);
 void fq_w_log_ctx(const msg_t *m, const entry_t *e, fq_log_ctx_t *ctx, char *key, size_t key_size);
 

@@ -155,6 +155,12 @@ fq_error_t *fq_pipeline_process(fq_pipeline_t *pl, const fq_item_t *item, int at
     fq_cores_release(pl->cores, 1);
     fq_fetch_source_close(&src);
     out->ms_frames = ms_since(t);
+    ctx.stage = "decode";
+    ctx.duration_ms = out->ms_frames;
+    FQ_DEBUG(&ctx, "decoded %lld frame(s), %d handed on%s; %d chunk(s), %d by %d helper thread(s)",
+             (long long)out->info.frames_decoded, out->info.frame_count,
+             err ? " before it stopped" : "", out->info.chunks, out->info.chunks_helped,
+             out->info.chunk_helpers);
     if (err)
         goto done;
 

@@ -7,22 +7,10 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../support/consumer_lib.sh"
 
-export SHUTDOWN_GRACE_MS=200 WORKER_CONCURRENCY=1 WORKER_CORES=2 FRAME_FPS=20 LOG_LEVEL=info
+export SHUTDOWN_GRACE_MS=200 WORKER_CONCURRENCY=1 WORKER_CORES=2 FRAME_FPS=20 LOG_LEVEL=debug
 cq_setup cancel_decode
-ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
-    -i testsrc2=size=1280x720:rate=30:duration=40 -c:v libx264 -preset ultrafast -g 60 \
-    -pix_fmt yuv420p -f mp4 "$CQ_TMP/videos/long40.mp4" || cq_fail "ffmpeg could not make long40.mp4"
-cq_produce 0 "$(cq_batch "$(cq_item c long40)")"
-
-cq_consumer_bg worker
+cq_long_decode worker long40 40
 worker=$CQ_LAST_PID
-# the first frames on disk: the item is decoding
-cq_wait_sql "SELECT count(*) FROM extraction_items WHERE code='long40' AND status='processing'" 1 60
-for i in $(seq 600); do
-    compgen -G "$CQ_TMP/frames/c/long40/*.jpg" >/dev/null && break
-    sleep 0.05
-done
-compgen -G "$CQ_TMP/frames/c/long40/*.jpg" >/dev/null || cq_fail "no frame was written"
 kill -TERM "$worker"
 rc=0
 wait "$worker" || rc=$?
@@ -32,6 +20,7 @@ line=$(grep '"msg":"item abandoned at shutdown' "$CQ_TMP/worker.log") || cq_fail
 [[ $line == *'"item":"c:long40"'* && $line == *'"stage":"decode"'* ]] || cq_fail "abandoned line: $line"
 [[ $line == *'"msg":"item abandoned at shutdown: cancelled while decoding"'* ]] ||
     cq_fail "not cancelled by the extractor: $line"
+cq_expect_split_stopped worker c:long40
 cq_expect_eq "status of the item" "$(cq_sql "SELECT status FROM extraction_items WHERE code='long40'")" processing
 cq_expect_eq "retry messages" "$(cq_count "$KAFKA_RETRY_TOPIC")" 0
 cq_expect_eq "DLQ messages" "$(cq_count "$KAFKA_DLQ_TOPIC")" 0

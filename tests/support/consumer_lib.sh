@@ -312,6 +312,54 @@ cq_wait_sql() {
     cq_fail "timed out after $3 s waiting for [$1] = '$2' (last: '$got')"
 }
 
+# cq_wait_file GLOB TIMEOUT_S: waits until a file matches GLOB.
+cq_wait_file() {
+    local i
+    for ((i = 0; i < $2 * 20; i++)); do
+        compgen -G "$1" >/dev/null && return 0
+        sleep 0.05
+    done
+    cq_fail "timed out after $2 s waiting for a file $1"
+}
+
+# cq_wait_log LOGNAME TEXT TIMEOUT_S: waits until $CQ_TMP/LOGNAME.log holds TEXT (fixed string).
+cq_wait_log() {
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        grep -qF -- "$2" "$CQ_TMP/$1.log" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    cq_fail "timed out after $3 s waiting for '$2' in $1.log"
+}
+
+# cq_expect_split_stopped LOGNAME ITEM_KEY: the worker's debug line says the item's decode was
+# stopped while cut into chunks with at least one helper thread (LOG_LEVEL=debug).
+cq_expect_split_stopped() {
+    local line chunks helpers
+    line=$(grep -F '"item":"'"$2"'"' "$CQ_TMP/$1.log" | grep -F '"stage":"decode"' |
+        grep -F 'handed on before it stopped;' | tail -n 1) ||
+        cq_fail "$1.log: no decode line for $2 that stopped"
+    chunks=$(sed -nE 's/.*stopped; ([0-9]+) chunk\(s\).*/\1/p' <<<"$line")
+    helpers=$(sed -nE 's/.* by ([0-9]+) helper thread.*/\1/p' <<<"$line")
+    ((${chunks:-0} >= 2 && ${helpers:-0} >= 1)) ||
+        cq_fail "$2 was not decoded in chunks with a helper: $line"
+    cq_say "ok: $2 stopped in a split decode ($chunks chunks, $helpers helper)"
+}
+
+# cq_long_decode LOGNAME CODE SECONDS: a 1280x720 H.264 clip of SECONDS with an IDR every 2 s
+# (an item alone on 2 cores decodes it in chunks on both) as item c:CODE on partition 0, and a
+# worker in the background (its pid in CQ_LAST_PID) that has begun to write its frames.
+cq_long_decode() {
+    local log=$1 code=$2
+    ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
+        -i "testsrc2=size=1280x720:rate=30:duration=$3" -c:v libx264 -preset ultrafast -g 60 \
+        -pix_fmt yuv420p -f mp4 "$CQ_TMP/videos/$code.mp4" || cq_fail "ffmpeg could not make $code.mp4"
+    cq_produce 0 "$(cq_batch "$(cq_item c "$code")")"
+    cq_consumer_bg "$log"
+    cq_wait_sql "SELECT count(*) FROM extraction_items WHERE code='$code' AND status='processing'" 1 60
+    cq_wait_file "$CQ_TMP/frames/c/$code/*.jpg" 30
+}
+
 # cq_proxy_start PORT_FILE TARGET_HOST TARGET_PORT [LISTEN_PORT]: a TCP forwarder (to cut a
 # dependency off without stopping the shared service); pid in CQ_PROXY_PID. Killing it closes
 # every forwarded connection, exactly what clients see when the server goes away.
