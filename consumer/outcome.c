@@ -64,7 +64,12 @@ static void report_entry(fq_worker_t *w, const msg_t *m, const entry_t *e)
             M_OBS(w, "frameq_stage_seconds", out->ms_upload / 1000.0, "stage", "upload", NULL);
             M_OBS(w, "frameq_stage_seconds", out->ms_store / 1000.0, "stage", "store", NULL);
         }
-        FQ_INFO(&ctx, "item %s: %d frame(s)", ctx.outcome, out->info.frame_count);
+        if (out->info.chunks > 1) /* lent cores: worth seeing in the log */
+            FQ_INFO(&ctx, "item %s: %d frame(s), decoded in %d chunks (%d by %d helper thread(s))",
+                    ctx.outcome, out->info.frame_count, out->info.chunks, out->info.chunks_helped,
+                    out->info.chunk_helpers);
+        else
+            FQ_INFO(&ctx, "item %s: %d frame(s)", ctx.outcome, out->info.frame_count);
         return;
     }
     ctx.stage = fq_stage_name(fq_error_stage(e->err));

@@ -10,12 +10,13 @@
 # Scenarios: sigkill kafka-restart pg-stop s3-stop rolling-sigterm fleet (default: all, in that
 # order). Each of the first five: 3 workers (`consumer`, one WORKER_ID each, one group) on fresh
 # topics (chaos.<scenario>.<run>.jobs, 6 partitions) and a throwaway database; items mix good
-# clips in S3, retriable ones on the fault server (/flaky/1, /flaky/2: succeed within
+# clips in S3 (one frame, or 12 s of video decoded in chunks when a core is free), retriable ones on the fault server (/flaky/1, /flaky/2: succeed within
 # MAX_RETRIES; /500: exhaust their retries), and permanent failures (missing object -> 404,
 # corrupt bytes). The fault is injected while work flows; the run waits until every item is
 # done/dead in PostgreSQL (or a timeout), stops the workers, drains with `consumer --once`, then
-# runs check_invariants.sh and compares the dead items with the set designed to die: an outage
-# of Kafka, PostgreSQL or S3 must burn no item.
+# runs check_invariants.sh (which also checks every done item's frame rows) and compares the
+# dead items with the set designed to die and each done item's frame count with its clip's: an
+# outage of Kafka, PostgreSQL or S3 must burn no item.
 #
 # fleet (DESIGN §3, §6: a fleet, not one worker), same items and checks, in three phases:
 # (1) autoscale: 4 workers of one group while items flow; every SCALE_EVERY_S an autoscaler
@@ -129,26 +130,30 @@ restore_stack() {
 
 # --- items ------------------------------------------------------------------------------------
 # make_items DIR: writes DIR/items.ndjson and DIR/expect (key class) and uploads the S3 objects.
-# Classes: good (S3 clip), flaky (fault server, fails 1 or 2 times), missing (no object, 404),
-# corrupt (random bytes in S3), exhaust (fault server /500: dies after MAX_RETRIES).
+# Classes: good (S3 clip, 1 frame), long (S3 clip of LONG_S seconds with an IDR every 2 s: one
+# frame a second, decoded in chunks when the worker has a core to lend), flaky (fault server,
+# fails 1 or 2 times), missing (no object, 404), corrupt (random bytes in S3), exhaust (fault
+# server /500: dies after MAX_RETRIES).
 make_items() {
     local dir=$1 n=$N_ITEMS i code class url
     : >"$dir/items.ndjson"
     : >"$dir/expect"
     : >"$dir/good.codes"
     : >"$dir/corrupt.codes"
+    : >"$dir/long.codes"
     for ((i = 0; i < N_WAVES; i++)); do
         : >"$dir/wave$i"
     done
     for ((i = 0; i < n; i++)); do
         code=$(printf 'c%05d' "$i")
         url=
-        # Per 20 items: 13 good, 3 flaky, 2 missing, 1 corrupt, 1 exhaust, interleaved.
+        # Per 20 items: 11 good, 2 long, 3 flaky, 2 missing, 1 corrupt, 1 exhaust, interleaved.
         case $((i % 20)) in
         0 | 5 | 13) class=flaky url="$CH_HTTP/flaky/$((i % 2 + 1))/$SCN-$CH_RUN-$code/tiny.mp4" ;;
         3 | 16) class=missing ;;
         8) class=corrupt ;;
         10) class=exhaust url="$CH_HTTP/500/$code.mp4" ;;
+        6 | 18) class=long ;;
         *) class=good ;;
         esac
         if [[ -n $url ]]; then
@@ -160,11 +165,13 @@ make_items() {
         case $class in
         good) echo "$code" >>"$dir/good.codes" ;;
         corrupt) echo "$code" >>"$dir/corrupt.codes" ;;
+        long) echo "$code" >>"$dir/long.codes" ;;
         esac
     done
     ch_s3_put_many "$CH_TMP/videos/tiny.mp4" "frameq-videos/$S3_PREFIX/chaos" <"$dir/good.codes"
     ch_s3_put_many "$CH_TMP/videos/corrupt.mp4" "frameq-videos/$S3_PREFIX/chaos" \
         <"$dir/corrupt.codes"
+    ch_s3_put_many "$CH_TMP/videos/long.mp4" "frameq-videos/$S3_PREFIX/chaos" <"$dir/long.codes"
 }
 
 # --- workers ----------------------------------------------------------------------------------
@@ -680,12 +687,26 @@ run_scenario() {
     # Every designed item, with its status or "missing" (-a 1): a lost item counts as not done.
     sort "$SDIR/expect" | join -a 1 -e missing -o 0,1.2,2.2 --check-order - "$SDIR/status" \
         >"$SDIR/joined"
-    awk '($2 == "good" || $2 == "flaky") && $3 != "done" {print $1 " (" $2 ") " $3}' \
+    awk '$2 ~ /^(good|long|flaky)$/ && $3 != "done" {print $1 " (" $2 ") " $3}' \
         "$SDIR/joined" >"$SDIR/burned"
-    awk '($2 != "good" && $2 != "flaky") && $3 != "dead" {print $1 " (" $2 ") " $3}' \
+    awk '$2 !~ /^(good|long|flaky)$/ && $3 != "dead" {print $1 " (" $2 ") " $3}' \
         "$SDIR/joined" >"$SDIR/undead"
     [[ -s $SDIR/burned ]] && why+=("$(wc -l <"$SDIR/burned") item(s) designed to succeed not done: $(head -3 "$SDIR/burned" | tr '\n' ';')")
     [[ -s $SDIR/undead ]] && why+=("$(wc -l <"$SDIR/undead") item(s) designed to die not dead: $(head -3 "$SDIR/undead" | tr '\n' ';')")
+    # Frames against the design: one a second of the clip (tiny: 1; long: LONG_S).
+    ch_sql "SELECT platform || ':' || code || ' ' || frame_count FROM extraction_items
+            WHERE status = 'done'" | sort >"$SDIR/frames"
+    sort "$SDIR/expect" | join --check-order - "$SDIR/frames" |
+        awk -v long="$LONG_S" '{ want = $2 == "long" ? long : 1 }
+             $3 != want { print $1 " (" $2 ") " $3 " frames, want " want }' >"$SDIR/bad_frames"
+    [[ -s $SDIR/bad_frames ]] && why+=("$(wc -l <"$SDIR/bad_frames") done item(s) with the wrong frame count: $(head -3 "$SDIR/bad_frames" | tr '\n' ';')")
+    # How often the long clips met lent cores and a fault (a story line, not a check: it
+    # depends on timing).
+    awk 'FILENAME ~ /faults.log$/ { next }
+         /"item":"chaos:/ && /decoded in [0-9]+ chunks/ { split_done++ }
+         /cancelled while decoding/ { cancelled++ }
+         END { printf "long items: %d decoded in chunks to done, %d decodes cancelled\n",
+               split_done, cancelled }' "$SDIR"/*.log >>"$SDIR/faults.log"
 
     # No DLQ message may blame an outage; each must carry the reason of its class.
     ch_dlq_json >"$SDIR/dlq.json"
@@ -751,6 +772,10 @@ kill_leftovers() {
 trap 'stop_workers; kill_leftovers; restore_stack; ch_cleanup' EXIT
 mkdir -p "$CH_TMP/videos"
 ch_tiny "$CH_TMP/videos"
+LONG_S=12
+ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
+    -i "testsrc2=size=960x540:rate=30:duration=$LONG_S" -c:v libx264 -preset ultrafast -g 60 \
+    -pix_fmt yuv420p -f mp4 "$CH_TMP/videos/long.mp4" || ch_fail "ffmpeg could not make long.mp4"
 head -c 50000 /dev/urandom >"$CH_TMP/videos/corrupt.mp4"
 ch_fault_server "$CH_TMP/videos"
 
