@@ -54,10 +54,11 @@ static fin_rc_t txn_rc(fq_worker_t *w, fq_kafka_txn_t klass)
     }
 }
 
-/* Aborts the open transaction; a failed abort is owed until it succeeds. */
-static fin_rc_t txn_abort(fq_worker_t *w)
+/* Aborts the open transaction; a failed abort is owed until it succeeds (a timed-out one is
+ * resumed by the next call). */
+static fin_rc_t txn_abort(fq_worker_t *w, int timeout_ms)
 {
-    return txn_rc(w, fq_kafka_txn_abort(w->rkp, COMMIT_WAIT_MS));
+    return txn_rc(w, fq_kafka_txn_abort(w->rkp, timeout_ms));
 }
 
 static fin_rc_t txn_failed(fq_worker_t *w, const char *what, rd_kafka_error_t *error)
@@ -166,12 +167,28 @@ static int produce_routed(fq_worker_t *w, const msg_t *m)
     return 0;
 }
 
+/* An abort owed since a transactional call failed (txn_dirty) is paid as soon as Kafka answers,
+ * not at the next transaction: until then the open transaction holds back the last stable offset
+ * of every partition it wrote to, so read_committed readers (the retry role, operators reading
+ * the DLQ) see nothing past it until the coordinator times it out. A worker that routes nothing
+ * more (its partitions lost in the outage, or stopping) would otherwise never send it. */
+void fq_w_txn_pay_abort(fq_worker_t *w, int timeout_ms)
+{
+    if (!w->txn_dirty || w->ntxn || w->fatal)
+        return;
+    fin_rc_t rc = txn_abort(w, timeout_ms);
+    if (rc == FIN_OK)
+        FQ_INFO(NULL, "the transaction left open by a failed call is aborted");
+    else if (rc == FIN_OUTAGE && !w->stopping) /* tried again once the probes pass */
+        fq_w_enter_outage(w, OUTAGE_PROBED, "kafka: aborting the open transaction failed");
+}
+
 fin_rc_t fq_w_txn_commit(fq_worker_t *w, msg_t **msgs, size_t n,
                          const rd_kafka_topic_partition_list_t *offsets)
 {
     rd_kafka_error_t *error;
     if (w->txn_dirty) {
-        fin_rc_t rc = txn_abort(w);
+        fin_rc_t rc = txn_abort(w, COMMIT_WAIT_MS);
         if (rc != FIN_OK)
             return rc;
     }
@@ -180,7 +197,7 @@ fin_rc_t fq_w_txn_commit(fq_worker_t *w, msg_t **msgs, size_t n,
         return txn_failed(w, "begin transaction", error);
     for (size_t i = 0; i < n; i++) {
         if (produce_routed(w, msgs[i]) < 0) {
-            txn_abort(w);
+            txn_abort(w, COMMIT_WAIT_MS);
             return FIN_OUTAGE;
         }
     }

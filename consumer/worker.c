@@ -521,6 +521,8 @@ int fq_worker_run(fq_worker_t *w)
         fq_w_commit_owed(w);
         fq_w_reseek_lost(w);
         follow_probes(w);
+        if (!w->outage)
+            fq_w_txn_pay_abort(w, TXN_INIT_SLICE_MS);
 
         if (*w->opts.stop && !w->stopping)
             begin_stop(w, mono);
@@ -563,6 +565,7 @@ int fq_worker_run(fq_worker_t *w)
     fq_w_commit_settled(w, true);
     fq_w_sweep(w);
     fq_w_commit_last(w, 5000);
+    fq_w_txn_pay_abort(w, 5000); /* also after an outage that has not ended: it may answer */
     fq_w_set_ready(w, false, "stopped");
     if (w->fatal)
         return FQ_EXIT_FATAL;

@@ -257,5 +257,7 @@ bool fq_w_renew_producer(fq_worker_t *w);
 fin_rc_t fq_w_txn_commit(fq_worker_t *w, msg_t **msgs, size_t n,
                          const rd_kafka_topic_partition_list_t *offsets);
 fin_rc_t fq_w_txn_resume(fq_worker_t *w);
+/** Sends the abort owed since a transactional call failed, if any (waits up to timeout_ms). */
+void fq_w_txn_pay_abort(fq_worker_t *w, int timeout_ms);
 
 #endif

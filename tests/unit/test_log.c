@@ -15,39 +15,7 @@
 #include <unistd.h>
 
 #include "fq_log.h"
-
-/* ------------------------------------------------------------------------------------------ */
-/* Capturing stderr */
-
-typedef struct capture {
-    FILE *file;
-    int saved_fd;
-} capture_t;
-
-static void capture_start(capture_t *c)
-{
-    fflush(stderr);
-    c->file = tmpfile();
-    assert_non_null(c->file);
-    c->saved_fd = dup(STDERR_FILENO);
-    assert_true(c->saved_fd >= 0);
-    assert_true(dup2(fileno(c->file), STDERR_FILENO) >= 0);
-}
-
-/* Restores stderr and returns what was written (caller frees). */
-static char *capture_end(capture_t *c)
-{
-    assert_true(dup2(c->saved_fd, STDERR_FILENO) >= 0);
-    close(c->saved_fd);
-    /* fq_log writes with write(2), behind stdio's back: ask the kernel for the size. */
-    off_t end = lseek(fileno(c->file), 0, SEEK_END);
-    assert_true(end >= 0);
-    char *text = calloc(1, (size_t)end + 1);
-    assert_non_null(text);
-    assert_int_equal(pread(fileno(c->file), text, (size_t)end, 0), end);
-    fclose(c->file);
-    return text;
-}
+#include "fq_test_capture.h"
 
 static size_t count_lines(const char *text)
 {
@@ -73,10 +41,10 @@ static json_t *only_line(const char *text)
 
 static json_t *log_one(const fq_log_ctx_t *ctx, const char *msg)
 {
-    capture_t c;
-    capture_start(&c);
+    fq_test_capture_t c;
+    fq_test_capture_start(&c);
     fq_log(FQ_LOG_ERROR, ctx, "%s", msg);
-    char *text = capture_end(&c);
+    char *text = fq_test_capture_end(&c);
     json_t *obj = only_line(text);
     free(text);
     return obj;
@@ -177,11 +145,11 @@ static void test_level_gating(void **state)
     static const char *const names[] = {"debug", "info", "warn", "error"};
     for (int threshold = 0; threshold < 4; threshold++) {
         assert_int_equal(fq_log_init("test", "w-1", "json", names[threshold]), 0);
-        capture_t c;
-        capture_start(&c);
+        fq_test_capture_t c;
+        fq_test_capture_start(&c);
         for (int level = 0; level < 4; level++)
             fq_log((fq_log_level_t)level, NULL, "at %s", names[level]);
-        char *text = capture_end(&c);
+        char *text = fq_test_capture_end(&c);
         /* Exactly the levels at or above the threshold, in order. */
         assert_int_equal(count_lines(text), (size_t)(4 - threshold));
         const char *line = text;
@@ -239,11 +207,11 @@ static void test_text_format(void **state)
     (void)state;
     assert_int_equal(fq_log_init("consumer", "w-2", "text", "info"), 0);
     fq_log_ctx_t ctx = {.item = "tiktok:X1", .attempt = 3, .stage = "upload"};
-    capture_t c;
-    capture_start(&c);
+    fq_test_capture_t c;
+    fq_test_capture_start(&c);
     FQ_INFO(&ctx, "first\nsecond");
     FQ_DEBUG(&ctx, "hidden");
-    char *text = capture_end(&c);
+    char *text = fq_test_capture_end(&c);
     assert_int_equal(count_lines(text), 1); /* the newline in the message is escaped */
     assert_non_null(strstr(text, " info  consumer"));
     assert_non_null(strstr(text, "item=tiktok:X1"));
@@ -296,14 +264,14 @@ static void *log_thread(void *arg)
 static void test_threads(void **state)
 {
     (void)state;
-    capture_t c;
-    capture_start(&c);
+    fq_test_capture_t c;
+    fq_test_capture_start(&c);
     pthread_t th[N_THREADS];
     for (int i = 0; i < N_THREADS; i++)
         assert_int_equal(pthread_create(&th[i], NULL, log_thread, (void *)(intptr_t)i), 0);
     for (int i = 0; i < N_THREADS; i++)
         pthread_join(th[i], NULL);
-    char *text = capture_end(&c);
+    char *text = fq_test_capture_end(&c);
     assert_int_equal(count_lines(text), N_THREADS * N_LINES);
     int per_thread[N_THREADS] = {0};
     for (const char *line = text; *line;) {

@@ -28,12 +28,14 @@
 #include "fq_config.h"
 #include "fq_lag.h"
 #include "fq_log.h"
+#include "fq_test_capture.h"
 #include "fq_test_env.h"
 #include "fq_worker.h"
 
 /* Kafka protocol API keys (rdkafka_mock.h takes them as numbers). */
-#define API_END_TXN           26
-#define API_TXN_OFFSET_COMMIT 28
+#define API_ADD_OFFSETS_TO_TXN 25
+#define API_END_TXN            26
+#define API_TXN_OFFSET_COMMIT  28
 
 #define WAIT_MS     20000
 #define MAX_ITEMS   512
@@ -54,7 +56,8 @@ typedef struct harness {
     pthread_mutex_t lock;
     item_stat_t items[MAX_ITEMS];
     int nitems;
-    atomic_int release;      /* "slow" items run until this is set (or they are cancelled) */
+    atomic_int release;      /* "slow" items (and "stuck" ones after their first run) run until this
+                                is set (or they are cancelled) */
     atomic_int slow_running; /* "slow" items running now */
     atomic_int probe_fail;   /* the non-Kafka probe fails while set */
 } harness_t;
@@ -79,6 +82,8 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+static int stat_get(const char *code, int which);
+
 static fq_error_t *hook_process(void *ctx, const fq_item_t *item, int attempt,
                                 const atomic_int *cancel, fq_outcome_t *out)
 {
@@ -86,7 +91,8 @@ static fq_error_t *hook_process(void *ctx, const fq_item_t *item, int attempt,
     stat_of(item->code)->runs++;
     pthread_mutex_unlock(&H.lock);
     bool cancelled = false;
-    if (strncmp(item->code, "slow", 4) == 0) {
+    bool stuck_later = strncmp(item->code, "stuck", 5) == 0 && stat_get(item->code, 0) > 1;
+    if (strncmp(item->code, "slow", 4) == 0 || stuck_later) {
         atomic_fetch_add(&H.slow_running, 1);
         while (!atomic_load(&H.release) && !(cancel && atomic_load(cancel)))
             sleep_ms(5);
@@ -100,12 +106,12 @@ static fq_error_t *hook_process(void *ctx, const fq_item_t *item, int attempt,
     item_stat_t *s = stat_of(item->code);
     if (cancelled)
         s->cancelled++;
-    else if (strncmp(item->code, "perm", 4) != 0)
+    else if (strncmp(item->code, "perm", 4) != 0 && strncmp(item->code, "stuck", 5) != 0)
         s->ok++;
     pthread_mutex_unlock(&H.lock);
     if (cancelled)
         return fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "cancelled");
-    if (strncmp(item->code, "perm", 4) == 0)
+    if (strncmp(item->code, "perm", 4) == 0 || strncmp(item->code, "stuck", 5) == 0)
         return fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, "HTTP 404 (test)");
     memset(out, 0, sizeof(*out));
     out->info.frame_count = 1;
@@ -594,6 +600,86 @@ static void test_slow_commit_does_not_hold_the_loop(void **state)
     cluster_down();
 }
 
+/* A transactional call that fails retriably (the coordinator away) leaves the transaction open,
+ * an abort owed. Until the abort reaches the coordinator, the open transaction holds back the last
+ * stable offset of every partition it wrote to: no read_committed reader (the retry role,
+ * operators reading the DLQ) sees past it until the coordinator times it out. The long chaos run
+ * found a worker that routed nothing more (its partitions lost in a Kafka restart) and so never
+ * sent it: the DLQ read 27 of 200 messages for two minutes. The owed abort goes out as soon as
+ * the cluster answers: here while the message's replay still runs, before any later transaction
+ * (without it, the only EndTxn would come with the replay's commit). */
+static fq_test_capture_t capture;
+
+/* The log level of the tests: FQ_TEST_LOG=1 shows the workers' debug lines. */
+static const char *log_level(void)
+{
+    return getenv("FQ_TEST_LOG") ? "debug" : "error";
+}
+
+static bool capture_has(const char *needle)
+{
+    char *text = fq_test_capture_text(&capture);
+    bool found = strstr(text, needle) != NULL;
+    free(text);
+    return found;
+}
+
+static bool offsets_failed(void)
+{
+    return capture_has("\"msg\":\"send offsets to transaction on ");
+}
+
+static bool end_txn_sent(void)
+{
+    size_t n = 0, end_txn = 0;
+    rd_kafka_mock_request_t **reqs = rd_kafka_mock_get_requests(H.mc, &n);
+    for (size_t i = 0; i < n; i++)
+        end_txn += rd_kafka_mock_request_api_key(reqs[i]) == API_END_TXN;
+    rd_kafka_mock_request_destroy_array(reqs, n);
+    return end_txn > 0;
+}
+
+static bool replay_running(void)
+{
+    return stat_get("stuck-1", 0) >= 2;
+}
+
+static void test_owed_abort_sent_when_kafka_returns(void **state)
+{
+    cluster_up(1);
+    /* the failed transactional call is a warning */
+    const char *b0[] = {"stuck-1"};
+    produce_batch(0, b0, 1);
+    rd_kafka_mock_start_request_tracking(H.mc);
+    /* Retriable answers until the worker's wait (COMMIT_WAIT_MS) is over. */
+    static rd_kafka_resp_err_t loading[1000];
+    for (size_t i = 0; i < sizeof(loading) / sizeof(loading[0]); i++)
+        loading[i] = RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS;
+    rd_kafka_mock_push_request_errors_array(H.mc, API_ADD_OFFSETS_TO_TXN,
+                                            sizeof(loading) / sizeof(loading[0]), loading);
+    assert_int_equal(fq_log_init("test_worker_mock", "mock", "json", "info"), 0);
+    fq_test_capture_start(&capture);
+    wthread_t a;
+    worker_start(&a, "owed", false);
+    bool failed = wait_for(offsets_failed);
+    rd_kafka_mock_clear_request_errors(H.mc, API_ADD_OFFSETS_TO_TXN);
+    bool replaying = failed && wait_for(replay_running);
+    bool aborted = replaying && wait_for(end_txn_sent);
+    atomic_store(&H.release, 1);
+    int rc = worker_join(&a, true);
+    char *log = fq_test_capture_end(&capture);
+    assert_int_equal(fq_log_init("test_worker_mock", "mock", "json", log_level()), 0);
+    if (!failed || !replaying || !aborted || getenv("FQ_TEST_LOG"))
+        printf("the worker's log:\n%s", log);
+    free(log);
+    if (!failed || !replaying || !aborted)
+        fail_msg("offsets failed: %d; replay running: %d; EndTxn sent meanwhile: %d", failed,
+                 replaying, aborted);
+    assert_int_equal(rc, 0);
+    rd_kafka_mock_stop_request_tracking(H.mc);
+    cluster_down();
+}
+
 /* A producer fenced at EndTxn (what a Kafka 4 coordinator does after aborting a transaction
  * that outlived transaction.timeout.ms during an outage) is replaced by a new one under the same
  * transactional.id: the worker does not exit, replays the message and goes on. */
@@ -675,7 +761,7 @@ int main(int argc, char **argv)
 {
     if (argc > 1)
         cmocka_set_test_filter(argv[1]); /* e.g. "test_rebalance*" */
-    fq_log_init("test_worker_mock", "mock", "json", getenv("FQ_TEST_LOG") ? "debug" : "error");
+    assert_int_equal(fq_log_init("test_worker_mock", "mock", "json", log_level()), 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_once_fleet_drains_for_the_group),
         cmocka_unit_test(test_rebalance_in_the_middle_of_a_message),
@@ -685,6 +771,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_txn_offset_commit_error_replays),
         cmocka_unit_test(test_slow_commit_does_not_hold_the_loop),
         cmocka_unit_test(test_fenced_producer_is_renewed),
+        cmocka_unit_test(test_owed_abort_sent_when_kafka_returns),
         cmocka_unit_test(test_coordinator_goes_away),
         cmocka_unit_test(test_probe_pauses_and_resumes_an_idle_worker),
     };
