@@ -522,7 +522,7 @@ int fq_worker_run(fq_worker_t *w)
         fq_w_reseek_lost(w);
         follow_probes(w);
         if (!w->outage)
-            fq_w_txn_pay_abort(w, TXN_INIT_SLICE_MS);
+            fq_w_txn_pay_abort(w, COMMIT_WAIT_MS); /* as the next commit would */
 
         if (*w->opts.stop && !w->stopping)
             begin_stop(w, mono);
