@@ -102,7 +102,12 @@ void fq_w_txn_forget(fq_worker_t *w)
 }
 
 /* The commit on its way: one more slice. One that outlives COMMIT_WAIT_MS is an outage (the
- * worker pauses and turns not-ready) while the commit goes on. */
+ * worker pauses and turns not-ready) while the commit goes on. One still unanswered when the
+ * coordinator must have ended the transaction (transaction.timeout.ms, and COMMIT_WAIT_MS more)
+ * will not end by itself: seen after a broker restart, where for ten minutes it held the worker
+ * idle and the last stable offset of the partitions it wrote to, so the whole group stalled on
+ * them. A new producer under the same transactional.id settles it (init_transactions makes the
+ * coordinator finish or abort it) and the messages are read again (fq_w_renew_producer). */
 static void txn_resume(fq_worker_t *w)
 {
     fin_rc_t rc = fq_w_txn_resume(w);
@@ -110,7 +115,17 @@ static void txn_resume(fq_worker_t *w)
         fq_w_txn_end(w, rc);
         return;
     }
-    if (!w->txn_slow && fq_time_mono_ms() - w->txn_since > COMMIT_WAIT_MS) {
+    int64_t waited = fq_time_mono_ms() - w->txn_since;
+    if (!w->fatal && waited > (int64_t)w->txn_timeout_ms + COMMIT_WAIT_MS) {
+        FQ_ERROR(NULL,
+                 "commit transaction: no answer for %" PRId64 " ms, past transaction.timeout.ms "
+                 "(%d): the transaction is settled by a new producer",
+                 waited, w->txn_timeout_ms);
+        w->renew_why = "its transaction's commit was never answered";
+        w->fatal = true; /* the loop renews the producer once no item runs */
+        return;
+    }
+    if (!w->txn_slow && waited > COMMIT_WAIT_MS) {
         w->txn_slow = true;
         FQ_WARN(NULL,
                 "commit transaction: no answer within %d ms: pausing; the commit goes on in "

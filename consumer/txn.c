@@ -3,6 +3,7 @@
  * messages with the offsets that cover them, and the renewal of a producer that failed fatally. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -25,6 +26,11 @@ rd_kafka_t *fq_w_new_producer(fq_worker_t *w, char *errstr, size_t errstr_size)
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
+    char ms[32];
+    size_t ms_size = sizeof(ms);
+    w->txn_timeout_ms = 60000;
+    if (rd_kafka_conf_get(conf, "transaction.timeout.ms", ms, &ms_size) == RD_KAFKA_CONF_OK)
+        w->txn_timeout_ms = (int)strtol(ms, NULL, 10);
     atomic_store(&w->pevents.fatal, false);
     w->pevents.user = w;
     fq_kafka_set_callbacks(conf, &w->pevents);
@@ -211,8 +217,9 @@ fin_rc_t fq_w_txn_commit(fq_worker_t *w, msg_t **msgs, size_t n,
 
 /* One slice of the commit: librdkafka's commit is resumable, so a commit that takes longer (the
  * cluster away, a coordinator moving) goes on in the background while the loop serves the group;
- * the next turn calls again. It ends by itself: messages time out after transaction.timeout.ms,
- * which makes the transaction abortable (FIN_REPLAY). */
+ * the next turn calls again. Messages not delivered time out after transaction.timeout.ms, which
+ * makes the transaction abortable (FIN_REPLAY); a commit whose messages were delivered can wait
+ * for an answer for good, which the caller bounds (commit.c). */
 fin_rc_t fq_w_txn_resume(fq_worker_t *w)
 {
     rd_kafka_error_t *error = rd_kafka_commit_transaction(w->rkp, TXN_SLICE_MS);
@@ -298,9 +305,11 @@ bool fq_w_renew_producer(fq_worker_t *w)
      * the same transactional.id aborts. */
     rd_kafka_resp_err_t e = rd_kafka_fatal_error(w->rkp, why, sizeof(why));
     if (!e) {
-        snprintf(why, sizeof(why), "a transactional call failed fatally");
+        snprintf(why, sizeof(why), "%s",
+                 w->renew_why ? w->renew_why : "a transactional call failed fatally");
         e = RD_KAFKA_RESP_ERR__FATAL;
     }
+    w->renew_why = NULL;
     int64_t now = fq_time_mono_ms();
     if (!w->renew_since || now - w->renew_since > RENEW_WINDOW_MS) {
         w->renew_since = now;

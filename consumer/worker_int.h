@@ -135,8 +135,10 @@ struct fq_worker {
     msg_t **txn_msgs;
     size_t ntxn;
     rd_kafka_topic_partition_list_t *txn_offsets;
-    int64_t txn_since; /* monotonic ms of its first commit call */
-    bool txn_slow;     /* it outlived COMMIT_WAIT_MS: logged, outage entered */
+    int64_t txn_since;     /* monotonic ms of its first commit call */
+    bool txn_slow;         /* it outlived COMMIT_WAIT_MS: logged, outage entered */
+    int txn_timeout_ms;    /* the producer's transaction.timeout.ms */
+    const char *renew_why; /* why the producer is replaced when librdkafka reports no fatal error */
 
     fq_parts_t parts;
     bool cooperative; /* the group's rebalance protocol, as last reported */

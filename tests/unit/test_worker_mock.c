@@ -60,6 +60,7 @@ typedef struct harness {
                                 is set (or they are cancelled) */
     atomic_int slow_running; /* "slow" items running now */
     atomic_int probe_fail;   /* the non-Kafka probe fails while set */
+    const char *txn_timeout_ms; /* the workers' transaction.timeout.ms when set */
 } harness_t;
 
 static harness_t H;
@@ -317,6 +318,8 @@ static void worker_start(wthread_t *t, const char *id, bool once)
     cfg_set(t->cfg, "SHUTDOWN_GRACE_MS", "2000");
     cfg_set(t->cfg, "KAFKA_CONFIG_SESSION_TIMEOUT_MS", "6000");
     cfg_set(t->cfg, "KAFKA_CONFIG_HEARTBEAT_INTERVAL_MS", "300");
+    if (H.txn_timeout_ms)
+        cfg_set(t->cfg, "KAFKA_CONFIG_TRANSACTION_TIMEOUT_MS", H.txn_timeout_ms);
     fq_worker_opts_t opts = {.role = FQ_ROLE_ALL, .once = once, .stop = &t->stop, .hooks = &hooks};
     t->w = fq_worker_new(t->cfg, &opts, err, sizeof(err));
     if (!t->w)
@@ -600,6 +603,47 @@ static void test_slow_commit_does_not_hold_the_loop(void **state)
     cluster_down();
 }
 
+/* A commit whose EndTxn is never answered (seen after a broker restart: the coordinator never
+ * finished the transaction, and the worker sat idle on its partitions for ten minutes while the
+ * transaction held the last stable offset of the partitions it wrote to) is settled once the
+ * coordinator must have ended it (transaction.timeout.ms, here 1 s, and COMMIT_WAIT_MS more): a
+ * new producer takes over, the message is read again and routed again, and the worker goes on. */
+static bool unanswered_replayed(void)
+{
+    return stat_get("perm-u", 0) >= 2;
+}
+
+static bool after_unanswered_ok(void)
+{
+    return stat_get("ok-u2", 1) >= 1;
+}
+
+static void test_unanswered_commit_is_settled(void **state)
+{
+    cluster_up(1);
+    H.txn_timeout_ms = "1000";
+    /* The coordinator keeps answering "try again" (librdkafka retries in the background). */
+    static rd_kafka_resp_err_t busy[1000];
+    for (size_t i = 0; i < sizeof(busy) / sizeof(busy[0]); i++)
+        busy[i] = RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS;
+    rd_kafka_mock_push_request_errors_array(H.mc, API_END_TXN, sizeof(busy) / sizeof(busy[0]),
+                                            busy);
+    const char *b0[] = {"perm-u"};
+    produce_batch(0, b0, 1);
+    wthread_t a;
+    worker_start(&a, "unanswered", false);
+    bool replayed = wait_for(unanswered_replayed);
+    rd_kafka_mock_clear_request_errors(H.mc, API_END_TXN); /* the replay's commit is answered */
+    assert_true(replayed);
+    const char *b1[] = {"ok-u2"};
+    produce_batch(0, b1, 1);
+    assert_true(wait_for(after_unanswered_ok));
+    assert_false(atomic_load(&a.finished)); /* still running: not exit 3 */
+    assert_int_equal(worker_join(&a, true), 0);
+    assert_int_equal(stat_get("perm-u", 0), 2);
+    cluster_down();
+}
+
 /* A transactional call that fails retriably (the coordinator away) leaves the transaction open,
  * an abort owed. Until the abort reaches the coordinator, the open transaction holds back the last
  * stable offset of every partition it wrote to: no read_committed reader (the retry role,
@@ -772,6 +816,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_slow_commit_does_not_hold_the_loop),
         cmocka_unit_test(test_fenced_producer_is_renewed),
         cmocka_unit_test(test_owed_abort_sent_when_kafka_returns),
+        cmocka_unit_test(test_unanswered_commit_is_settled),
         cmocka_unit_test(test_coordinator_goes_away),
         cmocka_unit_test(test_probe_pauses_and_resumes_an_idle_worker),
     };
