@@ -132,6 +132,24 @@ ch_dlq_json() {
 }
 
 # ch_run_checker ITEMS_FILE: tests/chaos/check_invariants.sh with this run's topics and DB.
+# ch_open_transactions TOPIC...: one line per partition whose last stable offset (the end a
+# read_committed reader sees) is behind its end: a transaction is open there.
+ch_open_transactions() {
+    local t p n lso hwm
+    for t in "$@"; do
+        n=$(kcat -b "$KAFKA_BROKERS" -L -t "$t" 2>/dev/null | grep -c '^    partition ') || n=0
+        for ((p = 0; p < n; p++)); do
+            lso=$(kcat -b "$KAFKA_BROKERS" -X isolation.level=read_committed -Q -t "$t:$p:-1" \
+                2>/dev/null | sed -n 's/.* offset \([0-9]*\)$/\1/p')
+            hwm=$(kcat -b "$KAFKA_BROKERS" -X isolation.level=read_uncommitted -Q -t "$t:$p:-1" \
+                2>/dev/null | sed -n 's/.* offset \([0-9]*\)$/\1/p')
+            if [[ -n $lso && -n $hwm && $lso -lt $hwm ]]; then
+                echo "$t [$p]: readable to offset $lso of $hwm (a transaction is open there)"
+            fi
+        done
+    done
+}
+
 ch_run_checker() {
     bash "$CH_SRC/tests/chaos/check_invariants.sh" "$1"
 }

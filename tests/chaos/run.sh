@@ -742,7 +742,14 @@ EOF
     [[ -s $SDIR/bad_exits ]] && why+=("$(head -3 "$SDIR/bad_exits" | tr '\n' ';')")
     [[ -s $SDIR/dlq_bad ]] && why+=("$(wc -l <"$SDIR/dlq_bad") DLQ message(s) blaming an outage or with the wrong reason: $(head -2 "$SDIR/dlq_bad" | tr '\n' ';')")
 
-    ((${#why[@]})) && verdict=FAIL
+    if ((${#why[@]})); then
+        verdict=FAIL
+        # A stalled partition is often an open transaction: say where (see README, "A partition
+        # whose lag does not move").
+        local open
+        open=$(ch_open_transactions "$KAFKA_TOPIC" "$KAFKA_RETRY_TOPIC" "$KAFKA_DLQ_TOPIC")
+        [[ -n $open ]] && why+=("$(tr '\n' ';' <<<"$open")")
+    fi
     local row
     row=$(printf '%-16s %6s %6s %6s %6s %5s %8s  %s' "$SCN" "$N_ITEMS" "${done_n:-?}" \
         "${dead_n:-?}" "${lost:-?}" "${dup:-?}" "$drain_s" "$verdict")
