@@ -14,7 +14,9 @@
 # MAX_RETRIES; /500: exhaust their retries), and permanent failures (missing object -> 404,
 # corrupt bytes). The fault is injected while work flows; the run waits until every item is
 # done/dead in PostgreSQL (or a timeout), stops the workers, drains with `consumer --once`, then
-# runs check_invariants.sh (which also checks every done item's frame rows) and compares the
+# waits for every transaction on the topics to settle (up to TXN_SETTLE_S; one still open then is
+# a failure: it stalls its partition), runs check_invariants.sh (which also checks every done
+# item's frame rows) and compares the
 # dead items with the set designed to die and each done item's frame count with its clip's: an
 # outage of Kafka, PostgreSQL or S3 must burn no item.
 #
@@ -665,6 +667,19 @@ run_scenario() {
     fi
     local drain_s=$((SECONDS - T0))
 
+    # Every transaction settled before the topics are read with read_committed: one a stopped
+    # worker left open is aborted by the coordinator after transaction.timeout.ms (60 s). One
+    # still open after that is hanging, and stalls its partition for every reader (README, "A
+    # partition whose lag does not move").
+    local open waited=0
+    while open=$(ch_open_transactions "$KAFKA_TOPIC" "$KAFKA_RETRY_TOPIC" "$KAFKA_DLQ_TOPIC") &&
+        [[ -n $open ]] && ((waited < TXN_SETTLE_S)); do
+        sleep 1
+        waited=$((waited + 1))
+    done
+    ((waited)) && echo "t=$((SECONDS - T0))s transactions settled after ${waited}s" >>"$SDIR/faults.log"
+    [[ -n $open ]] && why+=("transactions still open after ${TXN_SETTLE_S}s: $(tr '\n' ';' <<<"$open")")
+
     local check crc=0
     check=$(CHECK_QUIET=0 ch_run_checker "$SDIR/items.ndjson" 2>&1) || crc=$?
     echo "$check" >"$SDIR/check.out"
@@ -742,14 +757,7 @@ EOF
     [[ -s $SDIR/bad_exits ]] && why+=("$(head -3 "$SDIR/bad_exits" | tr '\n' ';')")
     [[ -s $SDIR/dlq_bad ]] && why+=("$(wc -l <"$SDIR/dlq_bad") DLQ message(s) blaming an outage or with the wrong reason: $(head -2 "$SDIR/dlq_bad" | tr '\n' ';')")
 
-    if ((${#why[@]})); then
-        verdict=FAIL
-        # A stalled partition is often an open transaction: say where (see README, "A partition
-        # whose lag does not move").
-        local open
-        open=$(ch_open_transactions "$KAFKA_TOPIC" "$KAFKA_RETRY_TOPIC" "$KAFKA_DLQ_TOPIC")
-        [[ -n $open ]] && why+=("$(tr '\n' ';' <<<"$open")")
-    fi
+    ((${#why[@]})) && verdict=FAIL
     local row
     row=$(printf '%-16s %6s %6s %6s %6s %5s %8s  %s' "$SCN" "$N_ITEMS" "${done_n:-?}" \
         "${dead_n:-?}" "${lost:-?}" "${dup:-?}" "$drain_s" "$verdict")
@@ -786,6 +794,7 @@ ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
 head -c 50000 /dev/urandom >"$CH_TMP/videos/corrupt.mp4"
 ch_fault_server "$CH_TMP/videos"
 
+TXN_SETTLE_S=90 # transaction.timeout.ms (60 s) and the coordinator's 10 s abort sweep, with room
 export MAX_RETRIES=3 RETRY_BACKOFF_MS=200 RETRY_BACKOFF_MAX_MS=2000
 export ALLOWED_SOURCE_HOSTS="127.0.0.1,frameq-videos"
 export WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-2} BATCH_SIZE=${BATCH_SIZE:-5}
