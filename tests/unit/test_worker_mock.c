@@ -60,6 +60,7 @@ typedef struct harness {
                                 is set (or they are cancelled) */
     atomic_int slow_running; /* "slow" items running now */
     atomic_int probe_fail;   /* the non-Kafka probe fails while set */
+    bool stuck_fails_probe;  /* a "stuck" item's first run sets probe_fail */
     const char *txn_timeout_ms; /* the workers' transaction.timeout.ms when set */
 } harness_t;
 
@@ -93,6 +94,8 @@ static fq_error_t *hook_process(void *ctx, const fq_item_t *item, int attempt,
     pthread_mutex_unlock(&H.lock);
     bool cancelled = false;
     bool stuck_later = strncmp(item->code, "stuck", 5) == 0 && stat_get(item->code, 0) > 1;
+    if (strncmp(item->code, "stuck", 5) == 0 && !stuck_later && H.stuck_fails_probe)
+        atomic_store(&H.probe_fail, 1); /* the outage that follows does not end */
     if (strncmp(item->code, "slow", 4) == 0 || stuck_later) {
         atomic_fetch_add(&H.slow_running, 1);
         while (!atomic_load(&H.release) && !(cancel && atomic_load(cancel)))
@@ -688,40 +691,78 @@ static bool replay_running(void)
     return stat_get("stuck-1", 0) >= 2;
 }
 
-static void test_owed_abort_sent_when_kafka_returns(void **state)
+/* The worker of test_owed_abort_*: its "stuck-1" message's routing fails retriably (the
+ * coordinator loading until the worker gives up), so an abort is owed; with outage_goes_on the
+ * item also makes the database probe fail from then on. */
+static void owed_abort_start(wthread_t *a, const char *id, bool outage_goes_on)
 {
     cluster_up(1);
-    /* the failed transactional call is a warning */
+    H.stuck_fails_probe = outage_goes_on;
     const char *b0[] = {"stuck-1"};
     produce_batch(0, b0, 1);
     rd_kafka_mock_start_request_tracking(H.mc);
-    /* Retriable answers until the worker's wait (COMMIT_WAIT_MS) is over. */
     static rd_kafka_resp_err_t loading[1000];
     for (size_t i = 0; i < sizeof(loading) / sizeof(loading[0]); i++)
         loading[i] = RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS;
     rd_kafka_mock_push_request_errors_array(H.mc, API_ADD_OFFSETS_TO_TXN,
                                             sizeof(loading) / sizeof(loading[0]), loading);
+    /* the failed transactional call is a warning */
     assert_int_equal(fq_log_init("test_worker_mock", "mock", "json", "info"), 0);
     fq_test_capture_start(&capture);
+    worker_start(a, id, false);
+}
+
+/* Joins the worker, ends the capture and fails the test (the log printed) unless ok. */
+static void owed_abort_end(wthread_t *a, bool ok, const char *what)
+{
+    atomic_store(&H.release, 1);
+    int rc = worker_join(a, true);
+    bool aborted = end_txn_sent();
+    char *log = fq_test_capture_end(&capture);
+    assert_int_equal(fq_log_init("test_worker_mock", "mock", "json", log_level()), 0);
+    if (!ok || !aborted || getenv("FQ_TEST_LOG"))
+        printf("the worker's log:\n%s", log);
+    free(log);
+    if (!ok || !aborted)
+        fail_msg("%s; EndTxn sent by the end: %d", what, aborted);
+    assert_int_equal(rc, 0);
+    rd_kafka_mock_stop_request_tracking(H.mc);
+    cluster_down();
+}
+
+static void test_owed_abort_sent_when_kafka_returns(void **state)
+{
     wthread_t a;
-    worker_start(&a, "owed", false);
+    owed_abort_start(&a, "owed", false);
     bool failed = wait_for(offsets_failed);
     rd_kafka_mock_clear_request_errors(H.mc, API_ADD_OFFSETS_TO_TXN);
     bool replaying = failed && wait_for(replay_running);
     bool aborted = replaying && wait_for(end_txn_sent);
-    atomic_store(&H.release, 1);
-    int rc = worker_join(&a, true);
-    char *log = fq_test_capture_end(&capture);
-    assert_int_equal(fq_log_init("test_worker_mock", "mock", "json", log_level()), 0);
-    if (!failed || !replaying || !aborted || getenv("FQ_TEST_LOG"))
-        printf("the worker's log:\n%s", log);
-    free(log);
-    if (!failed || !replaying || !aborted)
-        fail_msg("offsets failed: %d; replay running: %d; EndTxn sent meanwhile: %d", failed,
-                 replaying, aborted);
-    assert_int_equal(rc, 0);
-    rd_kafka_mock_stop_request_tracking(H.mc);
-    cluster_down();
+    char what[128];
+    snprintf(what, sizeof(what),
+             "offsets failed: %d; replay running: %d; EndTxn sent meanwhile: %d", failed, replaying,
+             aborted);
+    owed_abort_end(&a, failed && replaying && aborted, what);
+}
+
+/* The same abort is sent by a worker that stops while its outage goes on (the database probe
+ * keeps failing): Kafka answers, and nothing else would end the transaction before the
+ * coordinator's timeout. */
+static bool outage_logged(void)
+{
+    return capture_has("\"msg\":\"outage: pausing consumption");
+}
+
+static void test_owed_abort_sent_at_exit(void **state)
+{
+    wthread_t a;
+    owed_abort_start(&a, "owedexit", true);
+    bool failed = wait_for(offsets_failed) && wait_for(outage_logged);
+    rd_kafka_mock_clear_request_errors(H.mc, API_ADD_OFFSETS_TO_TXN);
+    bool before = end_txn_sent(); /* the outage goes on: nothing sent it yet */
+    char what[128];
+    snprintf(what, sizeof(what), "offsets failed: %d; EndTxn before the stop: %d", failed, before);
+    owed_abort_end(&a, failed && !before, what);
 }
 
 /* A producer fenced at EndTxn (what a Kafka 4 coordinator does after aborting a transaction
@@ -816,6 +857,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_slow_commit_does_not_hold_the_loop),
         cmocka_unit_test(test_fenced_producer_is_renewed),
         cmocka_unit_test(test_owed_abort_sent_when_kafka_returns),
+        cmocka_unit_test(test_owed_abort_sent_at_exit),
         cmocka_unit_test(test_unanswered_commit_is_settled),
         cmocka_unit_test(test_coordinator_goes_away),
         cmocka_unit_test(test_probe_pauses_and_resumes_an_idle_worker),
