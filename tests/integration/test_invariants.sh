@@ -12,10 +12,18 @@ ch_db invariants
 export KAFKA_DLQ_TOPIC="chaos.invariants.$CH_RUN.dlq"
 export MAX_RETRIES=3
 
-# row PLATFORM CODE STATUS ATTEMPTS: one extraction_items row.
+# row PLATFORM CODE STATUS ATTEMPTS: one extraction_items row; a done one has one frame, recorded
+# as the worker records it (frame_count and its extraction_frames row).
 row() {
-    ch_sql "INSERT INTO extraction_items (platform, code, status, attempts)
-            VALUES ('$1', '$2', '$3', $4)" >/dev/null
+    ch_sql "INSERT INTO extraction_items (platform, code, status, attempts, frame_count)
+            VALUES ('$1', '$2', '$3', $4, CASE WHEN '$3' = 'done' THEN 1 END)" >/dev/null
+    [[ $3 != done ]] || frame_row "$2" 0
+}
+# frame_row CODE INDEX: one extraction_frames row of item t:CODE.
+frame_row() {
+    ch_sql "INSERT INTO extraction_frames (item_id, idx, pts_ms, url)
+            SELECT id, $2, $2 * 1000, 'file:///f/$2.jpg' FROM extraction_items
+            WHERE platform = 't' AND code = '$1'" >/dev/null
 }
 # error_row CODE ATTEMPT: one extraction_errors row of item t:CODE.
 error_row() {
@@ -80,6 +88,16 @@ row t dlqnd_1 retrying 2
 dlq dlqnd_1
 items dlq_without_dead dlqnd_1
 
+# frames: a done item that counts 2 frames with one recorded, and a dead item (rightly in the
+# DLQ once) with a frame row.
+row t frames_1 done 1
+ch_sql "UPDATE extraction_items SET frame_count = 2 WHERE code = 'frames_1'" >/dev/null
+row t frames_2 dead 1
+dlq frames_2
+frame_row frames_2 0
+items frames_mismatch frames_1
+items frames_on_dead frames_2
+
 # --- the table: case, expected exit, summary field that must be non-zero ---------------------
 cases=(
     "clean 0 -"
@@ -90,6 +108,8 @@ cases=(
     "over 1 over_attempts"
     "dead_without_dlq 1 dead_without_dlq"
     "dlq_without_dead 1 dlq_without_dead"
+    "frames_mismatch 1 frames_mismatch"
+    "frames_on_dead 1 frames_mismatch"
 )
 fails=0
 for c in "${cases[@]}"; do
