@@ -131,7 +131,6 @@ ch_dlq_json() {
         ch_fail "reading the DLQ $KAFKA_DLQ_TOPIC failed: $(head -c 300 "$CH_TMP/dlq_read.err")"
 }
 
-# ch_run_checker ITEMS_FILE: tests/chaos/check_invariants.sh with this run's topics and DB.
 # ch_open_transactions TOPIC...: one line per partition whose last stable offset (the end a
 # read_committed reader sees) is behind its end: a transaction is open there.
 ch_open_transactions() {
@@ -150,6 +149,7 @@ ch_open_transactions() {
     done
 }
 
+# ch_run_checker ITEMS_FILE: tests/chaos/check_invariants.sh with this run's topics and DB.
 ch_run_checker() {
     bash "$CH_SRC/tests/chaos/check_invariants.sh" "$1"
 }

@@ -10,15 +10,15 @@
 # Scenarios: sigkill kafka-restart pg-stop s3-stop rolling-sigterm fleet (default: all, in that
 # order). Each of the first five: 3 workers (`consumer`, one WORKER_ID each, one group) on fresh
 # topics (chaos.<scenario>.<run>.jobs, 6 partitions) and a throwaway database; items mix good
-# clips in S3 (one frame, or 12 s of video decoded in chunks when a core is free), retriable ones on the fault server (/flaky/1, /flaky/2: succeed within
-# MAX_RETRIES; /500: exhaust their retries), and permanent failures (missing object -> 404,
-# corrupt bytes). The fault is injected while work flows; the run waits until every item is
-# done/dead in PostgreSQL (or a timeout), stops the workers, drains with `consumer --once`, then
-# waits for every transaction on the topics to settle (up to TXN_SETTLE_S; one still open then is
-# a failure: it stalls its partition), runs check_invariants.sh (which also checks every done
-# item's frame rows) and compares the
-# dead items with the set designed to die and each done item's frame count with its clip's: an
-# outage of Kafka, PostgreSQL or S3 must burn no item.
+# clips in S3 (one frame, or 12 s of video decoded in chunks when a core is free), retriable ones
+# on the fault server (/flaky/1, /flaky/2: succeed within MAX_RETRIES; /500: exhaust their
+# retries), and permanent failures (missing object -> 404, corrupt bytes). The fault is injected
+# while work flows; the run waits until every item is done/dead in PostgreSQL (or a timeout),
+# stops the workers, drains with `consumer --once`, then waits for every transaction on the
+# topics to settle (up to TXN_SETTLE_S; one still open then is a failure: it stalls its
+# partition), runs check_invariants.sh (which also checks every done item's frame rows) and
+# compares the dead items with the set designed to die and each done item's frame count with its
+# clip's: an outage of Kafka, PostgreSQL or S3 must burn no item.
 #
 # fleet (DESIGN §3, §6: a fleet, not one worker), same items and checks, in three phases:
 # (1) autoscale: 4 workers of one group while items flow; every SCALE_EVERY_S an autoscaler
@@ -788,9 +788,8 @@ trap 'stop_workers; kill_leftovers; restore_stack; ch_cleanup' EXIT
 mkdir -p "$CH_TMP/videos"
 ch_tiny "$CH_TMP/videos"
 LONG_S=12
-ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
-    -i "testsrc2=size=960x540:rate=30:duration=$LONG_S" -c:v libx264 -preset ultrafast -g 60 \
-    -pix_fmt yuv420p -f mp4 "$CH_TMP/videos/long.mp4" || ch_fail "ffmpeg could not make long.mp4"
+fq_test_long_clip "$CH_TMP/videos/long.mp4" 960x540 "$LONG_S" 60 ||
+    ch_fail "ffmpeg could not make long.mp4"
 head -c 50000 /dev/urandom >"$CH_TMP/videos/corrupt.mp4"
 ch_fault_server "$CH_TMP/videos"
 

@@ -104,9 +104,7 @@ vg_clean "$CH_TMP/consumer.log" "$rc" || fails=1
 # The chunked decode too (the item's thread and a helper thread on a lent core, each with its
 # own demuxer and decoder): one 6 s clip with an IDR every second, alone on 2 cores, through
 # the pipeline and the worker's pool without Kafka.
-ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=320x240:rate=30:duration=6 \
-    -c:v libx264 -preset ultrafast -g 30 -pix_fmt yuv420p -f mp4 "$CH_TMP/videos/long.mp4" ||
-    ch_fail "ffmpeg could not make long.mp4"
+fq_test_long_clip "$CH_TMP/videos/long.mp4" 320x240 6 30 || ch_fail "ffmpeg could not make long.mp4"
 ch_s3_put "frameq-videos/$prefix/vg/long1.mp4" "$CH_TMP/videos/long.mp4" || ch_fail "uploading long.mp4"
 echo '{"platform":"vg","code":"long1"}' >"$CH_TMP/long.ndjson"
 WORKER_CONCURRENCY=1 WORKER_CORES=2 LOG_LEVEL=debug \
@@ -118,8 +116,8 @@ echo "split decode: $(sed -n 's/.*"msg":"\([^"]*\)".*/\1/p' <<<"$line")"
     tail -5 "$CH_TMP/split.log"
     fails=1
 }
-[[ $line =~ decoded\ [0-9]+\ frame\(s\),\ 6\ handed\ on\;\ ([0-9]+)\ chunk\(s\),\ [0-9]+\ by\ ([0-9]+)\ helper ]] &&
-    ((BASH_REMATCH[1] >= 2 && BASH_REMATCH[2] >= 1)) || {
+read -r chunks helpers <<<"$(fq_test_split_counts "$line")"
+[[ $line == *', 6 handed on; '* ]] && ((${chunks:-0} >= 2 && ${helpers:-0} >= 1)) || {
     echo "FAIL: the long item was not decoded in chunks with a helper (6 frames): ${line:-no decode line}"
     fails=1
 }

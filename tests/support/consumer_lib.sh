@@ -89,6 +89,22 @@ fq_test_tiny() {
         -pix_fmt yuv420p -f mp4 "$1/tiny.mp4"
 }
 
+# fq_test_long_clip FILE WxH SECONDS GOP: an H.264 clip of SECONDS at 30 fps with an IDR every
+# GOP frames and no B-frames, so every IDR is a clean cut: an item alone on 2 cores decodes it in
+# chunks on both.
+fq_test_long_clip() {
+    ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
+        -i "testsrc2=size=$2:rate=30:duration=$3" -c:v libx264 -preset ultrafast -g "$4" \
+        -pix_fmt yuv420p -f mp4 "$1"
+}
+
+# fq_test_split_counts LINE: "CHUNKS HELPERS" from a worker's "stage":"decode" debug line
+# ("decoded N frame(s), M handed on[ before it stopped]; C chunk(s), H by T helper thread(s)"):
+# the chunks and the helper threads started; nothing when LINE is not such a line.
+fq_test_split_counts() {
+    sed -nE 's/.* handed on( before it stopped)?; ([0-9]+) chunk\(s\), [0-9]+ by ([0-9]+) helper thread.*/\2 \3/p' <<<"$1"
+}
+
 # fq_test_fault_server DIR TMPDIR: starts tests/tools/fault_server.py serving DIR (its log and
 # port file in TMPDIR); sets FQ_FAULT_PID and FQ_FAULT_HTTP. Returns 1 if it did not start.
 fq_test_fault_server() {
@@ -339,8 +355,7 @@ cq_expect_split_stopped() {
     line=$(grep -F '"item":"'"$2"'"' "$CQ_TMP/$1.log" | grep -F '"stage":"decode"' |
         grep -F 'handed on before it stopped;' | tail -n 1) ||
         cq_fail "$1.log: no decode line for $2 that stopped"
-    chunks=$(sed -nE 's/.*stopped; ([0-9]+) chunk\(s\).*/\1/p' <<<"$line")
-    helpers=$(sed -nE 's/.* by ([0-9]+) helper thread.*/\1/p' <<<"$line")
+    read -r chunks helpers <<<"$(fq_test_split_counts "$line")"
     ((${chunks:-0} >= 2 && ${helpers:-0} >= 1)) ||
         cq_fail "$2 was not decoded in chunks with a helper: $line"
     cq_say "ok: $2 stopped in a split decode ($chunks chunks, $helpers helper)"
@@ -351,9 +366,8 @@ cq_expect_split_stopped() {
 # worker in the background (its pid in CQ_LAST_PID) that has begun to write its frames.
 cq_long_decode() {
     local log=$1 code=$2
-    ffmpeg -nostdin -hide_banner -loglevel error -y -f lavfi \
-        -i "testsrc2=size=1280x720:rate=30:duration=$3" -c:v libx264 -preset ultrafast -g 60 \
-        -pix_fmt yuv420p -f mp4 "$CQ_TMP/videos/$code.mp4" || cq_fail "ffmpeg could not make $code.mp4"
+    fq_test_long_clip "$CQ_TMP/videos/$code.mp4" 1280x720 "$3" 60 ||
+        cq_fail "ffmpeg could not make $code.mp4"
     cq_produce 0 "$(cq_batch "$(cq_item c "$code")")"
     cq_consumer_bg "$log"
     cq_wait_sql "SELECT count(*) FROM extraction_items WHERE code='$code' AND status='processing'" 1 60

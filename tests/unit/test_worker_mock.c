@@ -606,6 +606,16 @@ static void test_slow_commit_does_not_hold_the_loop(void **state)
     cluster_down();
 }
 
+/* Answers the next 1000 requests of apikey with err (more than a worker's wait lets through;
+ * rd_kafka_mock_clear_request_errors ends them sooner). */
+static void push_errors(int16_t apikey, rd_kafka_resp_err_t err)
+{
+    rd_kafka_resp_err_t errs[1000];
+    for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++)
+        errs[i] = err;
+    rd_kafka_mock_push_request_errors_array(H.mc, apikey, sizeof(errs) / sizeof(errs[0]), errs);
+}
+
 /* A commit whose EndTxn is never answered (seen after a broker restart: the coordinator never
  * finished the transaction, and the worker sat idle on its partitions for ten minutes while the
  * transaction held the last stable offset of the partitions it wrote to) is settled once the
@@ -626,11 +636,7 @@ static void test_unanswered_commit_is_settled(void **state)
     cluster_up(1);
     H.txn_timeout_ms = "1000";
     /* The coordinator keeps answering "try again" (librdkafka retries in the background). */
-    static rd_kafka_resp_err_t busy[1000];
-    for (size_t i = 0; i < sizeof(busy) / sizeof(busy[0]); i++)
-        busy[i] = RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS;
-    rd_kafka_mock_push_request_errors_array(H.mc, API_END_TXN, sizeof(busy) / sizeof(busy[0]),
-                                            busy);
+    push_errors(API_END_TXN, RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS);
     const char *b0[] = {"perm-u"};
     produce_batch(0, b0, 1);
     wthread_t a;
@@ -701,11 +707,7 @@ static void owed_abort_start(wthread_t *a, const char *id, bool outage_goes_on)
     const char *b0[] = {"stuck-1"};
     produce_batch(0, b0, 1);
     rd_kafka_mock_start_request_tracking(H.mc);
-    static rd_kafka_resp_err_t loading[1000];
-    for (size_t i = 0; i < sizeof(loading) / sizeof(loading[0]); i++)
-        loading[i] = RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS;
-    rd_kafka_mock_push_request_errors_array(H.mc, API_ADD_OFFSETS_TO_TXN,
-                                            sizeof(loading) / sizeof(loading[0]), loading);
+    push_errors(API_ADD_OFFSETS_TO_TXN, RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS);
     /* the failed transactional call is a warning */
     assert_int_equal(fq_log_init("test_worker_mock", "mock", "json", "info"), 0);
     fq_test_capture_start(&capture);
@@ -846,7 +848,8 @@ int main(int argc, char **argv)
 {
     if (argc > 1)
         cmocka_set_test_filter(argv[1]); /* e.g. "test_rebalance*" */
-    assert_int_equal(fq_log_init("test_worker_mock", "mock", "json", log_level()), 0);
+    if (fq_log_init("test_worker_mock", "mock", "json", log_level()) != 0)
+        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_once_fleet_drains_for_the_group),
         cmocka_unit_test(test_rebalance_in_the_middle_of_a_message),
