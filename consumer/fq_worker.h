@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "fq_args.h"
 #include "fq_config.h"
 #include "fq_metrics.h"
 #include "fq_pipeline.h"
@@ -20,13 +21,11 @@ typedef enum fq_role {
     FQ_ROLE_RETRY,
 } fq_role_t;
 
-/** Exit codes of fq_worker_run (and of the consumer program). */
-#define FQ_EXIT_OK    0 /**< clean stop; --once: nothing went to the DLQ */
-#define FQ_EXIT_DLQ   1 /**< --once: something went to the DLQ; or start-up failure */
-#define FQ_EXIT_USAGE 2 /**< configuration error */
-#define FQ_EXIT_FATAL 3 /**< fatal Kafka error (fenced producer, ...): restart the process */
-/** consumer --migrate/--process/--process-file: the work failed (the code of FQ_EXIT_DLQ). */
-#define FQ_EXIT_FAILED FQ_EXIT_DLQ
+/** fq_worker_run returns the program's exit codes (fq_args.h): FQ_EXIT_OK a clean stop
+ *  (--once: nothing went to the DLQ), FQ_EXIT_DLQ (--once: something went to the DLQ; or a
+ *  start-up failure), FQ_EXIT_USAGE a configuration error, FQ_EXIT_FATAL a fatal Kafka error
+ *  (fenced producer, ...): restart the process. */
+#define FQ_EXIT_DLQ FQ_EXIT_FAILED
 
 /**
  * Stand-ins for the item work, for tests of the worker core without services (e.g. against

@@ -1,6 +1,6 @@
 /* consumer: the frameq worker program (DESIGN §6). */
 #include <errno.h>
-#include <getopt.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +11,7 @@
 #include <libavformat/avformat.h>
 #include <librdkafka/rdkafka.h>
 
+#include "fq_args.h"
 #include "fq_buf.h"
 #include "fq_config.h"
 #include "fq_item.h"
@@ -30,48 +31,72 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
-/* Program options. --config and -X are read by fq_config_load (the configuration layers),
- * which removes them from argv before getopt_long sees the rest; they are listed here for
- * --help only. */
-enum {
-    OPT_ROLE = 256,
-    OPT_ONCE,
-    OPT_MIGRATE,
-    OPT_PROCESS,
-    OPT_PROCESS_FILE,
-    OPT_NO_DB,
-    OPT_PRINT_CONFIG,
-    OPT_VERSION,
-    OPT_HELP = 'h',
-    OPT_CONFIG_LAYER = 0,
-};
+/* What the command line asks for, beyond the settings (fq_config_load took those). */
+typedef struct cli {
+    fq_role_t role;
+    bool once, migrate, no_db, print_config, help, version;
+    const char *process, *process_file;
+} cli_t;
 
-static const struct {
-    const char *name; /* long option; "-X" for the one short config flag */
-    int has_arg;
-    int id;
-    const char *arg;  /* the value's name in --help */
-    const char *help; /* "\n" starts an indented continuation line */
-} options[] = {
-    {"role", required_argument, OPT_ROLE, "main|retry|all", "topics to consume (default all)"},
-    {"once", no_argument, OPT_ONCE, NULL,
-     "drain: exit when no due work is left; exit 1 if anything\nwent to the DLQ during the "
-     "run"},
-    {"migrate", no_argument, OPT_MIGRATE, NULL, "apply the database schema and exit"},
-    {"process", required_argument, OPT_PROCESS, "ITEM_JSON",
-     "run one item through the pipeline (attempt 1) without\nKafka, print the outcome as JSON; "
-     "exit 0 done, 1 failed,\n2 bad item"},
-    {"process-file", required_argument, OPT_PROCESS_FILE, "FILE",
-     "run every item of FILE (one item JSON per line, '-' for\nstdin) on WORKER_CONCURRENCY "
-     "threads without Kafka; prints\na JSON summary (for benchmarks); exit 0 all done, 1 not"},
-    {"no-db", no_argument, OPT_NO_DB, NULL, "with --process/--process-file: no database"},
-    {"print-config", no_argument, OPT_PRINT_CONFIG, NULL,
-     "print the effective configuration and exit"},
-    {"version", no_argument, OPT_VERSION, NULL, "print versions and exit"},
-    {"help", no_argument, OPT_HELP, NULL, "this text"},
-    {"config", required_argument, OPT_CONFIG_LAYER, "FILE", "KEY=VALUE settings file"},
-    {"-X", required_argument, OPT_CONFIG_LAYER, "prop=val", "any librdkafka property"},
+static int parse_role(const char *value, void *field, char *why, size_t why_size)
+{
+    if (fq_role_parse(value, field) == 0)
+        return 0;
+    snprintf(why, why_size, "'%s' is not main, retry or all", value);
+    return -1;
+}
+
+#define CLI(f) offsetof(cli_t, f)
+static const fq_arg_t options[] = {
+    {.name = "role",
+     .kind = FQ_ARG_CHECKED,
+     .offset = CLI(role),
+     .parse = parse_role,
+     .value = "main|retry|all",
+     .help = "topics to consume (default all)"},
+    {.name = "once",
+     .kind = FQ_ARG_SWITCH,
+     .offset = CLI(once),
+     .help = "drain: exit when no due work is left; exit 1 if anything\nwent to the DLQ during "
+             "the run"},
+    {.name = "migrate",
+     .kind = FQ_ARG_SWITCH,
+     .offset = CLI(migrate),
+     .help = "apply the database schema and exit"},
+    {.name = "process",
+     .kind = FQ_ARG_STRING,
+     .offset = CLI(process),
+     .value = "ITEM_JSON",
+     .help = "run one item through the pipeline (attempt 1) without\nKafka, print the outcome "
+             "as JSON; exit 0 done, 1 failed,\n2 bad item"},
+    {.name = "process-file",
+     .kind = FQ_ARG_STRING,
+     .offset = CLI(process_file),
+     .value = "FILE",
+     .help = "run every item of FILE (one item JSON per line, '-' for\nstdin) on "
+             "WORKER_CONCURRENCY threads without Kafka; prints\na JSON summary (for "
+             "benchmarks); exit 0 all done, 1 not"},
+    {.name = "no-db",
+     .kind = FQ_ARG_SWITCH,
+     .offset = CLI(no_db),
+     .help = "with --process/--process-file: no database"},
+    {.name = "print-config",
+     .kind = FQ_ARG_SWITCH,
+     .offset = CLI(print_config),
+     .help = "print the effective configuration and exit"},
+    {.name = "version",
+     .kind = FQ_ARG_SWITCH,
+     .offset = CLI(version),
+     .help = "print versions and exit"},
+    {.name = "help",
+     .letter = 'h',
+     .kind = FQ_ARG_SWITCH,
+     .offset = CLI(help),
+     .help = "this text"},
+    {.name = "config", .kind = FQ_ARG_LISTED, .value = "FILE", .help = "KEY=VALUE settings file"},
+    {.name = "-X", .kind = FQ_ARG_LISTED, .value = "prop=val", .help = "any librdkafka property"},
 };
+#undef CLI
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
 static void print_usage(FILE *out)
@@ -84,19 +109,7 @@ static void print_usage(FILE *out)
                  "DLQ.\n"
                  "\n"
                  "Program options:\n");
-    for (size_t i = 0; i < N_OPTIONS; i++) {
-        char flag[64];
-        snprintf(flag, sizeof(flag), "%s%s%s%s", options[i].name[0] == '-' ? "" : "--",
-                 options[i].name, options[i].arg ? " " : "", options[i].arg ? options[i].arg : "");
-        fprintf(out, "  %-23s", flag);
-        for (const char *line = options[i].help; line;) {
-            const char *nl = strchr(line, '\n');
-            fprintf(out, " %.*s\n", nl ? (int)(nl - line) : (int)strlen(line), line);
-            line = nl ? nl + 1 : NULL;
-            if (line)
-                fprintf(out, "%25s", "");
-        }
-    }
+    fq_args_print(out, options, N_OPTIONS, NULL);
     fprintf(out,
             "\n"
             "Exit codes: %d ok, %d something went to the DLQ (--once) or failed, %d usage or\n"
@@ -264,72 +277,22 @@ done:
     return rc;
 }
 
-/* What the command line asks for, beyond the settings (fq_config_load took those). */
-typedef struct cli {
-    fq_role_t role;
-    bool once, migrate, no_db, print_config;
-    const char *process, *process_file;
-} cli_t;
-
 /* Reads the options left after the settings. -1 = go on; else the exit code. */
 static int parse_options(int argc, char **argv, cli_t *cli)
 {
-    struct option longopts[N_OPTIONS + 1];
-    size_t n_longopts = 0;
-    for (size_t i = 0; i < N_OPTIONS; i++)
-        if (options[i].id != OPT_CONFIG_LAYER)
-            longopts[n_longopts++] =
-                (struct option){options[i].name, options[i].has_arg, NULL, options[i].id};
-    longopts[n_longopts] = (struct option){0};
-    /* getopt permutes: options may stand in any order; our own messages, not getopt's. */
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-        switch (c) {
-        case OPT_ROLE:
-            if (fq_role_parse(optarg, &cli->role) != 0) {
-                fprintf(stderr, "consumer: --role: '%s' is not main, retry or all\n", optarg);
-                return FQ_EXIT_USAGE;
-            }
-            break;
-        case OPT_ONCE:
-            cli->once = true;
-            break;
-        case OPT_MIGRATE:
-            cli->migrate = true;
-            break;
-        case OPT_PROCESS:
-            cli->process = optarg;
-            break;
-        case OPT_PROCESS_FILE:
-            cli->process_file = optarg;
-            break;
-        case OPT_NO_DB:
-            cli->no_db = true;
-            break;
-        case OPT_PRINT_CONFIG:
-            cli->print_config = true;
-            break;
-        case OPT_HELP: /* usually answered before the settings; here when abbreviated ("--he") */
-            print_usage(stdout);
-            return FQ_EXIT_OK;
-        case OPT_VERSION:
-            print_version(stdout);
-            return FQ_EXIT_OK;
-        case ':':
-            fprintf(stderr, "consumer: %s: needs a value (see --help)\n", argv[optind - 1]);
-            return FQ_EXIT_USAGE;
-        default:
-            fprintf(stderr, "consumer: %s: unknown option (see --help)\n", argv[optind - 1]);
-            return FQ_EXIT_USAGE;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "consumer: %s: unexpected argument (see --help)\n", argv[optind]);
+    int first;
+    if (fq_args_parse("consumer", options, N_OPTIONS, argc, argv, cli, &first) != 0)
+        return FQ_EXIT_USAGE;
+    if (first < argc) {
+        fprintf(stderr, "consumer: %s: unexpected argument (see --help)\n", argv[first]);
         return FQ_EXIT_USAGE;
     }
-    return -1;
+    /* --help and --version were answered before the settings; here when abbreviated */
+    if (cli->help)
+        print_usage(stdout);
+    else if (cli->version)
+        print_version(stdout);
+    return cli->help || cli->version ? FQ_EXIT_OK : -1;
 }
 
 /* The one-shot modes (--migrate, --process, --process-file); -1 when none is asked for. */
@@ -406,15 +369,13 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     /* --help and --version work whatever the environment holds. */
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+    const char *early = fq_args_early(argc, argv);
+    if (early) {
+        if (strcmp(early, "help") == 0)
             print_usage(stdout);
-            return FQ_EXIT_OK;
-        }
-        if (strcmp(argv[i], "--version") == 0) {
+        else
             print_version(stdout);
-            return FQ_EXIT_OK;
-        }
+        return FQ_EXIT_OK;
     }
 
     fq_config_t *cfg = fq_config_new();

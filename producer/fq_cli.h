@@ -12,11 +12,12 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "fq_args.h"
 #include "fq_config.h"
 #include "fq_producer.h"
 
-#define FQ_EXIT_DELIVERY 1
-#define FQ_EXIT_USAGE    2
+/** Exit codes: fq_args.h; "not delivered" is its FQ_EXIT_FAILED. */
+#define FQ_EXIT_DELIVERY FQ_EXIT_FAILED
 
 /** Set by SIGINT/SIGTERM (main.c); every command's loop polls it. */
 extern volatile sig_atomic_t fq_cli_stop;
@@ -32,6 +33,7 @@ typedef enum fq_cli_command {
 typedef struct fq_cli_opts {
     fq_cli_command_t cmd;
     const char *input;
+    bool help, version, print_config;
     bool skip_invalid, allow_duplicates, dry_run, progress_forced, no_progress;
     int64_t timeout_ms;
     /* redrive */

@@ -11,7 +11,7 @@
  * logs are JSON lines on stderr through fq_log.
  */
 #include <errno.h>
-#include <getopt.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,153 +32,211 @@ static void on_signal(int sig)
     fq_cli_stop = 1;
 }
 
-enum {
-    OPT_HELP = 1000,
-    OPT_VERSION,
-    OPT_PRINT_CONFIG,
-    OPT_SKIP_INVALID,
-    OPT_ALLOW_DUPLICATES,
-    OPT_DRY_RUN,
-    OPT_TIMEOUT,
-    OPT_PROGRESS,
-    OPT_NO_PROGRESS,
-    OPT_GROUP,
-    OPT_REASON,
-    OPT_STAGE,
-    OPT_CLASS,
-    OPT_PLATFORM,
-    OPT_FAILED_AFTER,
-    OPT_FAILED_BEFORE,
-    OPT_LIMIT,
-    OPT_RATE,
-    OPT_TO,
-    OPT_MAX_REDRIVES,
-    OPT_INCLUDE_MALFORMED,
-    OPT_NO_DB,
-    OPT_PARTITIONS,
-    OPT_RETRY_PARTITIONS,
-    OPT_DLQ_PARTITIONS,
-    OPT_REPLICATION_FACTOR,
-    OPT_RETENTION_MS,
-    OPT_DLQ_RETENTION_MS,
-};
+/* Checked values of the DLQ filters and of redrive and topics create. */
 
-static const struct option long_options[] = {
-    {"help", no_argument, NULL, OPT_HELP},
-    {"version", no_argument, NULL, OPT_VERSION},
-    {"print-config", no_argument, NULL, OPT_PRINT_CONFIG},
-    {"skip-invalid", no_argument, NULL, OPT_SKIP_INVALID},
-    {"allow-duplicates", no_argument, NULL, OPT_ALLOW_DUPLICATES},
-    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-    {"progress", no_argument, NULL, OPT_PROGRESS},
-    {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
-    {"group", required_argument, NULL, OPT_GROUP},
-    {"reason", required_argument, NULL, OPT_REASON},
-    {"stage", required_argument, NULL, OPT_STAGE},
-    {"class", required_argument, NULL, OPT_CLASS},
-    {"platform", required_argument, NULL, OPT_PLATFORM},
-    {"failed-after", required_argument, NULL, OPT_FAILED_AFTER},
-    {"failed-before", required_argument, NULL, OPT_FAILED_BEFORE},
-    {"limit", required_argument, NULL, OPT_LIMIT},
-    {"rate", required_argument, NULL, OPT_RATE},
-    {"to", required_argument, NULL, OPT_TO},
-    {"max-redrives", required_argument, NULL, OPT_MAX_REDRIVES},
-    {"include-malformed", no_argument, NULL, OPT_INCLUDE_MALFORMED},
-    {"no-db", no_argument, NULL, OPT_NO_DB},
-    {"partitions", required_argument, NULL, OPT_PARTITIONS},
-    {"retry-partitions", required_argument, NULL, OPT_RETRY_PARTITIONS},
-    {"dlq-partitions", required_argument, NULL, OPT_DLQ_PARTITIONS},
-    {"replication-factor", required_argument, NULL, OPT_REPLICATION_FACTOR},
-    {"retention-ms", required_argument, NULL, OPT_RETENTION_MS},
-    {"dlq-retention-ms", required_argument, NULL, OPT_DLQ_RETENTION_MS},
-    {NULL, 0, NULL, 0},
+/* Stores value at field when ok, else says why: "'value' is not what". */
+static int keep_if(bool ok, const char *value, void *field, char *why, size_t why_size,
+                   const char *what)
+{
+    if (!ok) {
+        snprintf(why, why_size, "'%s' is not %s", value, what);
+        return -1;
+    }
+    *(const char **)field = value;
+    return 0;
+}
+
+static int parse_stage(const char *value, void *field, char *why, size_t why_size)
+{
+    fq_stage_t st;
+    return keep_if(fq_stage_parse(value, &st) == 0, value, field, why, why_size, "a stage");
+}
+
+static int parse_class(const char *value, void *field, char *why, size_t why_size)
+{
+    fq_class_t k;
+    return keep_if(fq_class_parse(value, &k) == 0, value, field, why, why_size, "an error class");
+}
+
+static int parse_to(const char *value, void *field, char *why, size_t why_size)
+{
+    return keep_if(strcmp(value, "main") == 0 || strcmp(value, "retry") == 0, value, field, why,
+                   why_size, "main or retry");
+}
+
+static int parse_when(const char *value, void *field, char *why, size_t why_size)
+{
+    if (fq_time_arg_parse(value, fq_time_now_ms(), field) == 0)
+        return 0;
+    snprintf(why, why_size, "'%s' is neither RFC 3339 nor an age like 30m, 2h, 7d", value);
+    return -1;
+}
+
+static int parse_rate(const char *value, void *field, char *why, size_t why_size)
+{
+    char *end = NULL;
+    double rate = strtod(value, &end);
+    if (end == value || *end || !(rate > 0)) {
+        snprintf(why, why_size, "'%s' is not a positive number", value);
+        return -1;
+    }
+    *(double *)field = rate;
+    return 0;
+}
+
+static int parse_replication(const char *value, void *field, char *why, size_t why_size)
+{
+    int64_t v;
+    if (fq_config_parse_int64(value, -1, 1000, &v, why, why_size) != 0)
+        return -1;
+    if (v == 0) {
+        snprintf(why, why_size, "0 is not allowed");
+        return -1;
+    }
+    *(int *)field = (int)v;
+    return 0;
+}
+
+#define O(f) offsetof(fq_cli_opts_t, f)
+#define SWITCH(n, f, g, h)                                                                         \
+    {                                                                                              \
+        .name = n, .kind = FQ_ARG_SWITCH, .offset = O(f), .help = h, .group = g                    \
+    }
+#define NUMBER(n, k, f, lo, hi, v, g, h)                                                           \
+    {                                                                                              \
+        .name = n, .kind = k, .offset = O(f), .min = lo, .max = hi, .value = v, .help = h,         \
+        .group = g                                                                                 \
+    }
+#define CHECKED(n, fn, f, v, g, h)                                                                 \
+    {                                                                                              \
+        .name = n, .kind = FQ_ARG_CHECKED, .offset = O(f), .parse = fn, .value = v, .help = h,     \
+        .group = g                                                                                 \
+    }
+static const fq_arg_t options[] = {
+    SWITCH("skip-invalid", skip_invalid, "enqueue",
+           "publish the valid items even if some are invalid"),
+    SWITCH("allow-duplicates", allow_duplicates, "enqueue",
+           "send repeated platform:code items (default: sent once)"),
+    SWITCH("dry-run", dry_run, "enqueue",
+           "validate and print the batch messages, one per line; no\nKafka. redrive: print what "
+           "would be redriven; produce and\ncommit nothing"),
+    NUMBER("timeout", FQ_ARG_I64, timeout_ms, 1, 3600000, "MS", "enqueue",
+           "bound for delivery / Kafka operations (default 30000)"),
+    SWITCH("progress", progress_forced, "enqueue",
+           "force the progress line on (default: stderr tty)"),
+    SWITCH("no-progress", no_progress, "enqueue", "force the progress line off"),
+
+    CHECKED("to", parse_to, to, "main|retry", "redrive",
+            "main (default): a fresh one-item batch on KAFKA_TOPIC;\nretry: the item on "
+            "KAFKA_RETRY_TOPIC, frameq-attempt=0,\nframeq-not-before=now (runs as attempt 1 "
+            "right away)"),
+    {.name = "group",
+     .kind = FQ_ARG_STRING,
+     .offset = O(group),
+     .value = "G",
+     .group = "redrive",
+     .help = "consumer group (default <KAFKA_GROUP_ID>.redrive); its\nposition advances over "
+             "every message read, matching or not"},
+    {.name = "reason",
+     .kind = FQ_ARG_STRING,
+     .offset = O(filter.reason),
+     .value = "R",
+     .group = "redrive",
+     .help = "only this dead-letter reason (exact match)"},
+    CHECKED("stage", parse_stage, filter.stage, "S", "redrive", "only this failed stage"),
+    CHECKED("class", parse_class, filter.klass, "C", "redrive", "only this error class"),
+    {.name = "platform",
+     .kind = FQ_ARG_STRING,
+     .offset = O(filter.platform),
+     .value = "P",
+     .group = "redrive",
+     .help = "only this platform"},
+    CHECKED("failed-after", parse_when, filter.failed_after_ms, "T", "redrive",
+            "only items that failed after T: RFC 3339 or an age\n(90s, 30m, 2h, 7d)"),
+    CHECKED("failed-before", parse_when, filter.failed_before_ms, "T", "redrive",
+            "only items that failed before T"),
+    NUMBER("limit", FQ_ARG_I64, limit, 0, INT64_MAX, "N", "redrive",
+           "stop after N redriven messages"),
+    CHECKED("rate", parse_rate, rate, "N", "redrive", "at most N messages per second"),
+    NUMBER("max-redrives", FQ_ARG_I64, max_redrives, 0, 1000000, "N", "redrive",
+           "loop guard: skip items redriven N times already\n(default 3)"),
+    SWITCH("include-malformed", include_malformed, "redrive",
+           "redrive undecodable entries as they are (default: skip)"),
+    SWITCH("no-db", no_db, "redrive", "do not set redriven items to 'queued' in DATABASE_URL"),
+
+    NUMBER("partitions", FQ_ARG_INT, partitions, 1, 100000, "N", "topics",
+           "partitions of the main topic (6)"),
+    NUMBER("retry-partitions", FQ_ARG_INT, retry_partitions, 1, 100000, "N", "topics",
+           "of the retry topic (= partitions)"),
+    NUMBER("dlq-partitions", FQ_ARG_INT, dlq_partitions, 1, 100000, "N", "topics",
+           "of the DLQ (1)"),
+    CHECKED("replication-factor", parse_replication, replication_factor, "N", "topics",
+            "of the three topics (1; -1 = the broker's default)"),
+    NUMBER("retention-ms", FQ_ARG_I64, retention_ms, -1, INT64_MAX, "MS", "topics",
+           "main and retry topics (7 days)"),
+    NUMBER("dlq-retention-ms", FQ_ARG_I64, dlq_retention_ms, -1, INT64_MAX, "MS", "topics",
+           "the DLQ (30 days)"),
+
+    {.name = "help", .letter = 'h', .kind = FQ_ARG_SWITCH, .offset = O(help), .help = "this text"},
+    SWITCH("version", version, NULL, "print versions and exit"),
+    SWITCH("print-config", print_config, NULL, "print the effective configuration and exit"),
+    {.name = "config", .kind = FQ_ARG_LISTED, .value = "FILE", .help = "KEY=VALUE settings file"},
+    {.name = "-X", .kind = FQ_ARG_LISTED, .value = "prop=val", .help = "any librdkafka property"},
 };
+#undef O
+#undef SWITCH
+#undef NUMBER
+#undef CHECKED
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
 static void usage(FILE *out)
 {
-    fprintf(
-        out,
-        "Usage: producer [OPTIONS] [enqueue] [FILE|-]\n"
-        "       producer [OPTIONS] redrive\n"
-        "       producer [OPTIONS] dlq list\n"
-        "       producer [OPTIONS] topics create\n"
-        "\n"
-        "enqueue (default): reads a JSON array or NDJSON of items ({\"platform\",\"code\"[,\n"
-        "\"video_url\"]}) from FILE, '-' (stdin) or JOB_INPUT, validates ALL of it, then "
-        "publishes\n"
-        "batch messages of BATCH_SIZE items to KAFKA_TOPIC (idempotent producer, acks=all).\n"
-        "  --skip-invalid         publish the valid items even if some are invalid\n"
-        "  --allow-duplicates     send repeated platform:code items (default: sent once)\n"
-        "  --dry-run              validate and print the batch messages, one per line; no Kafka\n"
-        "  --timeout MS           bound for delivery / Kafka operations (default 30000)\n"
-        "  --progress / --no-progress  force the progress line on / off (default: stderr tty)\n"
-        "\n"
-        "redrive: moves dead items from KAFKA_DLQ_TOPIC back, transactionally with the offsets\n"
-        "of its own consumer group, so every dead message is redriven once across runs.\n"
-        "  --to main|retry        main (default): a fresh one-item batch on KAFKA_TOPIC;\n"
-        "                         retry: the item on KAFKA_RETRY_TOPIC, frameq-attempt=0,\n"
-        "                         frameq-not-before=now (runs as attempt 1 right away)\n"
-        "  --group G              consumer group (default <KAFKA_GROUP_ID>.redrive); its position\n"
-        "                         advances over every message read, matching or not\n"
-        "  --reason R  --stage S  --class C  --platform P   filters (exact match)\n"
-        "  --failed-after T  --failed-before T   RFC 3339 or an age (90s, 30m, 2h, 7d)\n"
-        "  --limit N              stop after N redriven messages\n"
-        "  --rate N               at most N messages per second\n"
-        "  --max-redrives N       loop guard: skip items redriven N times already (default 3)\n"
-        "  --include-malformed    redrive undecodable entries as they are (default: skip)\n"
-        "  --no-db                do not set redriven items to 'queued' in DATABASE_URL\n"
-        "  --dry-run              print what would be redriven; produce and commit nothing\n"
-        "Every redriven message carries frameq-redrive-count = previous + 1.\n"
-        "\n"
-        "dlq list: prints every DLQ message (key, reason, stage, class, attempts, failed-at,\n"
-        "error) from the beginning, then counts by reason and by stage; commits nothing.\n"
-        "\n"
-        "topics create: creates KAFKA_TOPIC, KAFKA_RETRY_TOPIC and KAFKA_DLQ_TOPIC; existing\n"
-        "topics are reported as \"exists\".\n"
-        "  --partitions N (6)  --retry-partitions N (= partitions)  --dlq-partitions N (1)\n"
-        "  --replication-factor N (1; -1 = broker default)\n"
-        "  --retention-ms MS (7 days, main and retry)  --dlq-retention-ms MS (30 days)\n"
-        "\n"
-        "Common: --help, --version, --print-config, --config FILE, -X prop=val\n"
-        "Exit: 0 success, 1 not delivered / Kafka failure, 2 usage or input error.\n"
-        "\n");
+    fprintf(out,
+            "Usage: producer [OPTIONS] [enqueue] [FILE|-]\n"
+            "       producer [OPTIONS] redrive\n"
+            "       producer [OPTIONS] dlq list\n"
+            "       producer [OPTIONS] topics create\n"
+            "\n"
+            "enqueue (default): reads a JSON array or NDJSON of items ({\"platform\",\"code\"[,\n"
+            "\"video_url\"]}) from FILE, '-' (stdin) or JOB_INPUT, validates ALL of it, then "
+            "publishes\n"
+            "batch messages of BATCH_SIZE items to KAFKA_TOPIC (idempotent producer, "
+            "acks=all).\n");
+    fq_args_print(out, options, N_OPTIONS, "enqueue");
+    fprintf(out, "\n"
+                 "redrive: moves dead items from KAFKA_DLQ_TOPIC back, transactionally with the "
+                 "offsets\n"
+                 "of its own consumer group, so every dead message is redriven once across runs.\n"
+                 "Every redriven message carries frameq-redrive-count = previous + 1.\n");
+    fq_args_print(out, options, N_OPTIONS, "redrive");
+    fprintf(out, "\n"
+                 "dlq list: prints every DLQ message (key, reason, stage, class, attempts, "
+                 "failed-at,\n"
+                 "error) from the beginning, then counts by reason and by stage; commits nothing.\n"
+                 "\n"
+                 "topics create: creates KAFKA_TOPIC, KAFKA_RETRY_TOPIC and KAFKA_DLQ_TOPIC; "
+                 "existing\n"
+                 "topics are reported as \"exists\".\n");
+    fq_args_print(out, options, N_OPTIONS, "topics");
+    fprintf(out, "\nCommon:\n");
+    fq_args_print(out, options, N_OPTIONS, NULL);
+    fprintf(out,
+            "\nExit: %d success, %d not delivered / Kafka failure, %d usage or input error.\n\n",
+            FQ_EXIT_OK, FQ_EXIT_DELIVERY, FQ_EXIT_USAGE);
     fq_config_print_help(out);
 }
 
-static int parse_i64(const char *flag, const char *s, int64_t min, int64_t max, int64_t *out)
+static void version(FILE *out)
 {
-    char why[160];
-    if (fq_config_parse_int64(s, min, max, out, why, sizeof(why)) != 0) {
-        fprintf(stderr, "producer: %s: %s\n", flag, why);
-        return -1;
-    }
-    return 0;
-}
-
-static int parse_int(const char *flag, const char *s, int min, int max, int *out)
-{
-    int64_t v;
-    if (parse_i64(flag, s, min, max, &v) != 0)
-        return -1;
-    *out = (int)v;
-    return 0;
+    fprintf(out, "producer (frameq) %s\nlibrdkafka %s\n", FQ_VERSION, rd_kafka_version_str());
 }
 
 /* The positional arguments left after getopt: [enqueue] [FILE|-] | redrive | dlq list |
  * topics create. 0, or -1 after printing why. */
-static int parse_command(int argc, char **argv, fq_cli_opts_t *o)
+static int parse_command(int argc, char **argv, int first, fq_cli_opts_t *o)
 {
-    const char *pos[4];
-    int npos = 0;
-    while (optind < argc) {
-        if (npos == 4) {
-            fprintf(stderr, "producer: %s: unexpected argument\n", argv[optind]);
-            return -1;
-        }
-        pos[npos++] = argv[optind++];
-    }
-
+    char *const *pos = argv + first;
+    int npos = argc - first;
     int i = 0;
     if (npos && strcmp(pos[0], "redrive") == 0) {
         o->cmd = FQ_CMD_REDRIVE;
@@ -205,122 +263,10 @@ static int parse_command(int argc, char **argv, fq_cli_opts_t *o)
             o->input = pos[i++];
     }
     if (i < npos) {
-        fprintf(stderr, "producer: %s: unexpected argument\n", pos[i]);
+        fprintf(stderr, "producer: %s: unexpected argument (see --help)\n", pos[i]);
         return -1;
     }
     return 0;
-}
-
-/* Flags that only set a field of fq_cli_opts_t: a switch (FF_BOOL, no value) or a whole number
- * in min..max. One row each; parse_args keeps a case for the flags with their own rules. */
-typedef struct flag_field {
-    int opt;
-    enum { FF_BOOL, FF_INT, FF_I64 } kind;
-    size_t offset;
-    int64_t min, max;
-} flag_field_t;
-
-#define FIELD(f) offsetof(fq_cli_opts_t, f)
-static const flag_field_t flag_fields[] = {
-    {OPT_SKIP_INVALID, FF_BOOL, FIELD(skip_invalid), 0, 0},
-    {OPT_ALLOW_DUPLICATES, FF_BOOL, FIELD(allow_duplicates), 0, 0},
-    {OPT_DRY_RUN, FF_BOOL, FIELD(dry_run), 0, 0},
-    {OPT_PROGRESS, FF_BOOL, FIELD(progress_forced), 0, 0},
-    {OPT_NO_PROGRESS, FF_BOOL, FIELD(no_progress), 0, 0},
-    {OPT_INCLUDE_MALFORMED, FF_BOOL, FIELD(include_malformed), 0, 0},
-    {OPT_NO_DB, FF_BOOL, FIELD(no_db), 0, 0},
-    {OPT_TIMEOUT, FF_I64, FIELD(timeout_ms), 1, 3600000},
-    {OPT_LIMIT, FF_I64, FIELD(limit), 0, INT64_MAX},
-    {OPT_MAX_REDRIVES, FF_I64, FIELD(max_redrives), 0, 1000000},
-    {OPT_PARTITIONS, FF_INT, FIELD(partitions), 1, 100000},
-    {OPT_RETRY_PARTITIONS, FF_INT, FIELD(retry_partitions), 1, 100000},
-    {OPT_DLQ_PARTITIONS, FF_INT, FIELD(dlq_partitions), 1, 100000},
-    {OPT_RETENTION_MS, FF_I64, FIELD(retention_ms), -1, INT64_MAX},
-    {OPT_DLQ_RETENTION_MS, FF_I64, FIELD(dlq_retention_ms), -1, INT64_MAX},
-};
-#undef FIELD
-
-/* "--name" of a getopt value, for messages. */
-static void opt_flag(int opt, char *buf, size_t size)
-{
-    for (const struct option *lo = long_options; lo->name; lo++)
-        if (lo->val == opt) {
-            snprintf(buf, size, "--%s", lo->name);
-            return;
-        }
-    snprintf(buf, size, "option %d", opt);
-}
-
-/* Sets the field of opt when flag_fields has it: 1 done, 0 not a field flag, -1 after printing
- * why the value is refused. */
-static int set_flag_field(fq_cli_opts_t *o, int opt, const char *arg)
-{
-    for (size_t i = 0; i < sizeof(flag_fields) / sizeof(flag_fields[0]); i++) {
-        const flag_field_t *f = &flag_fields[i];
-        if (f->opt != opt)
-            continue;
-        char *field = (char *)o + f->offset;
-        if (f->kind == FF_BOOL) {
-            *(bool *)field = true;
-            return 1;
-        }
-        char flag[40];
-        int64_t v;
-        opt_flag(opt, flag, sizeof(flag));
-        if (parse_i64(flag, arg, f->min, f->max, &v) != 0)
-            return -1;
-        if (f->kind == FF_INT)
-            *(int *)field = (int)v; /* min..max is within int */
-        else
-            *(int64_t *)field = v;
-        return 1;
-    }
-    return 0;
-}
-
-/* The DLQ filter flags (--reason, --stage, --class, --platform, --failed-after/-before):
- * 1 set, 0 not one of them, -1 after printing why the value is refused. */
-static int set_filter_flag(fq_cli_opts_t *o, int c, const char *arg, int64_t now)
-{
-    switch (c) {
-    case OPT_REASON:
-        o->filter.reason = arg;
-        return 1;
-    case OPT_STAGE: {
-        fq_stage_t st;
-        if (fq_stage_parse(arg, &st) != 0) {
-            fprintf(stderr, "producer: --stage: unknown stage '%s'\n", arg);
-            return -1;
-        }
-        o->filter.stage = arg;
-        return 1;
-    }
-    case OPT_CLASS: {
-        fq_class_t k;
-        if (fq_class_parse(arg, &k) != 0) {
-            fprintf(stderr, "producer: --class: unknown class '%s'\n", arg);
-            return -1;
-        }
-        o->filter.klass = arg;
-        return 1;
-    }
-    case OPT_PLATFORM:
-        o->filter.platform = arg;
-        return 1;
-    case OPT_FAILED_AFTER:
-    case OPT_FAILED_BEFORE: {
-        int64_t *dst =
-            c == OPT_FAILED_AFTER ? &o->filter.failed_after_ms : &o->filter.failed_before_ms;
-        if (fq_time_arg_parse(arg, now, dst) != 0) {
-            fprintf(stderr, "producer: %s: '%s' is neither RFC 3339 nor an age like 30m, 2h, 7d\n",
-                    c == OPT_FAILED_AFTER ? "--failed-after" : "--failed-before", arg);
-            return -1;
-        }
-        return 1;
-    }
-    default:
-        return 0;
-    }
 }
 
 /* The defaults of the program flags. */
@@ -344,74 +290,21 @@ static void opts_defaults(fq_cli_opts_t *o)
 static int parse_args(int argc, char **argv, const fq_config_t *cfg, fq_cli_opts_t *o)
 {
     opts_defaults(o);
-    int want_print_config = 0;
-    int64_t now = fq_time_now_ms();
-
-    /* getopt permutes: flags may come before or after the command and the file. */
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":", long_options, NULL)) != -1) {
-        int set = set_flag_field(o, c, optarg);
-        if (set == 0)
-            set = set_filter_flag(o, c, optarg, now);
-        if (set < 0)
-            return -1;
-        if (set > 0)
-            continue;
-        switch (c) {
-        case OPT_HELP:
-            usage(stdout);
-            return 1;
-        case OPT_VERSION:
-            printf("producer (frameq) %s\nlibrdkafka %s\n", FQ_VERSION, rd_kafka_version_str());
-            return 1;
-        case OPT_PRINT_CONFIG:
-            want_print_config = 1;
-            break;
-        case OPT_GROUP:
-            o->group = optarg;
-            break;
-        case OPT_RATE: {
-            char *end = NULL;
-            o->rate = strtod(optarg, &end);
-            if (!end || *end || !(o->rate > 0)) {
-                fprintf(stderr, "producer: --rate: '%s' is not a positive number\n", optarg);
-                return -1;
-            }
-            break;
-        }
-        case OPT_TO:
-            if (strcmp(optarg, "main") != 0 && strcmp(optarg, "retry") != 0) {
-                fprintf(stderr, "producer: --to: '%s' must be main or retry\n", optarg);
-                return -1;
-            }
-            o->to = optarg;
-            break;
-        case OPT_REPLICATION_FACTOR:
-            if (parse_int("--replication-factor", optarg, -1, 1000, &o->replication_factor) != 0 ||
-                o->replication_factor == 0) {
-                if (o->replication_factor == 0)
-                    fprintf(stderr, "producer: --replication-factor: 0 is not allowed\n");
-                return -1;
-            }
-            break;
-        case ':':
-            fprintf(stderr, "producer: %s: needs a value\n", argv[optind - 1]);
-            return -1;
-        default:
-            fprintf(stderr, "producer: %s: unknown option (see --help)\n", argv[optind - 1]);
-            return -1;
-        }
+    int first;
+    if (fq_args_parse("producer", options, N_OPTIONS, argc, argv, o, &first) != 0)
+        return -1;
+    /* --help and --version were answered before the settings; here when abbreviated */
+    if (o->help || o->version) {
+        (o->help ? usage : version)(stdout);
+        return 1;
     }
-
-    if (parse_command(argc, argv, o) != 0)
+    if (parse_command(argc, argv, first, o) != 0)
         return -1;
     if (o->retry_partitions == -2)
         o->retry_partitions = o->partitions;
     if (!o->to)
         o->to = "main";
-    if (want_print_config) {
+    if (o->print_config) {
         fq_config_print(cfg, stdout);
         return 1;
     }
@@ -423,6 +316,12 @@ int main(int argc, char **argv)
     int rc = FQ_EXIT_USAGE;
     char errstr[512];
     fq_cli_opts_t o;
+    /* --help and --version answer whatever the environment holds */
+    const char *early = fq_args_early(argc, argv);
+    if (early) {
+        (strcmp(early, "help") == 0 ? usage : version)(stdout);
+        return FQ_EXIT_OK;
+    }
     fq_config_t *cfg = fq_config_new();
     if (!cfg) {
         fprintf(stderr, "producer: out of memory\n");

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The consumer program's command line: --help, --version, configuration errors (exit 2),
+# The consumer program's command line (and both programs' --help and --version): --help, --version, configuration errors (exit 2),
 # --print-config, and --process without Kafka or a database (--no-db): exit 0 done, 1 failed,
 # 2 bad item, the outcome as JSON on stdout.
 set -euo pipefail
@@ -22,6 +22,21 @@ for want in "consumer (frameq)" librdkafka libpq libavformat libavcodec; do
     grep -q "$want" <<<"$out" || cq_fail "--version lacks '$want'"
 done
 cq_say "ok: --version"
+# Both programs answer --help and --version whatever the environment holds, and refuse a
+# flag they do not know with exit 2, naming it.
+for prog in consumer producer; do
+    for flag in --help --version -h; do
+        FRAME_MODE=bogus "$CQ_BUILD/$prog" "$flag" >"$CQ_TMP/out" 2>"$CQ_TMP/err" ||
+            cq_fail "$prog $flag with a bad setting in the environment: $(cat "$CQ_TMP/err")"
+        [[ -s $CQ_TMP/out ]] || cq_fail "$prog $flag printed nothing"
+    done
+    r=0
+    "$CQ_BUILD/$prog" --dry-run=1 --once=1 >/dev/null 2>"$CQ_TMP/err" || r=$?
+    cq_expect_eq "$prog: a switch given a value, exit" "$r" 2
+    grep -Eq -- "^$prog: --(dry-run|once): (takes no value|unknown option)" "$CQ_TMP/err" ||
+        cq_fail "$prog: the refused flag is not named: $(cat "$CQ_TMP/err")"
+done
+cq_say "ok: --help and --version with a bad setting; refused flags named"
 
 rc() { local r=0; "$@" >"$CQ_TMP/out" 2>"$CQ_TMP/err" || r=$?; echo "$r"; }
 cq_expect_eq "--role bogus exit" "$(rc "$c" --role bogus --print-config)" 2
