@@ -90,6 +90,7 @@ void fq_w_txn_end(fq_worker_t *w, fin_rc_t rc)
 
 void fq_w_txn_forget(fq_worker_t *w)
 {
+    fq_w_txn_offsets_end(w); /* offsets still on their way stay with the producer */
     for (size_t j = 0; j < w->ntxn; j++)
         w->txn_msgs[j]->in_txn = false;
     free(w->txn_msgs);

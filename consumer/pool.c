@@ -205,14 +205,7 @@ void fq_pool_submit(fq_pool_t *pool, fq_pool_job_t *jobs, size_t n, const atomic
 
 bool fq_pool_wait(fq_pool_t *pool, int timeout_ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* the condition variable waits on this clock */
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = fq_time_mono_deadline(timeout_ms); /* the condition variable's clock */
     pthread_mutex_lock(&pool->lock);
     while (pool->finished == pool->seen && timeout_ms > 0) {
         if (pthread_cond_timedwait(&pool->done, &pool->lock, &ts) == ETIMEDOUT)

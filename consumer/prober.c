@@ -19,20 +19,6 @@ struct fq_prober {
     fq_probe_result_t last;
 };
 
-/* Absolute CLOCK_MONOTONIC deadline ms from now (the condition variable uses that clock). */
-static struct timespec deadline_in(int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 static void *prober_thread(void *opaque)
 {
     fq_prober_t *p = opaque;
@@ -60,7 +46,7 @@ static void *prober_thread(void *opaque)
 
         /* Fast while something is wrong, so readiness returns within fast_ms of recovery. */
         int wait_ms = p->last.ok ? p->idle_ms : p->fast_ms;
-        struct timespec until = deadline_in(wait_ms);
+        struct timespec until = fq_time_mono_deadline(wait_ms);
         while (!p->stop && !p->hurry)
             if (pthread_cond_timedwait(&p->wake, &p->lock, &until) != 0)
                 break;

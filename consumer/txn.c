@@ -207,22 +207,25 @@ fin_rc_t fq_w_txn_commit(fq_worker_t *w, msg_t **msgs, size_t n,
             return FIN_OUTAGE;
         }
     }
-    rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(w->rk);
-    error = rd_kafka_send_offsets_to_transaction(w->rkp, offsets, cgmd, COMMIT_WAIT_MS);
-    rd_kafka_consumer_group_metadata_destroy(cgmd);
+    error = fq_w_txn_offsets_start(w, offsets);
     if (error)
         return txn_failed(w, "send offsets to transaction", error);
     return fq_w_txn_resume(w);
 }
 
-/* One slice of the commit: librdkafka's commit is resumable, so a commit that takes longer (the
- * cluster away, a coordinator moving) goes on in the background while the loop serves the group;
- * the next turn calls again. Messages not delivered time out after transaction.timeout.ms, which
- * makes the transaction abortable (FIN_REPLAY); a commit whose messages were delivered can wait
- * for an answer for good, which the caller bounds (commit.c). */
+/* One slice of the commit (after the offsets, txn_offsets.c): librdkafka's commit is resumable, so
+ * a commit that takes longer (the cluster away, a coordinator moving) goes on in the background
+ * while the loop serves the group; the next turn calls again. Messages not delivered time out after
+ * transaction.timeout.ms, which makes the transaction abortable (FIN_REPLAY); a commit whose
+ * messages were delivered can wait for an answer for good, which the caller bounds (commit.c). */
 fin_rc_t fq_w_txn_resume(fq_worker_t *w)
 {
-    rd_kafka_error_t *error = rd_kafka_commit_transaction(w->rkp, TXN_SLICE_MS);
+    rd_kafka_error_t *error = NULL;
+    if (!fq_w_txn_offsets_wait(w, TXN_SLICE_MS, &error))
+        return FIN_PENDING; /* the offsets are still on their way */
+    if (error)
+        return txn_failed(w, "send offsets to transaction", error);
+    error = rd_kafka_commit_transaction(w->rkp, TXN_SLICE_MS);
     if (!error)
         return FIN_OK;
     if (fq_kafka_txn_class(error) == FQ_KAFKA_TXN_RETRY) {

@@ -238,7 +238,10 @@ void fq_worker_destroy(fq_worker_t *w)
         }
         rd_kafka_destroy(w->rk);
     }
-    if (w->rkp) {
+    rd_kafka_error_t *offsets_error = NULL; /* offsets on their way: a last moment to end */
+    if (fq_w_txn_offsets_wait(w, 5000, &offsets_error) && offsets_error)
+        rd_kafka_error_destroy(offsets_error);
+    if (w->rkp && !fq_w_txn_offsets_abandon(w)) {
         for (int i = 0; i < 2; i++)
             if (w->rkt[i])
                 rd_kafka_topic_destroy(w->rkt[i]);
@@ -512,8 +515,8 @@ int fq_worker_run(fq_worker_t *w)
          * them), then renew the producer or stop. */
         if (atomic_load(&w->pevents.fatal) || atomic_load(&w->cevents.fatal))
             w->fatal = true; /* reported by librdkafka's error callback */
-        if (w->fatal && !fq_w_running(w) && !fq_w_renew_producer(w))
-            break;
+        if (w->fatal && !fq_w_running(w) && !fq_w_txn_offsets_busy(w) && !fq_w_renew_producer(w))
+            break; /* (a renewal waits for offsets on their way: they use the producer) */
         int64_t mono = fq_time_mono_ms();
         if (w->metrics)
             fq_metrics_heartbeat(w->metrics, 30000);

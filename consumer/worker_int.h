@@ -129,7 +129,8 @@ struct fq_worker {
     fq_metrics_t *metrics;
     char txn_id[300];
     bool txn_ready;
-    bool txn_dirty; /* an abort is still owed */
+    bool txn_dirty;                          /* an abort is still owed */
+    struct fq_txn_offsets *txn_offsets_call; /* the open transaction's offsets on their way */
     /* The transaction whose commit is on its way (ntxn > 0): the loop resumes it each turn
      * rather than block on it, so heartbeats, rebalances and SIGTERM are served meanwhile. */
     msg_t **txn_msgs;
@@ -252,14 +253,33 @@ void fq_w_txn_forget(fq_worker_t *w);
 
 /* txn.c */
 rd_kafka_t *fq_w_new_producer(fq_worker_t *w, char *errstr, size_t errstr_size);
-int fq_w_init_transactions(fq_worker_t *w);
+int fq_w_init_transactions(fq_worker_t *w) FQ_WARN_UNUSED;
 void fq_w_warm_up_producer(fq_worker_t *w);
-bool fq_w_renew_producer(fq_worker_t *w);
+bool fq_w_renew_producer(fq_worker_t *w) FQ_WARN_UNUSED;
 /** Begins, publishes and starts committing; FIN_PENDING: resume with fq_w_txn_resume. */
 fin_rc_t fq_w_txn_commit(fq_worker_t *w, msg_t **msgs, size_t n,
                          const rd_kafka_topic_partition_list_t *offsets);
 fin_rc_t fq_w_txn_resume(fq_worker_t *w);
 /** Sends the abort owed since a transactional call failed, if any (waits up to timeout_ms). */
 void fq_w_txn_pay_abort(fq_worker_t *w, int timeout_ms);
+
+/* txn_offsets.c: the open transaction's offsets, sent on a thread of their own (librdkafka
+ * does not bound that call by its timeout while the group coordinator is away). */
+typedef struct fq_txn_offsets fq_txn_offsets_t;
+/** Starts sending offsets with the open transaction: NULL, or the error of a call that could
+ *  not be started (or ran on this thread when no thread could be made). */
+rd_kafka_error_t *
+fq_w_txn_offsets_start(fq_worker_t *w,
+                       const rd_kafka_topic_partition_list_t *offsets) FQ_WARN_UNUSED;
+/** Waits up to timeout_ms for the call: true when it is over (or none runs), with its error in
+ *  *error (the caller's); false while it goes on. */
+bool fq_w_txn_offsets_wait(fq_worker_t *w, int timeout_ms, rd_kafka_error_t **error) FQ_WARN_UNUSED;
+/** The call is still running: the producer must not be destroyed. */
+bool fq_w_txn_offsets_busy(fq_worker_t *w);
+/** Cleans up a call that is over (its error dropped with its transaction); a running one stays. */
+void fq_w_txn_offsets_end(fq_worker_t *w);
+/** At exit: a call still running keeps the producer (true: do not destroy it); one that is over
+ *  is cleaned up (false). */
+bool fq_w_txn_offsets_abandon(fq_worker_t *w) FQ_WARN_UNUSED;
 
 #endif

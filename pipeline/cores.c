@@ -4,6 +4,7 @@
  * borrower nor a newcomer to acquire can take it first, so a waiting item is never starved by
  * the decoders it asked to give back. */
 #include "fq_cores.h"
+#include "fq_log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -78,13 +79,7 @@ int fq_cores_acquire(fq_cores_t *c, const atomic_int *cancel)
             rc = -1;
             break;
         }
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += FQ_CORES_POLL_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = fq_time_mono_deadline(FQ_CORES_POLL_MS);
         pthread_cond_timedwait(&c->freed, &c->lock, &until);
     }
     c->waiting--;

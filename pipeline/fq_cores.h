@@ -14,6 +14,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "fq_base.h"
+
 typedef struct fq_cores fq_cores_t;
 
 /** @brief A budget of total cores (at least 1). NULL on OOM. */
@@ -24,7 +26,7 @@ void fq_cores_destroy(fq_cores_t *c);
 /** @brief One core for an item's CPU stage: blocks until one is free (lenders are asked to
  *  give theirs back meanwhile). 0, or -1 when *cancel became non-zero while waiting (polled
  *  every FQ_CORES_POLL_MS). cancel may be NULL. */
-int fq_cores_acquire(fq_cores_t *c, const atomic_int *cancel);
+int fq_cores_acquire(fq_cores_t *c, const atomic_int *cancel) FQ_WARN_UNUSED;
 #define FQ_CORES_POLL_MS 50
 
 /** @brief Gives back n cores (acquired or borrowed). */
@@ -33,7 +35,7 @@ void fq_cores_release(fq_cores_t *c, int n);
 /** @brief Extra cores for a running item: up to max free ones, without blocking, and none
  *  while someone waits in acquire. Returns how many were lent (give them back with
  *  fq_cores_release). */
-int fq_cores_borrow(fq_cores_t *c, int max);
+int fq_cores_borrow(fq_cores_t *c, int max) FQ_WARN_UNUSED;
 
 /** @brief True when someone waits in acquire: borrowers should give their extra cores back. */
 bool fq_cores_wanted(fq_cores_t *c);

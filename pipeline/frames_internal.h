@@ -180,30 +180,30 @@ void frames_run_free(run_t *r);
 /* frames_input.c */
 /** @brief Opens the input (allowed demuxers only), finds the video stream, opens its decoder
  *  (allowed decoders only) and fills r->info. NULL or the error. */
-fq_error_t *frames_open_input(run_t *r);
+fq_error_t *frames_open_input(run_t *r) FQ_WARN_UNUSED;
 /** @brief (Re)opens r->dec for r->st with 1 + extra_cores threads when the extractor has a
  *  core budget (extra_cores already borrowed), else with opts.threads. Frees a previous
  *  decoder first: call it only where the old one holds nothing still needed. */
-fq_error_t *frames_open_decoder(run_t *r, const AVCodec *codec, int extra_cores);
+fq_error_t *frames_open_decoder(run_t *r, const AVCodec *codec, int extra_cores) FQ_WARN_UNUSED;
 /** @brief AVIOInterruptCB: nonzero past the MAX_DECODE_SECONDS deadline or once cancelled
  *  (sets r->timed_out, and r->cancelled). */
 int frames_interrupt_cb(void *opaque);
 /** @brief The error of a run stopped by its deadline (or cancelled). */
-fq_error_t *frames_timeout_error(const run_t *r);
+fq_error_t *frames_timeout_error(const run_t *r) FQ_WARN_UNUSED;
 /** @brief A permanent decode-stage error "what: reason" carrying the AVERROR code. */
-fq_error_t *frames_decode_error(int code, const char *what);
+fq_error_t *frames_decode_error(int code, const char *what) FQ_WARN_UNUSED;
 /** @brief av_strerror into buf. */
 void frames_av_err_text(int code, char *buf, size_t size);
 
 /* frames_fps.c */
 /** @brief fps mode: decodes only what can be shown, seeking where it saves work. */
-fq_error_t *frames_decode_fps(run_t *r);
+fq_error_t *frames_decode_fps(run_t *r) FQ_WARN_UNUSED;
 /** @brief keyframes and scene modes: decodes every packet (keyframes: only keyframes). */
-fq_error_t *frames_decode_all(run_t *r);
+fq_error_t *frames_decode_all(run_t *r) FQ_WARN_UNUSED;
 /** @brief At a keyframe where decoding starts afresh (drained: the decoder was already
  *  emptied; else it is drained here first): gives borrowed cores back when another item waits
  *  for one, or borrows idle ones; reopens the decoder only when its thread count changes. */
-fq_error_t *frames_retune_threads(run_t *r, bool drained);
+fq_error_t *frames_retune_threads(run_t *r, bool drained) FQ_WARN_UNUSED;
 /** @brief Frees the packets read ahead. */
 void frames_queue_clear(run_t *r);
 /** @brief Seeks to ts (AVSEEK_FLAG_BACKWARD; INT64_MIN = the start of the stream), flushes
@@ -221,24 +221,25 @@ const AVPacket *frames_lookahead(run_t *r, int i);
  *  decodes them on this thread and on helper threads (one per borrowed core, one decoder
  *  thread each), handing the frames to r->cb in order. false when the input cannot be cut
  *  (r untouched but its position: decode it whole); true with *err set otherwise. */
-bool frames_decode_split(run_t *r, fq_error_t **err);
+bool frames_decode_split(run_t *r, fq_error_t **err) FQ_WARN_UNUSED;
 /** @brief Frees the helpers' extractors (fq_frames_destroy). */
 void frames_split_free(fq_frames_t *fx);
 
 /* frames_select.c */
 /** @brief One decoded frame: checks the caps, then shows it or not by mode. */
-fq_error_t *frames_handle_frame(run_t *r, AVFrame *frame);
+fq_error_t *frames_handle_frame(run_t *r, AVFrame *frame) FQ_WARN_UNUSED;
 /** @brief fps mode at the end of input: shows the held frame at the targets still pending. */
-fq_error_t *frames_fps_finish(run_t *r);
+fq_error_t *frames_fps_finish(run_t *r) FQ_WARN_UNUSED;
 /** @brief The length cap checked on a packet before it is decoded. */
-fq_error_t *frames_check_packet_length(run_t *r, const AVPacket *pkt);
+fq_error_t *frames_check_packet_length(run_t *r, const AVPacket *pkt) FQ_WARN_UNUSED;
 
 /* frames_image.c */
 /** @brief Hands one frame to r->cb with the next index, unless the run is cancelled or out of
  *  time, or MAX_FRAMES are out already (the error then). */
-fq_error_t *frames_deliver(run_t *r, fq_frame_t *out);
+fq_error_t *frames_deliver(run_t *r, fq_frame_t *out) FQ_WARN_UNUSED;
 /** @brief Scales, rotates, encodes and hands one chosen frame to the callback. serial
  *  identifies the decoded frame, so a frame shown at several fps targets is encoded once. */
-fq_error_t *frames_emit(run_t *r, const AVFrame *frame, int64_t serial, int64_t pts_ms);
+fq_error_t *frames_emit(run_t *r, const AVFrame *frame, int64_t serial,
+                        int64_t pts_ms) FQ_WARN_UNUSED;
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "fq_base.h"
 
@@ -54,6 +55,10 @@ int64_t fq_time_now_ms(void);
 
 /** @brief Monotonic milliseconds (for durations and deadlines). */
 int64_t fq_time_mono_ms(void);
+
+/** @brief The CLOCK_MONOTONIC time ms from now, for pthread_cond_timedwait on a condition
+ *  variable set to that clock. */
+struct timespec fq_time_mono_deadline(int ms);
 
 #define FQ_DEBUG(ctx, ...) fq_log(FQ_LOG_DEBUG, ctx, __VA_ARGS__)
 #define FQ_INFO(ctx, ...)  fq_log(FQ_LOG_INFO, ctx, __VA_ARGS__)

@@ -95,8 +95,9 @@ static fq_error_t *hook_process(void *ctx, const fq_item_t *item, int attempt,
     bool cancelled = false;
     bool stuck_later = strncmp(item->code, "stuck", 5) == 0 && stat_get(item->code, 0) > 1;
     if (strncmp(item->code, "stuck", 5) == 0 && !stuck_later && H.stuck_fails_probe)
-        atomic_store(&H.probe_fail, 1); /* the outage that follows does not end */
-    if (strncmp(item->code, "slow", 4) == 0 || stuck_later) {
+        atomic_store(&H.probe_fail, 1);              /* the outage that follows does not end */
+    bool held = strncmp(item->code, "held", 4) == 0; /* slow, then a permanent failure */
+    if (strncmp(item->code, "slow", 4) == 0 || held || stuck_later) {
         atomic_fetch_add(&H.slow_running, 1);
         while (!atomic_load(&H.release) && !(cancel && atomic_load(cancel)))
             sleep_ms(5);
@@ -110,12 +111,12 @@ static fq_error_t *hook_process(void *ctx, const fq_item_t *item, int attempt,
     item_stat_t *s = stat_of(item->code);
     if (cancelled)
         s->cancelled++;
-    else if (strncmp(item->code, "perm", 4) != 0 && strncmp(item->code, "stuck", 5) != 0)
+    else if (strncmp(item->code, "perm", 4) != 0 && strncmp(item->code, "stuck", 5) != 0 && !held)
         s->ok++;
     pthread_mutex_unlock(&H.lock);
     if (cancelled)
         return fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "cancelled");
-    if (strncmp(item->code, "perm", 4) == 0 || strncmp(item->code, "stuck", 5) == 0)
+    if (strncmp(item->code, "perm", 4) == 0 || strncmp(item->code, "stuck", 5) == 0 || held)
         return fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_PERMANENT, "HTTP 404 (test)");
     memset(out, 0, sizeof(*out));
     out->info.frame_count = 1;
@@ -682,14 +683,20 @@ static bool offsets_failed(void)
     return capture_has("\"msg\":\"send offsets to transaction on ");
 }
 
-static bool end_txn_sent(void)
+/* The mock cluster received a request of apikey since tracking started. */
+static bool request_seen(int16_t apikey)
 {
-    size_t n = 0, end_txn = 0;
+    size_t n = 0, seen = 0;
     rd_kafka_mock_request_t **reqs = rd_kafka_mock_get_requests(H.mc, &n);
     for (size_t i = 0; i < n; i++)
-        end_txn += rd_kafka_mock_request_api_key(reqs[i]) == API_END_TXN;
+        seen += rd_kafka_mock_request_api_key(reqs[i]) == apikey;
     rd_kafka_mock_request_destroy_array(reqs, n);
-    return end_txn > 0;
+    return seen > 0;
+}
+
+static bool end_txn_sent(void)
+{
+    return request_seen(API_END_TXN);
 }
 
 static bool replay_running(void)
@@ -824,6 +831,50 @@ static void test_coordinator_goes_away(void **state)
     cluster_down();
 }
 
+/* The group coordinator goes away while a transaction sends its offsets: librdkafka 2.14.2 does
+ * not bound rd_kafka_send_offsets_to_transaction() by its timeout then (upstream issue 5456), and
+ * the kafka-restart chaos scenario saw a worker's loop held 48 s in it, serving neither its group
+ * nor SIGTERM. The loop must go on: here a stop ends the worker while the coordinator is still
+ * down. */
+static bool add_offsets_sent(void)
+{
+    return request_seen(API_ADD_OFFSETS_TO_TXN);
+}
+
+static void test_offsets_on_their_way_do_not_hold_the_loop(void **state)
+{
+    cluster_up(1);
+    /* the partitions and the transaction on broker 1, the group on broker 2 */
+    rd_kafka_mock_partition_set_leader(H.mc, H.topic, 0, 1);
+    rd_kafka_mock_partition_set_leader(H.mc, H.retry, 0, 1);
+    rd_kafka_mock_partition_set_leader(H.mc, H.dlq, 0, 1);
+    rd_kafka_mock_coordinator_set(H.mc, "transaction", "frameq-offsets-all", 1);
+    rd_kafka_mock_coordinator_set(H.mc, "group", H.group, 2);
+    const char *b0[] = {"held-o"};
+    produce_batch(0, b0, 1);
+    wthread_t a;
+    worker_start(&a, "offsets", false);
+    assert_true(wait_for(slow_running)); /* joined, assigned, the item running */
+    rd_kafka_mock_start_request_tracking(H.mc);
+    rd_kafka_mock_broker_set_down(H.mc, 2);
+    atomic_store(&H.release, 1); /* it fails: its DLQ message and offsets go in a transaction */
+    bool sent = wait_for(add_offsets_sent);
+    a.stop = 1;
+    bool stopped = false;
+    for (int waited = 0; !stopped && waited < WAIT_MS; waited += 20) {
+        stopped = atomic_load(&a.finished);
+        sleep_ms(20);
+    }
+    rd_kafka_mock_broker_set_up(H.mc, 2); /* before joining: without the fix the call ends now */
+    int rc = worker_join(&a, false);
+    rd_kafka_mock_stop_request_tracking(H.mc);
+    cluster_down();
+    if (!sent || !stopped)
+        fail_msg("offsets sent: %d; stopped while the group coordinator was down: %d", sent,
+                 stopped);
+    assert_int_equal(rc, 0);
+}
+
 /* An idle worker whose database probe fails pauses (nothing runs), and consumes again as soon
  * as the probe passes, with no message needed to notice either. */
 static void test_probe_pauses_and_resumes_an_idle_worker(void **state)
@@ -863,6 +914,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_owed_abort_sent_at_exit),
         cmocka_unit_test(test_unanswered_commit_is_settled),
         cmocka_unit_test(test_coordinator_goes_away),
+        cmocka_unit_test(test_offsets_on_their_way_do_not_hold_the_loop),
         cmocka_unit_test(test_probe_pauses_and_resumes_an_idle_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
