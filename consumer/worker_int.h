@@ -7,9 +7,11 @@
  *   commit.c      committing settled prefixes: clean ones asynchronously, routed ones in a
  *                 transaction with their retry/DLQ messages
  *   txn.c         the transactional producer: init, warm-up, the transaction, renewal
+ *   txn_offsets.c the transaction's offsets, sent on a thread of their own
  *
- * One thread (the loop's) touches everything here; pool threads only run jobs, and the prober
- * thread only reads the configuration and its own connections. */
+ * One thread (the loop's) touches everything here; pool threads only run jobs, the prober
+ * thread only reads the configuration and its own connections, and the offsets thread only
+ * makes its one librdkafka call. */
 #ifndef FQ_WORKER_INT_H
 #define FQ_WORKER_INT_H
 
