@@ -32,6 +32,8 @@ static void *prober_thread(void *opaque)
 
         pthread_mutex_lock(&p->lock);
         bool was_ok = p->last.seq == 0 || p->last.ok;
+        char was[sizeof(p->last.reason)];
+        memcpy(was, p->last.reason, sizeof(was));
         p->last.seq++;
         p->last.at_mono = t0;
         p->last.ok = err == NULL;
@@ -40,6 +42,8 @@ static void *prober_thread(void *opaque)
             snprintf(p->last.reason, sizeof(p->last.reason), "%s", fq_error_message(err));
         if (err && was_ok)
             FQ_WARN(NULL, "dependency probe failed: %s", p->last.reason);
+        else if (err && strcmp(was, p->last.reason) != 0) /* a new reason: say it once */
+            FQ_WARN(NULL, "dependency probe still failing, now: %s", p->last.reason);
         else if (!err && !was_ok)
             FQ_INFO(NULL, "dependency probe passed again");
         fq_error_destroy(err);

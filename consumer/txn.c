@@ -345,11 +345,13 @@ bool fq_w_renew_producer(fq_worker_t *w)
     w->fatal = false;
     w->txn_dirty = false;
     w->txn_ready = false;
+    int64_t t0 = fq_time_mono_ms();
     int irc = fq_w_init_transactions(w);
     if (irc != 0) {
         w->fatal = irc < 0; /* else stopped while Kafka was away: a clean exit */
         return false;
     }
     fq_w_warm_up_producer(w);
+    FQ_INFO(NULL, "new transactional producer ready after %" PRId64 " ms", fq_time_mono_ms() - t0);
     return true;
 }
