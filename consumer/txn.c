@@ -180,7 +180,7 @@ static int produce_routed(fq_worker_t *w, const msg_t *m)
  * more (its partitions lost in the outage, or stopping) would otherwise never send it. */
 void fq_w_txn_pay_abort(fq_worker_t *w, int timeout_ms)
 {
-    if (!w->txn_dirty || w->ntxn || w->fatal)
+    if (!w->txn_dirty || w->ntxn || w->fatal || !w->txn_ready)
         return;
     fin_rc_t rc = txn_abort(w, timeout_ms);
     if (rc == FIN_OK)
@@ -344,14 +344,45 @@ bool fq_w_renew_producer(fq_worker_t *w)
     }
     w->fatal = false;
     w->txn_dirty = false;
+    /* Its init_transactions runs a slice per turn of the loop (fq_w_txn_init_step), which goes
+     * on serving the group meanwhile: the coordinator may take a while to finish the old
+     * producer's transaction, and a loop held here stalls every rebalance of the group. Until
+     * it is ready the worker is paused and commits no transaction. */
     w->txn_ready = false;
-    int64_t t0 = fq_time_mono_ms();
-    int irc = fq_w_init_transactions(w);
-    if (irc != 0) {
-        w->fatal = irc < 0; /* else stopped while Kafka was away: a clean exit */
-        return false;
-    }
-    fq_w_warm_up_producer(w);
-    FQ_INFO(NULL, "new transactional producer ready after %" PRId64 " ms", fq_time_mono_ms() - t0);
+    w->txn_init_since = fq_time_mono_ms();
+    w->txn_init_next = 0;
+    w->txn_init_backoff = OUTAGE_MIN_MS;
+    w->txn_init_logged = false;
+    fq_w_enter_outage(w, OUTAGE_PROBED, "kafka: the new transactional producer is not ready");
+    fq_w_txn_init_step(w);
     return true;
+}
+
+void fq_w_txn_init_step(fq_worker_t *w)
+{
+    int64_t now = fq_time_mono_ms();
+    if (w->txn_ready || w->fatal || now < w->txn_init_next)
+        return;
+    rd_kafka_error_t *error = rd_kafka_init_transactions(w->rkp, TXN_SLICE_MS); /* resumable */
+    if (!error) {
+        w->txn_ready = true;
+        fq_w_warm_up_producer(w);
+        FQ_INFO(NULL, "new transactional producer ready after %" PRId64 " ms",
+                fq_time_mono_ms() - w->txn_init_since);
+        return;
+    }
+    fq_kafka_txn_t klass = fq_kafka_txn_class(error);
+    if (klass == FQ_KAFKA_TXN_FATAL) {
+        FQ_ERROR(NULL, "init transactions: fatal: %s", rd_kafka_error_string(error));
+        w->renew_why = "its init_transactions failed fatally";
+        w->fatal = true; /* renewed again, within RENEW_MAX */
+    } else if (rd_kafka_error_code(error) != RD_KAFKA_RESP_ERR__TIMED_OUT) {
+        if (!w->txn_init_logged)
+            FQ_WARN(NULL, "init transactions: %s: retrying", rd_kafka_error_string(error));
+        w->txn_init_logged = true;
+        w->txn_init_next = now + w->txn_init_backoff;
+        w->txn_init_backoff =
+            w->txn_init_backoff * 2 > OUTAGE_MAX_MS ? OUTAGE_MAX_MS : w->txn_init_backoff * 2;
+    } /* else still on its way: resumed on the next turn */
+    rd_kafka_error_destroy(error);
 }

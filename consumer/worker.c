@@ -325,7 +325,8 @@ static void follow_probes(fq_worker_t *w)
         }
         return;
     }
-    if (w->outage && r.seq > w->outage_probe_seq && fq_time_mono_ms() >= w->outage_until)
+    if (w->outage && w->txn_ready && r.seq > w->outage_probe_seq &&
+        fq_time_mono_ms() >= w->outage_until)
         leave_outage(w);
 }
 
@@ -523,6 +524,7 @@ int fq_worker_run(fq_worker_t *w)
         rd_kafka_poll(w->rkp, 0);
         fq_w_commit_owed(w);
         fq_w_reseek_lost(w);
+        fq_w_txn_init_step(w); /* a renewed producer, until it is ready */
         follow_probes(w);
         if (!w->outage)
             fq_w_txn_pay_abort(w, COMMIT_WAIT_MS); /* as the next commit would */
@@ -558,14 +560,14 @@ int fq_worker_run(fq_worker_t *w)
                                invalid, or malformed) finishes without the pool */
         }
         fq_w_reap(w);
-        fq_w_commit_settled(w, true);
+        fq_w_commit_settled(w, w->txn_ready);
         fq_w_sweep(w);
         if (!rkm && once_done(w))
             break;
     }
 
     /* What is settled and not committed yet: give it a moment (closing commits the rest). */
-    fq_w_commit_settled(w, true);
+    fq_w_commit_settled(w, w->txn_ready);
     fq_w_sweep(w);
     fq_w_commit_last(w, 5000);
     fq_w_txn_pay_abort(w, 5000); /* also after an outage that has not ended: it may answer */

@@ -172,6 +172,8 @@ struct fq_worker {
     int64_t drain_checked; /* mono ms of the last group lag read (--once) */
     long dlq_sent;
     bool fatal;
+    int64_t txn_init_since, txn_init_next, txn_init_backoff; /* a renewed producer's init */
+    bool txn_init_logged;
     int renewals;        /* producers replaced after fencing, since renew_since */
     int64_t renew_since; /* mono ms */
     uint64_t rng;
@@ -262,6 +264,8 @@ bool fq_w_renew_producer(fq_worker_t *w) FQ_WARN_UNUSED;
 fin_rc_t fq_w_txn_commit(fq_worker_t *w, msg_t **msgs, size_t n,
                          const rd_kafka_topic_partition_list_t *offsets);
 fin_rc_t fq_w_txn_resume(fq_worker_t *w);
+/** A renewed producer's init_transactions, one slice per turn of the loop (none once ready). */
+void fq_w_txn_init_step(fq_worker_t *w);
 /** Sends the abort owed since a transactional call failed, if any (waits up to timeout_ms). */
 void fq_w_txn_pay_abort(fq_worker_t *w, int timeout_ms);
 

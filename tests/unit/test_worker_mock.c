@@ -36,6 +36,7 @@
 #define API_ADD_OFFSETS_TO_TXN 25
 #define API_END_TXN            26
 #define API_TXN_OFFSET_COMMIT  28
+#define API_INIT_PRODUCER_ID   22
 
 #define WAIT_MS     20000
 #define MAX_ITEMS   512
@@ -875,6 +876,77 @@ static void test_offsets_on_their_way_do_not_hold_the_loop(void **state)
     assert_int_equal(rc, 0);
 }
 
+/* A renewed producer's init_transactions can take long (the coordinator finishing the old
+ * producer's transaction): the loop must serve the group meanwhile, or every rebalance of the
+ * group waits for it. Worker A's producer is fenced and renewed, and the new one's InitProducerId
+ * is answered only after INIT_DELAY_MS; worker B joins meanwhile and runs items (A is paused
+ * until its producer is ready, so every item that runs before then is B's). */
+#define INIT_DELAY_MS 15000
+
+static bool any_ok_ran(void)
+{
+    pthread_mutex_lock(&H.lock);
+    int ok = 0;
+    for (int i = 0; i < H.nitems; i++)
+        ok += strncmp(H.items[i].code, "ok", 2) == 0 && H.items[i].ok > 0;
+    pthread_mutex_unlock(&H.lock);
+    return ok > 0;
+}
+
+static bool renewal_started(void)
+{
+    return capture_has("\"msg\":\"transactional producer failed fatally");
+}
+
+static bool renewal_ready(void)
+{
+    return capture_has("\"msg\":\"new transactional producer ready");
+}
+
+static void test_renewal_does_not_hold_the_group(void **state)
+{
+    cluster_up(4);
+    rd_kafka_mock_coordinator_set(H.mc, "transaction", "frameq-renewa-all", 2);
+    rd_kafka_mock_coordinator_set(H.mc, "transaction", "frameq-renewb-all", 3);
+    rd_kafka_mock_broker_push_request_error_rtts(H.mc, 2, API_END_TXN, 1,
+                                                 RD_KAFKA_RESP_ERR_PRODUCER_FENCED, 0);
+    const char *b0[] = {"held-r"};
+    produce_batch(0, b0, 1);
+    assert_int_equal(fq_log_init("test_worker_mock", "mock", "json", "info"), 0);
+    fq_test_capture_start(&capture);
+    wthread_t a, b;
+    worker_start(&a, "renewa", false);
+    bool held = wait_for(slow_running); /* A's first producer is ready: delay the next one's */
+    rd_kafka_mock_broker_push_request_error_rtts(H.mc, 2, API_INIT_PRODUCER_ID, 1,
+                                                 RD_KAFKA_RESP_ERR_NO_ERROR, INIT_DELAY_MS);
+    atomic_store(&H.release, 1); /* fails: its transaction is fenced, the producer renewed */
+    bool renewing = held && wait_for(renewal_started);
+    worker_start(&b, "renewb", false);
+    for (int p = 0; p < 4; p++) {
+        char code[16];
+        snprintf(code, sizeof(code), "ok-r%d", p);
+        const char *bp[] = {code};
+        produce_batch(p, bp, 1);
+    }
+    bool b_ran = renewing && wait_for(any_ok_ran);
+    bool a_ready_first = renewal_ready();
+    bool a_ready = wait_for(renewal_ready);
+    want_runs = 4;
+    bool all_ok = wait_for(total_ok_reached) && wait_for(lag_is_zero);
+    int rca = worker_join(&a, true), rcb = worker_join(&b, true);
+    char *log = fq_test_capture_end(&capture);
+    assert_int_equal(fq_log_init("test_worker_mock", "mock", "json", log_level()), 0);
+    bool ok = b_ran && !a_ready_first && a_ready && all_ok && rca == 0 && rcb == 0;
+    if (!ok)
+        printf("the workers' log:\n%s", log);
+    free(log);
+    cluster_down();
+    if (!ok)
+        fail_msg("renewal began: %d; an item ran: %d; A's producer ready before it: %d; ready "
+                 "later: %d; all done: %d; exit %d/%d",
+                 renewing, b_ran, a_ready_first, a_ready, all_ok, rca, rcb);
+}
+
 /* An idle worker whose database probe fails pauses (nothing runs), and consumes again as soon
  * as the probe passes, with no message needed to notice either. */
 static void test_probe_pauses_and_resumes_an_idle_worker(void **state)
@@ -915,6 +987,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_unanswered_commit_is_settled),
         cmocka_unit_test(test_coordinator_goes_away),
         cmocka_unit_test(test_offsets_on_their_way_do_not_hold_the_loop),
+        cmocka_unit_test(test_renewal_does_not_hold_the_group),
         cmocka_unit_test(test_probe_pauses_and_resumes_an_idle_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
