@@ -47,6 +47,21 @@ static bool only_these(const fq_worker_t *w, const fq_part_t *p, size_t k)
     return n == k && !fq_w_held_in(w, p->topic, p->partition);
 }
 
+/* Marks the partitions whose offsets ride in the transaction: no plain commit of theirs goes
+ * out until it ends (fq_part_final_target). Seen in the kafka-restart chaos scenario: a clean
+ * prefix settled in the turn a transaction began on the same partition; its plain commit (26)
+ * reached the coordinator after the transaction's offset (30) and replaced it when the
+ * transaction committed, so after the broker's restart the partition was read again from 26 and
+ * an item went to the DLQ twice. */
+static void set_in_txn(fq_worker_t *w, const rd_kafka_topic_partition_list_t *offsets, bool on)
+{
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        fq_part_t *p = fq_w_part(w, offsets->elems[i].topic, offsets->elems[i].partition);
+        if (p)
+            p->in_txn = on;
+    }
+}
+
 /* The transaction on its way ended with rc: its prefixes settle (FIN_OK) or are read again.
  * A message whose partition was revoked meanwhile is its new owner's business either way (the
  * new owner's offset fetch waits for the transaction's outcome), so only the outcome is
@@ -90,6 +105,7 @@ void fq_w_txn_end(fq_worker_t *w, fin_rc_t rc)
 
 void fq_w_txn_forget(fq_worker_t *w)
 {
+    set_in_txn(w, w->txn_offsets, false);
     fq_w_txn_offsets_end(w); /* offsets still on their way stay with the producer */
     for (size_t j = 0; j < w->ntxn; j++)
         w->txn_msgs[j]->in_txn = false;
@@ -175,6 +191,7 @@ void fq_w_commit_settled(fq_worker_t *w, bool transactions)
         w->txn_msgs = tx;
         w->ntxn = ntx;
         w->txn_offsets = offsets;
+        set_in_txn(w, offsets, true);
         w->txn_since = fq_time_mono_ms();
         for (size_t j = 0; j < ntx; j++)
             tx[j]->in_txn = true;

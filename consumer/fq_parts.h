@@ -31,6 +31,7 @@ typedef struct fq_part {
     int64_t want;       /**< highest offset that may be committed; -1 = none */
     int64_t committed;  /**< highest offset the coordinator confirmed from us; -1 = none */
     int pending;        /**< asynchronous commits not answered yet */
+    bool in_txn;        /**< its offset rides in the open transaction (no plain commit) */
     int64_t retry_mono; /**< a failed commit is retried from then on */
     int64_t pace_mono;  /**< after a confirmed commit, the next is not sent before then */
     int64_t *inflight;  /**< offsets taken and not settled, ascending */
@@ -91,7 +92,10 @@ int64_t fq_part_commit_target(const fq_part_t *p, bool idle, int64_t now_mono);
 #define FQ_COMMIT_PACE_MS 100
 
 /** @brief As fq_part_commit_target, for a partition about to be handed over: whatever is owed,
- *  without waiting for pending answers or a retry delay (an unanswered commit may be refused). */
+ *  without waiting for pending answers or a retry delay (an unanswered commit may be refused).
+ *  Neither sends anything while the partition's offset rides in the open transaction: Kafka
+ *  keeps the offset commit it appended last, and a plain commit of the lower settled prefix
+ *  appended after the transaction's would replace it when the transaction commits. */
 int64_t fq_part_final_target(const fq_part_t *p, bool idle);
 
 /** @brief The coordinator answered a commit of offset (ok or not). */

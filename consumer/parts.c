@@ -134,6 +134,8 @@ void fq_part_eof(fq_part_t *p, int64_t offset)
 
 int64_t fq_part_final_target(const fq_part_t *p, bool idle)
 {
+    if (p->in_txn)
+        return -1; /* the transaction commits its offset, or aborts and it is read again */
     int64_t target = p->want;
     /* The end offset only when every message taken is durable: one taken and not durable (in
      * flight, or abandoned when its partition was revoked) must be read again by someone. */

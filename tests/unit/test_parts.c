@@ -282,6 +282,29 @@ static void test_commit_answers(void **state)
     fq_parts_clear(&t);
 }
 
+/* The kafka-restart chaos run that sent an item to the DLQ twice: message 24 settled clean in the
+ * turn a transaction began for 26 and 28 with offset 30; the plain commit of 26 that followed
+ * reached the coordinator after the transaction's 30 and replaced it when the transaction
+ * committed. While the partition's offset rides in the open transaction, no plain commit goes
+ * out, not even at a hand-over; after it, only one above what the transaction committed. */
+static void test_no_plain_commit_under_an_open_transaction(void **state)
+{
+    fq_parts_t t = {0};
+    fq_part_t *p = fresh(&t);
+    for (int64_t o = 24; o <= 28; o += 2)
+        assert_int_equal(fq_part_take(p, o), FQ_TAKE);
+    fq_part_settle(p, 24); /* clean: 26 is owed */
+    p->in_txn = true;      /* 26 and 28 in a transaction, with offset 30 */
+    assert_int_equal(fq_part_commit_target(p, true, 0), -1);
+    assert_int_equal(fq_part_final_target(p, true), -1);
+    fq_part_settle(p, 26); /* the transaction committed */
+    fq_part_settle(p, 28);
+    fq_part_committed(p, 30, true, 0);
+    p->in_txn = false;
+    assert_int_equal(fq_part_commit_target(p, false, FQ_COMMIT_PACE_MS), -1); /* nothing below */
+    fq_parts_clear(&t);
+}
+
 static void test_table(void **state)
 {
     fq_parts_t t = {0};
@@ -309,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_rewind_in_the_middle),
         cmocka_unit_test(test_random_orders),
         cmocka_unit_test(test_commit_answers),
+        cmocka_unit_test(test_no_plain_commit_under_an_open_transaction),
         cmocka_unit_test(test_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
