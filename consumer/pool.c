@@ -96,11 +96,8 @@ static fq_pool_t *pool_new(const fq_config_t *cfg, int threads, bool with_db,
     }
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->work, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* a clock step must not stall the loop */
-    pthread_cond_init(&pool->done, &attr);
-    pthread_condattr_destroy(&attr);
+    if (fq_cond_init_mono(&pool->done) != 0) /* a clock step must not stall the loop */
+        pthread_cond_init(&pool->done, NULL);
     pool->process = process;
     pool->process_ctx = process_ctx;
     pool->threads = calloc((size_t)threads, sizeof(*pool->threads));

@@ -68,11 +68,10 @@ fq_prober_t *fq_prober_start(fq_probe_fn probe, void *ctx, int idle_ms, int fast
     p->ctx = ctx;
     p->idle_ms = idle_ms;
     p->fast_ms = fast_ms;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->wake, &attr);
-    pthread_condattr_destroy(&attr);
+    if (fq_cond_init_mono(&p->wake) != 0) {
+        free(p);
+        return NULL;
+    }
     pthread_mutex_init(&p->lock, NULL);
     if (pthread_create(&p->thread, NULL, prober_thread, p) != 0) {
         pthread_cond_destroy(&p->wake);

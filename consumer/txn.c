@@ -235,38 +235,28 @@ fin_rc_t fq_w_txn_resume(fq_worker_t *w)
     return txn_failed(w, "commit transaction", error);
 }
 
+/* Starts the producer's init_transactions from scratch (fq_w_txn_init_step goes on with it). */
+static void txn_init_reset(fq_worker_t *w)
+{
+    w->txn_ready = false;
+    w->txn_init_since = fq_time_mono_ms();
+    w->txn_init_next = 0;
+    w->txn_init_backoff = OUTAGE_MIN_MS;
+    w->txn_init_logged = false;
+}
+
 int fq_w_init_transactions(fq_worker_t *w)
 {
-    int64_t backoff = OUTAGE_MIN_MS;
-    bool logged = false;
-    while (!*w->opts.stop) {
-        /* Resumable: a slice at a time, so SIGTERM is seen within one. */
-        rd_kafka_error_t *error = rd_kafka_init_transactions(w->rkp, TXN_INIT_SLICE_MS);
-        if (!error) {
-            w->txn_ready = true;
-            if (logged)
-                FQ_INFO(NULL, "Kafka transactions ready");
-            return 0;
-        }
-        fq_kafka_txn_t klass = fq_kafka_txn_class(error);
-        if (klass == FQ_KAFKA_TXN_FATAL) {
-            FQ_ERROR(NULL, "init transactions: fatal: %s", rd_kafka_error_string(error));
-            rd_kafka_error_destroy(error);
-            return -1;
-        }
-        bool timed_out = rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__TIMED_OUT;
-        if (!logged)
-            FQ_WARN(NULL, "init transactions: %s: retrying", rd_kafka_error_string(error));
-        logged = true;
-        fq_w_set_ready(w, false, "kafka: transactions not initialised");
-        rd_kafka_error_destroy(error);
-        if (timed_out)
-            continue; /* still on its way: resume it */
-        for (int64_t t = 0; t < backoff && !*w->opts.stop; t += 100)
-            usleep(100 * 1000);
-        backoff = backoff * 2 > OUTAGE_MAX_MS ? OUTAGE_MAX_MS : backoff * 2;
+    /* At start-up nothing else runs yet: the same steps, waited for here (a stop is seen within
+     * one slice or 100 ms of a back-off). */
+    txn_init_reset(w);
+    while (!w->txn_ready && !w->fatal && !*w->opts.stop) {
+        fq_w_txn_init_step(w);
+        int64_t wait = w->txn_init_next - fq_time_mono_ms();
+        if (!w->txn_ready && wait > 0)
+            usleep((useconds_t)(wait < 100 ? wait : 100) * 1000);
     }
-    return 1;
+    return w->fatal ? -1 : w->txn_ready ? 0 : 1;
 }
 
 /* The producer learns the retry and DLQ topics' leaders now rather than inside the first
@@ -348,11 +338,7 @@ bool fq_w_renew_producer(fq_worker_t *w)
      * on serving the group meanwhile: the coordinator may take a while to finish the old
      * producer's transaction, and a loop held here stalls every rebalance of the group. Until
      * it is ready the worker is paused and commits no transaction. */
-    w->txn_ready = false;
-    w->txn_init_since = fq_time_mono_ms();
-    w->txn_init_next = 0;
-    w->txn_init_backoff = OUTAGE_MIN_MS;
-    w->txn_init_logged = false;
+    txn_init_reset(w);
     fq_w_enter_outage(w, OUTAGE_PROBED, "kafka: the new transactional producer is not ready");
     fq_w_txn_init_step(w);
     return true;
@@ -367,15 +353,15 @@ void fq_w_txn_init_step(fq_worker_t *w)
     if (!error) {
         w->txn_ready = true;
         fq_w_warm_up_producer(w);
-        FQ_INFO(NULL, "new transactional producer ready after %" PRId64 " ms",
-                fq_time_mono_ms() - w->txn_init_since);
+        FQ_INFO(NULL, "%stransactional producer ready after %" PRId64 " ms",
+                w->renewals ? "new " : "", fq_time_mono_ms() - w->txn_init_since);
         return;
     }
     fq_kafka_txn_t klass = fq_kafka_txn_class(error);
     if (klass == FQ_KAFKA_TXN_FATAL) {
         FQ_ERROR(NULL, "init transactions: fatal: %s", rd_kafka_error_string(error));
         w->renew_why = "its init_transactions failed fatally";
-        w->fatal = true; /* renewed again, within RENEW_MAX */
+        w->fatal = true; /* renewed again, within RENEW_MAX (at start-up: exit 3) */
     } else if (rd_kafka_error_code(error) != RD_KAFKA_RESP_ERR__TIMED_OUT) {
         if (!w->txn_init_logged)
             FQ_WARN(NULL, "init transactions: %s: retrying", rd_kafka_error_string(error));

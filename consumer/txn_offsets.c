@@ -66,13 +66,9 @@ rd_kafka_error_t *fq_w_txn_offsets_start(fq_worker_t *w,
     c->rkp = w->rkp;
     c->offsets = rd_kafka_topic_partition_list_copy(offsets);
     c->cgmd = cgmd;
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cond, &attr);
-    pthread_condattr_destroy(&attr);
     pthread_mutex_init(&c->lock, NULL);
-    if (pthread_create(&c->thread, NULL, offsets_thread, c) != 0) {
+    if (fq_cond_init_mono(&c->cond) != 0 ||
+        pthread_create(&c->thread, NULL, offsets_thread, c) != 0) {
         /* no thread: the call on the loop's, as before */
         rd_kafka_error_t *error =
             rd_kafka_send_offsets_to_transaction(w->rkp, c->offsets, c->cgmd, COMMIT_WAIT_MS);
@@ -120,15 +116,18 @@ bool fq_w_txn_offsets_busy(fq_worker_t *w)
 void fq_w_txn_offsets_end(fq_worker_t *w)
 {
     rd_kafka_error_t *error = NULL;
-    if (!fq_w_txn_offsets_busy(w) && fq_w_txn_offsets_wait(w, 0, &error) && error)
+    if (fq_w_txn_offsets_wait(w, 0, &error) && error)
         rd_kafka_error_destroy(error); /* its transaction is over */
 }
 
-bool fq_w_txn_offsets_abandon(fq_worker_t *w)
+bool fq_w_txn_offsets_abandon(fq_worker_t *w, int wait_ms)
 {
-    fq_w_txn_offsets_end(w);
-    if (!fq_w_txn_offsets_busy(w))
+    rd_kafka_error_t *error = NULL;
+    if (fq_w_txn_offsets_wait(w, wait_ms, &error)) {
+        if (error)
+            rd_kafka_error_destroy(error);
         return false;
+    }
     FQ_WARN(NULL, "sending the transaction's offsets is still waiting for Kafka: the producer "
                   "and its open transaction are left to the coordinator");
     pthread_detach(w->txn_offsets_call->thread);

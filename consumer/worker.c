@@ -238,10 +238,7 @@ void fq_worker_destroy(fq_worker_t *w)
         }
         rd_kafka_destroy(w->rk);
     }
-    rd_kafka_error_t *offsets_error = NULL; /* offsets on their way: a last moment to end */
-    if (fq_w_txn_offsets_wait(w, 5000, &offsets_error) && offsets_error)
-        rd_kafka_error_destroy(offsets_error);
-    if (w->rkp && !fq_w_txn_offsets_abandon(w)) {
+    if (w->rkp && !fq_w_txn_offsets_abandon(w, 5000)) { /* offsets on their way: 5 s more */
         for (int i = 0; i < 2; i++)
             if (w->rkt[i])
                 rd_kafka_topic_destroy(w->rkt[i]);
@@ -425,7 +422,7 @@ static int start_up(fq_worker_t *w)
         return FQ_EXIT_FATAL;
     if (irc > 0)
         return FQ_EXIT_OK; /* stopped while waiting for Kafka */
-    fq_w_warm_up_producer(w);
+    /* (ready, the producer was warmed up by fq_w_txn_init_step) */
 
     /* Dependencies first: a worker whose database is down must not take a message. */
     w->prober = fq_prober_start(probe_dependencies, w, PROBE_IDLE_MS, PROBE_FAST_MS);

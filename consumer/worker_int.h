@@ -50,10 +50,9 @@
 /* The transaction's commit and init_transactions are resumable: called a slice at a time (the
  * commit once per turn of the loop), so the loop never waits on Kafka for long. Sending the
  * offsets and aborting wait up to COMMIT_WAIT_MS. */
-#define TXN_SLICE_MS      100
-#define TXN_INIT_SLICE_MS 1000
-#define COMMIT_WAIT_MS    10000 /* a commit not answered by then is a Kafka outage */
-#define RESEEK_MS         1000  /* a rewind that has not landed by then is issued again */
+#define TXN_SLICE_MS   100
+#define COMMIT_WAIT_MS 10000 /* a commit not answered by then is a Kafka outage */
+#define RESEEK_MS      1000  /* a rewind that has not landed by then is issued again */
 /* Retry messages not due yet are held in the window; a partition holding this many pauses until
  * the earliest of them is due (so a long backoff cannot fill memory). */
 #define WAITING_MAX_PER_PARTITION 64
@@ -284,8 +283,8 @@ bool fq_w_txn_offsets_wait(fq_worker_t *w, int timeout_ms, rd_kafka_error_t **er
 bool fq_w_txn_offsets_busy(fq_worker_t *w);
 /** Cleans up a call that is over (its error dropped with its transaction); a running one stays. */
 void fq_w_txn_offsets_end(fq_worker_t *w);
-/** At exit: a call still running keeps the producer (true: do not destroy it); one that is over
- *  is cleaned up (false). */
-bool fq_w_txn_offsets_abandon(fq_worker_t *w) FQ_WARN_UNUSED;
+/** At exit: waits up to wait_ms more for the call; one still running then keeps the producer
+ *  (true: do not destroy it), one that is over is cleaned up (false). */
+bool fq_w_txn_offsets_abandon(fq_worker_t *w, int wait_ms) FQ_WARN_UNUSED;
 
 #endif

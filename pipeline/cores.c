@@ -29,15 +29,7 @@ fq_cores_t *fq_cores_new(int total)
         return NULL;
     }
     c->total = total > 0 ? total : 1;
-    pthread_condattr_t attr;
-    if (pthread_condattr_init(&attr) != 0) {
-        free(c);
-        return NULL;
-    }
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    int rc = pthread_cond_init(&c->freed, &attr);
-    pthread_condattr_destroy(&attr);
-    if (rc != 0) {
+    if (fq_cond_init_mono(&c->freed) != 0) {
         free(c);
         return NULL;
     }

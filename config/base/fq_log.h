@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <time.h>
 
 #include "fq_base.h"
@@ -59,6 +60,10 @@ int64_t fq_time_mono_ms(void);
 /** @brief The CLOCK_MONOTONIC time ms from now, for pthread_cond_timedwait on a condition
  *  variable set to that clock. */
 struct timespec fq_time_mono_deadline(int ms);
+
+/** @brief Initialises cond to wait on CLOCK_MONOTONIC (deadlines from fq_time_mono_deadline),
+ *  so a step of the wall clock never stretches a wait. 0, or pthread's error. */
+int fq_cond_init_mono(pthread_cond_t *cond) FQ_WARN_UNUSED;
 
 #define FQ_DEBUG(ctx, ...) fq_log(FQ_LOG_DEBUG, ctx, __VA_ARGS__)
 #define FQ_INFO(ctx, ...)  fq_log(FQ_LOG_INFO, ctx, __VA_ARGS__)

@@ -77,6 +77,19 @@ struct timespec fq_time_mono_deadline(int ms)
     return ts;
 }
 
+int fq_cond_init_mono(pthread_cond_t *cond)
+{
+    pthread_condattr_t attr;
+    int rc = pthread_condattr_init(&attr);
+    if (rc != 0)
+        return rc;
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+    return rc;
+}
+
 void fq_time_rfc3339(int64_t epoch_ms, char *buf, size_t buf_size)
 {
     /* Floor division so times before 1970 still print a valid millisecond field. */
