@@ -138,14 +138,12 @@ static fq_error_t *probe_dependencies(void *opaque)
             err = fq_s3_probe(w->cfg); /* frame store and source, when on s3:// */
     }
     if (!err) {
-        const struct rd_kafka_metadata *md = NULL;
         /* The consumer handle: the producer may be replaced (renew_producer) meanwhile. */
-        rd_kafka_resp_err_t kerr = rd_kafka_metadata(w->rk, 0, NULL, &md, PROBE_FAST_MS * 2);
+        rd_kafka_resp_err_t kerr =
+            fq_kafka_probe(w->rk, w->cfg->kafka_brokers, &w->kafka_watch, PROBE_FAST_MS * 2);
         if (kerr)
             err = fq_error_new(FQ_STAGE_MESSAGE, FQ_CLASS_OUTAGE, "kafka: no broker answers: %s",
                                rd_kafka_err2str(kerr));
-        else
-            rd_kafka_metadata_destroy(md);
     }
     /* Not ready at once, even while the loop waits in a Kafka call that the same outage
      * holds up (up to COMMIT_WAIT_MS); the loop pauses on its next turn and says when the

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -88,6 +89,37 @@ fq_kafka_txn_t fq_kafka_txn_abort(rd_kafka_t *rk, int timeout_ms);
  *  RETRY: call again; OUTAGE: an abort is owed (fq_kafka_txn_abort); FATAL: renew or exit.
  *  error NULL returns OK. */
 fq_kafka_txn_t fq_kafka_txn_failed(rd_kafka_t *rk, const char *what, rd_kafka_error_t *error,
+                                   int timeout_ms);
+
+/** A client's watch over its cluster, kept by fq_kafka_probe. Zero-initialise; one thread. */
+typedef struct fq_kafka_watch {
+    int64_t silent_since_ms; /**< since when no broker has answered (fq_time_mono_ms; 0: one did) */
+    int64_t readd_at_ms;     /**< when the bootstrap brokers are added again, while silent */
+    unsigned readds;         /**< how often they were added in this silence */
+} fq_kafka_watch_t;
+
+/** How long a cluster stays silent before the bootstrap brokers are added again, and how
+ *  often after that while it still does not answer. */
+#define FQ_KAFKA_READD_AFTER_MS 10000
+#define FQ_KAFKA_READD_EVERY_MS 60000
+
+/** @brief Records a probe's answer at now_ms; true when the bootstrap brokers are due to be
+ *  added again (FQ_KAFKA_READD_AFTER_MS into a silence, then every FQ_KAFKA_READD_EVERY_MS).
+ *  An answer ends the silence. The policy of fq_kafka_probe, apart for its tests. */
+bool fq_kafka_watch_note(fq_kafka_watch_t *watch, bool answered, int64_t now_ms) FQ_WARN_UNUSED;
+
+/** @brief Asks rk's cluster for its brokers (a metadata request for no topic) within
+ *  timeout_ms: NO_ERROR when a broker answered, else librdkafka's error.
+ *
+ *  librdkafka 2.14.2 can leave a client without any broker handle: a metadata answer from a
+ *  broker that has just restarted and does not list itself yet decommissions the learned
+ *  brokers and the bootstrap ones alike, its group coordinator with them, and its re-bootstrap
+ *  starts only from a metadata request, which needs a broker. So once the cluster has been
+ *  silent for FQ_KAFKA_READD_AFTER_MS, the bootstrap brokers (bootstrap, KAFKA_BROKERS) are
+ *  added to rk again, and every FQ_KAFKA_READD_EVERY_MS while the silence lasts:
+ *  rd_kafka_brokers_add adds only those rk no longer has, so in an ordinary outage it adds
+ *  nothing. Logged once per silence, and when the cluster answers after it. */
+rd_kafka_resp_err_t fq_kafka_probe(rd_kafka_t *rk, const char *bootstrap, fq_kafka_watch_t *watch,
                                    int timeout_ms);
 
 #endif

@@ -264,6 +264,77 @@ static void test_txn_outage(void **state)
     assert_string_equal(fq_kafka_txn_name(FQ_KAFKA_TXN_OUTAGE), "outage");
 }
 
+/* ---- the watch over a cluster (fq_kafka_probe) ---- */
+
+/* The bootstrap brokers are added again 10 s into a silence, then once a minute, and an answer
+ * ends the silence: the next one starts the count again. */
+static void test_watch_readds_after_a_silence(void **state)
+{
+    (void)state;
+    fq_kafka_watch_t w = {0};
+    int64_t t = 1000;
+    assert_false(fq_kafka_watch_note(&w, true, t));
+    assert_false(fq_kafka_watch_note(&w, false, t));
+    assert_false(fq_kafka_watch_note(&w, false, t + FQ_KAFKA_READD_AFTER_MS - 1));
+    assert_true(fq_kafka_watch_note(&w, false, t + FQ_KAFKA_READD_AFTER_MS));
+    assert_int_equal(w.readds, 1);
+    assert_false(fq_kafka_watch_note(&w, false, t + FQ_KAFKA_READD_AFTER_MS + 1));
+    assert_false(
+        fq_kafka_watch_note(&w, false, t + FQ_KAFKA_READD_AFTER_MS + FQ_KAFKA_READD_EVERY_MS - 1));
+    assert_true(
+        fq_kafka_watch_note(&w, false, t + FQ_KAFKA_READD_AFTER_MS + FQ_KAFKA_READD_EVERY_MS));
+    assert_int_equal(w.readds, 2);
+
+    int64_t later = t + 10 * FQ_KAFKA_READD_EVERY_MS;
+    assert_false(fq_kafka_watch_note(&w, true, later));
+    assert_int_equal(w.silent_since_ms, 0);
+    assert_int_equal(w.readds, 0);
+    assert_false(fq_kafka_watch_note(&w, false, later + 1)); /* a new silence counts afresh */
+    assert_false(fq_kafka_watch_note(&w, false, later + FQ_KAFKA_READD_AFTER_MS));
+    assert_true(fq_kafka_watch_note(&w, false, later + 1 + FQ_KAFKA_READD_AFTER_MS));
+}
+
+/* A consumer's probe against the mock cluster: an answer while the broker is up, the broker's
+ * error while it is down (the watch records the silence), an answer again once it is back. */
+static void test_probe_follows_the_cluster(void **state)
+{
+    (void)state;
+    char err[512];
+    rd_kafka_conf_t *mconf = rd_kafka_conf_new();
+    rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, mconf, err, sizeof(err));
+    assert_non_null(mrk);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
+    assert_non_null(mc);
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof(err)),
+                     RD_KAFKA_CONF_OK);
+    assert_int_equal(rd_kafka_conf_set(conf, "group.id", TOPIC, err, sizeof(err)),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = fq_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    assert_non_null(rk);
+    fq_kafka_watch_t w = {0};
+
+    assert_int_equal(fq_kafka_probe(rk, bootstrap, &w, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(w.silent_since_ms, 0);
+
+    assert_int_equal(rd_kafka_mock_broker_set_down(mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_not_equal(fq_kafka_probe(rk, bootstrap, &w, 500), RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_not_equal(w.silent_since_ms, 0);
+
+    assert_int_equal(rd_kafka_mock_broker_set_up(mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_resp_err_t back = RD_KAFKA_RESP_ERR__TRANSPORT;
+    for (int i = 0; i < 30 && back; i++) /* reconnects after its back-off */
+        back = fq_kafka_probe(rk, bootstrap, &w, 1000);
+    assert_int_equal(back, RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(w.silent_since_ms, 0);
+
+    rd_kafka_destroy(rk);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(mrk);
+}
+
 int main(void)
 {
     unsetenv("KAFKA_CONFIG_LINGER_MS");
@@ -274,6 +345,8 @@ int main(void)
         cmocka_unit_test(test_force_overrides_user),
         cmocka_unit_test(test_invalid_value_names_property),
         cmocka_unit_test(test_log_level_mapping),
+        cmocka_unit_test(test_watch_readds_after_a_silence),
+        cmocka_unit_test(test_probe_follows_the_cluster),
         cmocka_unit_test_setup_teardown(test_txn_ok, txn_setup, txn_teardown),
         cmocka_unit_test_setup_teardown(test_txn_abort, txn_setup, txn_teardown),
         cmocka_unit_test_setup_teardown(test_txn_retry, txn_setup, txn_teardown),
