@@ -211,6 +211,18 @@ static void consume_to_end(rd_kafka_t *rk, size_t min_values, seen_t *seen, int6
     }
 }
 
+/* A read_committed consumer of group that subscribes to topic and reads its n values into seen
+ * (next-offsets into next, when non-NULL); the caller closes it. */
+static rd_kafka_t *group_reads(const char *brokers, const char *group, const char *topic, int n,
+                               seen_t *seen, int64_t *next)
+{
+    rd_kafka_t *consumer = consumer_new(brokers, group, "read_committed");
+    subscribe_one(consumer, topic);
+    consume_to_end(consumer, (size_t)n, seen, next);
+    assert_int_equal(seen->count, n);
+    return consumer;
+}
+
 /* Sum over partitions of the group's committed offsets for @p topic (-1 if none committed). */
 static int64_t committed_total(rd_kafka_t *rk, const char *topic, int64_t *per_partition)
 {
@@ -358,10 +370,7 @@ static void test_transaction_commits_output_and_offsets(void **state)
     fq_test_unique_name("fq-test-txn", txn_id, sizeof(txn_id));
     produce_plain(fx->brokers, source, "in", n);
 
-    rd_kafka_t *consumer = consumer_new(fx->brokers, group, "read_committed");
-    subscribe_one(consumer, source);
-    consume_to_end(consumer, (size_t)n, &in, next);
-    assert_int_equal(in.count, n);
+    rd_kafka_t *consumer = group_reads(fx->brokers, group, source, n, &in, next);
 
     rd_kafka_t *producer = producer_new(fx->brokers, txn_id);
     check_txn_error(rd_kafka_init_transactions(producer, WAIT_MS), "init_transactions");
@@ -478,10 +487,7 @@ static void test_group_offsets_survive_reopen(void **state)
     fq_test_unique_name("fq-test-group", group, sizeof(group));
     produce_plain(fx->brokers, topic, "first", first);
 
-    rd_kafka_t *consumer = consumer_new(fx->brokers, group, "read_committed");
-    subscribe_one(consumer, topic);
-    consume_to_end(consumer, (size_t)first, &before, NULL);
-    assert_int_equal(before.count, first);
+    rd_kafka_t *consumer = group_reads(fx->brokers, group, topic, first, &before, NULL);
     /* Synchronous commit of the current positions, then a clean leave. */
     rd_kafka_resp_err_t err = rd_kafka_commit(consumer, NULL, 0);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR)

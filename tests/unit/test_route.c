@@ -82,6 +82,17 @@ static void expect(const rd_kafka_headers_t *hdrs, const char *name, const char 
         fail_msg("%s: %d copies", name, count_headers(hdrs, name));
 }
 
+/* One expected header: its value, or NULL for absent. */
+typedef struct want {
+    const char *name, *value;
+} want_t;
+
+static void expect_all(const rd_kafka_headers_t *hdrs, const want_t *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        expect(hdrs, want[i].name, want[i].value);
+}
+
 /* 2026-11-28T15:00:00.000Z */
 #define T0 1795878000000LL
 
@@ -99,20 +110,23 @@ static void test_headers_first_retry(void **state)
                             .worker = "w-1"};
     rd_kafka_headers_t *h = fq_route_headers(NULL, &info);
     assert_non_null(h);
-    expect(h, FQ_HDR_ATTEMPT, "1");
     char nb[32];
     snprintf(nb, sizeof(nb), "%lld", T0 + 1000);
-    expect(h, FQ_HDR_NOT_BEFORE, nb);
-    expect(h, FQ_HDR_ERROR_STAGE, "fetch");
-    expect(h, FQ_HDR_ERROR_CLASS, "retriable");
-    expect(h, FQ_HDR_ERROR, "HTTP 503 from source");
-    expect(h, FQ_HDR_ORIGIN_TOPIC, "jobs");
-    expect(h, FQ_HDR_ORIGIN_PARTITION, "2");
-    expect(h, FQ_HDR_ORIGIN_OFFSET, "41");
-    expect(h, FQ_HDR_FIRST_FAILED_AT, "2026-11-28T15:00:00.000Z");
-    expect(h, FQ_HDR_FAILED_AT, "2026-11-28T15:00:00.000Z");
-    expect(h, FQ_HDR_WORKER, "w-1");
-    expect(h, FQ_HDR_DLQ_REASON, NULL);
+    const want_t want[] = {
+        {FQ_HDR_ATTEMPT, "1"},
+        {FQ_HDR_NOT_BEFORE, nb},
+        {FQ_HDR_ERROR_STAGE, "fetch"},
+        {FQ_HDR_ERROR_CLASS, "retriable"},
+        {FQ_HDR_ERROR, "HTTP 503 from source"},
+        {FQ_HDR_ORIGIN_TOPIC, "jobs"},
+        {FQ_HDR_ORIGIN_PARTITION, "2"},
+        {FQ_HDR_ORIGIN_OFFSET, "41"},
+        {FQ_HDR_FIRST_FAILED_AT, "2026-11-28T15:00:00.000Z"},
+        {FQ_HDR_FAILED_AT, "2026-11-28T15:00:00.000Z"},
+        {FQ_HDR_WORKER, "w-1"},
+        {FQ_HDR_DLQ_REASON, NULL},
+    };
+    expect_all(h, want, sizeof(want) / sizeof(want[0]));
     rd_kafka_headers_destroy(h);
     fq_error_destroy(err);
 }
@@ -149,20 +163,23 @@ static void test_headers_carry_over_to_dlq(void **state)
                             .worker = "w-2"};
     rd_kafka_headers_t *h = fq_route_headers(in, &info);
     assert_non_null(h);
-    expect(h, FQ_HDR_ATTEMPT, "4");
-    expect(h, FQ_HDR_NOT_BEFORE, NULL);
-    expect(h, FQ_HDR_DLQ_REASON, "max-retries");
-    expect(h, FQ_HDR_ERROR_STAGE, "upload");
-    expect(h, FQ_HDR_ERROR_CLASS, "retriable");
-    expect(h, FQ_HDR_ERROR, "PUT: 500");
-    expect(h, FQ_HDR_ORIGIN_TOPIC, "jobs");
-    expect(h, FQ_HDR_ORIGIN_PARTITION, "0");
-    expect(h, FQ_HDR_ORIGIN_OFFSET, "7");
-    expect(h, FQ_HDR_FIRST_FAILED_AT, "2026-01-01T00:00:00.000Z");
-    expect(h, FQ_HDR_FAILED_AT, "2026-11-28T15:00:00.000Z");
-    expect(h, FQ_HDR_WORKER, "w-2");
-    expect(h, FQ_HDR_REDRIVE_COUNT, "2");
-    expect(h, "traceparent", "00-abc");
+    static const want_t want[] = {
+        {FQ_HDR_ATTEMPT, "4"},
+        {FQ_HDR_NOT_BEFORE, NULL},
+        {FQ_HDR_DLQ_REASON, "max-retries"},
+        {FQ_HDR_ERROR_STAGE, "upload"},
+        {FQ_HDR_ERROR_CLASS, "retriable"},
+        {FQ_HDR_ERROR, "PUT: 500"},
+        {FQ_HDR_ORIGIN_TOPIC, "jobs"},
+        {FQ_HDR_ORIGIN_PARTITION, "0"},
+        {FQ_HDR_ORIGIN_OFFSET, "7"},
+        {FQ_HDR_FIRST_FAILED_AT, "2026-01-01T00:00:00.000Z"},
+        {FQ_HDR_FAILED_AT, "2026-11-28T15:00:00.000Z"},
+        {FQ_HDR_WORKER, "w-2"},
+        {FQ_HDR_REDRIVE_COUNT, "2"},
+        {"traceparent", "00-abc"},
+    };
+    expect_all(h, want, sizeof(want) / sizeof(want[0]));
     /* The input is untouched (it belongs to the consumed message). */
     char buf[16];
     assert_true(fq_headers_get(in, FQ_HDR_ATTEMPT, buf, sizeof(buf)));
