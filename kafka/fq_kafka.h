@@ -98,13 +98,16 @@ typedef struct fq_kafka_watch {
     unsigned readds;         /**< how often they were added in this silence */
 } fq_kafka_watch_t;
 
-/** How long a cluster stays silent before the bootstrap brokers are added again, and how
- *  often after that while it still does not answer. */
+/** How long a cluster stays silent before the bootstrap brokers are added again, how often
+ *  after that for the first FQ_KAFKA_READD_FAST re-adds, and how often then. The broker's
+ *  return is when librdkafka drops them, so the first minutes of a silence are re-added often. */
 #define FQ_KAFKA_READD_AFTER_MS 10000
+#define FQ_KAFKA_READD_FAST     30
 #define FQ_KAFKA_READD_EVERY_MS 60000
 
 /** @brief Records a probe's answer at now_ms; true when the bootstrap brokers are due to be
- *  added again (FQ_KAFKA_READD_AFTER_MS into a silence, then every FQ_KAFKA_READD_EVERY_MS).
+ *  added again: every FQ_KAFKA_READD_AFTER_MS of a silence, after FQ_KAFKA_READD_FAST re-adds
+ *  every FQ_KAFKA_READD_EVERY_MS.
  *  An answer ends the silence. The policy of fq_kafka_probe, apart for its tests. */
 bool fq_kafka_watch_note(fq_kafka_watch_t *watch, bool answered, int64_t now_ms) FQ_WARN_UNUSED;
 
@@ -116,7 +119,7 @@ bool fq_kafka_watch_note(fq_kafka_watch_t *watch, bool answered, int64_t now_ms)
  *  brokers and the bootstrap ones alike, its group coordinator with them, and its re-bootstrap
  *  starts only from a metadata request, which needs a broker. So once the cluster has been
  *  silent for FQ_KAFKA_READD_AFTER_MS, the bootstrap brokers (bootstrap, KAFKA_BROKERS) are
- *  added to rk again, and every FQ_KAFKA_READD_EVERY_MS while the silence lasts:
+ *  added to rk again, and again on fq_kafka_watch_note's schedule while the silence lasts:
  *  rd_kafka_brokers_add adds only those rk no longer has, so in an ordinary outage it adds
  *  nothing. Logged once per silence, and when the cluster answers after it. */
 rd_kafka_resp_err_t fq_kafka_probe(rd_kafka_t *rk, const char *bootstrap, fq_kafka_watch_t *watch,

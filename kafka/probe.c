@@ -15,8 +15,9 @@ bool fq_kafka_watch_note(fq_kafka_watch_t *watch, bool answered, int64_t now_ms)
     }
     if (now_ms < watch->readd_at_ms)
         return false;
-    watch->readd_at_ms = now_ms + FQ_KAFKA_READD_EVERY_MS;
     watch->readds++;
+    watch->readd_at_ms = now_ms + (watch->readds < FQ_KAFKA_READD_FAST ? FQ_KAFKA_READD_AFTER_MS
+                                                                       : FQ_KAFKA_READD_EVERY_MS);
     return true;
 }
 
@@ -31,12 +32,13 @@ rd_kafka_resp_err_t fq_kafka_probe(rd_kafka_t *rk, const char *bootstrap, fq_kaf
     int64_t silent_ms = watch->silent_since_ms ? now - watch->silent_since_ms : 0;
     unsigned readds = watch->readds;
     if (fq_kafka_watch_note(watch, err == RD_KAFKA_RESP_ERR_NO_ERROR, now)) {
-        /* Each call also appends the list to rk's re-bootstrap lists: once a minute at most. */
+        /* Each call also appends the list to rk's re-bootstrap lists: after the first
+         * minutes, once a minute at most. */
         rd_kafka_brokers_add(rk, bootstrap);
         if (watch->readds == 1)
-            FQ_WARN(NULL,
+            FQ_INFO(NULL,
                     "kafka: no broker has answered %s for %lld ms (%s); adding the bootstrap "
-                    "brokers %s again, in case librdkafka dropped them",
+                    "brokers %s again until one does (librdkafka adds those it has dropped)",
                     rd_kafka_name(rk), (long long)(now - watch->silent_since_ms),
                     rd_kafka_err2str(err), bootstrap);
     } else if (!err && readds > 0) {

@@ -266,8 +266,8 @@ static void test_txn_outage(void **state)
 
 /* ---- the watch over a cluster (fq_kafka_probe) ---- */
 
-/* The bootstrap brokers are added again 10 s into a silence, then once a minute, and an answer
- * ends the silence: the next one starts the count again. */
+/* The bootstrap brokers are added again every 10 s of a silence, every minute after the first
+ * FQ_KAFKA_READD_FAST re-adds, and an answer ends the silence: the next one counts afresh. */
 static void test_watch_readds_after_a_silence(void **state)
 {
     (void)state;
@@ -275,23 +275,21 @@ static void test_watch_readds_after_a_silence(void **state)
     int64_t t = 1000;
     assert_false(fq_kafka_watch_note(&w, true, t));
     assert_false(fq_kafka_watch_note(&w, false, t));
-    assert_false(fq_kafka_watch_note(&w, false, t + FQ_KAFKA_READD_AFTER_MS - 1));
-    assert_true(fq_kafka_watch_note(&w, false, t + FQ_KAFKA_READD_AFTER_MS));
-    assert_int_equal(w.readds, 1);
-    assert_false(fq_kafka_watch_note(&w, false, t + FQ_KAFKA_READD_AFTER_MS + 1));
-    assert_false(
-        fq_kafka_watch_note(&w, false, t + FQ_KAFKA_READD_AFTER_MS + FQ_KAFKA_READD_EVERY_MS - 1));
-    assert_true(
-        fq_kafka_watch_note(&w, false, t + FQ_KAFKA_READD_AFTER_MS + FQ_KAFKA_READD_EVERY_MS));
-    assert_int_equal(w.readds, 2);
+    int64_t due = t + FQ_KAFKA_READD_AFTER_MS;
+    for (unsigned n = 1; n <= FQ_KAFKA_READD_FAST + 2; n++) {
+        assert_false(fq_kafka_watch_note(&w, false, due - 1));
+        assert_true(fq_kafka_watch_note(&w, false, due));
+        assert_int_equal(w.readds, n);
+        assert_false(fq_kafka_watch_note(&w, false, due + 1));
+        due += n < FQ_KAFKA_READD_FAST ? FQ_KAFKA_READD_AFTER_MS : FQ_KAFKA_READD_EVERY_MS;
+    }
 
-    int64_t later = t + 10 * FQ_KAFKA_READD_EVERY_MS;
-    assert_false(fq_kafka_watch_note(&w, true, later));
+    assert_false(fq_kafka_watch_note(&w, true, due));
     assert_int_equal(w.silent_since_ms, 0);
     assert_int_equal(w.readds, 0);
-    assert_false(fq_kafka_watch_note(&w, false, later + 1)); /* a new silence counts afresh */
-    assert_false(fq_kafka_watch_note(&w, false, later + FQ_KAFKA_READD_AFTER_MS));
-    assert_true(fq_kafka_watch_note(&w, false, later + 1 + FQ_KAFKA_READD_AFTER_MS));
+    assert_false(fq_kafka_watch_note(&w, false, due + 1)); /* a new silence counts afresh */
+    assert_false(fq_kafka_watch_note(&w, false, due + FQ_KAFKA_READD_AFTER_MS));
+    assert_true(fq_kafka_watch_note(&w, false, due + 1 + FQ_KAFKA_READD_AFTER_MS));
 }
 
 /* A consumer's probe against the mock cluster: an answer while the broker is up, the broker's
