@@ -231,6 +231,17 @@ static void version(FILE *out)
     fprintf(out, "producer (frameq) %s\nlibrdkafka %s\n", FQ_VERSION, rd_kafka_version_str());
 }
 
+/* The commands, by their words; enqueue's word may be left out. */
+static const struct {
+    const char *word, *sub; /* "dlq" "list"; sub NULL for a one-word command */
+    fq_cli_command_t cmd;
+} commands[] = {
+    {"redrive", NULL, FQ_CMD_REDRIVE},
+    {"dlq", "list", FQ_CMD_DLQ_LIST},
+    {"topics", "create", FQ_CMD_TOPICS_CREATE},
+    {"enqueue", NULL, FQ_CMD_ENQUEUE},
+};
+
 /* The positional arguments left after getopt: [enqueue] [FILE|-] | redrive | dlq list |
  * topics create. 0, or -1 after printing why. */
 static int parse_command(int argc, char **argv, int first, fq_cli_opts_t *o)
@@ -238,30 +249,24 @@ static int parse_command(int argc, char **argv, int first, fq_cli_opts_t *o)
     char *const *pos = argv + first;
     int npos = argc - first;
     int i = 0;
-    if (npos && strcmp(pos[0], "redrive") == 0) {
-        o->cmd = FQ_CMD_REDRIVE;
+    o->cmd = FQ_CMD_ENQUEUE;
+    for (size_t c = 0; npos && c < sizeof(commands) / sizeof(commands[0]); c++) {
+        if (strcmp(pos[0], commands[c].word) != 0)
+            continue;
         i = 1;
-    } else if (npos && strcmp(pos[0], "dlq") == 0) {
-        if (npos < 2 || strcmp(pos[1], "list") != 0) {
-            fprintf(stderr, "producer: dlq: expected 'dlq list'\n");
-            return -1;
+        if (commands[c].sub) {
+            if (npos < 2 || strcmp(pos[1], commands[c].sub) != 0) {
+                fprintf(stderr, "producer: %s: expected '%s %s'\n", commands[c].word,
+                        commands[c].word, commands[c].sub);
+                return -1;
+            }
+            i = 2;
         }
-        o->cmd = FQ_CMD_DLQ_LIST;
-        i = 2;
-    } else if (npos && strcmp(pos[0], "topics") == 0) {
-        if (npos < 2 || strcmp(pos[1], "create") != 0) {
-            fprintf(stderr, "producer: topics: expected 'topics create'\n");
-            return -1;
-        }
-        o->cmd = FQ_CMD_TOPICS_CREATE;
-        i = 2;
-    } else {
-        o->cmd = FQ_CMD_ENQUEUE;
-        if (npos && strcmp(pos[0], "enqueue") == 0)
-            i = 1;
-        if (i < npos)
-            o->input = pos[i++];
+        o->cmd = commands[c].cmd;
+        break;
     }
+    if (o->cmd == FQ_CMD_ENQUEUE && i < npos)
+        o->input = pos[i++];
     if (i < npos) {
         fprintf(stderr, "producer: %s: unexpected argument (see --help)\n", pos[i]);
         return -1;

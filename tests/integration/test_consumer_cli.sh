@@ -48,6 +48,16 @@ grep -q -- "--role: needs a value" "$CQ_TMP/err" || cq_fail "missing value not n
 cq_expect_eq "stray argument exit" "$(rc "$c" --print-config stray)" 2
 grep -q "stray: unexpected argument" "$CQ_TMP/err" || cq_fail "stray argument not named: $(cat "$CQ_TMP/err")"
 cq_expect_eq "--role=retry exit" "$(rc "$c" --role=retry --print-config)" 0
+# The producer's command words: a two-word command names the word it expected, a word left
+# over is named.
+p=$CQ_BUILD/producer
+for cmd in "dlq|dlq: expected 'dlq list'" "dlq lisst|dlq: expected 'dlq list'" \
+    "topics create now|now: unexpected argument" "topics|topics: expected 'topics create'" \
+    "redrive extra|extra: unexpected argument" "enqueue a b|b: unexpected argument"; do
+    # shellcheck disable=SC2086 # the words are split on purpose
+    cq_expect_eq "producer ${cmd%%|*} exit" "$(rc "$p" ${cmd%%|*})" 2
+    grep -qF "producer: ${cmd#*|}" "$CQ_TMP/err" || cq_fail "producer ${cmd%%|*}: $(cat "$CQ_TMP/err")"
+done
 cq_expect_eq "MAX_RETRIES=abc exit" "$(MAX_RETRIES=abc rc "$c" --print-config)" 2
 grep -q "MAX_RETRIES" "$CQ_TMP/err" || cq_fail "config error does not name MAX_RETRIES: $(cat "$CQ_TMP/err")"
 cq_expect_eq "--print-config exit" "$(DATABASE_URL=postgresql://u:hunter2@db/x rc "$c" --print-config)" 0
