@@ -42,6 +42,10 @@ rd_kafka_t *fq_w_new_producer(fq_worker_t *w, char *errstr, size_t errstr_size)
  * (fq_w_txn_resume) is handled as an outage: the abort stays owed until the cluster answers. */
 static fin_rc_t txn_rc(fq_worker_t *w, fq_kafka_txn_t klass)
 {
+    /* A call that timed out or found no broker counts toward the producer's silence (the
+     * consumer's is probed): librdkafka may have dropped its brokers too (fq_kafka_probe). */
+    fq_kafka_watch(w->rkp, w->cfg->kafka_brokers, &w->producer_watch,
+                   klass == FQ_KAFKA_TXN_OUTAGE ? "a transactional call failed" : NULL);
     switch (klass) {
     case FQ_KAFKA_TXN_OK:
         w->txn_dirty = false;
@@ -334,6 +338,7 @@ bool fq_w_renew_producer(fq_worker_t *w)
     }
     w->fatal = false;
     w->txn_dirty = false;
+    w->producer_watch = (fq_kafka_watch_t){0};
     /* Its init_transactions runs a slice per turn of the loop (fq_w_txn_init_step), which goes
      * on serving the group meanwhile: the coordinator may take a while to finish the old
      * producer's transaction, and a loop held here stalls every rebalance of the group. Until

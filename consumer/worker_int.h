@@ -126,7 +126,8 @@ struct fq_worker {
     fq_store_t *store;         /* the loop's connection (error rows) */
     fq_store_t *probe_store;   /* the prober thread's connection */
     fq_prober_t *prober;
-    fq_kafka_watch_t kafka_watch; /* the prober thread's, of rk's cluster */
+    fq_kafka_watch_t kafka_watch;    /* the prober thread's, of rk's cluster */
+    fq_kafka_watch_t producer_watch; /* the loop's, of rkp's (its transactional calls) */
     fq_pool_t *pool;
     fq_metrics_t *metrics;
     char txn_id[300];

@@ -111,6 +111,12 @@ typedef struct fq_kafka_watch {
  *  An answer ends the silence. The policy of fq_kafka_probe, apart for its tests. */
 bool fq_kafka_watch_note(fq_kafka_watch_t *watch, bool answered, int64_t now_ms) FQ_WARN_UNUSED;
 
+/** @brief Records whether rk's cluster answered a call (failure NULL) or not (failure says
+ *  why), and adds the bootstrap brokers to rk again when fq_kafka_watch_note says they are due
+ *  (see fq_kafka_probe). For a client that is not probed but whose own calls tell. */
+void fq_kafka_watch(rd_kafka_t *rk, const char *bootstrap, fq_kafka_watch_t *watch,
+                    const char *failure);
+
 /** @brief Asks rk's cluster for its brokers (a metadata request for no topic) within
  *  timeout_ms: NO_ERROR when a broker answered, else librdkafka's error.
  *

@@ -21,17 +21,13 @@ bool fq_kafka_watch_note(fq_kafka_watch_t *watch, bool answered, int64_t now_ms)
     return true;
 }
 
-rd_kafka_resp_err_t fq_kafka_probe(rd_kafka_t *rk, const char *bootstrap, fq_kafka_watch_t *watch,
-                                   int timeout_ms)
+void fq_kafka_watch(rd_kafka_t *rk, const char *bootstrap, fq_kafka_watch_t *watch,
+                    const char *failure)
 {
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
-    if (!err)
-        rd_kafka_metadata_destroy(md);
     int64_t now = fq_time_mono_ms();
     int64_t silent_ms = watch->silent_since_ms ? now - watch->silent_since_ms : 0;
     unsigned readds = watch->readds;
-    if (fq_kafka_watch_note(watch, err == RD_KAFKA_RESP_ERR_NO_ERROR, now)) {
+    if (fq_kafka_watch_note(watch, failure == NULL, now)) {
         /* Each call also appends the list to rk's re-bootstrap lists: after the first
          * minutes, once a minute at most. */
         rd_kafka_brokers_add(rk, bootstrap);
@@ -39,13 +35,23 @@ rd_kafka_resp_err_t fq_kafka_probe(rd_kafka_t *rk, const char *bootstrap, fq_kaf
             FQ_INFO(NULL,
                     "kafka: no broker has answered %s for %lld ms (%s); adding the bootstrap "
                     "brokers %s again until one does (librdkafka adds those it has dropped)",
-                    rd_kafka_name(rk), (long long)(now - watch->silent_since_ms),
-                    rd_kafka_err2str(err), bootstrap);
-    } else if (!err && readds > 0) {
+                    rd_kafka_name(rk), (long long)(now - watch->silent_since_ms), failure,
+                    bootstrap);
+    } else if (!failure && readds > 0) {
         FQ_INFO(NULL,
                 "kafka: a broker answers %s again, %lld ms into the silence, after %u re-add(s) of "
                 "the bootstrap brokers",
                 rd_kafka_name(rk), (long long)silent_ms, readds);
     }
+}
+
+rd_kafka_resp_err_t fq_kafka_probe(rd_kafka_t *rk, const char *bootstrap, fq_kafka_watch_t *watch,
+                                   int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+    if (!err)
+        rd_kafka_metadata_destroy(md);
+    fq_kafka_watch(rk, bootstrap, watch, err ? rd_kafka_err2str(err) : NULL);
     return err;
 }

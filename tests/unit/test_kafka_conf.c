@@ -292,6 +292,29 @@ static void test_watch_readds_after_a_silence(void **state)
     assert_true(fq_kafka_watch_note(&w, false, due + 1 + FQ_KAFKA_READD_AFTER_MS));
 }
 
+/* fq_kafka_watch on a client whose calls tell: a failure 10 s into a silence adds the
+ * bootstrap brokers (counted), an answer ends the silence. */
+static void test_watch_of_a_client(void **state)
+{
+    (void)state;
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", "127.0.0.1:9", err, sizeof(err)),
+                     RD_KAFKA_CONF_OK);
+    rd_kafka_t *rk = fq_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    assert_non_null(rk);
+    fq_kafka_watch_t w = {0};
+    fq_kafka_watch(rk, "127.0.0.1:9", &w, "timed out");
+    assert_int_not_equal(w.silent_since_ms, 0);
+    assert_int_equal(w.readds, 0);
+    w.readd_at_ms -= FQ_KAFKA_READD_AFTER_MS; /* as if 10 s had gone by */
+    fq_kafka_watch(rk, "127.0.0.1:9", &w, "timed out");
+    assert_int_equal(w.readds, 1);
+    fq_kafka_watch(rk, "127.0.0.1:9", &w, NULL);
+    assert_int_equal(w.silent_since_ms, 0);
+    rd_kafka_destroy(rk);
+}
+
 /* A consumer's probe against the mock cluster: an answer while the broker is up, the broker's
  * error while it is down (the watch records the silence), an answer again once it is back. */
 static void test_probe_follows_the_cluster(void **state)
@@ -344,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_invalid_value_names_property),
         cmocka_unit_test(test_log_level_mapping),
         cmocka_unit_test(test_watch_readds_after_a_silence),
+        cmocka_unit_test(test_watch_of_a_client),
         cmocka_unit_test(test_probe_follows_the_cluster),
         cmocka_unit_test_setup_teardown(test_txn_ok, txn_setup, txn_teardown),
         cmocka_unit_test_setup_teardown(test_txn_abort, txn_setup, txn_teardown),
