@@ -134,10 +134,19 @@ fq_started_or_die() {
     fq_die "$name: not healthy after ${FQ_START_TIMEOUT}s"
 }
 
-# Sends SIGTERM, waits, then SIGKILL: a stuck JVM must not keep `down` waiting forever.
+# Sends SIGTERM, waits, then SIGKILL: a stuck JVM must not keep `down` waiting forever. With
+# FQ_CRASH=1 (down --crash) it sends SIGKILL at once and waits for the process to be gone: a crash,
+# with no shutdown of the server's own.
 fq_stop_pid() {
     local pid=$1 wait_s=${2:-30}
     fq_pid_alive "$pid" || return 0
+    if [[ ${FQ_CRASH:-0} == 1 ]]; then
+        kill -KILL "$pid" 2>/dev/null || true
+        while fq_pid_alive "$pid"; do
+            sleep 0.1
+        done
+        return 0
+    fi
     kill -TERM "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + wait_s))
     while fq_pid_alive "$pid" && ((SECONDS < deadline)); do

@@ -18,7 +18,9 @@
 # topics to settle (up to TXN_SETTLE_S; one still open then is a failure: it stalls its
 # partition), runs check_invariants.sh (which also checks every done item's frame rows) and
 # compares the dead items with the set designed to die and each done item's frame count with its
-# clip's: an outage of Kafka, PostgreSQL or S3 must burn no item.
+# clip's: an outage of Kafka, PostgreSQL or S3 must burn no item. kafka-restart kills the broker
+# (CHAOS_KAFKA_STOP=term: shuts it down instead; see stop_service); pg-stop and s3-stop shut
+# their service down.
 #
 # fleet (DESIGN §3, §6: a fleet, not one worker), same items and checks, in three phases:
 # (1) autoscale: 4 workers of one group while items flow; every SCALE_EVERY_S an autoscaler
@@ -108,8 +110,16 @@ CH_ADMIN_URL=$DATABASE_URL
 ADMIN_URL=$DATABASE_URL
 
 # --- the stack's services ---------------------------------------------------------------------
+# The broker is killed (a crash) unless CHAOS_KAFKA_STOP=term: on this single-replica broker a
+# shutdown of its own first leaves every partition without a leader, and Kafka's transaction
+# coordinator completes a transaction committed in that window without writing its markers (it
+# skips partitions with no leader as deleted), so a later marker of the same producer decides
+# the transaction's records: an abort loses them while its offsets stand. A replicated cluster
+# keeps a leader through one broker's shutdown (README, Delivery guarantees).
 stop_service() { # kafka|postgres|s3
-    "$CH_SRC/deploy/local/down" "$1" >>"$CH_TMP/stack.log" 2>&1 ||
+    local how=()
+    [[ $1 == kafka && ${CHAOS_KAFKA_STOP:-crash} == crash ]] && how=(--crash)
+    "$CH_SRC/deploy/local/down" "${how[@]}" "$1" >>"$CH_TMP/stack.log" 2>&1 ||
         ch_fail "deploy/local/down $1 failed: $(tail -3 "$CH_TMP/stack.log")"
 }
 start_service() {
