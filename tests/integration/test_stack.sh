@@ -2,7 +2,7 @@
 # The local stack's scripts: `up` is idempotent (a second run finds every service running),
 # `status` reports all three healthy, and the env file names every variable the tests use, with
 # values that really reach the services (S3 must also reject a wrong signature).
-# Never runs `down`: the other tests share the stack.
+# Never stops the stack (`down` only to see refusals): the other tests share it.
 set -euo pipefail
 
 ROOT=${FQ_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -36,6 +36,16 @@ status_rc=0
 "$ROOT/deploy/local/status" >"$tmp/status" 2>&1 || status_rc=$?
 check "status exits 0" test "$status_rc" -eq 0
 check "status lists 3 healthy services" test "$(grep -c ' healthy$' "$tmp/status")" -eq 3
+
+# `down --crash` (the chaos runs' broker crash) names what it refuses before it stops anything.
+for args in "--crash postgres" "--crash" "--crash --wipe"; do
+    crash_rc=0
+    # shellcheck disable=SC2086 # the words are split on purpose
+    "$ROOT/deploy/local/down" $args >"$tmp/crash" 2>&1 || crash_rc=$?
+    check "down $args refused" test "$crash_rc" -ne 0
+    check "down $args says why" grep -q -- "--crash kills kafka or s3" "$tmp/crash"
+done
+check "still healthy after the refusals" test "$("$ROOT/deploy/local/status" 2>&1 | grep -c ' healthy$')" -eq 3
 
 check "env file exists" test -f "$state/env"
 for v in "${VARS[@]}"; do

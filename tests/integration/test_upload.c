@@ -72,6 +72,14 @@ static fq_config_t test_config(const char *tmpl)
     return cfg;
 }
 
+/* A configuration whose frames go to http://127.0.0.1:PORT followed by path; tmpl holds the
+ * template and outlives the configuration. */
+static fq_config_t http_config(char tmpl[256], int port, const char *path)
+{
+    snprintf(tmpl, 256, "http://127.0.0.1:%d%s", port, path);
+    return test_config(tmpl);
+}
+
 static const fq_media_info_t test_info = {
     .duration_ms = 6000, .width = 1280, .height = 720, .rotation = 90, .codec = "h264"};
 
@@ -287,9 +295,7 @@ static void test_http_put(void **state)
 {
     (void)state;
     char tmpl[256];
-    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/upload/{platform}/{code}/{index:05}.jpg",
-             g.site.port);
-    fq_config_t cfg = test_config(tmpl);
+    fq_config_t cfg = http_config(tmpl, g.site.port, "/upload/{platform}/{code}/{index:05}.jpg");
     fq_error_t *err;
     /* More frames than the window of transfers in flight. */
     fq_upload_t *up = run_item(&cfg, "put", MAX_FRAMES, &err);
@@ -316,9 +322,7 @@ static void test_http_failures(void **state)
     (void)state;
     char tmpl[256];
     /* 500: retried quickly inside the call, then retriable. */
-    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/put500/{platform}/{code}/{index}.jpg",
-             g.site.port);
-    fq_config_t cfg = test_config(tmpl);
+    fq_config_t cfg = http_config(tmpl, g.site.port, "/put500/{platform}/{code}/{index}.jpg");
     fq_error_t *err;
     fq_upload_t *up = run_item(&cfg, "e500", 1, &err);
     assert_non_null(err);
@@ -333,9 +337,7 @@ static void test_http_failures(void **state)
     fq_upload_destroy(up);
 
     /* 403: a misconfiguration, permanent, not retried. */
-    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/put403/{platform}/{code}/{index}.jpg",
-             g.site.port);
-    cfg = test_config(tmpl);
+    cfg = http_config(tmpl, g.site.port, "/put403/{platform}/{code}/{index}.jpg");
     up = run_item(&cfg, "e403", 1, &err);
     assert_non_null(err);
     fprintf(stderr, "  403 -> %s: %s\n", fq_class_name(fq_error_class(err)), fq_error_message(err));
@@ -346,9 +348,7 @@ static void test_http_failures(void **state)
     fq_upload_destroy(up);
 
     /* Nobody listening: the store is down, an outage. */
-    snprintf(tmpl, sizeof(tmpl), "http://127.0.0.1:%d/upload/{platform}/{code}/{index}.jpg",
-             fq_test_closed_port());
-    cfg = test_config(tmpl);
+    cfg = http_config(tmpl, fq_test_closed_port(), "/upload/{platform}/{code}/{index}.jpg");
     up = run_item(&cfg, "down", 4, &err);
     assert_non_null(err);
     fprintf(stderr, "  down -> %s: %s\n", fq_class_name(fq_error_class(err)),
