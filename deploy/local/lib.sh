@@ -6,6 +6,7 @@
 FQ_LOCAL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FQ_REPO_DIR=$(cd "$FQ_LOCAL_DIR/../.." && pwd)
 FQ_STATE=${FRAMEQ_STATE_DIR:-$FQ_REPO_DIR/.stack}
+FQ_CRASH=0 # set by `down --crash` alone, never taken from the environment (see fq_stop_pid)
 FQ_CACHE=${FRAMEQ_CACHE_DIR:-${HOME:-/root}/.cache/frameq}
 FQ_LOGS=$FQ_STATE/logs
 # Local CA, PostgreSQL ssl and the Kafka SSL listener (tls_* and kafka_restart_if_config_changed).
@@ -140,7 +141,7 @@ fq_started_or_die() {
 fq_stop_pid() {
     local pid=$1 wait_s=${2:-30}
     fq_pid_alive "$pid" || return 0
-    if [[ ${FQ_CRASH:-0} == 1 ]]; then
+    if ((FQ_CRASH)); then
         kill -KILL "$pid" 2>/dev/null || true
         while fq_pid_alive "$pid"; do
             sleep 0.1
