@@ -6,8 +6,6 @@
  *                                     frameq-attempt and frameq-not-before, the other routing
  *                                     headers as the worker writes them); acks=all, idempotent.
  *                                     Prints "published N" after every message is acknowledged.
- *   bench_kafka delete-topics TOPIC... deletes the topics (admin API); a topic that does not
- *                                     exist is not an error.
  *
  * Brokers from KAFKA_BROKERS. Exit 0 on success, 1 on a Kafka error (named on stderr), 2 usage.
  * One message per item with its own headers, in one process: kcat takes one header set per run.
@@ -163,61 +161,10 @@ static int publish_retry(const char *topic)
     return rc;
 }
 
-static int delete_topics(char **names, int n)
-{
-    rd_kafka_t *rk = new_client(RD_KAFKA_PRODUCER);
-    if (!rk)
-        return 1;
-    rd_kafka_DeleteTopic_t **del = calloc((size_t)n, sizeof(*del));
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    int rc = 0;
-    if (!del) {
-        fprintf(stderr, "bench_kafka: out of memory\n");
-        rc = 1;
-        goto done;
-    }
-    for (int i = 0; i < n; i++)
-        del[i] = rd_kafka_DeleteTopic_new(names[i]);
-    rd_kafka_DeleteTopics(rk, del, (size_t)n, NULL, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
-    if (!ev) {
-        fprintf(stderr, "bench_kafka: deleting topics: no answer in 60 s\n");
-        rc = 1;
-        goto done;
-    }
-    if (rd_kafka_event_error(ev)) {
-        fprintf(stderr, "bench_kafka: deleting topics: %s\n", rd_kafka_event_error_string(ev));
-        rc = 1;
-    } else {
-        const rd_kafka_DeleteTopics_result_t *res = rd_kafka_event_DeleteTopics_result(ev);
-        size_t cnt = 0;
-        const rd_kafka_topic_result_t **tr = rd_kafka_DeleteTopics_result_topics(res, &cnt);
-        for (size_t i = 0; i < cnt; i++) {
-            rd_kafka_resp_err_t err = rd_kafka_topic_result_error(tr[i]);
-            if (err && err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
-                fprintf(stderr, "bench_kafka: deleting topic %s: %s\n",
-                        rd_kafka_topic_result_name(tr[i]), rd_kafka_err2str(err));
-                rc = 1;
-            }
-        }
-    }
-    rd_kafka_event_destroy(ev);
-done:
-    for (int i = 0; del && i < n; i++)
-        rd_kafka_DeleteTopic_destroy(del[i]);
-    free(del);
-    rd_kafka_queue_destroy(q);
-    rd_kafka_destroy(rk);
-    return rc;
-}
-
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "publish-retry") == 0)
         return publish_retry(argv[2]);
-    if (argc >= 3 && strcmp(argv[1], "delete-topics") == 0)
-        return delete_topics(argv + 2, argc - 2);
-    fprintf(stderr, "usage: bench_kafka publish-retry TOPIC < LINES\n"
-                    "       bench_kafka delete-topics TOPIC...\n");
+    fprintf(stderr, "usage: bench_kafka publish-retry TOPIC < LINES\n");
     return 2;
 }

@@ -26,9 +26,12 @@ producer=$build/producer
 N=${1:-1000000}
 SMALL=100000
 B=$KAFKA_BROKERS
+# shellcheck source=tests/support/consumer_lib.sh
+. "$here/../support/consumer_lib.sh" # fq_test_drop_kafka
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-run="fqp-bench-$$"
+run="fqp-bench-$$-$RANDOM"
+FQ_TEST_KAFKA_UNDER=("$run") # the run's topics, deleted at its end
+trap 'fq_test_drop_kafka || true; rm -rf "$work"' EXIT
 export LOG_LEVEL=warn BATCH_SIZE=${BATCH_SIZE:-10}
 
 gen() { # count file

@@ -80,7 +80,7 @@ export LOG_FORMAT=json LOG_LEVEL=info METRICS_ADDR=off MAX_RETRIES=100
 export ALLOWED_SOURCE_SCHEMES=file HTTP_TIMEOUT_MS=30000
 
 cq_require_env
-for b in runstat bench_kafka producer; do
+for b in runstat bench_kafka producer fq_admin; do
     [[ -x $CQ_BUILD/$b ]] || cq_fail "$CQ_BUILD/$b not built (ninja -C $CQ_BUILD $b)"
 done
 CORES=$(nproc)
@@ -89,7 +89,8 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 CQ_ADMIN_URL=$DATABASE_URL
 CQ_ID="bw-$$-$RANDOM"
 CQ_TMP=$(mktemp -d "${TMPDIR:-/tmp}/fq-bench-window.XXXXXX")
-DBS=() TOPICS=() BG=()
+DBS=() BG=()
+FQ_TEST_KAFKA_UNDER=("fqt.$CQ_ID" "fqt-$CQ_ID") # every topic and group of the run
 cleanup() {
     local p d
     for p in "${BG[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -98,10 +99,7 @@ cleanup() {
         psql "$CQ_ADMIN_URL" -qAtc "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 ||
             echo "bench_window: could not drop database $d" >&2
     done
-    if ((${#TOPICS[@]})); then
-        "$CQ_BUILD/bench_kafka" delete-topics "${TOPICS[@]}" ||
-            echo "bench_window: could not delete topics ${TOPICS[*]}" >&2
-    fi
+    fq_test_drop_kafka || true # said on stderr
     [[ ${CQ_KEEP:-0} == 1 ]] || rm -rf "$CQ_TMP"
 }
 trap cleanup EXIT
@@ -137,7 +135,6 @@ new_db() {
 new_topics() {
     export KAFKA_TOPIC="fqt.$CQ_ID.$1" KAFKA_GROUP_ID="fqt-$CQ_ID-$1" WORKER_ID="bw-$1"
     export KAFKA_RETRY_TOPIC="$KAFKA_TOPIC.retry" KAFKA_DLQ_TOPIC="$KAFKA_TOPIC.dlq"
-    TOPICS+=("$KAFKA_TOPIC" "$KAFKA_RETRY_TOPIC" "$KAFKA_DLQ_TOPIC")
     "$CQ_BUILD/producer" topics create --partitions "$PARTITIONS" --dlq-partitions 1 \
         >"$CQ_TMP/topics.out" 2>&1 || cq_fail "topics create: $(cat "$CQ_TMP/topics.out")"
 }

@@ -38,7 +38,7 @@ ch_require_env() {
 ch_cleanup() {
     fq_test_teardown "$CH_ADMIN_URL" "$CH_DB" "$CH_TMP" "${CH_KEEP:-0}" "${CH_PIDS[@]}"
     if [[ -n $CH_TMP && ${CH_KEEP:-0} == 1 ]]; then
-        ch_say "kept $CH_TMP"
+        ch_say "kept $CH_TMP, and the topics and groups under ${FQ_TEST_KAFKA_UNDER[*]:-(none)}"
     fi
 }
 
@@ -67,6 +67,7 @@ ch_topics() {
     export KAFKA_RETRY_TOPIC="$KAFKA_TOPIC.retry"
     export KAFKA_DLQ_TOPIC="$KAFKA_TOPIC.dlq"
     export KAFKA_GROUP_ID="$1.workers"
+    FQ_TEST_KAFKA_UNDER+=("$1")
     local i
     for i in 1 2 3; do
         if "$CH_BUILD/producer" topics create --partitions "$2" >"$CH_TMP/topics.log" 2>&1; then

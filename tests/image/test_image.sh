@@ -30,6 +30,7 @@ for t in podman kcat psql ffmpeg curl python3; do
 done
 
 CQ_ID="image-$$-$RANDOM"
+FQ_TEST_KAFKA_UNDER+=("fqt.$CQ_ID" "fqt-$CQ_ID") # its topics and group, deleted by cq_cleanup
 CQ_TMP=$(mktemp -d "${TMPDIR:-/tmp}/fq-image.XXXXXX")
 worker="fqt-$CQ_ID"
 cleanup() {

@@ -10,6 +10,7 @@ ch_require_env
 ch_init invariants
 ch_db invariants
 export KAFKA_DLQ_TOPIC="chaos.invariants.$CH_RUN.dlq"
+FQ_TEST_KAFKA_UNDER+=("chaos.invariants.$CH_RUN") # deleted by the teardown
 export MAX_RETRIES=3
 
 # row PLATFORM CODE STATUS ATTEMPTS: one extraction_items row; a done one has one frame, recorded

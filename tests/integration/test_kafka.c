@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "fq_test_env.h"
+#include "fq_test_kafka.h"
 
 #define PARTITIONS 3
 /* How long a test waits for the broker before it gives up (a hang guard, not an assertion). */
@@ -28,6 +29,7 @@
 
 typedef struct kafka_fixture {
     const char *brokers;
+    char run[128]; /* every topic and group of this run lies under it: deleted at the end */
 } kafka_fixture_t;
 
 /* Values (and partition/offset) read from a topic, in arrival order. */
@@ -260,19 +262,35 @@ static void check_txn_error(rd_kafka_error_t *error, const char *what)
     fail_msg("%s", text);
 }
 
-static void new_topic(const kafka_fixture_t *fx, const char *prefix, char *topic, size_t size)
+/* Topic "<run>.<what>" of PARTITIONS partitions, created. */
+static void new_topic(const kafka_fixture_t *fx, const char *what, char *topic, size_t size)
 {
-    fq_test_unique_name(prefix, topic, size);
+    snprintf(topic, size, "%s.%s", fx->run, what);
     if (fq_test_kafka_create_topic(fx->brokers, topic, PARTITIONS) != 0)
         fail_msg("could not create topic %s on %s", topic, fx->brokers);
+}
+
+/* Group (or transactional id) "<run>-<what>". */
+static void new_group(const kafka_fixture_t *fx, const char *what, char *group, size_t size)
+{
+    snprintf(group, size, "%s-%s", fx->run, what);
 }
 
 static int setup(void **state)
 {
     static kafka_fixture_t fx;
     fx.brokers = fq_test_env_require("KAFKA_BROKERS");
+    fq_test_unique_name("fq-test-kafka", fx.run, sizeof(fx.run));
     *state = &fx;
     return 0;
+}
+
+/* The run's topics and groups go, so that runs do not pile up partitions on the broker. */
+static int teardown(void **state)
+{
+    const kafka_fixture_t *fx = *state;
+    const char *const under[] = {fx->run};
+    return fq_test_kafka_delete_under(fx->brokers, under, 1) == FQ_TEST_KAFKA_OK ? 0 : -1;
 }
 
 /* ---- headers ------------------------------------------------------------------------------ */
@@ -297,7 +315,7 @@ static void test_text_headers_roundtrip(void **state)
     const char *value = "{\"platform\":\"instagram\",\"code\":\"ABC123\"}";
     size_t ncases = sizeof(header_cases) / sizeof(header_cases[0]);
 
-    new_topic(fx, "fq-test-headers", topic, sizeof(topic));
+    new_topic(fx, "headers", topic, sizeof(topic));
 
     rd_kafka_t *producer = producer_new(fx->brokers, NULL);
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(ncases);
@@ -364,10 +382,10 @@ static void test_transaction_commits_output_and_offsets(void **state)
     int64_t next[PARTITIONS] = {0, 0, 0};
     seen_t in = {0}, out = {0};
 
-    new_topic(fx, "fq-test-txn-src", source, sizeof(source));
-    new_topic(fx, "fq-test-txn-dst", sink, sizeof(sink));
-    fq_test_unique_name("fq-test-txn-group", group, sizeof(group));
-    fq_test_unique_name("fq-test-txn", txn_id, sizeof(txn_id));
+    new_topic(fx, "txn-src", source, sizeof(source));
+    new_topic(fx, "txn-dst", sink, sizeof(sink));
+    new_group(fx, "txn-group", group, sizeof(group));
+    new_group(fx, "txn", txn_id, sizeof(txn_id));
     produce_plain(fx->brokers, source, "in", n);
 
     rd_kafka_t *consumer = group_reads(fx->brokers, group, source, n, &in, next);
@@ -434,8 +452,8 @@ static void test_aborted_transaction_is_invisible(void **state)
     const int aborted = 4;
     seen_t committed_view = {0}, uncommitted_view = {0};
 
-    new_topic(fx, "fq-test-abort", topic, sizeof(topic));
-    fq_test_unique_name("fq-test-abort-txn", txn_id, sizeof(txn_id));
+    new_topic(fx, "abort", topic, sizeof(topic));
+    new_group(fx, "abort-txn", txn_id, sizeof(txn_id));
 
     rd_kafka_t *producer = producer_new(fx->brokers, txn_id);
     check_txn_error(rd_kafka_init_transactions(producer, WAIT_MS), "init_transactions");
@@ -483,8 +501,8 @@ static void test_group_offsets_survive_reopen(void **state)
     const int first = 5, second = 4;
     seen_t before = {0}, after = {0};
 
-    new_topic(fx, "fq-test-group", topic, sizeof(topic));
-    fq_test_unique_name("fq-test-group", group, sizeof(group));
+    new_topic(fx, "group", topic, sizeof(topic));
+    new_group(fx, "group", group, sizeof(group));
     produce_plain(fx->brokers, topic, "first", first);
 
     rd_kafka_t *consumer = group_reads(fx->brokers, group, topic, first, &before, NULL);
@@ -521,5 +539,5 @@ int main(void)
         cmocka_unit_test(test_aborted_transaction_is_invisible),
         cmocka_unit_test(test_group_offsets_survive_reopen),
     };
-    return cmocka_run_group_tests_name("kafka", tests, setup, NULL);
+    return cmocka_run_group_tests_name("kafka", tests, setup, teardown);
 }

@@ -20,9 +20,18 @@ build=${FQ_BUILD_DIR:-$here/../../build}
 producer=$build/producer
 [ -x "$producer" ] || fail "$producer not built"
 
+# shellcheck source=tests/support/consumer_lib.sh
+. "$here/../support/consumer_lib.sh" # fq_test_drop_kafka
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 run_id="fqp-it-$$-$RANDOM"
+FQ_TEST_KAFKA_UNDER=("$run_id") # every topic and group of the run
+db=
+cleanup() {
+    [[ -z $db ]] || psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+    fq_test_drop_kafka || true # said on stderr
+    rm -rf "$work"
+}
+trap cleanup EXIT
 B=$KAFKA_BROKERS
 [ -n "${DATABASE_URL:-}" ] ||
     fail "DATABASE_URL is not set: start the stack (deploy/local/up) and source .stack/env"
@@ -350,7 +359,6 @@ counts=$(code_counts)
 step "redrive sets redriven items 'queued' in the database (throwaway database)"
 db="fqp_it_$$_$RANDOM"
 psql "$admin_url" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $db" >/dev/null
-trap 'psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1; rm -rf "$work"' EXIT
 db_url=$(sed -E "s#/[^/?]+(\?|$)#/$db\1#" <<<"$admin_url")
 DATABASE_URL=$db_url "$consumer" --migrate >/dev/null 2>&1 || fail "consumer --migrate failed"
 psql "$db_url" -v ON_ERROR_STOP=1 -qc "INSERT INTO extraction_items (platform, code, status, attempts)

@@ -14,6 +14,8 @@ set -euo pipefail
 BUILD=${FQ_BUILD_DIR:-}
 # shellcheck source=tests/support/check.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../support/check.sh"
+# shellcheck source=tests/support/consumer_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../support/consumer_lib.sh" # fq_test_drop_kafka
 die() {
     printf 'FAIL %s\n' "$*"
     exit 1
@@ -35,8 +37,10 @@ done
 id=tls-$$-$RANDOM
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/fq-tls.XXXXXX")
 db=fqt_tls_$$_$RANDOM
+FQ_TEST_KAFKA_UNDER=("fqt.$id" "fqt-$id")
 cleanup() {
     psql "$DATABASE_URL" -XqAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    fq_test_drop_kafka || true # said on stderr
     rm -rf "$tmp"
 }
 trap cleanup EXIT

@@ -53,8 +53,26 @@ fq_test_check_env() {
     done
 }
 
+# The names under which a test's Kafka topics and consumer groups lie (its run id: topics
+# "fqt.ID", "fqt.ID.retry", group "fqt-ID"); fq_test_teardown deletes them all, so that test
+# runs do not pile partitions up on the local broker (a broker with thousands restarts slowly).
+FQ_TEST_KAFKA_UNDER=()
+
+# fq_test_drop_kafka: deletes every topic and group under FQ_TEST_KAFKA_UNDER with
+# `fq_admin delete-under` (from FQ_BUILD_DIR). A failure is said on stderr and returns 1.
+fq_test_drop_kafka() {
+    ((${#FQ_TEST_KAFKA_UNDER[@]})) || return 0
+    local admin=${FQ_BUILD_DIR:-$CQ_SRC/build}/fq_admin out
+    if ! out=$("$admin" delete-under "${FQ_TEST_KAFKA_UNDER[@]}" 2>&1); then
+        echo "# teardown: topics and groups under ${FQ_TEST_KAFKA_UNDER[*]} may be left:" \
+            "$admin: ${out:0:300}" >&2
+        return 1
+    fi
+}
+
 # fq_test_teardown ADMIN_URL DB TMP KEEP PID...: kills and reaps every PID, drops database DB
-# (when both ADMIN_URL and DB are set) and removes TMP unless KEEP is 1.
+# (when both ADMIN_URL and DB are set); unless KEEP is 1, deletes the test's topics and groups
+# (fq_test_drop_kafka) and removes TMP.
 fq_test_teardown() {
     local admin=$1 db=$2 tmp=$3 keep=$4 pid
     shift 4
@@ -67,8 +85,9 @@ fq_test_teardown() {
     if [[ -n $db && -n $admin ]]; then
         psql "$admin" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     fi
-    if [[ -n $tmp && $keep != 1 ]]; then
-        rm -rf "$tmp"
+    if [[ $keep != 1 ]]; then
+        fq_test_drop_kafka || true # said on stderr; the test's own outcome stands
+        [[ -z $tmp ]] || rm -rf "$tmp"
     fi
 }
 
@@ -154,6 +173,7 @@ cq_setup() {
     export KAFKA_RETRY_TOPIC="$KAFKA_TOPIC.retry"
     export KAFKA_DLQ_TOPIC="$KAFKA_TOPIC.dlq"
     export KAFKA_GROUP_ID="fqt-$CQ_ID"
+    FQ_TEST_KAFKA_UNDER+=("$KAFKA_TOPIC" "$KAFKA_GROUP_ID")
     export WORKER_ID="w1-$CQ_ID"
     export RETRY_BACKOFF_MS=${RETRY_BACKOFF_MS:-200}
     export RETRY_BACKOFF_MAX_MS=${RETRY_BACKOFF_MAX_MS:-2000}

@@ -1,6 +1,7 @@
 /**
  * @file fq_test_env.h
- * @brief Small helpers for integration tests: required environment, unique names, topics.
+ * @brief Small helpers for integration tests: required environment, unique names, directory
+ *        entries, S3 settings (Kafka admin chores: fq_test_kafka.h).
  *
  * Integration tests talk to the real local stack (deploy/local/up). When its environment is
  * missing they must fail loudly, not skip, so a green run always means the services were used.
@@ -24,13 +25,6 @@ const char *fq_test_env_require(const char *name);
  * @return @p buf.
  */
 char *fq_test_unique_name(const char *prefix, char *buf, size_t size);
-
-/**
- * @brief Creates topic @p topic with @p partitions partitions (replication 1) through the
- *        Admin API on @p brokers and waits until it is created.
- * @return 0 on success (or if it already exists), -1 with a message on stderr otherwise.
- */
-int fq_test_kafka_create_topic(const char *brokers, const char *topic, int partitions);
 
 /** @brief Entries of directory @p path other than "." and "..", or -1 when it cannot be read. */
 int fq_test_count_dir_entries(const char *path);

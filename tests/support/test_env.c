@@ -6,7 +6,6 @@
 #include <cmocka.h>
 
 #include <dirent.h>
-#include <librdkafka/rdkafka.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,80 +41,6 @@ char *fq_test_unique_name(const char *prefix, char *buf, size_t size)
     snprintf(buf, size, "%s-%d-%lld%03ld-%u-%08x", prefix, (int)getpid(), (long long)now.tv_sec,
              now.tv_nsec / 1000000L, atomic_fetch_add(&counter, 1u) + 1u, rnd);
     return buf;
-}
-
-int fq_test_kafka_create_topic(const char *brokers, const char *topic, int partitions)
-{
-    char errstr[512];
-    int rc = -1;
-    rd_kafka_t *rk = NULL;
-    rd_kafka_NewTopic_t *newt = NULL;
-    rd_kafka_AdminOptions_t *options = NULL;
-    rd_kafka_queue_t *queue = NULL;
-    rd_kafka_event_t *event = NULL;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof(errstr)) !=
-        RD_KAFKA_CONF_OK) {
-        fprintf(stderr, "create topic %s: %s\n", topic, errstr);
-        rd_kafka_conf_destroy(conf);
-        goto done;
-    }
-    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-    if (rk == NULL) {
-        fprintf(stderr, "create topic %s: %s\n", topic, errstr);
-        rd_kafka_conf_destroy(conf);
-        goto done;
-    }
-    conf = NULL; /* now owned by rk */
-
-    newt = rd_kafka_NewTopic_new(topic, partitions, 1, errstr, sizeof(errstr));
-    if (newt == NULL) {
-        fprintf(stderr, "create topic %s: %s\n", topic, errstr);
-        goto done;
-    }
-    options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    rd_kafka_AdminOptions_set_operation_timeout(options, 30000, errstr, sizeof(errstr));
-    rd_kafka_AdminOptions_set_request_timeout(options, 30000, errstr, sizeof(errstr));
-    queue = rd_kafka_queue_new(rk);
-    rd_kafka_CreateTopics(rk, &newt, 1, options, queue);
-
-    event = rd_kafka_queue_poll(queue, 60000);
-    if (event == NULL) {
-        fprintf(stderr, "create topic %s: no answer from %s within 60 s\n", topic, brokers);
-        goto done;
-    }
-    if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        fprintf(stderr, "create topic %s: %s\n", topic, rd_kafka_event_error_string(event));
-        goto done;
-    }
-    {
-        const rd_kafka_CreateTopics_result_t *result = rd_kafka_event_CreateTopics_result(event);
-        size_t n = 0;
-        const rd_kafka_topic_result_t **topics = rd_kafka_CreateTopics_result_topics(result, &n);
-        for (size_t i = 0; i < n; i++) {
-            rd_kafka_resp_err_t err = rd_kafka_topic_result_error(topics[i]);
-            if (err != RD_KAFKA_RESP_ERR_NO_ERROR &&
-                err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-                fprintf(stderr, "create topic %s: %s\n", rd_kafka_topic_result_name(topics[i]),
-                        rd_kafka_topic_result_error_string(topics[i]));
-                goto done;
-            }
-        }
-    }
-    rc = 0;
-done:
-    if (event != NULL)
-        rd_kafka_event_destroy(event);
-    if (queue != NULL)
-        rd_kafka_queue_destroy(queue);
-    if (options != NULL)
-        rd_kafka_AdminOptions_destroy(options);
-    if (newt != NULL)
-        rd_kafka_NewTopic_destroy(newt);
-    if (rk != NULL)
-        rd_kafka_destroy(rk);
-    return rc;
 }
 
 int fq_test_count_dir_entries(const char *path)
