@@ -1,35 +1,29 @@
 #include "fq_utf8.h"
 
+/* RFC 3629 §4, row by row: the lead bytes of a multi-byte sequence, its length, and the range
+ * of its second byte, which carries every rule (E0 and F0 exclude overlong forms, ED the
+ * surrogates, F4 what lies above U+10FFFF). Every later byte is 80..BF. */
+static const struct {
+    unsigned char first, last, len, lo, hi;
+} leads[] = {
+    {0xC2, 0xDF, 2, 0x80, 0xBF}, {0xE0, 0xE0, 3, 0xA0, 0xBF}, {0xE1, 0xEC, 3, 0x80, 0xBF},
+    {0xED, 0xED, 3, 0x80, 0x9F}, {0xEE, 0xEF, 3, 0x80, 0xBF}, {0xF0, 0xF0, 4, 0x90, 0xBF},
+    {0xF1, 0xF3, 4, 0x80, 0xBF}, {0xF4, 0xF4, 4, 0x80, 0x8F},
+};
+
 size_t fq_utf8_len(const unsigned char *p)
 {
-    unsigned char c = p[0];
-    if (c < 0x80)
+    if (p[0] < 0x80)
         return 1;
-    /* The second byte's range carries every rule (RFC 3629 §4): E0 and F0 exclude overlong
-     * forms, ED the surrogates, F4 what lies above U+10FFFF. */
-    unsigned char lo = 0x80, hi = 0xBF;
-    size_t n;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF)
+    for (size_t k = 0; k < sizeof(leads) / sizeof(leads[0]); k++) {
+        if (p[0] < leads[k].first || p[0] > leads[k].last)
+            continue;
+        if (p[1] < leads[k].lo || p[1] > leads[k].hi)
             return 0;
-    return n;
+        for (size_t i = 2; i < leads[k].len; i++)
+            if (p[i] < 0x80 || p[i] > 0xBF)
+                return 0;
+        return leads[k].len;
+    }
+    return 0; /* 80..C1 and F5..FF lead nothing */
 }

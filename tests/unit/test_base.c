@@ -1,11 +1,14 @@
-/* config/base: UTF-8 sequence lengths (RFC 3629's edges), the growable buffer and fq_grow. */
+/* config/base: UTF-8 sequence lengths (RFC 3629's edges, and the C library's decoder), the growable
+ * buffer and fq_grow. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <locale.h>
 #include <string.h>
+#include <wchar.h>
 
 #include <cmocka.h>
 
@@ -41,6 +44,39 @@ static void test_utf8_len(void **state)
         if (got != cases[i].want)
             fail_msg("case %zu: got %zu, want %zu", i, got, cases[i].want);
     }
+}
+
+/* Every sequence of a lead byte, any second byte and two later bytes from each side of the
+ * continuation range, against the C library's own UTF-8 decoder (mbrtowc in C.UTF-8) held to
+ * RFC 3629's last code point: glibc also decodes 4-byte forms above U+10FFFF, which RFC 3629
+ * §3 excludes. */
+static void test_utf8_len_agrees_with_libc(void **state)
+{
+    (void)state;
+    if (!setlocale(LC_CTYPE, "C.UTF-8"))
+        fail_msg("the C.UTF-8 locale is missing");
+    static const unsigned char later[] = {0x00, 0x7f, 0x80, 0xbf, 0xc0, 0xff};
+    size_t nlater = sizeof(later), compared = 0;
+    for (unsigned a = 0x01; a <= 0xff; a++) {
+        for (unsigned b = 0x00; b <= 0xff; b++) {
+            for (size_t k = 0; k < nlater * nlater; k++) {
+                const unsigned char s[5] = {(unsigned char)a, (unsigned char)b, later[k / nlater],
+                                            later[k % nlater], 0};
+                mbstate_t st;
+                memset(&st, 0, sizeof(st));
+                wchar_t wc;
+                size_t r = mbrtowc(&wc, (const char *)s, 4, &st);
+                size_t want = r == (size_t)-1 || r == (size_t)-2 || wc > 0x10ffff ? 0 : r;
+                size_t got = fq_utf8_len(s);
+                if (got != want)
+                    fail_msg("%02x %02x %02x %02x: got %zu, want %zu", s[0], s[1], s[2], s[3], got,
+                             want);
+                compared++;
+            }
+        }
+    }
+    assert_int_equal(compared, 255u * 256u * nlater * nlater);
+    setlocale(LC_CTYPE, "C");
 }
 
 static void test_buf_grows_and_hands_over(void **state)
@@ -162,9 +198,13 @@ static void test_buf_oom_take(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_utf8_len),   cmocka_unit_test(test_buf_grows_and_hands_over),
-        cmocka_unit_test(test_buf_binary), cmocka_unit_test(test_buf_keeps_bytes_across_growth),
-        cmocka_unit_test(test_grow),       cmocka_unit_test(test_buf_oom_take),
+        cmocka_unit_test(test_utf8_len),
+        cmocka_unit_test(test_utf8_len_agrees_with_libc),
+        cmocka_unit_test(test_buf_grows_and_hands_over),
+        cmocka_unit_test(test_buf_binary),
+        cmocka_unit_test(test_buf_keeps_bytes_across_growth),
+        cmocka_unit_test(test_grow),
+        cmocka_unit_test(test_buf_oom_take),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
