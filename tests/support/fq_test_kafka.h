@@ -38,7 +38,9 @@ int fq_test_kafka_delete_groups(const char *brokers, const char *const *names, s
 
 /** @brief Deletes every topic and consumer group on @p brokers named one of the @p n
  *         @p prefixes, or a prefix followed by '.' or '-' and more (a test's run id: its topics
- *         "fqt.ID", "fqt.ID.retry", its group "fqt-ID"). Groups first, then topics.
+ *         "fqt.ID", "fqt.ID.retry", its group "fqt-ID"). Groups first, then topics; a group
+ *         that still has members (static ones stay until their session times out) is left for
+ *         the broker to expire, not an error.
  *  @return FQ_TEST_KAFKA_OK (also when nothing lies under them), or _FAILED. */
 int fq_test_kafka_delete_under(const char *brokers, const char *const *prefixes, size_t n);
 

@@ -4,7 +4,8 @@
  *   fq_admin [-b BROKERS] delete-groups GROUP...   deletes the consumer groups (their committed
  *                                                  offsets); a group with members is refused
  *   fq_admin [-b BROKERS] delete-under PREFIX...   deletes every topic and group named PREFIX,
- *                                                  or PREFIX and '.' or '-' and more
+ *                                                  or PREFIX and '.' or '-' and more; a group
+ *                                                  with members is left to expire
  *
  * BROKERS defaults to KAFKA_BROKERS. Each name is asked for on its own, and every one that
  * could not be deleted is named on stderr with the broker's reason; delete-under names nothing
