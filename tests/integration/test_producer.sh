@@ -25,6 +25,8 @@ producer=$build/producer
 work=$(mktemp -d)
 run_id="fqp-it-$$-$RANDOM"
 FQ_TEST_KAFKA_UNDER=("$run_id") # every topic and group of the run
+# The redrive group (<KAFKA_GROUP_ID>.redrive) and its transactional id are the run's own too.
+export KAFKA_GROUP_ID=$run_id
 db=
 cleanup() {
     [[ -z $db ]] || psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
