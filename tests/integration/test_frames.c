@@ -386,7 +386,8 @@ static void test_decoder_surface(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* fps mode picks its first frame at the start, and a truncated file ends early. */
+/* What the extractor reports of a clip, and fps mode's frames: one a second, rounded as the fps
+ * filter rounds; a rotated clip gives upright frames. */
 static void test_media_info(void **state)
 {
     (void)state;
@@ -420,36 +421,46 @@ static void test_media_info(void **state)
     assert_true(c.frames[0].height > c.frames[0].width);
     collect_free(&c);
 
-    /* keyframes mode decodes only the key frames */
-    opts.mode = FQ_FRAME_MODE_KEYFRAMES;
-    c = (collect_t){.fail_at = -1};
-    err = run_extract("h264.mp4", &opts, &c, &info);
-    assert_null(err);
-    assert_int_equal(info.frames_decoded, 3);
-    assert_int_equal(c.count, 3);
-    assert_int_equal(c.frames[0].pts_ms, 0);
-    assert_int_equal(c.frames[1].pts_ms, 2000);
-    assert_int_equal(c.frames[2].pts_ms, 4000);
-    collect_free(&c);
-
-    /* scene mode: the cuts of scenes.mp4 are at 1 s and 3 s */
-    opts.mode = FQ_FRAME_MODE_SCENE;
-    c = (collect_t){.fail_at = -1};
-    err = run_extract("scenes.mp4", &opts, &c, &info);
-    assert_null(err);
-    assert_int_equal(c.count, 3);
-    assert_int_equal(c.frames[0].pts_ms, 0);
-    assert_int_equal(c.frames[1].pts_ms, 1000);
-    assert_int_equal(c.frames[2].pts_ms, 3000);
-    collect_free(&c);
-
     /* info may be NULL */
-    opts.mode = FQ_FRAME_MODE_FPS;
     c = (collect_t){.fail_at = -1};
     err = run_extract("tiny.mp4", &opts, &c, NULL);
     assert_null(err);
     assert_int_equal(c.count, 1);
     collect_free(&c);
+}
+
+/* The other modes pick their frames where the clips put them: keyframes mode the key frames of
+ * h264.mp4 (one every 2 s), decoding only those; scene mode the start and the cuts of
+ * scenes.mp4 (at 1 s and 3 s). */
+static void test_modes_pick_their_frames(void **state)
+{
+    (void)state;
+    static const struct {
+        fq_frame_mode_t mode;
+        const char *file;
+        int decoded; /* frames decoded; -1: not checked */
+        int64_t pts_ms[3];
+    } cases[] = {
+        {FQ_FRAME_MODE_KEYFRAMES, "h264.mp4", 3, {0, 2000, 4000}},
+        {FQ_FRAME_MODE_SCENE, "scenes.mp4", -1, {0, 1000, 3000}},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fq_frames_opts_t opts = default_opts();
+        opts.mode = cases[i].mode;
+        collect_t c = {.fail_at = -1};
+        fq_media_info_t info;
+        fq_error_t *err = run_extract(cases[i].file, &opts, &c, &info);
+        if (err)
+            fail_msg("%s: %s", cases[i].file, fq_error_message(err));
+        if (cases[i].decoded >= 0)
+            assert_int_equal(info.frames_decoded, cases[i].decoded);
+        assert_int_equal(c.count, 3);
+        for (int k = 0; k < 3; k++)
+            if (c.frames[k].pts_ms != cases[i].pts_ms[k])
+                fail_msg("%s: frame %d at %lld ms, want %lld", cases[i].file, k,
+                         (long long)c.frames[k].pts_ms, (long long)cases[i].pts_ms[k]);
+        collect_free(&c);
+    }
 }
 
 /* The callback's error stops the extraction and comes back as is. */
@@ -971,6 +982,7 @@ int main(void)
         cmocka_unit_test(test_outcomes),
         cmocka_unit_test(test_decoder_surface),
         cmocka_unit_test(test_media_info),
+        cmocka_unit_test(test_modes_pick_their_frames),
         cmocka_unit_test(test_callback_error),
         cmocka_unit_test(test_reuse),
         cmocka_unit_test(test_lent_cores_same_frames),
