@@ -31,7 +31,7 @@ B=$KAFKA_BROKERS
 work=$(mktemp -d)
 run="fqp-bench-$$-$RANDOM"
 FQ_TEST_KAFKA_UNDER=("$run") # the run's topics, deleted at its end
-trap 'fq_test_drop_kafka || true; rm -rf "$work"' EXIT
+trap 'fq_test_drop_kafka; rm -rf "$work"' EXIT
 export LOG_LEVEL=warn BATCH_SIZE=${BATCH_SIZE:-10}
 
 gen() { # count file

@@ -99,7 +99,7 @@ cleanup() {
         psql "$CQ_ADMIN_URL" -qAtc "DROP DATABASE IF EXISTS $d WITH (FORCE)" >/dev/null 2>&1 ||
             echo "bench_window: could not drop database $d" >&2
     done
-    fq_test_drop_kafka || true # said on stderr
+    fq_test_drop_kafka
     [[ ${CQ_KEEP:-0} == 1 ]] || rm -rf "$CQ_TMP"
 }
 trap cleanup EXIT

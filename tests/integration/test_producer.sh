@@ -29,8 +29,10 @@ FQ_TEST_KAFKA_UNDER=("$run_id") # every topic and group of the run
 export KAFKA_GROUP_ID=$run_id
 db=
 cleanup() {
-    [[ -z $db ]] || psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
-    fq_test_drop_kafka || true # said on stderr
+    if [[ -n $db ]] && ! psql "$admin_url" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1; then
+        echo "# teardown: could not drop database $db" >&2
+    fi
+    fq_test_drop_kafka
     rm -rf "$work"
 }
 trap cleanup EXIT

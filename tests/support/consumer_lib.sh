@@ -59,14 +59,14 @@ fq_test_check_env() {
 FQ_TEST_KAFKA_UNDER=()
 
 # fq_test_drop_kafka: deletes every topic and group under FQ_TEST_KAFKA_UNDER with
-# `fq_admin delete-under` (from FQ_BUILD_DIR). A failure is said on stderr and returns 1.
+# `fq_admin delete-under` (from FQ_BUILD_DIR). For teardowns: a failure is said on stderr and
+# leaves the test's own outcome alone (returns 0); test_teardown.sh checks the deletion itself.
 fq_test_drop_kafka() {
     ((${#FQ_TEST_KAFKA_UNDER[@]})) || return 0
     local admin=${FQ_BUILD_DIR:-$CQ_SRC/build}/fq_admin out
     if ! out=$("$admin" delete-under "${FQ_TEST_KAFKA_UNDER[@]}" 2>&1); then
         echo "# teardown: topics and groups under ${FQ_TEST_KAFKA_UNDER[*]} may be left:" \
             "$admin: ${out:0:300}" >&2
-        return 1
     fi
 }
 
@@ -86,7 +86,7 @@ fq_test_teardown() {
         psql "$admin" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     fi
     if [[ $keep != 1 ]]; then
-        fq_test_drop_kafka || true # said on stderr; the test's own outcome stands
+        fq_test_drop_kafka
         [[ -z $tmp ]] || rm -rf "$tmp"
     fi
 }
