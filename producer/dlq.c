@@ -28,6 +28,9 @@ void fq_dlq_close(fq_dlq_reader_t *r)
         rd_kafka_topic_partition_list_destroy(r->parts);
     free(r->eof);
     free(r->next);
+    free(r->from);
+    free(r->pos);
+    free(r->end);
     memset(r, 0, sizeof(*r));
 }
 
@@ -43,14 +46,14 @@ int fq_dlq_open(const fq_config_t *cfg, const char *group, bool from_committed, 
         fq_kafka_force(conf, "isolation.level", "read_committed", errstr, sizeof(errstr)) ||
         fq_kafka_force(conf, "enable.partition.eof", "true", errstr, sizeof(errstr)) ||
         fq_kafka_force(conf, "auto.offset.reset", "earliest", errstr, sizeof(errstr))) {
-        fprintf(stderr, "producer: %s\n", errstr);
+        fq_cli_say("%s", errstr);
         if (conf)
             rd_kafka_conf_destroy(conf);
         return FQ_EXIT_USAGE;
     }
     r->rk = fq_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
     if (!r->rk) {
-        fprintf(stderr, "producer: %s\n", errstr);
+        fq_cli_say("%s", errstr);
         return FQ_EXIT_USAGE;
     }
     rd_kafka_poll_set_consumer(r->rk);
@@ -60,11 +63,11 @@ int fq_dlq_open(const fq_config_t *cfg, const char *group, bool from_committed, 
     rd_kafka_resp_err_t err = rd_kafka_metadata(r->rk, 0, rkt, &md, (int)timeout_ms);
     rd_kafka_topic_destroy(rkt);
     if (err || md->topic_cnt != 1 || md->topics[0].err) {
-        fprintf(stderr, "producer: could not read %s at KAFKA_BROKERS=%s: %s\n",
-                cfg->kafka_dlq_topic, cfg->kafka_brokers,
-                rd_kafka_err2str(err             ? err
-                                 : md->topic_cnt ? md->topics[0].err
-                                                 : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+        fq_cli_say("could not read %s at KAFKA_BROKERS=%s: %s", cfg->kafka_dlq_topic,
+                   cfg->kafka_brokers,
+                   rd_kafka_err2str(err             ? err
+                                    : md->topic_cnt ? md->topics[0].err
+                                                    : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
         if (md)
             rd_kafka_metadata_destroy(md);
         fq_dlq_close(r);
@@ -76,9 +79,13 @@ int fq_dlq_open(const fq_config_t *cfg, const char *group, bool from_committed, 
         rd_kafka_topic_partition_list_add(r->parts, cfg->kafka_dlq_topic,
                                           md->topics[0].partitions[i].id);
     rd_kafka_metadata_destroy(md);
-    r->eof = calloc((size_t)r->nparts + 1, sizeof(*r->eof));
-    r->next = calloc((size_t)r->nparts + 1, sizeof(*r->next));
-    if (!r->eof || !r->next) {
+    size_t n = (size_t)r->nparts + 1;
+    r->eof = calloc(n, sizeof(*r->eof));
+    r->next = calloc(n, sizeof(*r->next));
+    r->from = calloc(n, sizeof(*r->from));
+    r->pos = calloc(n, sizeof(*r->pos));
+    r->end = calloc(n, sizeof(*r->end));
+    if (!r->eof || !r->next || !r->from || !r->pos || !r->end) {
         fq_dlq_close(r);
         return FQ_EXIT_DELIVERY;
     }
@@ -89,8 +96,7 @@ int fq_dlq_open(const fq_config_t *cfg, const char *group, bool from_committed, 
     if (from_committed) {
         err = rd_kafka_committed(r->rk, r->parts, (int)timeout_ms);
         if (err) {
-            fprintf(stderr, "producer: could not read the offsets of group %s: %s\n", group,
-                    rd_kafka_err2str(err));
+            fq_cli_say("could not read the offsets of group %s: %s", group, rd_kafka_err2str(err));
             fq_dlq_close(r);
             return FQ_EXIT_DELIVERY;
         }
@@ -100,11 +106,61 @@ int fq_dlq_open(const fq_config_t *cfg, const char *group, bool from_committed, 
     }
     err = rd_kafka_assign(r->rk, r->parts);
     if (err) {
-        fprintf(stderr, "producer: assign %s: %s\n", cfg->kafka_dlq_topic, rd_kafka_err2str(err));
+        fq_cli_say("assign %s: %s", cfg->kafka_dlq_topic, rd_kafka_err2str(err));
         fq_dlq_close(r);
         return FQ_EXIT_DELIVERY;
     }
     return 0;
+}
+
+int fq_dlq_measure(fq_dlq_reader_t *r, int64_t timeout_ms)
+{
+    for (int i = 0; i < r->nparts; i++) {
+        const rd_kafka_topic_partition_t *tp = &r->parts->elems[i];
+        int64_t low = 0, high = 0;
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(r->rk, tp->topic, tp->partition,
+                                                                   &low, &high, (int)timeout_ms);
+        if (err) {
+            FQ_DEBUG(NULL, "dlq: no progress figures: partition %" PRId32 ": %s", tp->partition,
+                     rd_kafka_err2str(err));
+            return -1;
+        }
+        r->from[i] = r->pos[i] = tp->offset >= low ? tp->offset : low;
+        r->end[i] = high > r->from[i] ? high : r->from[i];
+    }
+    r->measured = true;
+    return 0;
+}
+
+/* The reader reached offset `at` of partition index i (the next to read). */
+static void reached(fq_dlq_reader_t *r, int i, int64_t at)
+{
+    if (i < 0 || !r->measured || at <= r->pos[i])
+        return;
+    r->pos[i] = at;
+    if (at > r->end[i])
+        r->end[i] = at;
+}
+
+void fq_dlq_progress(const fq_dlq_reader_t *r, fq_progress_t *p, bool final, const char *what,
+                     const char *extra)
+{
+    if (!p->on)
+        return;
+    uint64_t done = 0, total = 0;
+    for (int i = 0; r->measured && i < r->nparts; i++) {
+        done += (uint64_t)(r->pos[i] - r->from[i]);
+        total += (uint64_t)(r->end[i] - r->from[i]);
+    }
+    int64_t elapsed = fq_time_mono_ms() - p->t0;
+    char eta[32], pct[48] = "";
+    fq_progress_fmt_duration(fq_progress_eta_ms(done, total, elapsed), eta, sizeof(eta));
+    if (r->measured)
+        snprintf(pct, sizeof(pct), "%.0f%% of the DLQ read, ",
+                 total ? 100.0 * (double)done / (double)total : 100.0);
+    fq_progress_draw(p, final, "%s: %s%" PRIu64 " messages, %.0f messages/s%s%s%s%s", what, pct,
+                     r->nread, fq_progress_rate(r->nread, elapsed), r->measured ? ", ETA " : "",
+                     r->measured ? eta : "", extra ? ", " : "", extra ? extra : "");
 }
 
 int fq_dlq_part_index(const fq_dlq_reader_t *r, int32_t partition)
@@ -130,8 +186,7 @@ rd_kafka_message_t *fq_dlq_next(fq_dlq_reader_t *r, int64_t timeout_ms, bool *fa
     *failed = false;
     while (!all_eof(r) && !fq_cli_stop) {
         if (fq_time_mono_ms() > deadline) {
-            fprintf(stderr, "producer: no progress reading the DLQ for %" PRId64 " ms\n",
-                    timeout_ms);
+            fq_cli_say("no progress reading the DLQ for %" PRId64 " ms", timeout_ms);
             *failed = true;
             return NULL;
         }
@@ -142,11 +197,12 @@ rd_kafka_message_t *fq_dlq_next(fq_dlq_reader_t *r, int64_t timeout_ms, bool *fa
         if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             if (i >= 0)
                 r->eof[i] = true;
+            reached(r, i, rkm->offset);
             rd_kafka_message_destroy(rkm);
             continue;
         }
         if (rkm->err) {
-            fprintf(stderr, "producer: reading the DLQ: %s\n", rd_kafka_message_errstr(rkm));
+            fq_cli_say("reading the DLQ: %s", rd_kafka_message_errstr(rkm));
             bool fatal = rkm->err != RD_KAFKA_RESP_ERR__TRANSPORT &&
                          rkm->err != RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN;
             rd_kafka_message_destroy(rkm);
@@ -158,6 +214,8 @@ rd_kafka_message_t *fq_dlq_next(fq_dlq_reader_t *r, int64_t timeout_ms, bool *fa
         }
         if (i >= 0)
             r->eof[i] = false;
+        reached(r, i, rkm->offset + 1);
+        r->nread++;
         return rkm;
     }
     if (fq_cli_stop)
@@ -226,6 +284,10 @@ int fq_cli_dlq_list(const fq_config_t *cfg, const fq_cli_opts_t *o)
     memset(by_stage, 0, sizeof(by_stage));
     uint64_t total = 0;
     bool failed = false;
+    fq_progress_t line;
+    fq_progress_start(&line, fq_progress_wanted(o, true));
+    if (line.on)
+        (void)fq_dlq_measure(&r, o->timeout_ms); /* without it: counts, no percentage */
     fq_dlq_table_header();
     rd_kafka_message_t *rkm;
     while ((rkm = fq_dlq_next(&r, o->timeout_ms, &failed))) {
@@ -240,7 +302,11 @@ int fq_cli_dlq_list(const fq_config_t *cfg, const fq_cli_opts_t *o)
             total++;
         }
         rd_kafka_message_destroy(rkm);
+        fq_dlq_progress(&r, &line, false, "dlq list", NULL);
     }
+    if (!failed)
+        fq_dlq_progress(&r, &line, true, "dlq list", NULL);
+    fq_progress_end(&line);
     printf("\n%" PRIu64 " dead messages in %s\n", total, cfg->kafka_dlq_topic);
     printf("by reason:");
     for (size_t i = 0; i < 16 && by_reason[i].name[0]; i++)

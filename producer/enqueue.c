@@ -37,17 +37,15 @@ typedef struct enqueue_state {
                                * reason, .user this state */
     uint64_t items_ok, batches_ok, items_failed, batches_failed;
     char first_dr_error[256];
-    bool progress;
-    int64_t t0;
+    fq_progress_t line; /* its t0: the start of the pass (validating, then sending) */
     uint64_t total_items;
-    int64_t last_progress;
     uint64_t input_size; /* bytes of a regular input file; 0 when unknown */
 } enqueue_state_t;
 
 static void report_invalid(void *opaque, const char *where, const char *why)
 {
     (void)opaque;
-    fprintf(stderr, "producer: invalid item at %s: %s\n", where, why);
+    fq_cli_say("invalid item at %s: %s", where, why);
 }
 
 static void enqueue_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
@@ -60,8 +58,8 @@ static void enqueue_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *o
     } else {
         st->items_failed += meta ? meta->count : 0;
         if (st->batches_failed < MAX_FAILURES_SHOWN && meta)
-            fprintf(stderr, "producer: batch %s (%zu items, first %s) not delivered: %s\n",
-                    meta->batch_id, meta->count, meta->first, rd_kafka_err2str(rkm->err));
+            fq_cli_say("batch %s (%zu items, first %s) not delivered: %s", meta->batch_id,
+                       meta->count, meta->first, rd_kafka_err2str(rkm->err));
         if (!st->batches_failed)
             snprintf(st->first_dr_error, sizeof(st->first_dr_error), "%s",
                      rd_kafka_err2str(rkm->err));
@@ -72,47 +70,37 @@ static void enqueue_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *o
 
 static void progress_line(enqueue_state_t *st, uint64_t sent, bool final)
 {
-    if (!st->progress)
-        return;
-    int64_t now = fq_time_mono_ms();
-    if (!final && now - st->last_progress < 200)
-        return;
-    st->last_progress = now;
     char eta[32];
-    int64_t elapsed = now - st->t0;
+    int64_t elapsed = fq_time_mono_ms() - st->line.t0;
     fq_progress_fmt_duration(fq_progress_eta_ms(st->items_ok, st->total_items, elapsed), eta,
                              sizeof(eta));
-    fprintf(stderr,
-            "\r\033[K%" PRIu64 "/%" PRIu64 " items sent, %" PRIu64 " delivered in %" PRIu64
-            " batches, %.0f items/s, ETA %s%s",
-            sent, st->total_items, st->items_ok, st->batches_ok,
-            fq_progress_rate(st->items_ok, elapsed), eta, final ? "\n" : "");
+    fq_progress_draw(&st->line, final,
+                     "%" PRIu64 "/%" PRIu64 " items sent, %" PRIu64 " delivered in %" PRIu64
+                     " batches, %.0f items/s, ETA %s",
+                     sent, st->total_items, st->items_ok, st->batches_ok,
+                     fq_progress_rate(st->items_ok, elapsed), eta);
 }
 
 static void read_progress(void *opaque, const fq_input_stats_t *stats)
 {
     enqueue_state_t *st = opaque;
-    if (!st->progress)
+    if (st->input_size == 0) {
+        fq_progress_draw(&st->line, false,
+                         "validating: %zu items read, %zu invalid, %zu duplicates", stats->records,
+                         stats->invalid, stats->duplicates);
         return;
-    int64_t now = fq_time_mono_ms();
-    if (now - st->last_progress < 200)
-        return;
-    st->last_progress = now;
-    if (st->input_size > 0) {
-        /* a regular file: its size gives a fraction and an ETA for this pass */
-        char eta[32];
-        int64_t elapsed = now - st->t0;
-        fq_progress_fmt_duration(fq_progress_eta_ms(stats->bytes, st->input_size, elapsed), eta,
-                                 sizeof(eta));
-        fprintf(stderr,
-                "\r\033[Kvalidating: %.0f%%, %zu items read, %zu invalid, %zu duplicates, "
-                "%.0f items/s, ETA %s",
-                100.0 * (double)stats->bytes / (double)st->input_size, stats->records,
-                stats->invalid, stats->duplicates, fq_progress_rate(stats->records, elapsed), eta);
-    } else {
-        fprintf(stderr, "\r\033[Kvalidating: %zu items read, %zu invalid, %zu duplicates",
-                stats->records, stats->invalid, stats->duplicates);
     }
+    /* a regular file: its size gives a fraction and an ETA for this pass */
+    char eta[32];
+    int64_t elapsed = fq_time_mono_ms() - st->line.t0;
+    fq_progress_fmt_duration(fq_progress_eta_ms(stats->bytes, st->input_size, elapsed), eta,
+                             sizeof(eta));
+    fq_progress_draw(&st->line, false,
+                     "validating: %.0f%%, %zu items read, %zu invalid, %zu duplicates, "
+                     "%.0f items/s, ETA %s",
+                     100.0 * (double)stats->bytes / (double)st->input_size, stats->records,
+                     stats->invalid, stats->duplicates, fq_progress_rate(stats->records, elapsed),
+                     eta);
 }
 
 static FILE *open_input(const fq_config_t *cfg, const fq_cli_opts_t *o, const char **name)
@@ -121,7 +109,7 @@ static FILE *open_input(const fq_config_t *cfg, const fq_cli_opts_t *o, const ch
         *name = o->input;
         FILE *in = fopen(o->input, "r");
         if (!in)
-            fprintf(stderr, "producer: %s: %s\n", o->input, strerror(errno));
+            fq_cli_say("%s: %s", o->input, strerror(errno));
         return in;
     }
     if (o->input || (!cfg->job_input && !isatty(STDIN_FILENO))) {
@@ -132,10 +120,10 @@ static FILE *open_input(const fq_config_t *cfg, const fq_cli_opts_t *o, const ch
         *name = "JOB_INPUT";
         FILE *in = fmemopen(cfg->job_input, strlen(cfg->job_input), "r");
         if (!in)
-            fprintf(stderr, "producer: JOB_INPUT: %s\n", strerror(errno));
+            fq_cli_say("JOB_INPUT: %s", strerror(errno));
         return in;
     }
-    fprintf(stderr, "producer: no input: give FILE, '-' for stdin, or set JOB_INPUT\n");
+    fq_cli_say("no input: give FILE, '-' for stdin, or set JOB_INPUT");
     return NULL;
 }
 
@@ -156,7 +144,7 @@ static fq_spool_t *read_input(const fq_config_t *cfg, const fq_cli_opts_t *o, en
         st->input_size = (uint64_t)sb.st_size;
     fq_allow_t *allow = fq_allow_from_config(cfg, errstr, sizeof(errstr));
     if (!allow) {
-        fprintf(stderr, "producer: %s\n", errstr);
+        fq_cli_say("%s", errstr);
         if (in != stdin)
             fclose(in);
         return NULL;
@@ -170,17 +158,16 @@ static fq_spool_t *read_input(const fq_config_t *cfg, const fq_cli_opts_t *o, en
     fq_allow_destroy(allow);
     if (in != stdin)
         fclose(in);
-    if (st->progress)
-        fprintf(stderr, "\r\033[K");
+    fq_progress_erase(&st->line);
     if (!spool) {
-        fprintf(stderr, "producer: %s: %s\n", name, errstr);
+        fq_cli_say("%s: %s", name, errstr);
         return NULL;
     }
     if (stats->invalid)
-        fprintf(stderr, "producer: %zu invalid item%s in %s%s\n", stats->invalid,
-                stats->invalid == 1 ? "" : "s", name,
-                o->skip_invalid ? " skipped (--skip-invalid)"
-                                : "; nothing sent (--skip-invalid sends the valid ones)");
+        fq_cli_say("%zu invalid item%s in %s%s", stats->invalid, stats->invalid == 1 ? "" : "s",
+                   name,
+                   o->skip_invalid ? " skipped (--skip-invalid)"
+                                   : "; nothing sent (--skip-invalid sends the valid ones)");
     if (stats->refused_urls)
         fprintf(
             stderr,
@@ -195,8 +182,8 @@ static fq_spool_t *read_input(const fq_config_t *cfg, const fq_cli_opts_t *o, en
         return NULL;
     }
     if (stats->duplicates)
-        fprintf(stderr, "producer: %zu duplicate item%s dropped (--allow-duplicates keeps them)\n",
-                stats->duplicates, stats->duplicates == 1 ? "" : "s");
+        fq_cli_say("%zu duplicate item%s dropped (--allow-duplicates keeps them)",
+                   stats->duplicates, stats->duplicates == 1 ? "" : "s");
     return spool;
 }
 
@@ -218,7 +205,7 @@ static rd_kafka_t *enqueue_producer(const fq_config_t *cfg, const fq_cli_opts_t 
         fq_kafka_default(conf, cfg, "queue.buffering.max.kbytes", "32768", errstr,
                          sizeof(errstr)) ||
         fq_kafka_default(conf, cfg, "compression.type", "lz4", errstr, sizeof(errstr))) {
-        fprintf(stderr, "producer: %s\n", errstr);
+        fq_cli_say("%s", errstr);
         if (conf)
             rd_kafka_conf_destroy(conf);
         return NULL;
@@ -228,7 +215,7 @@ static rd_kafka_t *enqueue_producer(const fq_config_t *cfg, const fq_cli_opts_t 
     fq_kafka_set_callbacks(conf, &st->events);
     rd_kafka_t *rk = fq_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (!rk)
-        fprintf(stderr, "producer: %s\n", errstr);
+        fq_cli_say("%s", errstr);
     return rk;
 }
 
@@ -273,8 +260,8 @@ static int publish_batch(rd_kafka_t *rk, const fq_config_t *cfg, enqueue_state_t
             progress_line(st, sent, false);
             continue;
         }
-        fprintf(stderr, "producer: batch %s (%zu items, first %s) not sent: %s\n", meta->batch_id,
-                n, meta->first, rd_kafka_err2str(err));
+        fq_cli_say("batch %s (%zu items, first %s) not sent: %s", meta->batch_id, n, meta->first,
+                   rd_kafka_err2str(err));
         st->batches_failed++;
         st->items_failed += n;
         free(value);
@@ -296,15 +283,14 @@ static void flush_all(rd_kafka_t *rk, const fq_cli_opts_t *o, enqueue_state_t *s
     }
     progress_line(st, sent, true);
     if (rd_kafka_outq_len(rk) > 0) {
-        fprintf(stderr, "producer: %d messages still queued at the deadline\n",
-                rd_kafka_outq_len(rk));
+        fq_cli_say("%d messages still queued at the deadline", rd_kafka_outq_len(rk));
         /* Purged messages get their delivery reports (counted as failed, meta freed). */
         rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(rk, 1000);
     }
     char fatal[256];
     if (rd_kafka_fatal_error(rk, fatal, sizeof(fatal)))
-        fprintf(stderr, "producer: fatal producer error: %s\n", fatal);
+        fq_cli_say("fatal producer error: %s", fatal);
 }
 
 /* The run's summary (stdout) and what was not delivered (stderr). The exit code given rc, the
@@ -316,16 +302,16 @@ static int report(const fq_config_t *cfg, const enqueue_state_t *st, const fq_in
             "enqueue done: %" PRIu64 " items in %" PRIu64 " batches delivered, %" PRIu64
             " batches failed, %zu invalid, %zu duplicates, %.0f items/s",
             st->items_ok, st->batches_ok, st->batches_failed, stats->invalid, stats->duplicates,
-            fq_progress_rate(st->items_ok, fq_time_mono_ms() - st->t0));
+            fq_progress_rate(st->items_ok, fq_time_mono_ms() - st->line.t0));
     printf("%" PRIu64 " items in %" PRIu64 " batches delivered to %s\n", st->items_ok,
            st->batches_ok, cfg->kafka_topic);
     if (stats->invalid || stats->duplicates)
-        fprintf(stderr, "producer: %zu invalid skipped, %zu duplicates dropped\n", stats->invalid,
-                stats->duplicates);
+        fq_cli_say("%zu invalid skipped, %zu duplicates dropped", stats->invalid,
+                   stats->duplicates);
     if (st->batches_failed || st->items_ok < st->total_items) {
         if (st->batches_failed > MAX_FAILURES_SHOWN)
-            fprintf(stderr, "producer: ... and %" PRIu64 " more failed batches\n",
-                    st->batches_failed - MAX_FAILURES_SHOWN);
+            fq_cli_say("... and %" PRIu64 " more failed batches",
+                       st->batches_failed - MAX_FAILURES_SHOWN);
         fprintf(
             stderr,
             "producer: could not deliver to KAFKA_BROKERS=%s: %s (%" PRIu64 " of %" PRIu64
@@ -348,8 +334,8 @@ int fq_cli_enqueue(const fq_config_t *cfg, const fq_cli_opts_t *o)
     fq_item_t *items = NULL;
     size_t bsize = (size_t)cfg->batch_size;
     enqueue_state_t st = {.cfg = cfg};
-    st.progress = !o->no_progress && (o->progress_forced || isatty(STDERR_FILENO));
-    st.t0 = st.last_progress = fq_time_mono_ms();
+    bool line = fq_progress_wanted(o, o->dry_run); /* a dry run prints its batches */
+    fq_progress_start(&st.line, line);
 
     fq_input_stats_t stats;
     fq_spool_t *spool = read_input(cfg, o, &st, &stats);
@@ -360,7 +346,7 @@ int fq_cli_enqueue(const fq_config_t *cfg, const fq_cli_opts_t *o)
     st.total_items = total;
     items = calloc(bsize, sizeof(*items));
     if (!items) {
-        fprintf(stderr, "producer: out of memory\n");
+        fq_cli_say("out of memory");
         goto done;
     }
     if (!o->dry_run) {
@@ -371,7 +357,7 @@ int fq_cli_enqueue(const fq_config_t *cfg, const fq_cli_opts_t *o)
                 cfg->kafka_topic, rd_kafka_version_str());
     }
 
-    st.t0 = fq_time_mono_ms();
+    fq_progress_start(&st.line, line);
     uint64_t sent = 0;
     rc = 0;
     for (size_t b = 0; b < nbatches && !fq_cli_stop && !rc; b++) {
@@ -379,7 +365,7 @@ int fq_cli_enqueue(const fq_config_t *cfg, const fq_cli_opts_t *o)
         for (size_t i = 0; i < n && !rc; i++) {
             fq_item_clear(&items[i]);
             if (fq_spool_next(spool, &items[i]) != 1) {
-                fprintf(stderr, "producer: temporary spool file: read error\n");
+                fq_cli_say("temporary spool file: read error");
                 rc = FQ_EXIT_DELIVERY;
             }
         }
@@ -394,12 +380,13 @@ int fq_cli_enqueue(const fq_config_t *cfg, const fq_cli_opts_t *o)
     if (rk)
         flush_all(rk, o, &st, sent);
     if (o->dry_run)
-        fprintf(stderr, "producer: %" PRIu64 " items in %" PRIu64 " batches (dry run, not sent)\n",
-                st.items_ok, st.batches_ok);
+        fq_cli_say("%" PRIu64 " items in %" PRIu64 " batches (dry run, not sent)", st.items_ok,
+                   st.batches_ok);
     else
         rc = report(cfg, &st, &stats, nbatches, rc);
 
 done:
+    fq_progress_end(&st.line);
     if (items) {
         for (size_t i = 0; i < bsize; i++)
             fq_item_clear(&items[i]);

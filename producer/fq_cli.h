@@ -7,6 +7,7 @@
 #define FQ_CLI_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -48,6 +49,38 @@ typedef struct fq_cli_opts {
     int64_t retention_ms, dlq_retention_ms;
 } fq_cli_opts_t;
 
+/** A progress line on stderr, redrawn in place ("\r\033[K") at most every 200 ms (progress.c).
+ *  Messages printed with fq_cli_say() while it shows start on a line of their own. */
+typedef struct fq_progress {
+    bool on;
+    atomic_bool shown; /**< a line without its newline is on stderr (erased from log threads) */
+    int64_t t0;        /**< fq_time_mono_ms() at the start: rates and ETAs */
+    int64_t last;      /**< when it was last drawn */
+} fq_progress_t;
+
+/** @brief Whether a command draws its progress line: --progress / --no-progress, else when
+ *  stderr is a terminal and, for a command whose rows go to stdout (rows_on_stdout), stdout is
+ *  not one (the rows are its progress there). */
+bool fq_progress_wanted(const fq_cli_opts_t *o, bool rows_on_stdout);
+
+/** @brief Starts a line (off: every call is a no-op); the clock of its rates starts now. */
+void fq_progress_start(fq_progress_t *p, bool on);
+
+/** @brief Draws the line, unless it shows and was drawn less than 200 ms ago; final: always,
+ *  ending it with a newline. */
+void fq_progress_draw(fq_progress_t *p, bool final, const char *fmt, ...) FQ_PRINTF(3, 4);
+
+/** @brief Erases the line if it shows (what follows starts at the margin); the next draw
+ *  shows it again. Log lines (fq_log) call it for the line in progress. */
+void fq_progress_erase(fq_progress_t *p);
+
+/** @brief Erases the line and ends it. */
+void fq_progress_end(fq_progress_t *p);
+
+/** @brief "producer: MESSAGE\n" on stderr, on a line of its own: a progress line that shows is
+ *  erased first (and drawn again at its next turn). */
+void fq_cli_say(const char *fmt, ...) FQ_PRINTF(1, 2);
+
 /** @brief enqueue: validate all input, then publish batch messages. Returns the exit code. */
 int fq_cli_enqueue(const fq_config_t *cfg, const fq_cli_opts_t *o) FQ_WARN_UNUSED;
 
@@ -68,6 +101,11 @@ typedef struct fq_dlq_reader {
     int nparts;
     bool *eof;
     int64_t *next; /**< next offset to commit per partition; -1 = untouched */
+    /* How far it is (fq_dlq_measure, fq_dlq_progress), per partition: the offsets it started
+     * at, has reached, and the ends (an end grows when the DLQ does while it reads). */
+    int64_t *from, *pos, *end;
+    bool measured;
+    uint64_t nread; /**< messages returned by fq_dlq_next */
 } fq_dlq_reader_t;
 
 /** @brief Opens a reader for group: from the group's committed offsets (from_committed) or
@@ -82,6 +120,15 @@ void fq_dlq_close(fq_dlq_reader_t *r);
  *  timeout or a stop request). */
 rd_kafka_message_t *fq_dlq_next(fq_dlq_reader_t *r, int64_t timeout_ms,
                                 bool *failed) FQ_WARN_UNUSED;
+
+/** @brief Reads where each partition starts and ends (one request per partition) so that
+ *  fq_dlq_progress can say how far the reader is; without it the line counts messages only.
+ *  0, or -1 (not measured). */
+int fq_dlq_measure(fq_dlq_reader_t *r, int64_t timeout_ms);
+
+/** @brief Draws "WHAT: N% of the DLQ read (M messages), R/s, ETA T[, EXTRA]" on p. */
+void fq_dlq_progress(const fq_dlq_reader_t *r, fq_progress_t *p, bool final, const char *what,
+                     const char *extra);
 
 /** @brief Index of partition in r->parts, or -1. */
 int fq_dlq_part_index(const fq_dlq_reader_t *r, int32_t partition);

@@ -122,9 +122,10 @@ static const fq_arg_t options[] = {
            "would be redriven; produce and\ncommit nothing"),
     NUMBER("timeout", FQ_ARG_I64, timeout_ms, 1, 3600000, "MS", "enqueue",
            "bound for delivery / Kafka operations (default 30000)"),
-    SWITCH("progress", progress_forced, "enqueue",
-           "force the progress line on (default: stderr tty)"),
-    SWITCH("no-progress", no_progress, "enqueue", "force the progress line off"),
+    SWITCH("progress", progress_forced, NULL,
+           "force the progress line of enqueue, redrive and dlq list\non (default: when stderr is "
+           "a terminal, and stdout is\nnot one where rows go to it)"),
+    SWITCH("no-progress", no_progress, NULL, "force the progress line off"),
 
     CHECKED("to", parse_to, to, "main|retry", "redrive",
             "main (default): a fresh one-item batch on KAFKA_TOPIC;\nretry: the item on "

@@ -94,7 +94,7 @@ static int redrive_one(rd_kafka_t *rk, const fq_config_t *cfg, const fq_cli_opts
     }
     herr |= fq_headers_set_int(hdrs, FQ_HDR_REDRIVE_COUNT, e->redrive_count + 1);
     if (herr) {
-        fprintf(stderr, "producer: redrive %s: cannot set its headers\n", e->key);
+        fq_cli_say("redrive %s: cannot set its headers", e->key);
         goto fail;
     }
     for (;;) {
@@ -110,8 +110,8 @@ static int redrive_one(rd_kafka_t *rk, const fq_config_t *cfg, const fq_cli_opts
                 rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
             /* Fenced: a newer redrive of the same group took over; its offsets exclude our
              * open transaction, which the broker aborts, so nothing is lost or doubled. */
-            fprintf(stderr, "producer: redrive %s: %s%s%s\n", e->key, rd_kafka_err2str(err),
-                    fatal[0] ? ": " : "", fatal);
+            fq_cli_say("redrive %s: %s%s%s", e->key, rd_kafka_err2str(err), fatal[0] ? ": " : "",
+                       fatal);
             goto fail;
         }
         rd_kafka_poll(rk, 50);
@@ -138,7 +138,8 @@ typedef struct redrive {
     fq_store_t *store; /* NULL without a configured database or with --no-db */
     fq_dlq_reader_t r;
     bool in_txn;
-    int64_t t0, txn_started;
+    int64_t txn_started;
+    fq_progress_t line; /* its t0: the start of the reading, for --rate too */
     fq_item_t *pending;
     size_t pending_n, pending_cap;
     redrive_stats_t rs;
@@ -161,21 +162,21 @@ static rd_kafka_t *transactional_producer(const fq_config_t *cfg, const fq_cli_o
         fq_kafka_force(conf, "enable.idempotence", "true", errstr, sizeof(errstr)) ||
         fq_kafka_force(conf, "acks", "all", errstr, sizeof(errstr)) ||
         fq_kafka_default(conf, cfg, "message.timeout.ms", tmo, errstr, sizeof(errstr))) {
-        fprintf(stderr, "producer: %s\n", errstr);
+        fq_cli_say("%s", errstr);
         if (conf)
             rd_kafka_conf_destroy(conf);
         return NULL;
     }
     rd_kafka_t *rk = fq_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (!rk) {
-        fprintf(stderr, "producer: %s\n", errstr);
+        fq_cli_say("%s", errstr);
         return NULL;
     }
     /* Set-up, bounded by --timeout like every other call of the run: not retried. */
     rd_kafka_error_t *error = rd_kafka_init_transactions(rk, (int)o->timeout_ms);
     if (error) {
-        fprintf(stderr, "producer: could not init transactions at KAFKA_BROKERS=%s: %s\n",
-                cfg->kafka_brokers, rd_kafka_error_string(error));
+        fq_cli_say("could not init transactions at KAFKA_BROKERS=%s: %s", cfg->kafka_brokers,
+                   rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
         rd_kafka_destroy(rk);
         return NULL;
@@ -226,10 +227,9 @@ static int txn_commit(redrive_t *rd)
     }
     if (klass == FQ_KAFKA_TXN_ABORT || klass == FQ_KAFKA_TXN_FATAL)
         rd->in_txn = false;
-    fprintf(stderr,
-            "producer: redrive transaction not committed (%s); a rerun of the same group "
-            "redrives what it held, nothing twice\n",
-            fq_kafka_txn_name(klass));
+    fq_cli_say("redrive transaction not committed (%s); a rerun of the same group "
+               "redrives what it held, nothing twice",
+               fq_kafka_txn_name(klass));
     return -1;
 }
 
@@ -249,6 +249,8 @@ static int txn_begin(redrive_t *rd)
     return 0;
 }
 
+#define DB_ERRORS_LOGGED 5
+
 /* Commits the open transaction, then sets its items 'queued' (a database error is counted and
  * logged: the items are redriven either way). 0, or -1 (aborted). */
 static int txn_commit_and_mark(redrive_t *rd)
@@ -259,9 +261,13 @@ static int txn_commit_and_mark(redrive_t *rd)
         fq_item_t *item = &rd->pending[i];
         fq_error_t *err = fq_store_set_status(rd->store, item->platform, item->code, "queued");
         if (err) {
-            rd->rs.db_errors++;
-            FQ_WARN(NULL, "redrive: could not set %s:%s queued: %s", item->platform, item->code,
-                    fq_error_message(err));
+            /* A database without the schema fails every item alike: the first few say why,
+             * the summary counts them all. */
+            if (++rd->rs.db_errors <= DB_ERRORS_LOGGED)
+                FQ_WARN(NULL, "redrive: could not set %s:%s queued: %s%s", item->platform,
+                        item->code, fq_error_message(err),
+                        rd->rs.db_errors == DB_ERRORS_LOGGED ? " (further ones are counted only)"
+                                                             : "");
             fq_error_destroy(err);
         }
         fq_item_clear(item);
@@ -282,18 +288,16 @@ static bool redrive_wanted(redrive_t *rd, const rd_kafka_message_t *rkm, const f
         return false;
     case FQ_REDRIVE_LOOP_GUARD:
         rd->rs.loop_guard++;
-        fprintf(stderr,
-                "producer: skipped %s (partition %" PRId32 ", offset %" PRId64
-                "): redriven %" PRId64 " times already (--max-redrives %" PRId64 ")\n",
-                e->key[0] ? e->key : "-", rkm->partition, rkm->offset, e->redrive_count,
-                o->max_redrives);
+        fq_cli_say("skipped %s (partition %" PRId32 ", offset %" PRId64 "): redriven %" PRId64
+                   " times already (--max-redrives %" PRId64 ")",
+                   e->key[0] ? e->key : "-", rkm->partition, rkm->offset, e->redrive_count,
+                   o->max_redrives);
         return false;
     case FQ_REDRIVE_MALFORMED:
         rd->rs.malformed++;
-        fprintf(stderr,
-                "producer: skipped malformed entry (partition %" PRId32 ", offset %" PRId64
-                ", %zu bytes; --include-malformed redrives it as is)\n",
-                rkm->partition, rkm->offset, rkm->len);
+        fq_cli_say("skipped malformed entry (partition %" PRId32 ", offset %" PRId64
+                   ", %zu bytes; --include-malformed redrives it as is)",
+                   rkm->partition, rkm->offset, rkm->len);
         return false;
     case FQ_REDRIVE_TAKE:
         break;
@@ -309,7 +313,7 @@ static int redrive_take(redrive_t *rd, const rd_kafka_message_t *rkm, const fq_i
     if (txn_begin(rd) != 0)
         return -1;
     if (rd->o->rate > 0) {
-        int64_t due = rd->t0 + (int64_t)((double)rd->rs.redriven * 1000.0 / rd->o->rate);
+        int64_t due = rd->line.t0 + (int64_t)((double)rd->rs.redriven * 1000.0 / rd->o->rate);
         while (fq_time_mono_ms() < due && !fq_cli_stop)
             rd_kafka_poll(rd->rk, 10);
     }
@@ -373,6 +377,15 @@ static int redrive_message(redrive_t *rd, rd_kafka_message_t *rkm)
     return 0;
 }
 
+/* The progress line: how far into the DLQ, what was redriven and skipped so far. */
+static void redrive_progress(redrive_t *rd, bool final)
+{
+    char extra[96];
+    snprintf(extra, sizeof(extra), "%" PRIu64 " redriven, %" PRIu64 " skipped", rd->rs.redriven,
+             rd->rs.not_matching + rd->rs.loop_guard + rd->rs.malformed);
+    fq_dlq_progress(&rd->r, &rd->line, final, "redrive", extra);
+}
+
 /* The last commit; also commits the position over skipped messages when nothing was
  * redriven. 0, or -1. */
 static int redrive_finish(redrive_t *rd)
@@ -419,17 +432,22 @@ int fq_cli_redrive(const fq_config_t *cfg, const fq_cli_opts_t *o)
     if (o->dry_run)
         fq_dlq_table_header();
 
-    rd.t0 = fq_time_mono_ms();
+    fq_progress_start(&rd.line, fq_progress_wanted(o, o->dry_run)); /* a dry run prints rows */
+    if (rd.line.on)
+        (void)fq_dlq_measure(&rd.r, o->timeout_ms); /* without it: counts, no percentage */
     bool failed = false;
     rd_kafka_message_t *rkm = NULL;
     while ((o->limit < 0 || (int64_t)rd.rs.redriven < o->limit) &&
-           (rkm = fq_dlq_next(&rd.r, o->timeout_ms, &failed)))
+           (rkm = fq_dlq_next(&rd.r, o->timeout_ms, &failed))) {
         if (redrive_message(&rd, rkm) != 0)
             goto done;
+        redrive_progress(&rd, false);
+    }
     if (failed && !fq_cli_stop)
         goto done;
     if (!o->dry_run && redrive_finish(&rd) != 0)
         goto done;
+    redrive_progress(&rd, true);
 
     rc = fq_cli_stop ? FQ_EXIT_DELIVERY : 0;
     printf("%" PRIu64 " redriven%s to %s (%" PRIu64 " read; skipped: %" PRIu64
@@ -437,10 +455,10 @@ int fq_cli_redrive(const fq_config_t *cfg, const fq_cli_opts_t *o)
            rd.rs.redriven, o->dry_run ? " (dry run: nothing sent or committed)" : "", to_topic,
            rd.rs.read, rd.rs.not_matching, rd.rs.loop_guard, rd.rs.malformed);
     if (rd.rs.db_errors)
-        fprintf(stderr, "producer: %" PRIu64 " items could not be set 'queued' in the database\n",
-                rd.rs.db_errors);
+        fq_cli_say("%" PRIu64 " items could not be set 'queued' in the database", rd.rs.db_errors);
 
 done:
+    fq_progress_end(&rd.line);
     /* An open transaction that did not fail (stopped, or a message not produced), or whose
      * state is unknown: aborted once. After a fatal error there is nothing left to abort. */
     if (rd.rk && rd.in_txn && !rd_kafka_fatal_error(rd.rk, NULL, 0))

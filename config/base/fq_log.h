@@ -42,6 +42,11 @@ typedef struct fq_log_ctx {
  *  Returns -1 for an unknown level or format. Call once before threads start. */
 int fq_log_init(const char *program, const char *worker, const char *format, const char *level);
 
+/** @brief fn (NULL: none) is called before each line is written, on the logging thread: the
+ *  producer's progress line erases itself there, so a log line starts at the margin. May be
+ *  set at any time. */
+void fq_log_set_before_line(void (*fn)(void));
+
 /** @brief True when a line of this level would be written. */
 bool fq_log_enabled(fq_log_level_t level);
 

@@ -2,12 +2,11 @@
 #include "fq_utf8.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#include "fq_utf8.h"
 
 /* Set once by fq_log_init before threads start; read-only afterwards. */
 static struct {
@@ -16,6 +15,10 @@ static struct {
     bool json;
     fq_log_level_t level;
 } g_log = {"frameq", "", true, FQ_LOG_INFO};
+
+/* Set at any time (the producer's progress line comes and goes while librdkafka's threads log). */
+typedef void (*before_line_fn)(void);
+static _Atomic(before_line_fn) g_before_line;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -43,6 +46,11 @@ int fq_log_init(const char *program, const char *worker, const char *format, con
         g_log.level = (fq_log_level_t)found;
     }
     return 0;
+}
+
+void fq_log_set_before_line(void (*fn)(void))
+{
+    atomic_store(&g_before_line, fn);
 }
 
 bool fq_log_enabled(fq_log_level_t level)
@@ -289,6 +297,9 @@ void fq_log(fq_log_level_t level, const fq_log_ctx_t *ctx, const char *fmt, ...)
         }
     }
     l.buf[l.len++] = '\n';
+    before_line_fn before = atomic_load(&g_before_line);
+    if (before)
+        before();
     /* One write per line keeps lines whole when threads log at once. */
     ssize_t rc = write(STDERR_FILENO, l.buf, l.len);
     (void)rc;

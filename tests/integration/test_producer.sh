@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Integration test of the producer CLI against the real broker of the local stack
 # (deploy/local/up; `. .stack/env`): enqueue format and batch sizes, exit codes, topics
-# create, and redrive (round trip, loop guard, malformed, resumability, dry run, --to retry).
+# create, redrive (round trip, loop guard, malformed, resumability, dry run, --to retry) and
+# the progress lines of enqueue, redrive and dlq list.
 # Every run uses its own topics, so runs never see each other's messages.
 set -euo pipefail
 
@@ -358,6 +359,75 @@ out=$("$producer" redrive 2>/dev/null) || fail "redrive after the kill failed"
 echo "$out"
 counts=$(code_counts)
 [ "$counts" = " 100 1" ] || fail "after SIGKILL and a rerun: '$counts' (count of codes x times)"
+
+step "progress lines: redrive, dlq list and enqueue; messages on a line of their own"
+# --progress forces the line (stderr is not a terminal here); under script(1) stdout and
+# stderr are a terminal, which turns it on by itself, except where rows go to that terminal.
+dlq_of_100 progress P
+D=$KAFKA_TOPIC.dlq
+put_dlq "ig:PL" '{"platform":"ig","code":"PL"}' frameq-dlq-reason=max-retries \
+    frameq-redrive-count=3 # the last message: skipped while the line shows
+t0=$(date +%s%N)
+"$producer" redrive --progress --rate 100 >"$work/p.out" 2>"$work/p.err" ||
+    fail "redrive --progress: $(cat "$work/p.err")"
+ms=$((($(date +%s%N) - t0) / 1000000))
+el=$'\r\e[K'
+# Each line of FILE (a drawn progress line: without its erasing prefix) that starts with REGEX.
+lines() { tr '\r' '\n' <"$1" | sed 's/^\x1b\[K//' | grep -a "^$2"; }
+n=$(lines "$work/p.err" "redrive: " | wc -l)
+((n >= 3)) || fail "redrive drew $n progress lines over about 1 s, want several: $(cat -v "$work/p.err")"
+# At most one every 200 ms, besides the first, the final one and the one after the skip message.
+((n <= ms / 200 + 3)) || fail "redrive drew $n progress lines in $ms ms: not one per 200 ms"
+pcts=$(lines "$work/p.err" "redrive: " | sed -E 's/^redrive: ([0-9]+)% of the DLQ read.*/\1/')
+sort -n -c <<<"$pcts" || fail "the percentage went back: $(tr '\n' ' ' <<<"$pcts")"
+last=$(lines "$work/p.err" "redrive: " | tail -n 1)
+[[ $last == "redrive: 100% of the DLQ read, 101 messages, "*", ETA 0s, 100 redriven, 1 skipped" ]] ||
+    fail "redrive's last progress line: '$last'"
+tail -c 1 "$work/p.err" | od -c | grep -q '\\n' || fail "the last progress line does not end the output"
+grep -aqF "${el}producer: skipped ig:PL " "$work/p.err" ||
+    fail "the skip message did not erase the progress line first: $(cat -v "$work/p.err")"
+if lines "$work/p.err" ".*producer: " | grep -av "^producer: "; then
+    fail "a message was printed after the progress text: $(cat -v "$work/p.err")"
+fi
+grep -q "^100 redriven to $KAFKA_TOPIC (101 read" "$work/p.out" || fail "redrive: $(cat "$work/p.out")"
+
+"$producer" dlq list --progress >"$work/l.out" 2>"$work/l.err" || fail "dlq list --progress"
+last=$(lines "$work/l.err" "dlq list: " | tail -n 1)
+[[ $last == "dlq list: 100% of the DLQ read, 101 messages, "*" messages/s, ETA 0s" ]] ||
+    fail "dlq list's last progress line: '$last'"
+# A transactional topic (the redrive's output: 100 messages and commit markers) is 100 % read
+# at its end offset, past the last marker.
+txn_topic=$KAFKA_TOPIC
+KAFKA_TOPIC=$run_id.listing KAFKA_DLQ_TOPIC=$txn_topic \
+    "$producer" dlq list --progress >/dev/null 2>"$work/m.err" ||
+    fail "dlq list of a transactional topic: $(cat "$work/m.err")"
+last=$(lines "$work/m.err" "dlq list: " | tail -n 1)
+[[ $last == "dlq list: 100% of the DLQ read, 100 messages, "* ]] ||
+    fail "a transactional topic's last progress line: '$last'"
+
+seq 1 50 | sed 's/.*/{"platform":"ig","code":"E&"}/' >"$work/e.ndjson"
+"$producer" --progress "$work/e.ndjson" >/dev/null 2>"$work/e.err" || fail "enqueue --progress"
+last=$(lines "$work/e.err" "[0-9]*/50 items sent, " | tail -n 1)
+[[ $last == "50/50 items sent, 50 delivered in 5 batches, "*" items/s, ETA 0s" ]] ||
+    fail "enqueue's last progress line: '$(cat -v "$work/e.err")'"
+
+# Not a terminal, no --progress: no line at all; --no-progress wins on a terminal.
+"$producer" dlq list >/dev/null 2>"$work/q.err" || fail "dlq list"
+"$producer" redrive --group "$run_id.quiet" --dry-run >/dev/null 2>>"$work/q.err" || fail "dry run"
+if grep -aq $'\r' "$work/q.err"; then fail "a progress line without a terminal: $(cat -v "$work/q.err")"; fi
+command -v script >/dev/null || fail "script(1) is required (bsdutils)"
+script -qec "'$producer' redrive --group '$run_id.tty'" /dev/null >"$work/t1" </dev/null
+grep -aqF "${el}redrive: 100% of the DLQ read, 101 messages" "$work/t1" ||
+    fail "no progress line on a terminal: $(cat -v "$work/t1")"
+script -qec "'$producer' dlq list" /dev/null >"$work/t2" </dev/null
+if grep -aqF "${el}dlq list: " "$work/t2"; then
+    fail "dlq list drew its line among its rows on the terminal: $(cat -v "$work/t2" | tail -n 3)"
+fi
+script -qec "'$producer' dlq list >'$work/t3.rows'" /dev/null >"$work/t3" </dev/null
+grep -aqF "${el}dlq list: 100% of the DLQ read" "$work/t3" ||
+    fail "dlq list to a file: no progress line on the terminal: $(cat -v "$work/t3")"
+script -qec "'$producer' redrive --no-progress --group '$run_id.tty2'" /dev/null >"$work/t4" </dev/null
+if grep -aqF "$el" "$work/t4"; then fail "--no-progress drew a line: $(cat -v "$work/t4")"; fi
 
 # ---------------------------------------------------------------------------------------------
 step "redrive sets redriven items 'queued' in the database (throwaway database)"
