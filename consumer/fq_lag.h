@@ -12,6 +12,9 @@
 
 #include "fq_config.h"
 
+/** fq_lag_read: one of the topics does not exist. */
+#define FQ_LAG_NO_TOPIC (-2)
+
 typedef struct fq_lag_part {
     const char *topic; /**< points into the caller's topic names */
     int32_t partition;
@@ -29,7 +32,8 @@ typedef struct fq_lag {
 /**
  * @brief Reads the lag of rk's consumer group (its group.id) over topics[0..ntopics).
  * rk is a consumer handle; it need not be subscribed. Blocks up to about timeout_ms per
- * request. 0 and *out filled (free with fq_lag_clear), or -1 with errstr.
+ * request. 0 and *out filled (free with fq_lag_clear); FQ_LAG_NO_TOPIC when the cluster does
+ * not know one of the topics, or -1, each with errstr.
  */
 int fq_lag_read(rd_kafka_t *rk, const char *const *topics, size_t ntopics, int timeout_ms,
                 fq_lag_t *out, char *errstr, size_t errstr_size) FQ_WARN_UNUSED;

@@ -4,7 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Adds every partition of topic (from the cluster's metadata) to list. */
+/* Adds every partition of topic (from the cluster's metadata) to list. 0, FQ_LAG_NO_TOPIC or
+ * -1. */
 static int add_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
                           rd_kafka_topic_partition_list_t *list, char *errstr, size_t errstr_size)
 {
@@ -25,7 +26,9 @@ static int add_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
     if (md->topic_cnt != 1 || md->topics[0].err) {
         snprintf(errstr, errstr_size, "metadata of %s: %s", topic,
                  md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "no such topic");
-        rc = -1;
+        rc = !md->topic_cnt || md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
+                 ? FQ_LAG_NO_TOPIC
+                 : -1;
     } else {
         for (int i = 0; i < md->topics[0].partition_cnt; i++)
             rd_kafka_topic_partition_list_add(list, topic, md->topics[0].partitions[i].id);
@@ -40,9 +43,13 @@ int fq_lag_read(rd_kafka_t *rk, const char *const *topics, size_t ntopics, int t
     memset(out, 0, sizeof(*out));
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(16);
     int rc = -1;
-    for (size_t t = 0; t < ntopics; t++)
-        if (add_partitions(rk, topics[t], timeout_ms, list, errstr, errstr_size))
+    for (size_t t = 0; t < ntopics; t++) {
+        int arc = add_partitions(rk, topics[t], timeout_ms, list, errstr, errstr_size);
+        if (arc) {
+            rc = arc;
             goto done;
+        }
+    }
     rd_kafka_resp_err_t err = rd_kafka_committed(rk, list, timeout_ms);
     if (err) {
         snprintf(errstr, errstr_size, "committed offsets: %s", rd_kafka_err2str(err));

@@ -25,6 +25,9 @@
 #define PROBE_FAST_MS   1000
 #define DRAIN_CHECK_MS  1000 /* --once: how often the group's lag is read while idle */
 #define LAG_TIMEOUT_MS  5000
+/* --once: how long a topic of the role may stay unknown to the cluster (just created, its
+ * metadata not out yet) before that is a configuration error rather than work to wait for. */
+#define ONCE_TOPIC_WAIT_MS 10000
 
 void fq_w_set_ready(fq_worker_t *w, bool ready, const char *reason)
 {
@@ -386,8 +389,9 @@ static bool idle(const fq_worker_t *w)
 
 /* --once: the whole group is done with this role's topics — every partition's committed
  * offset at its end (a retry waiting for its time is uncommitted, so it counts as work), read
- * from the group coordinator, not from what this worker happens to hold (DESIGN §6). */
-static bool group_drained(fq_worker_t *w)
+ * from the group coordinator, not from what this worker happens to hold (DESIGN §6). 1 drained,
+ * 0 not (or not read), FQ_LAG_NO_TOPIC with why when a topic of the role does not exist. */
+static int group_drained(fq_worker_t *w, char *why, size_t why_size)
 {
     const char *topics[2];
     size_t n = 0;
@@ -396,16 +400,16 @@ static bool group_drained(fq_worker_t *w)
     if (w->opts.role != FQ_ROLE_MAIN)
         topics[n++] = w->cfg->kafka_retry_topic;
     fq_lag_t lag;
-    char why[512];
-    if (fq_lag_read(w->rk, topics, n, LAG_TIMEOUT_MS, &lag, why, sizeof(why))) {
+    int rc = fq_lag_read(w->rk, topics, n, LAG_TIMEOUT_MS, &lag, why, why_size);
+    if (rc) {
         FQ_DEBUG(NULL, "--once: group lag not read: %s", why);
-        return false;
+        return rc == FQ_LAG_NO_TOPIC ? rc : 0;
     }
     bool done = lag.total == 0;
     if (!done)
         FQ_DEBUG(NULL, "--once: group lag %" PRId64 " over %zu partition(s)", lag.total, lag.count);
     fq_lag_clear(&lag);
-    return done;
+    return done ? 1 : 0;
 }
 
 static int start_up(fq_worker_t *w)
@@ -492,7 +496,24 @@ static bool once_done(fq_worker_t *w)
     if (!w->opts.once || !idle(w) || mono - w->drain_checked < DRAIN_CHECK_MS)
         return false;
     w->drain_checked = mono;
-    if (!group_drained(w))
+    char why[512];
+    int drained = group_drained(w, why, sizeof(why));
+    if (drained == FQ_LAG_NO_TOPIC) {
+        if (!w->topic_missing_since) {
+            w->topic_missing_since = mono;
+            FQ_WARN(NULL, "--once: %s; waiting up to %d s for it", why, ONCE_TOPIC_WAIT_MS / 1000);
+        }
+        if (mono - w->topic_missing_since < ONCE_TOPIC_WAIT_MS)
+            return false;
+        FQ_ERROR(NULL,
+                 "--once: %s after %d s: nothing to drain there; create the topics (producer "
+                 "topics create) or correct the topic names",
+                 why, ONCE_TOPIC_WAIT_MS / 1000);
+        w->topic_missing = true;
+        return true;
+    }
+    w->topic_missing_since = 0;
+    if (!drained)
         return false;
     FQ_INFO(NULL,
             "drained: the group's committed offsets are at the end of every partition (%ld "
@@ -569,6 +590,8 @@ int fq_worker_run(fq_worker_t *w)
     fq_w_set_ready(w, false, "stopped");
     if (w->fatal)
         return FQ_EXIT_FATAL;
+    if (w->topic_missing)
+        return FQ_EXIT_USAGE; /* a configuration error: a topic of the role does not exist */
     if (w->opts.once && w->dlq_sent > 0)
         return FQ_EXIT_DLQ;
     return FQ_EXIT_OK;

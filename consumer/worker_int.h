@@ -169,8 +169,10 @@ struct fq_worker {
     fq_breaker_t breaker;
 
     bool stopping;
-    int64_t stop_deadline; /* mono ms */
-    int64_t drain_checked; /* mono ms of the last group lag read (--once) */
+    int64_t stop_deadline;       /* mono ms */
+    int64_t drain_checked;       /* mono ms of the last group lag read (--once) */
+    int64_t topic_missing_since; /* --once: mono ms since a topic of the role is unknown; 0 */
+    bool topic_missing;          /* --once: it stayed unknown: exit FQ_EXIT_USAGE */
     long dlq_sent;
     bool fatal;
     int64_t txn_init_since, txn_init_next, txn_init_backoff; /* a renewed producer's init */

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The consumer program's command line (and both programs' --help and --version): --help, --version, configuration errors (exit 2),
 # --print-config, and --process without Kafka or a database (--no-db): exit 0 done, 1 failed,
-# 2 bad item, the outcome as JSON on stdout.
+# 2 bad item, the outcome as JSON on stdout; --once on a topic the broker does not know (exit 2).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../support/consumer_lib.sh"
 
@@ -84,4 +84,19 @@ for form in "--process-file=$CQ_TMP/items" "--process-file $CQ_TMP/items"; do
 done
 cq_expect_eq "--process bad item exit" "$(rc "$c" --no-db --process '{"platform":"cli","code":"a/b"}')" 2
 cq_expect_eq "--process not JSON exit" "$(rc "$c" --no-db --process 'nope')" 2
+cq_say "ok: --process"
+
+# --once on a topic the cluster does not know (a typo, topics not created): a configuration
+# error naming it once the grace for a just-created topic (10 s) is over, not a drain that
+# never ends. The real broker of the local stack.
+[[ -n ${KAFKA_BROKERS:-} ]] || cq_fail "KAFKA_BROKERS is not set: start the stack, source .stack/env"
+missing="fqt.cli-$$-$RANDOM"
+FQ_TEST_KAFKA_UNDER+=("$missing") # the broker may auto-create its retry and DLQ topics
+r=0
+KAFKA_TOPIC=$missing KAFKA_GROUP_ID=$missing timeout 60 "$c" --once --role main >/dev/null \
+    2>"$CQ_TMP/err" || r=$?
+cq_expect_eq "--once on a missing topic, exit" "$r" 2
+grep -qF "\"--once: metadata of $missing: Broker: Unknown topic or partition after 10 s" \
+    "$CQ_TMP/err" || cq_fail "--once on a missing topic does not name it: $(tail -n 3 "$CQ_TMP/err")"
+cq_say "ok: --once on a missing topic"
 cq_say "PASS"
