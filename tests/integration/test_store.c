@@ -84,6 +84,18 @@ static fq_item_t new_item(const char *tag)
     return item;
 }
 
+/* A new item (new_item(tag)) begun at attempt 1: its id (the item was not done before). */
+static int64_t begun_item(fixture_t *fx, fq_item_t *item, const char *tag)
+{
+    *item = new_item(tag);
+    int64_t id = 0;
+    bool done = true;
+    fq_test_assert_ok(fq_store_begin_item(fx->store, item, 1, &id, &done));
+    assert_true(id > 0);
+    assert_false(done);
+    return id;
+}
+
 /* One row of extraction_items as text: status, attempts, last_error ("" when NULL). */
 typedef struct item_row {
     char id[24], status[16], attempts[16], frame_count[16], duration_ms[24], width[16], height[16],
@@ -206,10 +218,8 @@ static void check_frames(fixture_t *fx, int64_t id, const fq_stored_frame_t *fra
 static void test_mark_done(void **state)
 {
     fixture_t *fx = *state;
-    fq_item_t item = new_item("done");
-    int64_t id = 0;
-    bool done = true;
-    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    fq_item_t item;
+    int64_t id = begun_item(fx, &item, "done");
 
     fq_stored_frame_t frames[3];
     char urls[3][128];
@@ -238,7 +248,7 @@ static void test_mark_done(void **state)
 
     /* a done item is not begun again */
     int64_t id2 = 0;
-    done = false;
+    bool done = false;
     fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 2, &id2, &done));
     assert_true(done);
     assert_int_equal(id2, id);
@@ -250,10 +260,8 @@ static void test_mark_done(void **state)
 static void test_mark_done_many_frames(void **state)
 {
     fixture_t *fx = *state;
-    fq_item_t item = new_item("many");
-    int64_t id = 0;
-    bool done = true;
-    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    fq_item_t item;
+    int64_t id = begun_item(fx, &item, "many");
     enum { N = 1000 }; /* MAX_FRAMES default */
     fq_stored_frame_t *frames = calloc(N, sizeof(*frames));
     char(*urls)[128] = calloc(N, sizeof(*urls));
@@ -281,10 +289,8 @@ static void test_mark_done_missing_item(void **state)
 static void test_record_error_idempotent(void **state)
 {
     fixture_t *fx = *state;
-    fq_item_t item = new_item("err");
-    int64_t id = 0;
-    bool done = true;
-    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    fq_item_t item;
+    int64_t id = begun_item(fx, &item, "err");
     fq_error_t *cause = fq_error_new(FQ_STAGE_FETCH, FQ_CLASS_RETRIABLE, "HTTP 503 from source");
     fq_store_origin_t origin = {
         .worker = "w-1", .topic = "extraction.jobs", .partition = 2, .offset = 12345};
@@ -361,10 +367,8 @@ static void test_record_error_invalid_utf8(void **state)
 static void test_record_error_leaves_done(void **state)
 {
     fixture_t *fx = *state;
-    fq_item_t item = new_item("donedead");
-    int64_t id = 0;
-    bool done = true;
-    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    fq_item_t item;
+    int64_t id = begun_item(fx, &item, "donedead");
     fq_test_assert_ok(fq_store_mark_done(fx->store, id, NULL, NULL, 0));
     fq_error_t *cause = fq_error_new(FQ_STAGE_UPLOAD, FQ_CLASS_RETRIABLE, "late failure");
     fq_test_assert_ok(fq_store_record_error(fx->store, &item, 2, cause, "dead", NULL));
@@ -537,11 +541,8 @@ static void test_reconnects_after_terminate(void **state)
     assert_string_equal(PQgetvalue(res, 0, 0), "t");
     PQclear(res);
 
-    fq_item_t item = new_item("reconnect");
-    int64_t id = 0;
-    bool done = true;
-    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
-    assert_true(id > 0);
+    fq_item_t item;
+    int64_t id = begun_item(fx, &item, "reconnect");
     int pid2 = backend_pid(fx);
     assert_true(pid2 > 0);
     assert_int_not_equal(pid2, pid);
@@ -601,10 +602,8 @@ static int wait_for_blocked_backend(fixture_t *fx, int not_pid)
 static void test_reconnects_mid_transaction(void **state)
 {
     fixture_t *fx = *state;
-    fq_item_t item = new_item("midtx");
-    int64_t id = 0;
-    bool done = true;
-    fq_test_assert_ok(fq_store_begin_item(fx->store, &item, 1, &id, &done));
+    fq_item_t item;
+    int64_t id = begun_item(fx, &item, "midtx");
     char sid[24];
     snprintf(sid, sizeof(sid), "%lld", (long long)id);
 
