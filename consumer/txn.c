@@ -249,13 +249,28 @@ static void txn_init_reset(fq_worker_t *w)
     w->txn_init_logged = false;
 }
 
+/* Start-up: how often the wait for Kafka is said while it lasts. */
+#define INIT_SAY_MS 10000
+
 int fq_w_init_transactions(fq_worker_t *w)
 {
     /* At start-up nothing else runs yet: the same steps, waited for here (a stop is seen within
-     * one slice or 100 ms of a back-off). */
+     * one slice or 100 ms of a back-off). The producer's errors are served as they come (not
+     * in a burst once the loop runs), and the wait is said every INIT_SAY_MS. */
     txn_init_reset(w);
+    int64_t said = w->txn_init_since;
     while (!w->txn_ready && !w->fatal && !*w->opts.stop) {
         fq_w_txn_init_step(w);
+        rd_kafka_poll(w->rkp, 0);
+        int64_t now = fq_time_mono_ms();
+        if (!w->txn_ready && now - said >= INIT_SAY_MS) {
+            said = now;
+            FQ_WARN(NULL,
+                    "waiting %" PRId64 " s for Kafka at KAFKA_BROKERS=%s to start the "
+                    "transactional producer (not ready): %s",
+                    (now - w->txn_init_since) / 1000, w->cfg->kafka_brokers,
+                    w->pevents.last_error[0] ? w->pevents.last_error : "no answer yet");
+        }
         int64_t wait = w->txn_init_next - fq_time_mono_ms();
         if (!w->txn_ready && wait > 0)
             usleep((useconds_t)(wait < 100 ? wait : 100) * 1000);

@@ -62,6 +62,26 @@ rd_kafka_t *fq_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *errs
  *  5..6 info, 7 and above debug. */
 fq_log_level_t fq_kafka_log_level(int syslog_level);
 
+/** The error callback's memory of the errors it logged, by client and code: the same
+ *  error again within a window is counted, not logged. A client whose queue was not served
+ *  for a while (start-up waiting for Kafka) hands its errors over in a burst, and librdkafka
+ *  alternates codes and reasons ("1/1 brokers are down", "0/1 ...") while a broker is away. */
+#define FQ_KAFKA_REPEAT_KEYS 8
+typedef struct fq_kafka_repeat {
+    struct {
+        char key[160];    /**< "client/code"; "" unused */
+        int64_t since_ms; /**< when it was last logged */
+        unsigned count;   /**< the same error since then, counted, not logged */
+    } e[FQ_KAFKA_REPEAT_KEYS];
+} fq_kafka_repeat_t;
+
+/** @brief Whether the error with key (client and code) at now_ms is logged: false (counted)
+ *  when the same key was logged within window_ms. When true, *repeated is how many of that
+ *  key were counted since it was last logged (0: none), for the line to say so. A key beyond
+ *  the table's room takes the slot of the one logged longest ago. */
+bool fq_kafka_repeat_log(fq_kafka_repeat_t *r, const char *key, int64_t now_ms, int64_t window_ms,
+                         unsigned *repeated);
+
 /** What a failed transactional call means, and what its caller does. */
 typedef enum fq_kafka_txn {
     FQ_KAFKA_TXN_OK = 0, /**< no error */

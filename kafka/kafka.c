@@ -1,6 +1,7 @@
 /* Kafka client construction, callbacks and the transaction policy (fq_kafka.h). */
 #include "fq_kafka.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -55,8 +56,38 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     fq_log(lvl, NULL, "librdkafka %s %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
-/* A fatal error marks the client's events (renew or exit); others are logged and kept as the
- * latest reason (librdkafka recovers from them by itself). */
+bool fq_kafka_repeat_log(fq_kafka_repeat_t *r, const char *key, int64_t now_ms, int64_t window_ms,
+                         unsigned *repeated)
+{
+    *repeated = 0;
+    size_t slot = 0; /* for a new key: the first free slot, else the one logged longest ago */
+    for (size_t i = 0; i < FQ_KAFKA_REPEAT_KEYS; i++) {
+        if (r->e[i].key[0] && strcmp(r->e[i].key, key) == 0) {
+            if (now_ms - r->e[i].since_ms < window_ms) {
+                r->e[i].count++;
+                return false;
+            }
+            *repeated = r->e[i].count;
+            slot = i;
+            break;
+        }
+        if (r->e[slot].key[0] && (!r->e[i].key[0] || r->e[i].since_ms < r->e[slot].since_ms))
+            slot = i;
+    }
+    snprintf(r->e[slot].key, sizeof(r->e[slot].key), "%s", key);
+    r->e[slot].since_ms = now_ms;
+    r->e[slot].count = 0;
+    return true;
+}
+
+/* The error callback runs on whichever thread polls a client: one memory for all of them. */
+#define ERROR_REPEAT_MS 10000
+static pthread_mutex_t g_repeat_lock = PTHREAD_MUTEX_INITIALIZER;
+static fq_kafka_repeat_t g_repeat;
+
+/* A fatal error marks the client's events (renew or exit); others are logged (the same code of
+ * the same client again within ERROR_REPEAT_MS is counted instead) and kept as the latest
+ * reason (librdkafka recovers from them by itself). */
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     fq_kafka_events_t *events = opaque;
@@ -71,8 +102,19 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         }
         return;
     }
-    FQ_WARN(NULL, "Kafka %s: %s: %s", rd_kafka_name(rk),
-            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+    char key[160];
+    snprintf(key, sizeof(key), "%s/%d", rd_kafka_name(rk), err);
+    unsigned repeated;
+    pthread_mutex_lock(&g_repeat_lock);
+    bool log = fq_kafka_repeat_log(&g_repeat, key, fq_time_mono_ms(), ERROR_REPEAT_MS, &repeated);
+    pthread_mutex_unlock(&g_repeat_lock);
+    if (log && repeated)
+        FQ_WARN(NULL, "Kafka %s: %s: %s (and %u more of %s since its last line)", rd_kafka_name(rk),
+                rd_kafka_err2name((rd_kafka_resp_err_t)err), reason, repeated,
+                rd_kafka_err2name((rd_kafka_resp_err_t)err));
+    else if (log)
+        FQ_WARN(NULL, "Kafka %s: %s: %s", rd_kafka_name(rk),
+                rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
     if (events)
         snprintf(events->last_error, sizeof(events->last_error), "%s", reason);
 }

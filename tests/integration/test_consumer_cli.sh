@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The consumer program's command line (and both programs' --help and --version): --help, --version, configuration errors (exit 2),
 # --print-config, and --process without Kafka or a database (--no-db): exit 0 done, 1 failed,
-# 2 bad item, the outcome as JSON on stdout; --once on a topic the broker does not know (exit 2).
+# 2 bad item, the outcome as JSON on stdout; --once on a topic the broker does not know (exit 2);
+# Kafka unreachable at start-up (the wait said, its errors not repeated, SIGTERM exits 0).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/../support/consumer_lib.sh"
 
@@ -99,4 +100,23 @@ cq_expect_eq "--once on a missing topic, exit" "$r" 2
 grep -qF "\"--once: metadata of $missing: Broker: Unknown topic or partition after 10 s" \
     "$CQ_TMP/err" || cq_fail "--once on a missing topic does not name it: $(tail -n 3 "$CQ_TMP/err")"
 cq_say "ok: --once on a missing topic"
+
+# Kafka unreachable at start-up: the wait is said every 10 s, and librdkafka's errors come at
+# most once per client and code per 10 s (before, the queued ones came in a burst of hundreds
+# when the worker stopped); SIGTERM ends the wait with exit 0.
+t0=$(date +%s%N)
+KAFKA_BROKERS=127.0.0.1:1 LOG_LEVEL=info cq_consumer_bg nokafka
+nokafka=$CQ_LAST_PID
+cq_wait_log nokafka "s for Kafka at KAFKA_BROKERS=127.0.0.1:1 to start the transactional producer (not ready)" 30
+kill -TERM "$nokafka"
+r=0
+wait "$nokafka" || r=$?
+cq_expect_eq "SIGTERM while waiting for Kafka, exit" "$r" 0
+s=$((($(date +%s%N) - t0) / 1000000000 + 1))
+lines=$(grep -o '"msg":"Kafka rdkafka#[a-z]*-[0-9]*: _[A-Z_]*' "$CQ_TMP/nokafka.log" | sort | uniq -c |
+    sort -rn | head -n 1)
+[[ -n $lines ]] || cq_fail "no Kafka error was logged: $(tail -n 5 "$CQ_TMP/nokafka.log")"
+((${lines%% \"*} <= s / 10 + 1)) ||
+    cq_fail "a Kafka error was logged more than once per 10 s over $s s: $lines"
+cq_say "ok: waiting for Kafka said; its errors at most once per 10 s ($lines in $s s)"
 cq_say "PASS"

@@ -122,6 +122,52 @@ static void test_invalid_value_names_property(void **state)
     fq_config_destroy(cfg);
 }
 
+/* The error callback's memory: an error of one client and code is logged once per window,
+ * the rest counted and said on its next line; other keys are not held back; a full table
+ * gives the slot logged longest ago to a new key. */
+static void test_error_repeats_are_counted(void **state)
+{
+    (void)state;
+    fq_kafka_repeat_t r;
+    memset(&r, 0, sizeof(r));
+    unsigned n = 99;
+    static const struct {
+        const char *key;
+        int64_t at;
+        bool logged;
+        unsigned repeated;
+    } steps[] = {
+        {"consumer/-187", 0, true, 0},    /* first: logged */
+        {"consumer/-187", 10, false, 0},  /* again within the window: counted */
+        {"producer/-187", 20, true, 0},   /* another client: its own key */
+        {"consumer/-195", 30, true, 0},   /* another code: its own key */
+        {"consumer/-187", 999, false, 0}, /* counted (2 so far) */
+        {"consumer/-187", 1000, true, 2}, /* the window is over: logged, says 2 */
+        {"consumer/-187", 1500, false, 0}, {"consumer/-187", 2100, true, 1},
+        {"consumer/-187", 5000, true, 0}, /* nothing counted since: plain */
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        bool logged = fq_kafka_repeat_log(&r, steps[i].key, steps[i].at, 1000, &n);
+        if (logged != steps[i].logged || n != steps[i].repeated)
+            fail_msg("step %zu (%s at %lld): logged %d repeated %u, want %d %u", i, steps[i].key,
+                     (long long)steps[i].at, logged, n, steps[i].logged, steps[i].repeated);
+    }
+    /* Ten keys in a table of eight: the ninth and tenth take the two slots logged longest ago;
+     * the keys still held are counted within the window. */
+    memset(&r, 0, sizeof(r));
+    char key[16];
+    for (int k = 0; k < 10; k++) {
+        snprintf(key, sizeof(key), "c/%d", k);
+        assert_true(fq_kafka_repeat_log(&r, key, 100 + k, 1000, &n));
+    }
+    for (int k = 2; k < 10; k++) {
+        snprintf(key, sizeof(key), "c/%d", k);
+        if (fq_kafka_repeat_log(&r, key, 200, 1000, &n))
+            fail_msg("key %s was evicted: the two oldest (c/0, c/1) should have been", key);
+    }
+    assert_true(fq_kafka_repeat_log(&r, "c/0", 300, 1000, &n)); /* evicted: new again */
+}
+
 static void test_log_level_mapping(void **state)
 {
     (void)state;
@@ -366,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_force_overrides_user),
         cmocka_unit_test(test_invalid_value_names_property),
         cmocka_unit_test(test_log_level_mapping),
+        cmocka_unit_test(test_error_repeats_are_counted),
         cmocka_unit_test(test_watch_readds_after_a_silence),
         cmocka_unit_test(test_watch_of_a_client),
         cmocka_unit_test(test_probe_follows_the_cluster),
