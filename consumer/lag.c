@@ -1,5 +1,7 @@
 #include "fq_lag.h"
 
+#include "fq_kafka.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,32 +11,17 @@
 static int add_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
                           rd_kafka_topic_partition_list_t *list, char *errstr, size_t errstr_size)
 {
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    if (!rkt) {
-        snprintf(errstr, errstr_size, "topic %s: %s", topic,
-                 rd_kafka_err2str(rd_kafka_last_error()));
-        return -1;
+    const struct rd_kafka_metadata *md;
+    char why[512];
+    int rc = fq_kafka_topic_metadata(rk, topic, timeout_ms, &md, why, sizeof(why));
+    if (rc) {
+        snprintf(errstr, errstr_size, "metadata of %s", why);
+        return rc == FQ_KAFKA_NO_TOPIC ? FQ_LAG_NO_TOPIC : -1;
     }
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
-    rd_kafka_topic_destroy(rkt);
-    if (err) {
-        snprintf(errstr, errstr_size, "metadata of %s: %s", topic, rd_kafka_err2str(err));
-        return -1;
-    }
-    int rc = 0;
-    if (md->topic_cnt != 1 || md->topics[0].err) {
-        snprintf(errstr, errstr_size, "metadata of %s: %s", topic,
-                 md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "no such topic");
-        rc = !md->topic_cnt || md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
-                 ? FQ_LAG_NO_TOPIC
-                 : -1;
-    } else {
-        for (int i = 0; i < md->topics[0].partition_cnt; i++)
-            rd_kafka_topic_partition_list_add(list, topic, md->topics[0].partitions[i].id);
-    }
+    for (int i = 0; i < md->topics[0].partition_cnt; i++)
+        rd_kafka_topic_partition_list_add(list, topic, md->topics[0].partitions[i].id);
     rd_kafka_metadata_destroy(md);
-    return rc;
+    return 0;
 }
 
 int fq_lag_read(rd_kafka_t *rk, const char *const *topics, size_t ntopics, int timeout_ms,

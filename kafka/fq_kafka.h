@@ -111,6 +111,23 @@ fq_kafka_txn_t fq_kafka_txn_abort(rd_kafka_t *rk, int timeout_ms);
 fq_kafka_txn_t fq_kafka_txn_failed(rd_kafka_t *rk, const char *what, rd_kafka_error_t *error,
                                    int timeout_ms);
 
+/** fq_kafka_topic_metadata: the cluster does not know the topic. */
+#define FQ_KAFKA_NO_TOPIC (-2)
+
+/** @brief The cluster's metadata of one topic (a request for it alone; a broker that
+ *  auto-creates topics may create it now, as a produce would). 0 with *md set (free it with
+ *  rd_kafka_metadata_destroy; (*md)->topics[0] is the topic); FQ_KAFKA_NO_TOPIC when the
+ *  cluster does not know it; -1 otherwise (no answer in time, ...). errstr says why. */
+int fq_kafka_topic_metadata(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                            const struct rd_kafka_metadata **md, char *errstr,
+                            size_t errstr_size) FQ_WARN_UNUSED;
+
+/** @brief For a program about to produce to topic: FQ_KAFKA_NO_TOPIC when the cluster does
+ *  not know it, asked again for up to grace_ms (a topic created a moment ago), with errstr; 0
+ *  otherwise (also when the cluster does not answer: the produce reports that itself). */
+int fq_kafka_topic_known(rd_kafka_t *rk, const char *topic, int grace_ms, char *errstr,
+                         size_t errstr_size) FQ_WARN_UNUSED;
+
 /** A client's watch over its cluster, kept by fq_kafka_probe. Zero-initialise; one thread. */
 typedef struct fq_kafka_watch {
     int64_t silent_since_ms; /**< since when no broker has answered (fq_time_mono_ms; 0: one did) */

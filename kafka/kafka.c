@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* True when the user set this librdkafka property (KAFKA_CONFIG_* or -X): defaults yield. */
 static bool user_set(const fq_config_t *cfg, const char *name)
@@ -212,4 +213,46 @@ fq_kafka_txn_t fq_kafka_txn_failed(rd_kafka_t *rk, const char *what, rd_kafka_er
             return aborted;
     }
     return klass;
+}
+
+int fq_kafka_topic_metadata(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                            const struct rd_kafka_metadata **md, char *errstr, size_t errstr_size)
+{
+    *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt) {
+        snprintf(errstr, errstr_size, "%s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
+        return -1;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, md, timeout_ms);
+    rd_kafka_topic_destroy(rkt);
+    if (err) {
+        snprintf(errstr, errstr_size, "%s: %s", topic, rd_kafka_err2str(err));
+        *md = NULL;
+        return -1;
+    }
+    if ((*md)->topic_cnt == 1 && !(*md)->topics[0].err)
+        return 0;
+    err = (*md)->topic_cnt ? (*md)->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+    snprintf(errstr, errstr_size, "%s: %s", topic, rd_kafka_err2str(err));
+    rd_kafka_metadata_destroy(*md);
+    *md = NULL;
+    return err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ? FQ_KAFKA_NO_TOPIC : -1;
+}
+
+int fq_kafka_topic_known(rd_kafka_t *rk, const char *topic, int grace_ms, char *errstr,
+                         size_t errstr_size)
+{
+    int64_t until = fq_time_mono_ms() + grace_ms;
+    for (;;) {
+        const struct rd_kafka_metadata *md;
+        int rc = fq_kafka_topic_metadata(rk, topic, grace_ms, &md, errstr, errstr_size);
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        if (rc != FQ_KAFKA_NO_TOPIC)
+            return 0;
+        if (fq_time_mono_ms() >= until)
+            return FQ_KAFKA_NO_TOPIC;
+        usleep(200 * 1000); /* the next metadata request: the grace is for propagation */
+    }
 }

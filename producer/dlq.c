@@ -58,18 +58,10 @@ int fq_dlq_open(const fq_config_t *cfg, const char *group, bool from_committed, 
     }
     rd_kafka_poll_set_consumer(r->rk);
 
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(r->rk, cfg->kafka_dlq_topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(r->rk, 0, rkt, &md, (int)timeout_ms);
-    rd_kafka_topic_destroy(rkt);
-    if (err || md->topic_cnt != 1 || md->topics[0].err) {
-        fq_cli_say("could not read %s at KAFKA_BROKERS=%s: %s", cfg->kafka_dlq_topic,
-                   cfg->kafka_brokers,
-                   rd_kafka_err2str(err             ? err
-                                    : md->topic_cnt ? md->topics[0].err
-                                                    : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
-        if (md)
-            rd_kafka_metadata_destroy(md);
+    const struct rd_kafka_metadata *md;
+    if (fq_kafka_topic_metadata(r->rk, cfg->kafka_dlq_topic, (int)timeout_ms, &md, errstr,
+                                sizeof(errstr))) {
+        fq_cli_say("could not read the DLQ at KAFKA_BROKERS=%s: %s", cfg->kafka_brokers, errstr);
         fq_dlq_close(r);
         return FQ_EXIT_DELIVERY;
     }
@@ -93,6 +85,7 @@ int fq_dlq_open(const fq_config_t *cfg, const char *group, bool from_committed, 
         r->next[i] = -1;
         r->parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
     }
+    rd_kafka_resp_err_t err;
     if (from_committed) {
         err = rd_kafka_committed(r->rk, r->parts, (int)timeout_ms);
         if (err) {

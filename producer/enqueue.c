@@ -353,6 +353,10 @@ int fq_cli_enqueue(const fq_config_t *cfg, const fq_cli_opts_t *o)
         rk = enqueue_producer(cfg, o, &st);
         if (!rk)
             goto done;
+        if (fq_cli_topic_missing(rk, cfg->kafka_topic, o)) {
+            rc = FQ_EXIT_DELIVERY;
+            goto done;
+        }
         FQ_INFO(NULL, "enqueue: %zu items in %zu batches to %s (librdkafka %s)", total, nbatches,
                 cfg->kafka_topic, rd_kafka_version_str());
     }

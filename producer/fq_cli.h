@@ -87,6 +87,11 @@ int fq_cli_enqueue(const fq_config_t *cfg, const fq_cli_opts_t *o) FQ_WARN_UNUSE
 /** @brief topics create: the three topics through the admin API. Returns the exit code. */
 int fq_cli_topics_create(const fq_config_t *cfg, const fq_cli_opts_t *o) FQ_WARN_UNUSED;
 
+/** @brief True, after saying so, when the cluster does not know topic (asked again for a
+ *  moment: a topic just created): messages to it would wait until message.timeout.ms and
+ *  fail as "timed out" (topics.c). */
+bool fq_cli_topic_missing(rd_kafka_t *rk, const char *topic, const fq_cli_opts_t *o);
+
 /** @brief dlq list: the whole DLQ as a table, then counts. Returns the exit code. */
 int fq_cli_dlq_list(const fq_config_t *cfg, const fq_cli_opts_t *o) FQ_WARN_UNUSED;
 

@@ -416,7 +416,7 @@ int fq_cli_redrive(const fq_config_t *cfg, const fq_cli_opts_t *o)
         snprintf(group, sizeof(group), "%s.redrive", cfg->kafka_group_id);
     if (!o->dry_run) {
         rd.rk = transactional_producer(cfg, o, group);
-        if (!rd.rk)
+        if (!rd.rk || fq_cli_topic_missing(rd.rk, to_topic, o))
             goto done;
         if (!o->no_db && db_configured(cfg))
             rd.store = fq_store_new(cfg->database_url);

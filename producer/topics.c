@@ -1,5 +1,6 @@
 /* producer topics create: KAFKA_TOPIC, KAFKA_RETRY_TOPIC and KAFKA_DLQ_TOPIC through the
- * admin API; a topic that exists already is reported as "exists". */
+ * admin API; a topic that exists already is reported as "exists". And the check of the topic
+ * enqueue and redrive produce to. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -114,4 +115,17 @@ done:
     if (rk)
         rd_kafka_destroy(rk);
     return rc;
+}
+
+/* A topic created a moment ago may not be known to every broker yet. */
+#define TOPIC_GRACE_MS 3000
+
+bool fq_cli_topic_missing(rd_kafka_t *rk, const char *topic, const fq_cli_opts_t *o)
+{
+    char why[512];
+    int grace = o->timeout_ms < TOPIC_GRACE_MS ? (int)o->timeout_ms : TOPIC_GRACE_MS;
+    if (fq_kafka_topic_known(rk, topic, grace, why, sizeof(why)) == 0)
+        return false;
+    fq_cli_say("%s; nothing sent (create the topics: producer topics create)", why);
+    return true;
 }

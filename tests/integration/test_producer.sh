@@ -220,6 +220,26 @@ grep -q "could not deliver to KAFKA_BROKERS=127.0.0.1:$port" "$work/err" ||
     fail "no 'could not deliver' message: $(tail -3 "$work/err")"
 echo "closed port: exit $rc after ${elapsed}s"
 
+step "a topic the cluster does not know (no auto-creation): named at once, nothing sent"
+# Before, every batch waited for the topic (up to 30 s, or --timeout when shorter: "Message
+# timed out") and failed on its own line.
+gone=$run_id.gone
+export KAFKA_CONFIG_ALLOW_AUTO_CREATE_TOPICS=false # the local broker would create it
+rc=0
+KAFKA_TOPIC=$gone "$producer" --timeout 60000 "$work/25.ndjson" >"$work/out" 2>"$work/err" || rc=$?
+[ "$rc" = 1 ] || fail "enqueue to a missing topic exited $rc, expected 1: $(cat "$work/err")"
+grep -q "^producer: $gone: Broker: Unknown topic or partition; nothing sent (create the topics" \
+    "$work/err" || fail "enqueue to a missing topic: $(cat "$work/err")"
+# redrive: its DLQ exists, the topic it would send to does not
+printf 'ig:G1\t{"platform":"ig","code":"G1"}\n' |
+    kcat -b "$B" -P -t "$gone.dlq" -K $'\t' -X allow.auto.create.topics=true
+rc=0
+KAFKA_TOPIC=$gone "$producer" redrive >"$work/out" 2>"$work/err" || rc=$?
+[ "$rc" = 1 ] || fail "redrive to a missing topic exited $rc, expected 1: $(cat "$work/err")"
+grep -q "^producer: $gone: Broker: Unknown topic or partition; nothing sent" "$work/err" ||
+    fail "redrive to a missing topic: $(cat "$work/err")"
+unset KAFKA_CONFIG_ALLOW_AUTO_CREATE_TOPICS
+
 # ---------------------------------------------------------------------------------------------
 step "redrive: DLQ -> main, resumable, loop guard, malformed, dry run"
 export KAFKA_TOPIC=$run_id.rd
