@@ -288,11 +288,17 @@ void fq_w_warm_up_producer(fq_worker_t *w)
         w->rkt[i] = rd_kafka_topic_new(w->rkp, names[i], NULL);
         if (!w->rkt[i])
             continue;
-        const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_resp_err_t err = rd_kafka_metadata(w->rkp, 0, w->rkt[i], &md, 5000);
-        if (err)
-            FQ_WARN(NULL, "metadata for %s: %s", names[i], rd_kafka_err2str(err));
-        else
+        const struct rd_kafka_metadata *md;
+        char why[512];
+        int rc = fq_kafka_topic_metadata(w->rkp, names[i], 5000, &md, why, sizeof(why));
+        if (rc == FQ_KAFKA_NO_TOPIC)
+            FQ_WARN(NULL,
+                    "%s topic %s: until it exists, an item routed there pauses the worker as an "
+                    "outage (nothing is lost; create the topics: producer topics create)",
+                    i ? "DLQ" : "retry", why);
+        else if (rc)
+            FQ_WARN(NULL, "metadata for %s", why);
+        if (md)
             rd_kafka_metadata_destroy(md);
     }
 }

@@ -91,15 +91,21 @@ cq_say "ok: --process"
 # error naming it once the grace for a just-created topic (10 s) is over, not a drain that
 # never ends. The real broker of the local stack.
 [[ -n ${KAFKA_BROKERS:-} ]] || cq_fail "KAFKA_BROKERS is not set: start the stack, source .stack/env"
+# Its retry and DLQ topics are missing too (the local broker would create them on demand):
+# each is named at start-up.
 missing="fqt.cli-$$-$RANDOM"
-FQ_TEST_KAFKA_UNDER+=("$missing") # the broker may auto-create its retry and DLQ topics
+FQ_TEST_KAFKA_UNDER+=("$missing")
 r=0
-KAFKA_TOPIC=$missing KAFKA_GROUP_ID=$missing timeout 60 "$c" --once --role main >/dev/null \
-    2>"$CQ_TMP/err" || r=$?
+KAFKA_TOPIC=$missing KAFKA_GROUP_ID=$missing KAFKA_CONFIG_ALLOW_AUTO_CREATE_TOPICS=false \
+    timeout 60 "$c" --once --role main >/dev/null 2>"$CQ_TMP/err" || r=$?
 cq_expect_eq "--once on a missing topic, exit" "$r" 2
 grep -qF "\"--once: metadata of $missing: Broker: Unknown topic or partition after 10 s" \
     "$CQ_TMP/err" || cq_fail "--once on a missing topic does not name it: $(tail -n 3 "$CQ_TMP/err")"
-cq_say "ok: --once on a missing topic"
+for t in "retry topic $missing.retry" "DLQ topic $missing.dlq"; do
+    grep -qF "\"msg\":\"$t: Broker: Unknown topic or partition: until it exists" "$CQ_TMP/err" ||
+        cq_fail "the missing $t is not named at start-up: $(head -n 5 "$CQ_TMP/err")"
+done
+cq_say "ok: --once on a missing topic; missing retry and DLQ topics named at start-up"
 
 # Kafka unreachable at start-up: the wait is said every 10 s, and librdkafka's errors come at
 # most once per client and code per 10 s (before, the queued ones came in a burst of hundreds
