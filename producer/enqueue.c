@@ -169,14 +169,12 @@ static fq_spool_t *read_input(const fq_config_t *cfg, const fq_cli_opts_t *o, en
                    o->skip_invalid ? " skipped (--skip-invalid)"
                                    : "; nothing sent (--skip-invalid sends the valid ones)");
     if (stats->refused_urls)
-        fprintf(
-            stderr,
-            "producer: video_url allow-list: ALLOWED_SOURCE_SCHEMES=%s ALLOWED_SOURCE_HOSTS=%s%s "
-            "(the workers' settings; see --print-config)\n",
-            cfg->allowed_source_schemes, cfg->allowed_source_hosts,
-            cfg->source_url_template && *cfg->source_url_template
-                ? " plus SOURCE_URL_TEMPLATE's host"
-                : "");
+        fq_cli_say("video_url allow-list: ALLOWED_SOURCE_SCHEMES=%s ALLOWED_SOURCE_HOSTS=%s%s "
+                   "(the workers' settings; see --print-config)",
+                   cfg->allowed_source_schemes, cfg->allowed_source_hosts,
+                   cfg->source_url_template && *cfg->source_url_template
+                       ? " plus SOURCE_URL_TEMPLATE's host"
+                       : "");
     if (stats->invalid && !o->skip_invalid) {
         fq_spool_destroy(spool);
         return NULL;
@@ -312,10 +310,9 @@ static int report(const fq_config_t *cfg, const enqueue_state_t *st, const fq_in
         if (st->batches_failed > MAX_FAILURES_SHOWN)
             fq_cli_say("... and %" PRIu64 " more failed batches",
                        st->batches_failed - MAX_FAILURES_SHOWN);
-        fprintf(
-            stderr,
-            "producer: could not deliver to KAFKA_BROKERS=%s: %s (%" PRIu64 " of %" PRIu64
-            " items in %" PRIu64 " batches not delivered)\n",
+        fq_cli_say(
+            "could not deliver to KAFKA_BROKERS=%s: %s (%" PRIu64 " of %" PRIu64
+            " items in %" PRIu64 " batches not delivered)",
             cfg->kafka_brokers,
             st->events.last_error[0] ? st->events.last_error
                                      : (st->first_dr_error[0] ? st->first_dr_error : "interrupted"),

@@ -131,7 +131,8 @@ rd_kafka_message_t *fq_dlq_next(fq_dlq_reader_t *r, int64_t timeout_ms,
  *  0, or -1 (not measured). */
 int fq_dlq_measure(fq_dlq_reader_t *r, int64_t timeout_ms);
 
-/** @brief Draws "WHAT: N% of the DLQ read (M messages), R/s, ETA T[, EXTRA]" on p. */
+/** @brief Draws "WHAT: N% of the DLQ read, M messages, R messages/s, ETA T[, EXTRA]" on p
+ *  (without the percentage and ETA when the reader was not measured). */
 void fq_dlq_progress(const fq_dlq_reader_t *r, fq_progress_t *p, bool final, const char *what,
                      const char *extra);
 

@@ -25,6 +25,21 @@ static void put(const char *s, size_t n)
     (void)rc; /* a progress line that cannot be written is not worth an error */
 }
 
+/* Appends fmt to buf[0..at) and a newline when newline; leaves the room for it, so a long
+ * text is cut rather than its line left open. The length, or 0 when fmt fails. */
+static size_t compose(char *buf, size_t size, size_t at, bool newline, const char *fmt, va_list ap)
+{
+    int len = vsnprintf(buf + at, size - at - 1, fmt, ap);
+    if (len < 0)
+        return 0;
+    size_t n = at + (size_t)len;
+    if (n > size - 2)
+        n = size - 2; /* vsnprintf kept size - at - 2 characters and the NUL */
+    if (newline)
+        buf[n++] = '\n';
+    return n;
+}
+
 /* The logger's hook, and fq_cli_say's: erases the active line if it shows. */
 static void erase_active(void)
 {
@@ -62,16 +77,12 @@ void fq_progress_draw(fq_progress_t *p, bool final, const char *fmt, ...)
         return;
     p->last = now;
     char line[512] = ERASE;
-    size_t n = strlen(line);
     va_list ap;
     va_start(ap, fmt);
-    int len = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+    size_t n = compose(line, sizeof(line), strlen(ERASE), final, fmt, ap);
     va_end(ap);
-    if (len < 0)
+    if (!n)
         return;
-    n += (size_t)len < sizeof(line) - n - 1 ? (size_t)len : sizeof(line) - n - 2;
-    if (final)
-        line[n++] = '\n';
     put(line, n);
     atomic_store(&p->shown, !final);
 }
@@ -93,17 +104,11 @@ void fq_progress_end(fq_progress_t *p)
 void fq_cli_say(const char *fmt, ...)
 {
     erase_active();
-    char line[4096];
-    int n = snprintf(line, sizeof(line), "producer: ");
+    char line[4096] = "producer: ";
     va_list ap;
     va_start(ap, fmt);
-    int len = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    size_t n = compose(line, sizeof(line), strlen(line), true, fmt, ap);
     va_end(ap);
-    if (len < 0)
-        return;
-    size_t end = (size_t)n + (size_t)len;
-    if (end > sizeof(line) - 2)
-        end = sizeof(line) - 2;
-    line[end++] = '\n';
-    put(line, end);
+    if (n)
+        put(line, n);
 }

@@ -64,21 +64,21 @@ int fq_cli_topics_create(const fq_config_t *cfg, const fq_cli_opts_t *o)
     if (conf)
         rk = fq_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (!rk) {
-        fprintf(stderr, "producer: %s\n", errstr);
+        fq_cli_say("%s", errstr);
         return FQ_EXIT_USAGE;
     }
     for (int i = 0; i < 3; i++) {
         nt[i] = rd_kafka_NewTopic_new(names[i], parts[i], o->replication_factor, errstr,
                                       sizeof(errstr));
         if (!nt[i]) {
-            fprintf(stderr, "producer: %s: %s\n", names[i], errstr);
+            fq_cli_say("%s: %s", names[i], errstr);
             rc = FQ_EXIT_USAGE;
             goto done;
         }
         char ret[32];
         snprintf(ret, sizeof(ret), "%" PRId64, retention[i]);
         if (rd_kafka_NewTopic_set_config(nt[i], "retention.ms", ret)) {
-            fprintf(stderr, "producer: %s: cannot set retention.ms\n", names[i]);
+            fq_cli_say("%s: cannot set retention.ms", names[i]);
             goto done;
         }
     }
@@ -90,15 +90,13 @@ int fq_cli_topics_create(const fq_config_t *cfg, const fq_cli_opts_t *o)
     rd_kafka_CreateTopics(rk, nt, 3, aopts, q);
     ev = rd_kafka_queue_poll(q, (int)o->timeout_ms + 5000);
     if (!ev) {
-        fprintf(stderr,
-                "producer: could not create topics at KAFKA_BROKERS=%s: no answer in %" PRId64
-                " ms\n",
-                cfg->kafka_brokers, o->timeout_ms);
+        fq_cli_say("could not create topics at KAFKA_BROKERS=%s: no answer in %" PRId64 " ms",
+                   cfg->kafka_brokers, o->timeout_ms);
         goto done;
     }
     if (rd_kafka_event_error(ev)) {
-        fprintf(stderr, "producer: could not create topics at KAFKA_BROKERS=%s: %s\n",
-                cfg->kafka_brokers, rd_kafka_event_error_string(ev));
+        fq_cli_say("could not create topics at KAFKA_BROKERS=%s: %s", cfg->kafka_brokers,
+                   rd_kafka_event_error_string(ev));
         goto done;
     }
     rc = print_results(ev, names, parts, o->replication_factor);
